@@ -1,0 +1,280 @@
+//! The tonic implementation of `mlmesh.embedding.v1.EmbeddingService`:
+//! translates between protobuf and the engine, records per-method metrics,
+//! and nothing else.
+
+use std::{pin::Pin, sync::Arc, time::Instant};
+
+use futures::{Stream, StreamExt as _};
+use mlmesh_proto::embedding::v1::{
+    self as pb, embedding_service_server::EmbeddingService,
+};
+use tokenizers::TruncationDirection;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::{
+    engine::{EmbedParams, Embedded, Engine},
+    metrics::Metrics,
+};
+
+/// The gRPC face of an [`Engine`].
+#[derive(Clone)]
+pub struct EmbeddingApi {
+    engine: Arc<Engine>,
+    metrics: Metrics,
+}
+
+impl EmbeddingApi {
+    pub fn new(engine: Arc<Engine>, metrics: Metrics) -> Self {
+        Self { engine, metrics }
+    }
+
+    /// Records a call's outcome and duration.
+    fn observe<T>(&self, method: &str, start: Instant, result: &Result<T, Status>) {
+        let code = match result {
+            Ok(_) => tonic::Code::Ok,
+            Err(s) => s.code(),
+        };
+        self.metrics
+            .requests
+            .with_label_values(&[method, code_name(code)])
+            .inc();
+        self.metrics
+            .request_seconds
+            .with_label_values(&[method])
+            .observe(start.elapsed().as_secs_f64());
+    }
+
+    async fn embed_one(&self, req: pb::EmbedRequest) -> Result<pb::EmbedResponse, Status> {
+        let start = Instant::now();
+        let params = EmbedParams {
+            model: req.model,
+            normalize: req.normalize.unwrap_or(true),
+            truncate: truncation(req.truncate, req.truncation_direction)?,
+            dimensions: req.dimensions,
+        };
+        let out = self.engine.embed(req.inputs, &params).await?;
+        Ok(embed_response(out, start))
+    }
+}
+
+fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// `truncate` (default true) and its direction → the engine's option.
+fn truncation(truncate: Option<bool>, direction: i32) -> Result<Option<TruncationDirection>, Status> {
+    let direction = match pb::TruncationDirection::try_from(direction) {
+        Ok(pb::TruncationDirection::Unspecified | pb::TruncationDirection::Right) => TruncationDirection::Right,
+        Ok(pb::TruncationDirection::Left) => TruncationDirection::Left,
+        Err(_) => {
+            return Err(Status::invalid_argument(format!(
+                "`truncation_direction` {direction} is not a TruncationDirection (0, 1 or 2)"
+            )));
+        }
+    };
+    Ok(truncate.unwrap_or(true).then_some(direction))
+}
+
+fn micros(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+fn usage(out: &Embedded) -> pb::Usage {
+    pb::Usage {
+        prompt_tokens: out.prompt_tokens,
+        total_input_tokens: out.total_input_tokens,
+    }
+}
+
+fn timings(out: &Embedded, start: Instant) -> pb::Timings {
+    pb::Timings {
+        tokenize_us: micros(out.tokenize),
+        queue_us: micros(out.queue),
+        inference_us: micros(out.inference),
+        total_us: micros(start.elapsed()),
+    }
+}
+
+fn embed_response(out: Embedded, start: Instant) -> pb::EmbedResponse {
+    pb::EmbedResponse {
+        usage: Some(usage(&out)),
+        timings: Some(timings(&out, start)),
+        model: out.model,
+        dimensions: u32::try_from(out.dimensions).unwrap_or(u32::MAX),
+        embeddings: out
+            .vectors
+            .into_iter()
+            .map(|values| pb::Embedding { values })
+            .collect(),
+    }
+}
+
+type EmbedStream = Pin<Box<dyn Stream<Item = Result<pb::EmbedResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl EmbeddingService for EmbeddingApi {
+    #[tracing::instrument(name = "embed.request", skip_all, fields(inputs = req.get_ref().inputs.len(), model = %req.get_ref().model))]
+    async fn embed(&self, req: Request<pb::EmbedRequest>) -> Result<Response<pb::EmbedResponse>, Status> {
+        let start = Instant::now();
+        let result = self.embed_one(req.into_inner()).await;
+        self.observe("Embed", start, &result);
+        result.map(Response::new)
+    }
+
+    type EmbedStreamStream = EmbedStream;
+
+    async fn embed_stream(
+        &self,
+        req: Request<Streaming<pb::EmbedRequest>>,
+    ) -> Result<Response<Self::EmbedStreamStream>, Status> {
+        let api = self.clone();
+        let concurrency = self.engine.settings.stream_concurrency;
+        let responses = req
+            .into_inner()
+            .map(move |item| {
+                let api = api.clone();
+                async move {
+                    let start = Instant::now();
+                    let result = match item {
+                        Ok(r) => api.embed_one(r).await,
+                        Err(status) => Err(status),
+                    };
+                    api.observe("EmbedStream", start, &result);
+                    result
+                }
+            })
+            // Up to `concurrency` requests in flight, answered in order.
+            .buffered(concurrency)
+            // The first error ends the stream, carrying that request's status.
+            .scan(false, |failed, r| {
+                let out = if *failed {
+                    None
+                } else {
+                    *failed = r.is_err();
+                    Some(r)
+                };
+                futures::future::ready(out)
+            });
+        Ok(Response::new(Box::pin(responses)))
+    }
+
+    #[tracing::instrument(name = "embed.similarity", skip_all, fields(texts = req.get_ref().texts.len()))]
+    async fn similarity(
+        &self,
+        req: Request<pb::SimilarityRequest>,
+    ) -> Result<Response<pb::SimilarityResponse>, Status> {
+        let start = Instant::now();
+        let result = async {
+            let req = req.into_inner();
+            if req.texts.is_empty() {
+                return Err(crate::error::EmbedError::EmptyBatch { field: "texts" }.into());
+            }
+            let n = req.texts.len();
+            let mut inputs = Vec::with_capacity(n + 1);
+            inputs.push(req.source);
+            inputs.extend(req.texts);
+            self.engine.check_batch("texts", inputs.len())?;
+            let params = EmbedParams {
+                model: req.model,
+                normalize: true,
+                truncate: truncation(req.truncate, req.truncation_direction)?,
+                dimensions: None,
+            };
+            let out = self.engine.embed(inputs, &params).await?;
+            let (source, others) = out.vectors.split_first().ok_or_else(|| Status::internal("no source vector"))?;
+            let scores = others
+                .iter()
+                .map(|v| v.iter().zip(source).map(|(a, b)| a * b).sum::<f32>())
+                .collect();
+            Ok(pb::SimilarityResponse {
+                scores,
+                usage: Some(usage(&out)),
+                timings: Some(timings(&out, start)),
+                model: out.model,
+            })
+        }
+        .await;
+        self.observe("Similarity", start, &result);
+        result.map(Response::new)
+    }
+
+    async fn tokenize(&self, req: Request<pb::TokenizeRequest>) -> Result<Response<pb::TokenizeResponse>, Status> {
+        let start = Instant::now();
+        let result = async {
+            let req = req.into_inner();
+            let truncate = truncation(req.truncate, req.truncation_direction)?;
+            let (model, encs) = self.engine.tokenize(req.inputs, &req.model, truncate).await?;
+            let inputs = encs
+                .into_iter()
+                .map(|(enc, original)| pb::TokenizedInput {
+                    truncated: original > enc.len(),
+                    original_length: u32::try_from(original).unwrap_or(u32::MAX),
+                    tokens: enc
+                        .get_ids()
+                        .iter()
+                        .zip(enc.get_tokens())
+                        .zip(enc.get_offsets())
+                        .zip(enc.get_special_tokens_mask())
+                        .map(|(((&id, text), &(s, e)), &special)| pb::Token {
+                            id,
+                            text: text.clone(),
+                            start: u32::try_from(s).unwrap_or(u32::MAX),
+                            end: u32::try_from(e).unwrap_or(u32::MAX),
+                            special: special == 1,
+                        })
+                        .collect(),
+                })
+                .collect();
+            Ok(pb::TokenizeResponse { inputs, model })
+        }
+        .await;
+        self.observe("Tokenize", start, &result);
+        result.map(Response::new)
+    }
+
+    async fn info(&self, _req: Request<pb::InfoRequest>) -> Result<Response<pb::InfoResponse>, Status> {
+        let s = &self.engine.settings;
+        let to32 = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
+        let models = self
+            .engine
+            .models()
+            .map(|(m, is_default)| pb::ModelInfo {
+                name: m.folder.name.clone(),
+                dimension: to32(m.folder.dimension),
+                max_input_tokens: to32(m.folder.max_tokens),
+                pooling: m.folder.pooling.as_str().into(),
+                dtype: m.folder.dtype.clone(),
+                is_default,
+                path: m.folder.dir.display().to_string(),
+            })
+            .collect();
+        Ok(Response::new(pb::InfoResponse {
+            models,
+            max_client_batch: to32(s.max_client_batch),
+            max_batch_size: to32(s.max_batch_size),
+            max_batch_tokens: to32(s.max_batch_tokens),
+            max_queued_inputs: to32(s.max_queued_inputs),
+            max_request_bytes: self.engine.max_request_bytes as u64,
+            version: env!("CARGO_PKG_VERSION").into(),
+        }))
+    }
+}

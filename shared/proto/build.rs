@@ -1,0 +1,23 @@
+//! Compiles `proto/` with protox (a pure-Rust protobuf compiler, so no
+//! `protoc` is needed on the build machine) and generates tonic clients and
+//! servers plus one file descriptor set for gRPC reflection.
+
+use std::path::PathBuf;
+
+use prost::Message as _;
+
+const PROTOS: &[&str] = &["mlmesh/embedding/v1/embedding.proto"];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    println!("cargo:rerun-if-changed={}", root.display());
+
+    let fds = protox::compile(PROTOS, [&root])?;
+    std::fs::write(out.join("mlmesh_descriptor.bin"), fds.encode_to_vec())?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(fds)?;
+    Ok(())
+}

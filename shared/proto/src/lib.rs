@@ -1,0 +1,15 @@
+//! Generated gRPC code for every mlmesh protocol in `proto/`: message types,
+//! tonic clients and servers, and the descriptor set served by reflection.
+//!
+//! Nothing here is written by hand; change the `.proto` files instead.
+
+/// `mlmesh.embedding.v1`: the embedding service contract.
+pub mod embedding {
+    pub mod v1 {
+        #![allow(clippy::all, missing_docs)]
+        tonic::include_proto!("mlmesh.embedding.v1");
+    }
+}
+
+/// Encoded `FileDescriptorSet` of all mlmesh protos, for `tonic-reflection`.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/mlmesh_descriptor.bin"));

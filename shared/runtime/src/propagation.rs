@@ -1,0 +1,155 @@
+//! W3C trace-context propagation over gRPC metadata, as tower layers.
+//!
+//! [`ServerTraceLayer`] wraps a server: each call gets a `grpc.server` span
+//! whose parent is the caller's `traceparent`. [`ClientTraceLayer`] wraps a
+//! client channel: each call carries the current span's context onward. With
+//! both in place, one trace follows a request across every mlmesh hop.
+
+use std::task::{Context, Poll};
+
+use http::{HeaderMap, HeaderName, HeaderValue, Request};
+use opentelemetry::propagation::{Extractor, Injector};
+use tower_layer::Layer;
+use tower_service::Service;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+struct HeaderExtractor<'a>(&'a HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(HeaderName::as_str).collect()
+    }
+}
+
+struct HeaderInjector<'a>(&'a mut HeaderMap);
+
+impl Injector for HeaderInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(name), Ok(value)) = (HeaderName::try_from(key), HeaderValue::try_from(value)) {
+            self.0.insert(name, value);
+        }
+    }
+}
+
+/// The trace context a caller sent in `headers` (empty when none).
+pub fn extract(headers: &HeaderMap) -> opentelemetry::Context {
+    opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)))
+}
+
+/// Writes the current span's trace context into `headers`.
+pub fn inject_current(headers: &mut HeaderMap) {
+    let cx = tracing::Span::current().context();
+    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut HeaderInjector(headers)));
+}
+
+/// Server side: one span per call, parented on the caller's `traceparent`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ServerTraceLayer;
+
+impl<S> Layer<S> for ServerTraceLayer {
+    type Service = ServerTrace<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        ServerTrace { inner }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ServerTrace<S> {
+    inner: S,
+}
+
+impl<S, B> Service<Request<B>> for ServerTrace<S>
+where
+    S: Service<Request<B>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = futures::future::BoxFuture<'static, Result<S::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let path = req.uri().path();
+        // `/pkg.Service/Method` → rpc.service, rpc.method (OTel semantic conventions).
+        let (service, method) = path
+            .trim_start_matches('/')
+            .split_once('/')
+            .unwrap_or((path, ""));
+        let span = tracing::info_span!(
+            "grpc.server",
+            otel.name = %path.trim_start_matches('/'),
+            otel.kind = "server",
+            rpc.system = "grpc",
+            rpc.service = %service,
+            rpc.method = %method,
+        );
+        let parent = extract(req.headers());
+        // An error only means no OTel layer is installed: nothing to link.
+        let _ = span.set_parent(parent);
+        Box::pin(self.inner.call(req).instrument(span))
+    }
+}
+
+/// Client side: every outgoing call carries the current trace context.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ClientTraceLayer;
+
+impl<S> Layer<S> for ClientTraceLayer {
+    type Service = ClientTrace<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        ClientTrace { inner }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ClientTrace<S> {
+    inner: S,
+}
+
+impl<S, B> Service<Request<B>> for ClientTrace<S>
+where
+    S: Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        inject_current(req.headers_mut());
+        self.inner.call(req)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry::trace::TraceContextExt;
+    use opentelemetry_sdk::propagation::TraceContextPropagator;
+
+    #[test]
+    fn extracts_a_w3c_traceparent() {
+        opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "traceparent",
+            HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        );
+        let cx = extract(&headers);
+        let span = cx.span();
+        let sc = span.span_context();
+        assert!(sc.is_remote());
+        assert_eq!(sc.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(sc.span_id().to_string(), "00f067aa0ba902b7");
+    }
+}

@@ -1,0 +1,225 @@
+//! The gRPC server every mlmesh service runs: the service's own routes plus
+//! `grpc.health.v1`, reflection, a Prometheus `/metrics` endpoint on its own
+//! port, per-call trace spans, and graceful shutdown.
+//!
+//! Shutdown order, on the shutdown future completing: health turns
+//! NOT_SERVING (so load balancers stop sending), the listener closes, calls
+//! already accepted run to completion for at most the grace period, then
+//! [`GrpcServer::serve`] returns.
+
+use std::{future::Future, net::SocketAddr};
+
+use axum::{Router, http::header, response::IntoResponse, routing::get};
+use futures::StreamExt as _;
+use prometheus::{Encoder as _, Registry, TextEncoder};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::Routes;
+use tonic_health::{ServingStatus, server::HealthReporter};
+
+use crate::{propagation::ServerTraceLayer, settings::ServerSettings};
+
+/// Why the server could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr} (`{key}`): {source}")]
+    Bind {
+        key: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot build gRPC reflection: {0}")]
+    Reflection(String),
+    #[error("gRPC transport failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A bound, not yet serving, gRPC server with its metrics endpoint.
+pub struct GrpcServer {
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    settings: ServerSettings,
+    registry: Registry,
+    health: HealthReporter,
+    health_service: tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>,
+}
+
+impl GrpcServer {
+    /// Binds `settings.listen` and `settings.metrics_listen`.
+    pub async fn bind(settings: &ServerSettings, registry: Registry) -> Result<Self, ServerError> {
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .map_err(|source| ServerError::Bind {
+                key: "server.listen",
+                addr: settings.listen,
+                source,
+            })?;
+        let metrics_listener = match settings.metrics_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| ServerError::Bind {
+                key: "server.metrics_listen",
+                addr,
+                source,
+            })?),
+            None => None,
+        };
+        Ok(Self::from_listeners(settings, listener, metrics_listener, registry))
+    }
+
+    /// Uses listeners the caller already bound (tests, socket activation).
+    pub fn from_listeners(
+        settings: &ServerSettings,
+        listener: TcpListener,
+        metrics_listener: Option<TcpListener>,
+        registry: Registry,
+    ) -> Self {
+        let health = HealthReporter::new();
+        let health_service = tonic_health::pb::health_server::HealthServer::new(
+            tonic_health::server::HealthService::from_health_reporter(health.clone()),
+        );
+        Self {
+            listener,
+            metrics_listener,
+            settings: settings.clone(),
+            registry,
+            health,
+            health_service,
+        }
+    }
+
+    /// The gRPC address actually bound (resolves port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| self.settings.listen)
+    }
+
+    /// The `/metrics` address actually bound, if enabled.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The health reporter, for a service to report its own readiness.
+    pub fn health(&self) -> HealthReporter {
+        self.health.clone()
+    }
+
+    /// Serves `routes` until `shutdown` completes, then drains. `services`
+    /// are the fully-qualified names whose health is reported;
+    /// `descriptors` are encoded `FileDescriptorSet`s served by reflection.
+    pub async fn serve(
+        self,
+        routes: Routes,
+        services: &[&str],
+        descriptors: &[&[u8]],
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        let mut reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+        let mut reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+        for d in descriptors {
+            reflection_v1 = reflection_v1.register_encoded_file_descriptor_set(d);
+            reflection_v1alpha = reflection_v1alpha.register_encoded_file_descriptor_set(d);
+        }
+        let reflection_v1 = reflection_v1
+            .build_v1()
+            .map_err(|e| ServerError::Reflection(e.to_string()))?;
+        let reflection_v1alpha = reflection_v1alpha
+            .build_v1alpha()
+            .map_err(|e| ServerError::Reflection(e.to_string()))?;
+
+        let all: Vec<String> = std::iter::once(String::new())
+            .chain(services.iter().map(|s| (*s).to_owned()))
+            .collect();
+        for name in &all {
+            self.health
+                .set_service_status(name, ServingStatus::Serving)
+                .await;
+        }
+
+        let addr = self.local_addr();
+        let metrics_addr = self.metrics_addr();
+        let grace = self.settings.shutdown_grace();
+        let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
+        let (stopped_tx, stopped_rx) = tokio::sync::watch::channel(false);
+
+        let metrics_task = self.metrics_listener.map(|listener| {
+            let registry = self.registry.clone();
+            let mut stopped = stopped_rx.clone();
+            tokio::spawn(async move {
+                let app = Router::new().route("/metrics", get(move || render(registry.clone())));
+                let stop = async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                };
+                if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
+                    tracing::error!(error = %e, "metrics endpoint failed");
+                }
+            })
+        });
+
+        let health = self.health.clone();
+        let signal = async move {
+            shutdown.await;
+            tracing::info!(grace_secs = grace.as_secs(), "shutting down: health NOT_SERVING, draining in-flight calls");
+            for name in &all {
+                health
+                    .set_service_status(name, ServingStatus::NotServing)
+                    .await;
+            }
+            let _ = draining_tx.send(());
+        };
+
+        // Custom incoming streams do not get tonic's TCP_NODELAY; small
+        // unary calls need it or they wait on Nagle's algorithm.
+        let incoming = TcpListenerStream::new(self.listener).map(|conn| {
+            if let Ok(c) = &conn
+                && let Err(e) = c.set_nodelay(true)
+            {
+                tracing::debug!(error = %e, "set_nodelay failed");
+            }
+            conn
+        });
+
+        tracing::info!(%addr, metrics = ?metrics_addr, "gRPC server listening");
+        let server = tonic::transport::Server::builder()
+            .max_concurrent_streams(self.settings.max_concurrent_streams)
+            .layer(ServerTraceLayer)
+            .add_routes(routes)
+            .add_service(self.health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .serve_with_incoming_shutdown(incoming, signal);
+        tokio::pin!(server);
+
+        let grace_expired = async {
+            if draining_rx.await.is_ok() {
+                tokio::time::sleep(grace).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        let result = tokio::select! {
+            r = &mut server => r.map_err(ServerError::from),
+            () = grace_expired => {
+                tracing::warn!("grace period expired with calls still in flight; stopping anyway");
+                Ok(())
+            }
+        };
+        let _ = stopped_tx.send(true);
+        if let Some(task) = metrics_task {
+            let _ = task.await;
+        }
+        tracing::info!("server stopped");
+        result
+    }
+}
+
+async fn render(registry: Registry) -> impl IntoResponse {
+    let mut buf = Vec::new();
+    if let Err(e) = TextEncoder::new().encode(&registry.gather(), &mut buf) {
+        tracing::error!(error = %e, "cannot encode metrics");
+    }
+    ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], buf)
+}

@@ -1,0 +1,230 @@
+//! Layered, typed settings: compiled defaults → optional file → environment.
+//!
+//! Every service describes its settings as one `serde` struct whose
+//! `Default` is the compiled default. [`load`] lays a TOML file and
+//! then `MLMESH_<SECTION>__<KEY>` environment variables on top, and fails with
+//! the offending key's name when a value does not fit its type.
+//!
+//! The environment is passed in as a map rather than read here, so tests can
+//! give each service its own environment without touching the process's.
+
+use std::{collections::HashMap, net::SocketAddr, path::Path, time::Duration};
+
+use config::{Config, Environment, File};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+/// Prefix of every environment variable mlmesh reads for settings.
+pub const ENV_PREFIX: &str = "MLMESH";
+
+/// Why settings could not be loaded. The message names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("invalid configuration: {0}")]
+    Invalid(#[from] config::ConfigError),
+    #[error("invalid configuration: `{key}`: {reason}")]
+    Value { key: String, reason: String },
+}
+
+/// Loads settings of type `T`: `T::default()`, then `file` when given, then
+/// the `MLMESH_`-prefixed entries of `env` (`MLMESH_SERVER__LISTEN=...` sets
+/// `server.listen`). Pass `std::env::vars().collect()` in a binary.
+/// `list_keys` are dotted keys whose environment value is a comma-separated
+/// list (`MLMESH_EMBEDDING__MODELS=a=/x,b=/y`).
+pub fn load<T>(
+    file: Option<&Path>,
+    env: HashMap<String, String>,
+    list_keys: &[&str],
+) -> Result<T, SettingsError>
+where
+    T: Default + Serialize + DeserializeOwned,
+{
+    let defaults = Config::try_from(&T::default())?;
+    let mut builder = Config::builder().add_source(defaults);
+    if let Some(file) = file {
+        builder = builder.add_source(File::from(file).required(true));
+    }
+    // Only our own variables: OTEL_* and friends are read by telemetry.
+    let ours: HashMap<String, String> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}_")))
+        .collect();
+    let mut environment = Environment::with_prefix(ENV_PREFIX)
+        .prefix_separator("_")
+        .separator("__")
+        .try_parsing(true)
+        .source(Some(ours));
+    if !list_keys.is_empty() {
+        environment = environment.list_separator(",");
+        for key in list_keys {
+            environment = environment.with_list_parse_key(key);
+        }
+    }
+    builder = builder.add_source(environment);
+    Ok(builder.build()?.try_deserialize()?)
+}
+
+/// Settings of the gRPC server every service runs (section `[server]`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Address the gRPC server listens on. Port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Address of the Prometheus `/metrics` HTTP endpoint; empty disables it.
+    pub metrics_listen: Option<SocketAddr>,
+    /// On SIGTERM/SIGINT: how long in-flight calls may take to finish after
+    /// health turns NOT_SERVING, in seconds, before the process exits anyway.
+    pub shutdown_grace_secs: u64,
+    /// Largest request message accepted, in bytes; larger ones get
+    /// RESOURCE_EXHAUSTED from the transport before any work is done.
+    pub max_request_bytes: usize,
+    /// Most concurrent calls per connection (HTTP/2 streams).
+    pub max_concurrent_streams: u32,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9051))),
+            shutdown_grace_secs: 30,
+            max_request_bytes: 16 * 1024 * 1024,
+            max_concurrent_streams: 1024,
+        }
+    }
+}
+
+impl ServerSettings {
+    /// Settings for tests: everything on `127.0.0.1:0`, short grace period.
+    pub fn ephemeral() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            shutdown_grace_secs: 10,
+            ..Self::default()
+        }
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+
+    /// Checks values no type can express.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        if self.max_request_bytes < 1024 {
+            return Err(SettingsError::Value {
+                key: "server.max_request_bytes".into(),
+                reason: format!("{} is below the minimum of 1024", self.max_request_bytes),
+            });
+        }
+        if self.max_concurrent_streams == 0 {
+            return Err(SettingsError::Value {
+                key: "server.max_concurrent_streams".into(),
+                reason: "must be at least 1".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable, for terminals.
+    #[default]
+    Pretty,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Logging settings (section `[telemetry]`). Trace export is configured by
+/// the standard `OTEL_EXPORTER_OTLP_ENDPOINT` / `OTEL_SERVICE_NAME` variables.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetrySettings {
+    pub log_format: LogFormat,
+    /// `tracing` filter directive, e.g. `info` or `info,mlmesh_embedding=debug`.
+    /// `RUST_LOG`, when set, wins.
+    pub log_level: String,
+}
+
+impl Default for TelemetrySettings {
+    fn default() -> Self {
+        Self {
+            log_format: LogFormat::Pretty,
+            log_level: "info".into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default, Serialize, Deserialize, Debug)]
+    #[serde(default)]
+    struct Demo {
+        server: ServerSettings,
+        telemetry: TelemetrySettings,
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_then_env() {
+        let s: Demo = load(
+            None,
+            env(&[
+                ("MLMESH_SERVER__LISTEN", "0.0.0.0:7000"),
+                ("MLMESH_SERVER__SHUTDOWN_GRACE_SECS", "3"),
+                ("OTHER_SERVER__LISTEN", "1.1.1.1:1"),
+            ]),
+            &[],
+        )
+        .expect("valid settings");
+        assert_eq!(s.server.listen.to_string(), "0.0.0.0:7000");
+        assert_eq!(s.server.shutdown_grace_secs, 3);
+        assert_eq!(s.server.max_request_bytes, 16 * 1024 * 1024);
+    }
+
+    #[test]
+    fn file_then_env_wins() {
+        let dir = std::env::temp_dir().join(format!("mlmesh-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("c.toml");
+        std::fs::write(&path, "[server]\nshutdown_grace_secs = 5\nmax_request_bytes = 2048\n")
+            .expect("write");
+        let s: Demo = load(
+            Some(&path),
+            env(&[("MLMESH_SERVER__SHUTDOWN_GRACE_SECS", "9")]),
+            &[],
+        )
+        .expect("valid settings");
+        assert_eq!(s.server.shutdown_grace_secs, 9);
+        assert_eq!(s.server.max_request_bytes, 2048);
+    }
+
+    #[test]
+    fn bad_value_names_the_key() {
+        let err = load::<Demo>(
+            None,
+            env(&[("MLMESH_SERVER__SHUTDOWN_GRACE_SECS", "soon")]),
+            &[],
+        )
+        .expect_err("must fail");
+        let msg = err.to_string();
+        assert!(msg.contains("server.shutdown_grace_secs"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_key_in_a_section_is_refused() {
+        let err = load::<Demo>(None, env(&[("MLMESH_SERVER__LISTN", "1.2.3.4:5")]), &[])
+            .expect_err("must fail");
+        assert!(err.to_string().contains("listn"), "{err}");
+    }
+}
