@@ -17,7 +17,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::Routes;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
-use crate::{propagation::ServerTraceLayer, settings::ServerSettings};
+use crate::{limits::MessageLimitLayer, propagation::ServerTraceLayer, settings::ServerSettings};
 
 /// Why the server could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -186,6 +186,9 @@ impl GrpcServer {
         let server = tonic::transport::Server::builder()
             .max_concurrent_streams(self.settings.max_concurrent_streams)
             .layer(ServerTraceLayer)
+            .layer(MessageLimitLayer {
+                max_request_bytes: self.settings.max_request_bytes,
+            })
             .add_routes(routes)
             .add_service(self.health_service)
             .add_service(reflection_v1)
