@@ -1,1 +1,137 @@
-//! x
+//! Helpers for cross-service tests: start real mlmesh binaries as child
+//! processes on ephemeral ports and find out where they listen.
+#![forbid(unsafe_code)]
+
+use std::{
+    io::{BufRead as _, BufReader},
+    net::SocketAddr,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+/// The repository root (for model assets).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A workspace binary next to the running test (`target/<profile>/NAME`).
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} is not built: run `cargo build --workspace --bins` (make test does)",
+        path.display()
+    );
+    path
+}
+
+/// A running service process. Killed on drop if still running.
+pub struct Service {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub metrics_addr: Option<SocketAddr>,
+    /// Every log line, as JSON, collected in the background.
+    pub logs: mpsc::Receiver<String>,
+    pub started_in: Duration,
+}
+
+impl Service {
+    /// Starts `name` with `--listen 127.0.0.1:0`, JSON logs and `env`, and
+    /// waits (up to 60 s) for its "gRPC server listening" line.
+    pub fn start(name: &str, env: &[(&str, String)]) -> Self {
+        let t0 = Instant::now();
+        let mut cmd = Command::new(binary(name));
+        cmd.current_dir(repo_root())
+            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+            .env("MLMESH_TELEMETRY__LOG_FORMAT", "json")
+            .env_remove("RUST_LOG")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn service");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            else {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{name} did not report listening within 60 s");
+            };
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if v["message"] == "gRPC server listening" {
+                let addr = v["addr"]
+                    .as_str()
+                    .expect("addr field")
+                    .parse()
+                    .expect("addr");
+                let metrics_addr = v["metrics"].as_str().and_then(|m| {
+                    m.trim_start_matches("Some(")
+                        .trim_end_matches(')')
+                        .parse()
+                        .ok()
+                });
+                return Self {
+                    child,
+                    addr,
+                    metrics_addr,
+                    logs: rx,
+                    started_in: t0.elapsed(),
+                };
+            }
+        }
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill -TERM failed");
+    }
+
+    /// Waits for exit, up to `limit`; returns the exit code.
+    pub fn wait(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "process did not exit within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -5,9 +5,7 @@
 use std::{pin::Pin, sync::Arc, time::Instant};
 
 use futures::{Stream, StreamExt as _};
-use mlmesh_proto::embedding::v1::{
-    self as pb, embedding_service_server::EmbeddingService,
-};
+use mlmesh_proto::embedding::v1::{self as pb, embedding_service_server::EmbeddingService};
 use tokenizers::TruncationDirection;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -81,9 +79,14 @@ fn code_name(code: tonic::Code) -> &'static str {
 }
 
 /// `truncate` (default true) and its direction → the engine's option.
-fn truncation(truncate: Option<bool>, direction: i32) -> Result<Option<TruncationDirection>, Status> {
+fn truncation(
+    truncate: Option<bool>,
+    direction: i32,
+) -> Result<Option<TruncationDirection>, Status> {
     let direction = match pb::TruncationDirection::try_from(direction) {
-        Ok(pb::TruncationDirection::Unspecified | pb::TruncationDirection::Right) => TruncationDirection::Right,
+        Ok(pb::TruncationDirection::Unspecified | pb::TruncationDirection::Right) => {
+            TruncationDirection::Right
+        }
         Ok(pb::TruncationDirection::Left) => TruncationDirection::Left,
         Err(_) => {
             return Err(Status::invalid_argument(format!(
@@ -133,7 +136,10 @@ type EmbedStream = Pin<Box<dyn Stream<Item = Result<pb::EmbedResponse, Status>> 
 #[tonic::async_trait]
 impl EmbeddingService for EmbeddingApi {
     #[tracing::instrument(name = "embed.request", skip_all, fields(inputs = req.get_ref().inputs.len(), model = %req.get_ref().model))]
-    async fn embed(&self, req: Request<pb::EmbedRequest>) -> Result<Response<pb::EmbedResponse>, Status> {
+    async fn embed(
+        &self,
+        req: Request<pb::EmbedRequest>,
+    ) -> Result<Response<pb::EmbedResponse>, Status> {
         let start = Instant::now();
         let result = self.embed_one(req.into_inner()).await;
         self.observe("Embed", start, &result);
@@ -200,7 +206,10 @@ impl EmbeddingService for EmbeddingApi {
                 dimensions: None,
             };
             let out = self.engine.embed(inputs, &params).await?;
-            let (source, others) = out.vectors.split_first().ok_or_else(|| Status::internal("no source vector"))?;
+            let (source, others) = out
+                .vectors
+                .split_first()
+                .ok_or_else(|| Status::internal("no source vector"))?;
             let scores = others
                 .iter()
                 .map(|v| v.iter().zip(source).map(|(a, b)| a * b).sum::<f32>())
@@ -217,12 +226,18 @@ impl EmbeddingService for EmbeddingApi {
         result.map(Response::new)
     }
 
-    async fn tokenize(&self, req: Request<pb::TokenizeRequest>) -> Result<Response<pb::TokenizeResponse>, Status> {
+    async fn tokenize(
+        &self,
+        req: Request<pb::TokenizeRequest>,
+    ) -> Result<Response<pb::TokenizeResponse>, Status> {
         let start = Instant::now();
         let result = async {
             let req = req.into_inner();
             let truncate = truncation(req.truncate, req.truncation_direction)?;
-            let (model, encs) = self.engine.tokenize(req.inputs, &req.model, truncate).await?;
+            let (model, encs) = self
+                .engine
+                .tokenize(req.inputs, &req.model, truncate)
+                .await?;
             let inputs = encs
                 .into_iter()
                 .map(|(enc, original)| pb::TokenizedInput {
@@ -251,7 +266,10 @@ impl EmbeddingService for EmbeddingApi {
         result.map(Response::new)
     }
 
-    async fn info(&self, _req: Request<pb::InfoRequest>) -> Result<Response<pb::InfoResponse>, Status> {
+    async fn info(
+        &self,
+        _req: Request<pb::InfoRequest>,
+    ) -> Result<Response<pb::InfoResponse>, Status> {
         let s = &self.engine.settings;
         let to32 = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
         let models = self

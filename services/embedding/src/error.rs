@@ -8,8 +8,14 @@ pub enum EmbedError {
     #[error("`{field}` is empty: at least one input is required")]
     EmptyBatch { field: &'static str },
     #[error("`{field}` has {size} inputs; the limit is {max} (embedding.max_client_batch)")]
-    BatchTooLarge { field: &'static str, size: usize, max: usize },
-    #[error("`{field}[{index}]` is {tokens} tokens long; the limit of model {model:?} is {max} tokens (set truncate=true to cut it)")]
+    BatchTooLarge {
+        field: &'static str,
+        size: usize,
+        max: usize,
+    },
+    #[error(
+        "`{field}[{index}]` is {tokens} tokens long; the limit of model {model:?} is {max} tokens (set truncate=true to cut it)"
+    )]
     InputTooLong {
         field: &'static str,
         index: usize,
@@ -20,9 +26,19 @@ pub enum EmbedError {
     #[error("model {name:?} is not served here; available: {available}")]
     UnknownModel { name: String, available: String },
     #[error("`dimensions` is {requested}; model {model:?} has {max} dimensions")]
-    DimensionsTooLarge { requested: u32, max: usize, model: String },
-    #[error("model {model:?} has {queued} inputs queued or running (limit {max}, embedding.max_queued_inputs); retry later")]
-    QueueFull { model: String, queued: usize, max: usize },
+    DimensionsTooLarge {
+        requested: u32,
+        max: usize,
+        model: String,
+    },
+    #[error(
+        "model {model:?} has {queued} inputs queued or running (limit {max}, embedding.max_queued_inputs); retry later"
+    )]
+    QueueFull {
+        model: String,
+        queued: usize,
+        max: usize,
+    },
     #[error("tokenizer failed: {0}")]
     Tokenizer(String),
     #[error("model run failed: {0}")]
@@ -35,10 +51,16 @@ pub enum EmbedError {
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("model {model:?}: cannot read {path}: {reason}")]
-    File { model: String, path: String, reason: String },
+    File {
+        model: String,
+        path: String,
+        reason: String,
+    },
     #[error("model {model:?}: {reason}")]
     Invalid { model: String, reason: String },
-    #[error("cannot load ONNX Runtime from {path} (embedding.ort_dylib_path / ORT_DYLIB_PATH; run `make models`): {reason}")]
+    #[error(
+        "cannot load ONNX Runtime from {path} (embedding.ort_dylib_path / ORT_DYLIB_PATH; run `make models`): {reason}"
+    )]
     Runtime { path: String, reason: String },
     #[error("model {model:?}: ONNX Runtime refused the model: {reason}")]
     Session { model: String, reason: String },

@@ -72,16 +72,25 @@ impl Application {
 
     /// Serves until `shutdown` completes, drains in-flight calls, then stops
     /// the model workers.
-    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
         let max = self.engine.max_request_bytes;
-        let api = EmbeddingServiceServer::new(EmbeddingApi::new(Arc::clone(&self.engine), self.metrics))
-            .max_decoding_message_size(max)
-            // Responses are vectors: bounded by max_client_batch × dimension.
-            .max_encoding_message_size(usize::MAX);
+        let api =
+            EmbeddingServiceServer::new(EmbeddingApi::new(Arc::clone(&self.engine), self.metrics))
+                .max_decoding_message_size(max)
+                // Responses are vectors: bounded by max_client_batch × dimension.
+                .max_encoding_message_size(usize::MAX);
         let routes = Routes::new(api);
         let result = self
             .server
-            .serve(routes, &[SERVICE_NAME], &[mlmesh_proto::FILE_DESCRIPTOR_SET], shutdown)
+            .serve(
+                routes,
+                &[SERVICE_NAME],
+                &[mlmesh_proto::FILE_DESCRIPTOR_SET],
+                shutdown,
+            )
             .await;
         self.engine.close();
         result

@@ -58,7 +58,10 @@ async fn main() -> anyhow::Result<()> {
     }
     let _telemetry = mlmesh_runtime::telemetry::init("mlmesh-embedding", &settings.telemetry)?;
     tracing::info!(?settings, "starting");
-    let app = Application::build(settings).await.context("starting the embedding service")?;
-    app.run_until_stopped(mlmesh_runtime::shutdown::signal()).await?;
+    let app = Application::build(settings)
+        .await
+        .context("starting the embedding service")?;
+    app.run_until_stopped(mlmesh_runtime::shutdown::signal())
+        .await?;
     Ok(())
 }

@@ -35,20 +35,26 @@ impl Metrics {
             &["method", "code"],
         )?;
         let request_seconds = HistogramVec::new(
-            HistogramOpts::new("request_duration_seconds", "Request duration, server side").buckets(secs.clone()),
+            HistogramOpts::new("request_duration_seconds", "Request duration, server side")
+                .buckets(secs.clone()),
             &["method"],
         )?;
         let queue_seconds = HistogramVec::new(
-            HistogramOpts::new("queue_duration_seconds", "Time an input waited for its model run")
-                .buckets(secs.clone()),
+            HistogramOpts::new(
+                "queue_duration_seconds",
+                "Time an input waited for its model run",
+            )
+            .buckets(secs.clone()),
             &["model"],
         )?;
         let inference_seconds = HistogramVec::new(
-            HistogramOpts::new("inference_duration_seconds", "Duration of one model run").buckets(secs),
+            HistogramOpts::new("inference_duration_seconds", "Duration of one model run")
+                .buckets(secs),
             &["model"],
         )?;
         let batch_size = HistogramVec::new(
-            HistogramOpts::new("batch_size", "Inputs per model run").buckets(exponential_buckets(1.0, 2.0, 10)?),
+            HistogramOpts::new("batch_size", "Inputs per model run")
+                .buckets(exponential_buckets(1.0, 2.0, 10)?),
             &["model"],
         )?;
         let batch_tokens = HistogramVec::new(
@@ -57,13 +63,19 @@ impl Metrics {
             &["model"],
         )?;
         let tokens = IntCounterVec::new(Opts::new("tokens_total", "Tokens embedded"), &["model"])?;
-        let queue_depth = IntGaugeVec::new(Opts::new("queue_depth", "Inputs waiting in the batching queue"), &["model"])?;
+        let queue_depth = IntGaugeVec::new(
+            Opts::new("queue_depth", "Inputs waiting in the batching queue"),
+            &["model"],
+        )?;
         let inputs_in_flight = IntGaugeVec::new(
             Opts::new("inputs_in_flight", "Inputs admitted and not yet answered"),
             &["model"],
         )?;
         let dropped_inputs = IntCounterVec::new(
-            Opts::new("dropped_inputs_total", "Queued inputs dropped because the caller cancelled or timed out"),
+            Opts::new(
+                "dropped_inputs_total",
+                "Queued inputs dropped because the caller cancelled or timed out",
+            ),
             &["model"],
         )?;
         registry.register(Box::new(requests.clone()))?;

@@ -145,7 +145,10 @@ impl EmbeddingSettings {
         if let Some(d) = &self.default_model
             && !self.models.iter().any(|m| &m.name == d)
         {
-            return bad("default_model", format!("{d:?} is not one of the configured models"));
+            return bad(
+                "default_model",
+                format!("{d:?} is not one of the configured models"),
+            );
         }
         for (key, v) in [
             ("intra_op_threads", self.intra_op_threads),
@@ -175,7 +178,10 @@ impl EmbeddingSettings {
 
 impl Settings {
     /// Compiled defaults → `file` → `MLMESH_*` entries of `env`, validated.
-    pub fn load(file: Option<&std::path::Path>, env: HashMap<String, String>) -> Result<Self, SettingsError> {
+    pub fn load(
+        file: Option<&std::path::Path>,
+        env: HashMap<String, String>,
+    ) -> Result<Self, SettingsError> {
         let s: Self = settings::load(file, env, &["embedding.models"])?;
         s.server.validate()?;
         s.embedding.validate()?;
@@ -217,7 +223,13 @@ mod tests {
         )
         .expect("write");
         let s = Settings::load(Some(&p), HashMap::new()).expect("valid");
-        assert_eq!(s.embedding.models, vec![ModelSpec { name: "x".into(), path: "/x".into() }]);
+        assert_eq!(
+            s.embedding.models,
+            vec![ModelSpec {
+                name: "x".into(),
+                path: "/x".into()
+            }]
+        );
         assert_eq!(s.embedding.max_batch_size, 8);
     }
 

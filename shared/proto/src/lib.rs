@@ -12,4 +12,5 @@ pub mod embedding {
 }
 
 /// Encoded `FileDescriptorSet` of all mlmesh protos, for `tonic-reflection`.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/mlmesh_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/mlmesh_descriptor.bin"));

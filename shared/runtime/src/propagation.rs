@@ -43,7 +43,9 @@ pub fn extract(headers: &HeaderMap) -> opentelemetry::Context {
 /// Writes the current span's trace context into `headers`.
 pub fn inject_current(headers: &mut HeaderMap) {
     let cx = tracing::Span::current().context();
-    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut HeaderInjector(headers)));
+    opentelemetry::global::get_text_map_propagator(|p| {
+        p.inject_context(&cx, &mut HeaderInjector(headers))
+    });
 }
 
 /// Server side: one span per call, parented on the caller's `traceparent`.
@@ -149,7 +151,10 @@ mod tests {
         let span = cx.span();
         let sc = span.span_context();
         assert!(sc.is_remote());
-        assert_eq!(sc.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(
+            sc.trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
         assert_eq!(sc.span_id().to_string(), "00f067aa0ba902b7");
     }
 }

@@ -43,28 +43,41 @@ pub struct GrpcServer {
     settings: ServerSettings,
     registry: Registry,
     health: HealthReporter,
-    health_service: tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>,
+    health_service:
+        tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>,
 }
 
 impl GrpcServer {
     /// Binds `settings.listen` and `settings.metrics_listen`.
     pub async fn bind(settings: &ServerSettings, registry: Registry) -> Result<Self, ServerError> {
-        let listener = TcpListener::bind(settings.listen)
-            .await
-            .map_err(|source| ServerError::Bind {
-                key: "server.listen",
-                addr: settings.listen,
-                source,
-            })?;
+        let listener =
+            TcpListener::bind(settings.listen)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    key: "server.listen",
+                    addr: settings.listen,
+                    source,
+                })?;
         let metrics_listener = match settings.metrics_listen {
-            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| ServerError::Bind {
-                key: "server.metrics_listen",
-                addr,
-                source,
-            })?),
+            Some(addr) => {
+                Some(
+                    TcpListener::bind(addr)
+                        .await
+                        .map_err(|source| ServerError::Bind {
+                            key: "server.metrics_listen",
+                            addr,
+                            source,
+                        })?,
+                )
+            }
             None => None,
         };
-        Ok(Self::from_listeners(settings, listener, metrics_listener, registry))
+        Ok(Self::from_listeners(
+            settings,
+            listener,
+            metrics_listener,
+            registry,
+        ))
     }
 
     /// Uses listeners the caller already bound (tests, socket activation).
@@ -90,14 +103,14 @@ impl GrpcServer {
 
     /// The gRPC address actually bound (resolves port 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .unwrap_or_else(|_| self.settings.listen)
+        self.listener.local_addr().unwrap_or(self.settings.listen)
     }
 
     /// The `/metrics` address actually bound, if enabled.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.metrics_listener.as_ref().and_then(|l| l.local_addr().ok())
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     /// The health reporter, for a service to report its own readiness.
@@ -153,7 +166,10 @@ impl GrpcServer {
                 let stop = async move {
                     let _ = stopped.wait_for(|s| *s).await;
                 };
-                if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
+                if let Err(e) = axum::serve(listener, app)
+                    .with_graceful_shutdown(stop)
+                    .await
+                {
                     tracing::error!(error = %e, "metrics endpoint failed");
                 }
             })
@@ -162,7 +178,10 @@ impl GrpcServer {
         let health = self.health.clone();
         let signal = async move {
             shutdown.await;
-            tracing::info!(grace_secs = grace.as_secs(), "shutting down: health NOT_SERVING, draining in-flight calls");
+            tracing::info!(
+                grace_secs = grace.as_secs(),
+                "shutting down: health NOT_SERVING, draining in-flight calls"
+            );
             for name in &all {
                 health
                     .set_service_status(name, ServingStatus::NotServing)

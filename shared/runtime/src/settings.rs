@@ -197,8 +197,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("mlmesh-settings-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let path = dir.join("c.toml");
-        std::fs::write(&path, "[server]\nshutdown_grace_secs = 5\nmax_request_bytes = 2048\n")
-            .expect("write");
+        std::fs::write(
+            &path,
+            "[server]\nshutdown_grace_secs = 5\nmax_request_bytes = 2048\n",
+        )
+        .expect("write");
         let s: Demo = load(
             Some(&path),
             env(&[("MLMESH_SERVER__SHUTDOWN_GRACE_SECS", "9")]),

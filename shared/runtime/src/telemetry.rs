@@ -38,16 +38,22 @@ impl Drop for TelemetryGuard {
 
 /// True when the standard OTLP endpoint variables ask for trace export.
 pub fn otlp_enabled() -> bool {
-    ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
-        .iter()
-        .any(|k| std::env::var(k).is_ok_and(|v| !v.trim().is_empty()))
+    [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    ]
+    .iter()
+    .any(|k| std::env::var(k).is_ok_and(|v| !v.trim().is_empty()))
         && std::env::var("OTEL_SDK_DISABLED").map_or(true, |v| v != "true")
 }
 
 /// Installs the global subscriber. Must run inside the tokio runtime (the
 /// OTLP gRPC exporter spawns onto it). `default_service` names the service
 /// when `OTEL_SERVICE_NAME` is unset.
-pub fn init(default_service: &str, settings: &TelemetrySettings) -> Result<TelemetryGuard, TelemetryError> {
+pub fn init(
+    default_service: &str,
+    settings: &TelemetrySettings,
+) -> Result<TelemetryGuard, TelemetryError> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(v) if !v.is_empty() => EnvFilter::try_new(&v),
         _ => EnvFilter::try_new(&settings.log_level),

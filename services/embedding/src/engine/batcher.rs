@@ -95,7 +95,11 @@ impl Batcher {
     }
 
     /// Starts a worker thread that owns `runner`.
-    pub fn spawn_worker(self: &Arc<Self>, index: usize, runner: Runner) -> std::io::Result<std::thread::JoinHandle<()>> {
+    pub fn spawn_worker(
+        self: &Arc<Self>,
+        index: usize,
+        runner: Runner,
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
         let this = Arc::clone(self);
         std::thread::Builder::new()
             .name(format!("embed-{}-{index}", self.model))
@@ -116,10 +120,7 @@ impl Batcher {
                     .inc_by(dropped as u64);
             }
             if !st.jobs.is_empty() {
-                let picked = select_batch(
-                    st.jobs.iter().map(|j| j.ids.len()),
-                    self.limits,
-                );
+                let picked = select_batch(st.jobs.iter().map(|j| j.ids.len()), self.limits);
                 // Remove picked jobs, keeping the others in arrival order.
                 let mut batch = Vec::with_capacity(picked.len());
                 let mut rest = VecDeque::with_capacity(st.jobs.len() - picked.len());
@@ -156,7 +157,9 @@ impl Batcher {
             let span = tracing::debug_span!("embed.batch", model = %self.model, size = seqs.len(), padded_len = longest);
             let result = span.in_scope(|| runner.run(&seqs));
             let inference = start.elapsed();
-            m.batch_size.with_label_values(&label).observe(seqs.len() as f64);
+            m.batch_size
+                .with_label_values(&label)
+                .observe(seqs.len() as f64);
             m.batch_tokens
                 .with_label_values(&label)
                 .observe((seqs.len() * longest) as f64);
@@ -167,7 +170,9 @@ impl Batcher {
                 Ok(vectors) => {
                     for (job, vector) in batch.into_iter().zip(vectors) {
                         let queued = start.saturating_duration_since(job.enqueued);
-                        m.queue_seconds.with_label_values(&label).observe(queued.as_secs_f64());
+                        m.queue_seconds
+                            .with_label_values(&label)
+                            .observe(queued.as_secs_f64());
                         // A closed receiver means the caller left meanwhile.
                         let _ = job.reply.send(Ok(Pooled {
                             vector,
@@ -205,7 +210,9 @@ pub fn select_batch(lengths: impl Iterator<Item = usize>, limits: BatchLimits) -
     let anchor = order.iter().position(|&i| i == 0).unwrap_or(0);
     let (mut lo, mut hi) = (anchor, anchor + 1); // window [lo, hi) in `order`
     let mut longest = lengths[0];
-    let fits = |n: usize, longest: usize| n <= limits.max_batch_size && n * longest <= limits.max_batch_tokens;
+    let fits = |n: usize, longest: usize| {
+        n <= limits.max_batch_size && n * longest <= limits.max_batch_tokens
+    };
     loop {
         let n = hi - lo;
         let left = (lo > 0).then(|| lengths[order[lo - 1]]);
@@ -226,7 +233,11 @@ pub fn select_batch(lengths: impl Iterator<Item = usize>, limits: BatchLimits) -
             match other {
                 Some(o) if fits(n + 1, longest.max(o)) => {
                     longest = longest.max(o);
-                    if take_left { hi += 1 } else { lo -= 1 }
+                    if take_left {
+                        hi += 1
+                    } else {
+                        lo -= 1
+                    }
                     continue;
                 }
                 _ => break,

@@ -99,10 +99,12 @@ impl Engine {
             let mut workers = Vec::new();
             for i in 0..settings.sessions_per_model {
                 let runner = Runner::new(&env, &folder, settings.intra_op_threads)?;
-                let handle = batcher.spawn_worker(i, runner).map_err(|e| LoadError::Invalid {
-                    model: spec.name.clone(),
-                    reason: format!("cannot start worker thread: {e}"),
-                })?;
+                let handle = batcher
+                    .spawn_worker(i, runner)
+                    .map_err(|e| LoadError::Invalid {
+                        model: spec.name.clone(),
+                        reason: format!("cannot start worker thread: {e}"),
+                    })?;
                 workers.push(handle);
             }
             tracing::info!(
@@ -155,11 +157,17 @@ impl Engine {
 
     /// The model named `name` (empty: the default).
     pub fn model(&self, name: &str) -> Result<&ServedModel, EmbedError> {
-        let name = if name.is_empty() { &self.default_model } else { name };
-        self.models.get(name).ok_or_else(|| EmbedError::UnknownModel {
-            name: name.into(),
-            available: self.names.join(", "),
-        })
+        let name = if name.is_empty() {
+            &self.default_model
+        } else {
+            name
+        };
+        self.models
+            .get(name)
+            .ok_or_else(|| EmbedError::UnknownModel {
+                name: name.into(),
+                available: self.names.join(", "),
+            })
     }
 
     /// Checks the batch size of a client request.
@@ -179,7 +187,11 @@ impl Engine {
 
     /// Embeds `inputs` with `params`. Cancel-safe: dropping the future
     /// releases its queue slots and its queued inputs are skipped.
-    pub async fn embed(&self, inputs: Vec<String>, params: &EmbedParams) -> Result<Embedded, EmbedError> {
+    pub async fn embed(
+        &self,
+        inputs: Vec<String>,
+        params: &EmbedParams,
+    ) -> Result<Embedded, EmbedError> {
         self.check_batch("inputs", inputs.len())?;
         let model = self.model(&params.model)?;
         let folder = Arc::clone(&model.folder);
@@ -196,7 +208,10 @@ impl Engine {
         };
         let n = inputs.len();
         let _permit = model.admit(n)?;
-        let in_flight = self.metrics.inputs_in_flight.with_label_values(&[&folder.name]);
+        let in_flight = self
+            .metrics
+            .inputs_in_flight
+            .with_label_values(&[&folder.name]);
         in_flight.add(n as i64);
         let _in_flight = scopeguard(move || in_flight.sub(n as i64));
 

@@ -131,7 +131,8 @@ impl ModelFolder {
             .ok_or_else(|| LoadError::File {
                 model: name.into(),
                 path: dir.join("model.onnx").display().to_string(),
-                reason: "no model.onnx (nor onnx/model.onnx) in the folder; run `make models`".into(),
+                reason: "no model.onnx (nor onnx/model.onnx) in the folder; run `make models`"
+                    .into(),
             })?;
 
         let pooling_cfg: PoolingConfig = read_json(name, &dir.join("1_Pooling/config.json"))?;
@@ -146,7 +147,8 @@ impl ModelFolder {
             (false, false, true, false) => Pooling::Max,
             _ => {
                 return Err(invalid(
-                    "1_Pooling/config.json: exactly one of mean, cls or max pooling is supported".into(),
+                    "1_Pooling/config.json: exactly one of mean, cls or max pooling is supported"
+                        .into(),
                 ));
             }
         };
@@ -172,7 +174,9 @@ impl ModelFolder {
         let dimension = pooling_cfg
             .word_embedding_dimension
             .or_else(|| hf.as_ref().and_then(|c| c.hidden_size))
-            .ok_or_else(|| invalid("neither 1_Pooling/config.json nor config.json gives the dimension".into()))?;
+            .ok_or_else(|| {
+                invalid("neither 1_Pooling/config.json nor config.json gives the dimension".into())
+            })?;
 
         let tok_path = dir.join("tokenizer.json");
         let mut tokenizer = Tokenizer::from_file(&tok_path).map_err(|e| LoadError::File {
@@ -328,7 +332,9 @@ impl Runner {
         let inputs: Vec<&str> = session.inputs().iter().map(|i| i.name()).collect();
         for required in ["input_ids", "attention_mask"] {
             if !inputs.contains(&required) {
-                return Err(fail(format!("model has no `{required}` input (inputs: {inputs:?})")));
+                return Err(fail(format!(
+                    "model has no `{required}` input (inputs: {inputs:?})"
+                )));
             }
         }
         let takes_token_type_ids = inputs.contains(&"token_type_ids");
@@ -360,7 +366,14 @@ impl Runner {
             ids[row * len..row * len + seq.len()].copy_from_slice(seq);
             mask[row * len..row * len + seq.len()].fill(1);
         }
-        let types = vec![0i64; if self.takes_token_type_ids { b * len } else { 0 }];
+        let types = vec![
+            0i64;
+            if self.takes_token_type_ids {
+                b * len
+            } else {
+                0
+            }
+        ];
         let err = |e: ort::Error| EmbedError::Inference(format!("model {:?}: {e}", self.model));
         let shape = [b, len];
         let ids_t = TensorRef::from_array_view((shape, ids.as_slice())).map_err(err)?;
@@ -384,7 +397,10 @@ impl Runner {
             .map_err(|e| EmbedError::Inference(format!("model {:?}: {e}", self.model)))?;
         match hidden.ndim() {
             // Already one vector per input (a pooled export).
-            2 => Ok(hidden.outer_iter().map(|r| r.iter().copied().collect()).collect()),
+            2 => Ok(hidden
+                .outer_iter()
+                .map(|r| r.iter().copied().collect())
+                .collect()),
             3 => Ok(batch
                 .iter()
                 .enumerate()
@@ -402,7 +418,10 @@ impl Runner {
     }
 }
 
-fn pool<'a>(pooling: Pooling, mut tokens: impl Iterator<Item = ndarray::ArrayViewD<'a, f32>>) -> Vec<f32> {
+fn pool<'a>(
+    pooling: Pooling,
+    mut tokens: impl Iterator<Item = ndarray::ArrayViewD<'a, f32>>,
+) -> Vec<f32> {
     let Some(first) = tokens.next() else {
         return Vec::new();
     };
@@ -457,7 +476,11 @@ mod tests {
         let raw = finish(vec![3.0, 4.0, 12.0], None, false);
         assert_eq!(raw, vec![3.0, 4.0, 12.0]);
         // A zero vector stays finite.
-        assert!(finish(vec![0.0; 4], None, true).iter().all(|x| x.is_finite()));
+        assert!(
+            finish(vec![0.0; 4], None, true)
+                .iter()
+                .all(|x| x.is_finite())
+        );
     }
 
     #[test]

@@ -3,7 +3,9 @@
 
 use futures::StreamExt as _;
 use mlmesh_proto::embedding::v1 as pb;
-use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
 
 use crate::helpers::{cosine, norm, request, spawn_app};
 
@@ -45,7 +47,10 @@ async fn concurrent_callers_get_the_vectors_they_would_get_alone() {
     eprintln!("batched vs alone: worst cosine {worst}");
     let batches = app.metric("mlmesh_embedding_batch_size_count").await;
     let inputs = app.metric("mlmesh_embedding_batch_size_sum").await;
-    assert!(inputs > batches, "some runs held more than one input ({inputs} inputs in {batches} runs)");
+    assert!(
+        inputs > batches,
+        "some runs held more than one input ({inputs} inputs in {batches} runs)"
+    );
     app.stop().await;
 }
 
@@ -63,12 +68,25 @@ async fn options_normalize_dimensions_and_truncation() {
     let cut = &out.embeddings[0].values;
     assert_eq!(cut.len(), 64);
     assert!((norm(cut) - 1.0).abs() < 1e-4);
-    assert!(cosine(cut, &full[..64]) > 0.9999, "first 64 components, renormalized");
+    assert!(
+        cosine(cut, &full[..64]) > 0.9999,
+        "first 64 components, renormalized"
+    );
 
     let mut r = request(&["Matryoshka embeddings nest."]);
     r.normalize = Some(false);
-    let raw = c.embed(r).await.expect("raw").into_inner().embeddings.remove(0).values;
-    assert!((norm(&raw) - 1.0).abs() > 1e-2, "unnormalized vector keeps its length");
+    let raw = c
+        .embed(r)
+        .await
+        .expect("raw")
+        .into_inner()
+        .embeddings
+        .remove(0)
+        .values;
+    assert!(
+        (norm(&raw) - 1.0).abs() > 1e-2,
+        "unnormalized vector keeps its length"
+    );
     assert!(cosine(&raw, &full) > 0.9999);
 
     // Left and right truncation keep different ends of a long text.
@@ -106,7 +124,11 @@ async fn similarity_tokenize_and_info() {
         .expect("similarity")
         .into_inner();
     assert_eq!(s.scores.len(), 2);
-    assert!(s.scores[0] > 0.6 && s.scores[1] < 0.2 && s.scores[0] > s.scores[1], "{:?}", s.scores);
+    assert!(
+        s.scores[0] > 0.6 && s.scores[1] < 0.2 && s.scores[0] > s.scores[1],
+        "{:?}",
+        s.scores
+    );
 
     let t = c
         .tokenize(pb::TokenizeRequest {
@@ -131,7 +153,14 @@ async fn similarity_tokenize_and_info() {
     assert_eq!(info.models.len(), 1);
     let m = &info.models[0];
     assert_eq!(
-        (m.name.as_str(), m.dimension, m.max_input_tokens, m.pooling.as_str(), m.dtype.as_str(), m.is_default),
+        (
+            m.name.as_str(),
+            m.dimension,
+            m.max_input_tokens,
+            m.pooling.as_str(),
+            m.dtype.as_str(),
+            m.is_default
+        ),
         ("all-MiniLM-L6-v2", 384, 256, "mean", "int8", true)
     );
     assert_eq!(info.max_client_batch, 64);
@@ -162,7 +191,10 @@ async fn embed_stream_answers_in_order_and_stops_at_the_first_error() {
         .await;
     assert_eq!(out.len(), 20);
     for (i, r) in out.iter().enumerate() {
-        assert!(cosine(&r.embeddings[1].values, &expected[i]) > 0.9995, "response {i} in order");
+        assert!(
+            cosine(&r.embeddings[1].values, &expected[i]) > 0.9995,
+            "response {i} in order"
+        );
     }
 
     let mut bad = request(&["x"]);
@@ -176,9 +208,16 @@ async fn embed_stream_answers_in_order_and_stops_at_the_first_error() {
         .into_inner()
         .collect()
         .await;
-    assert_eq!(results.len(), 2, "one answer, then the error ends the stream");
+    assert_eq!(
+        results.len(),
+        2,
+        "one answer, then the error ends the stream"
+    );
     assert!(results[0].is_ok());
-    assert_eq!(results[1].as_ref().expect_err("second fails").code(), tonic::Code::NotFound);
+    assert_eq!(
+        results[1].as_ref().expect_err("second fails").code(),
+        tonic::Code::NotFound
+    );
     app.stop().await;
 }
 
@@ -214,6 +253,10 @@ async fn health_reflection_and_metrics_are_served() {
     ] {
         assert!(text.contains(name), "{name} missing from /metrics:\n{text}");
     }
-    assert!(app.metric("mlmesh_embedding_requests_total{code=\"OK\",method=\"Embed\"}").await >= 1.0);
+    assert!(
+        app.metric("mlmesh_embedding_requests_total{code=\"OK\",method=\"Embed\"}")
+            .await
+            >= 1.0
+    );
     app.stop().await;
 }

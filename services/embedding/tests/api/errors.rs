@@ -22,7 +22,11 @@ async fn bad_requests_get_clear_statuses() {
     let refs: Vec<&str> = many.iter().map(String::as_str).collect();
     let e = c.embed(request(&refs)).await.expect_err("too many");
     assert_eq!(e.code(), Code::InvalidArgument);
-    assert!(e.message().contains("65 inputs") && e.message().contains("limit is 64"), "{}", e.message());
+    assert!(
+        e.message().contains("65 inputs") && e.message().contains("limit is 64"),
+        "{}",
+        e.message()
+    );
 
     let long = long_text(300);
     let mut r = request(&["short", &long]);
@@ -30,7 +34,9 @@ async fn bad_requests_get_clear_statuses() {
     let e = c.embed(r).await.expect_err("too long");
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(
-        e.message().contains("`inputs[1]` is 302 tokens") && e.message().contains("limit") && e.message().contains("256"),
+        e.message().contains("`inputs[1]` is 302 tokens")
+            && e.message().contains("limit")
+            && e.message().contains("256"),
         "{}",
         e.message()
     );
@@ -39,19 +45,31 @@ async fn bad_requests_get_clear_statuses() {
     r.model = "no-such-model".into();
     let e = c.embed(r).await.expect_err("unknown model");
     assert_eq!(e.code(), Code::NotFound);
-    assert!(e.message().contains("no-such-model") && e.message().contains("all-MiniLM-L6-v2"), "{}", e.message());
+    assert!(
+        e.message().contains("no-such-model") && e.message().contains("all-MiniLM-L6-v2"),
+        "{}",
+        e.message()
+    );
 
     let mut r = request(&["x"]);
     r.dimensions = Some(385);
     let e = c.embed(r).await.expect_err("dimensions");
     assert_eq!(e.code(), Code::InvalidArgument);
-    assert!(e.message().contains("`dimensions` is 385") && e.message().contains("384"), "{}", e.message());
+    assert!(
+        e.message().contains("`dimensions` is 385") && e.message().contains("384"),
+        "{}",
+        e.message()
+    );
 
     let mut r = request(&["x"]);
     r.truncation_direction = 7;
     let e = c.embed(r).await.expect_err("direction");
     assert_eq!(e.code(), Code::InvalidArgument);
-    assert!(e.message().contains("truncation_direction"), "{}", e.message());
+    assert!(
+        e.message().contains("truncation_direction"),
+        "{}",
+        e.message()
+    );
 
     let e = c
         .similarity(pb::SimilarityRequest {
@@ -77,13 +95,19 @@ async fn bad_requests_get_clear_statuses() {
     let huge = "a".repeat(17 * 1024 * 1024);
     let e = c.embed(request(&[&huge])).await.expect_err("too big");
     assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
-    assert!(e.message().contains("server.max_request_bytes"), "{}", e.message());
+    assert!(
+        e.message().contains("server.max_request_bytes"),
+        "{}",
+        e.message()
+    );
 
     // The service is still healthy after all of that.
     let v = app.embed(&["still alive"]).await;
     assert_eq!(v[0].len(), 384);
 
-    let rejected = app.metric("mlmesh_embedding_requests_total{code=\"INVALID_ARGUMENT\",method=\"Embed\"}").await;
+    let rejected = app
+        .metric("mlmesh_embedding_requests_total{code=\"INVALID_ARGUMENT\",method=\"Embed\"}")
+        .await;
     assert!(rejected >= 4.0, "invalid requests are counted: {rejected}");
     app.stop().await;
 }
@@ -93,7 +117,14 @@ async fn odd_but_valid_inputs_are_embedded() {
     let app = spawn_app().await;
     let mega = "lorem ipsum dolor sit amet ".repeat(40_000); // ~1 MB
     assert!(mega.len() >= 1_000_000);
-    let inputs = ["", "   ", "日本語のテキスト", "emoji 🦀🚀 and \u{0} nul", "Ünïcödé àccents", &mega];
+    let inputs = [
+        "",
+        "   ",
+        "日本語のテキスト",
+        "emoji 🦀🚀 and \u{0} nul",
+        "Ünïcödé àccents",
+        &mega,
+    ];
     let out = app
         .client()
         .embed(request(&inputs))
@@ -145,12 +176,26 @@ async fn a_full_queue_answers_resource_exhausted_at_once() {
     }
     assert!(full, "the first request never filled the queue");
     let t = std::time::Instant::now();
-    let e = app.client().embed(request(&["one more"])).await.expect_err("queue full");
+    let e = app
+        .client()
+        .embed(request(&["one more"]))
+        .await
+        .expect_err("queue full");
     assert_eq!(e.code(), Code::ResourceExhausted);
-    assert!(e.message().contains("max_queued_inputs") && e.message().contains("limit 8"), "{}", e.message());
-    assert!(t.elapsed() < std::time::Duration::from_secs(1), "rejected at once, not queued");
+    assert!(
+        e.message().contains("max_queued_inputs") && e.message().contains("limit 8"),
+        "{}",
+        e.message()
+    );
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(1),
+        "rejected at once, not queued"
+    );
 
-    first.await.expect("join").expect("the admitted request completes");
+    first
+        .await
+        .expect("join")
+        .expect("the admitted request completes");
     // Slots are released: the next request is served.
     assert_eq!(app.embed(&["after"]).await.len(), 1);
     app.stop().await;
@@ -182,6 +227,9 @@ async fn an_expired_call_has_its_queued_work_dropped() {
     // Give the worker a moment to look at the queue again.
     let _ = app.embed(&["flush"]).await;
     let dropped = app.metric("mlmesh_embedding_dropped_inputs_total").await;
-    assert!(dropped >= 3.0, "the expired call's 3 inputs were dropped, not run: {dropped}");
+    assert!(
+        dropped >= 3.0,
+        "the expired call's 3 inputs were dropped, not run: {dropped}"
+    );
     app.stop().await;
 }

@@ -45,9 +45,16 @@ async fn every_golden_text_matches_sentence_transformers() {
             assert_eq!(v.len(), 384);
             let c = cosine(v, &g.embedding);
             if c < worst.0 {
-                worst = (c, format!("{how}: {:?}", g.text.chars().take(40).collect::<String>()));
+                worst = (
+                    c,
+                    format!("{how}: {:?}", g.text.chars().take(40).collect::<String>()),
+                );
             }
-            assert!(c >= 0.999, "{how} item {i} {:?}: cosine {c} < 0.999", g.text);
+            assert!(
+                c >= 0.999,
+                "{how} item {i} {:?}: cosine {c} < 0.999",
+                g.text
+            );
         }
     }
     eprintln!("golden: worst cosine {} ({})", worst.0, worst.1);

@@ -23,8 +23,10 @@ pub fn repo_root() -> PathBuf {
 /// Settings for a test: ephemeral ports, the cached default model.
 pub fn test_settings() -> Settings {
     let root = repo_root();
-    let mut s = Settings::default();
-    s.server = ServerSettings::ephemeral();
+    let mut s = Settings {
+        server: ServerSettings::ephemeral(),
+        ..Settings::default()
+    };
     s.embedding.models[0].path = root.join(mlmesh_embedding::settings::DEFAULT_MODEL_DIR);
     s.embedding.ort_dylib_path = Some(root.join(mlmesh_embedding::settings::DEFAULT_ORT_DYLIB));
     assert!(
@@ -86,7 +88,9 @@ impl TestApp {
 
     /// GET /metrics, as text.
     pub async fn metrics(&self) -> String {
-        let mut s = tokio::net::TcpStream::connect(self.metrics_addr).await.expect("metrics port");
+        let mut s = tokio::net::TcpStream::connect(self.metrics_addr)
+            .await
+            .expect("metrics port");
         s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             .await
             .expect("write");
