@@ -1,1 +1,299 @@
-fn main() {}
+//! `mlmesh-bench`: drives mlmesh services over real gRPC with N concurrent
+//! clients and, in the same run, measures the in-process floor (ONNX Runtime
+//! called directly) on the same texts and batch sizes.
+//!
+//! `mlmesh-bench embed` starts the release `mlmesh-embedding` binary as a
+//! child process on 127.0.0.1:0 (or uses `--addr`), so the figures include
+//! the gRPC stack, the batching queue and a real loopback socket, and the
+//! process's readiness time and RSS are measured too.
+
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+use mlmesh_embedding::{
+    engine::model::{ModelFolder, Runner, init_runtime},
+    settings::{DEFAULT_MODEL_DIR, DEFAULT_MODEL_NAME, DEFAULT_ORT_DYLIB},
+};
+use mlmesh_proto::embedding::v1::{EmbedRequest, embedding_service_client::EmbeddingServiceClient};
+use mlmesh_tests::Service;
+use tokenizers::TruncationDirection;
+
+#[derive(Parser)]
+#[command(name = "mlmesh-bench", about = "Load generator for mlmesh services")]
+struct Cli {
+    #[command(subcommand)]
+    workload: Workload,
+}
+
+#[derive(Subcommand)]
+enum Workload {
+    /// Embed: service over gRPC vs. ONNX Runtime in-process.
+    Embed(EmbedArgs),
+}
+
+#[derive(Parser)]
+struct EmbedArgs {
+    /// Concurrent clients, comma-separated (one connection each).
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
+    concurrency: Vec<usize>,
+    /// Texts per request, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,32")]
+    batch: Vec<usize>,
+    /// Seconds of measurement per cell (after 1 s of warm-up).
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Use a running service instead of starting one.
+    #[arg(long)]
+    addr: Option<String>,
+    /// Model folder for the in-process baseline.
+    #[arg(long, default_value = DEFAULT_MODEL_DIR)]
+    model_dir: PathBuf,
+    /// ONNX Runtime library.
+    #[arg(long, default_value = DEFAULT_ORT_DYLIB)]
+    ort_dylib: PathBuf,
+    /// Intra-op threads, for the baseline and the started service alike.
+    #[arg(long, default_value_t = 2)]
+    intra_op_threads: usize,
+}
+
+/// Short sentences, as in a typical semantic-search query load.
+const TEXTS: &[&str] = &[
+    "How do I reset my password?",
+    "The quick brown fox jumps over the lazy dog.",
+    "Best practices for deploying gRPC services on Kubernetes.",
+    "What is the capital of France?",
+    "A man is playing a guitar on stage.",
+    "Vector search finds the nearest neighbours of a query embedding.",
+    "The weather is lovely today.",
+    "Rust guarantees memory safety without a garbage collector.",
+    "Where can I find the invoice for my last order?",
+    "Transformers changed natural language processing.",
+    "She sold seashells by the seashore.",
+    "Latency matters more than throughput for interactive search.",
+    "Please summarise this document in three sentences.",
+    "The cat sat on the mat and purred.",
+    "Kubernetes schedules pods onto nodes.",
+    "Embeddings map text to points in a vector space.",
+];
+
+fn batch_of(size: usize, offset: usize) -> Vec<String> {
+    (0..size)
+        .map(|i| TEXTS[(offset + i) % TEXTS.len()].to_owned())
+        .collect()
+}
+
+struct Stats {
+    texts_per_sec: f64,
+    p50: Duration,
+    p95: Duration,
+    p99: Duration,
+    requests: usize,
+}
+
+fn stats(mut lat: Vec<Duration>, texts: usize, elapsed: Duration) -> Stats {
+    lat.sort();
+    let q = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    Stats {
+        texts_per_sec: texts as f64 / elapsed.as_secs_f64(),
+        p50: q(0.50),
+        p95: q(0.95),
+        p99: q(0.99),
+        requests: lat.len(),
+    }
+}
+
+/// The floor: tokenize + one ONNX Runtime run + pooling, sequentially, in
+/// this process, on the same texts and batch size.
+fn raw(
+    runner: &mut Runner,
+    folder: &ModelFolder,
+    batch: usize,
+    secs: f64,
+) -> anyhow::Result<Stats> {
+    let run_once = |runner: &mut Runner, offset: usize| -> anyhow::Result<()> {
+        let toks: Vec<Vec<i64>> = batch_of(batch, offset)
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                folder
+                    .tokenize(t, i, Some(TruncationDirection::Right))
+                    .map(|t| t.ids)
+            })
+            .collect::<Result<_, _>>()?;
+        let seqs: Vec<&[i64]> = toks.iter().map(Vec::as_slice).collect();
+        let out = runner.run(&seqs)?;
+        anyhow::ensure!(out.len() == batch);
+        Ok(())
+    };
+    let warm = Instant::now();
+    let mut i = 0;
+    while warm.elapsed() < Duration::from_secs(1) {
+        run_once(runner, i)?;
+        i += 1;
+    }
+    let mut lat = Vec::new();
+    let start = Instant::now();
+    while start.elapsed().as_secs_f64() < secs {
+        let t = Instant::now();
+        run_once(runner, i)?;
+        lat.push(t.elapsed());
+        i += 1;
+    }
+    let n = lat.len();
+    Ok(stats(lat, n * batch, start.elapsed()))
+}
+
+async fn service(addr: &str, concurrency: usize, batch: usize, secs: f64) -> anyhow::Result<Stats> {
+    let mut clients = Vec::new();
+    for _ in 0..concurrency {
+        clients.push(
+            EmbeddingServiceClient::connect(addr.to_owned())
+                .await
+                .with_context(|| format!("connecting to {addr}"))?,
+        );
+    }
+    let warmup = Duration::from_secs(1);
+    let measure = Duration::from_secs_f64(secs);
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for (k, mut c) in clients.into_iter().enumerate() {
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut i = k * 7;
+            loop {
+                let now = t0.elapsed();
+                if now >= warmup + measure {
+                    break;
+                }
+                let req = EmbedRequest {
+                    inputs: batch_of(batch, i),
+                    ..Default::default()
+                };
+                let t = Instant::now();
+                let r = c.embed(req).await?;
+                let d = t.elapsed();
+                anyhow::ensure!(r.into_inner().embeddings.len() == batch);
+                // Only calls that started inside the window count.
+                if now >= warmup {
+                    lat.push(d);
+                }
+                i += 1;
+            }
+            Ok::<_, anyhow::Error>(lat)
+        }));
+    }
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await??);
+    }
+    let n = lat.len();
+    Ok(stats(lat, n * batch, measure))
+}
+
+fn rss_kib(pid: u32) -> Option<(u64, u64)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |k: &str| {
+        s.lines()
+            .find(|l| l.starts_with(k))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1e3)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let Cli {
+        workload: Workload::Embed(args),
+    } = Cli::parse();
+    if args.concurrency.contains(&0) || args.batch.contains(&0) {
+        bail!("--concurrency and --batch values must be at least 1");
+    }
+
+    // Start the service first: its readiness time is one of the figures.
+    let started = match &args.addr {
+        Some(_) => None,
+        None => Some(Service::start(
+            "mlmesh-embedding",
+            &[
+                (
+                    "MLMESH_EMBEDDING__INTRA_OP_THREADS",
+                    args.intra_op_threads.to_string(),
+                ),
+                (
+                    "MLMESH_TELEMETRY__LOG_LEVEL",
+                    "warn,mlmesh_runtime=info".into(),
+                ),
+            ],
+        )),
+    };
+    let addr = match (&args.addr, &started) {
+        (Some(a), _) => a.clone(),
+        (None, Some(s)) => format!("http://{}", s.addr),
+        (None, None) => unreachable!("one of them is set"),
+    };
+
+    let env = init_runtime(&args.ort_dylib)?;
+    let folder = ModelFolder::load(DEFAULT_MODEL_NAME, &args.model_dir)?;
+    let mut runner = Runner::new(&env, &folder, args.intra_op_threads)?;
+
+    println!("# mlmesh-bench embed");
+    println!(
+        "model {DEFAULT_MODEL_NAME} (int8), intra_op_threads {}, {} s per cell after 1 s warm-up, {} cores",
+        args.intra_op_threads,
+        args.duration,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    if let Some(s) = &started {
+        println!(
+            "service ready (listening, health SERVING) {:.0} ms after spawn",
+            s.started_in.as_secs_f64() * 1e3
+        );
+    }
+    println!();
+    println!(
+        "| batch | clients | raw texts/s | service texts/s | ratio | raw p50 ms | svc p50 ms | svc p95 ms | svc p99 ms | requests |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for &batch in &args.batch {
+        // Baseline and service measured back to back, per batch size.
+        let r = tokio::task::block_in_place(|| raw(&mut runner, &folder, batch, args.duration))?;
+        for &c in &args.concurrency {
+            let s = service(&addr, c, batch, args.duration).await?;
+            println!(
+                "| {batch} | {c} | {:.1} | {:.1} | {:.2} | {} | {} | {} | {} | {} |",
+                r.texts_per_sec,
+                s.texts_per_sec,
+                s.texts_per_sec / r.texts_per_sec,
+                ms(r.p50),
+                ms(s.p50),
+                ms(s.p95),
+                ms(s.p99),
+                s.requests
+            );
+        }
+    }
+    if let Some(s) = &started
+        && let Some((rss, hwm)) = rss_kib(s.child.id())
+    {
+        println!();
+        println!(
+            "service RSS after the run: {:.0} MB (peak {:.0} MB)",
+            rss as f64 / 1024.0,
+            hwm as f64 / 1024.0
+        );
+    }
+    Ok(())
+}

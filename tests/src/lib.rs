@@ -1,5 +1,6 @@
-//! Helpers for cross-service tests: start real mlmesh binaries as child
-//! processes on ephemeral ports and find out where they listen.
+//! Process harness for cross-service tests and the load generator: start
+//! real mlmesh binaries as child processes on ephemeral ports and find out
+//! where they listen.
 #![forbid(unsafe_code)]
 
 use std::{
@@ -16,21 +17,27 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// A workspace binary next to the running test (`target/<profile>/NAME`).
+/// A workspace binary built beside the running executable: next to it
+/// (another binary, e.g. the load generator) or one level up (a test in
+/// `target/<profile>/deps/`).
 pub fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> → target/<profile>/<name>
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target dir");
-    let path = dir.join(name);
-    assert!(
-        path.is_file(),
-        "{} is not built: run `cargo build --workspace --bins` (make test does)",
-        path.display()
-    );
-    path
+    let exe = std::env::current_exe().expect("executable path");
+    let candidates: Vec<PathBuf> = exe
+        .ancestors()
+        .skip(1)
+        .take(2)
+        .map(|d| d.join(name))
+        .collect();
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+                "{name} is not built beside {}: run `cargo build --workspace --bins` (make test does)",
+                exe.display()
+            )
+        })
 }
 
 /// A running service process. Killed on drop if still running.
