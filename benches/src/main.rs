@@ -43,9 +43,14 @@ struct EmbedArgs {
     /// Texts per request, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,32")]
     batch: Vec<usize>,
-    /// Seconds of measurement per cell (after 1 s of warm-up).
+    /// Seconds of measurement per cell and side (after 1 s of warm-up),
+    /// split into `--rounds` alternating raw / service slices.
     #[arg(long, default_value_t = 10.0)]
     duration: f64,
+    /// Alternating raw/service slices per cell: drift on a shared machine
+    /// then hits both sides alike. Figures are medians over rounds.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
     /// Use a running service instead of starting one.
     #[arg(long)]
     addr: Option<String>,
@@ -87,6 +92,7 @@ fn batch_of(size: usize, offset: usize) -> Vec<String> {
 }
 
 struct Stats {
+    lat: Vec<Duration>,
     texts_per_sec: f64,
     p50: Duration,
     p95: Duration,
@@ -102,6 +108,7 @@ fn stats(mut lat: Vec<Duration>, texts: usize, elapsed: Duration) -> Stats {
             .unwrap_or_default()
     };
     Stats {
+        lat: lat.clone(),
         texts_per_sec: texts as f64 / elapsed.as_secs_f64(),
         p50: q(0.50),
         p95: q(0.95),
@@ -117,6 +124,7 @@ fn raw(
     folder: &ModelFolder,
     batch: usize,
     secs: f64,
+    warm_secs: f64,
 ) -> anyhow::Result<Stats> {
     let run_once = |runner: &mut Runner, offset: usize| -> anyhow::Result<()> {
         let toks: Vec<Vec<i64>> = batch_of(batch, offset)
@@ -135,7 +143,7 @@ fn raw(
     };
     let warm = Instant::now();
     let mut i = 0;
-    while warm.elapsed() < Duration::from_secs(1) {
+    while warm.elapsed().as_secs_f64() < warm_secs {
         run_once(runner, i)?;
         i += 1;
     }
@@ -151,7 +159,13 @@ fn raw(
     Ok(stats(lat, n * batch, start.elapsed()))
 }
 
-async fn service(addr: &str, concurrency: usize, batch: usize, secs: f64) -> anyhow::Result<Stats> {
+async fn service(
+    addr: &str,
+    concurrency: usize,
+    batch: usize,
+    secs: f64,
+    warm_secs: f64,
+) -> anyhow::Result<Stats> {
     let mut clients = Vec::new();
     for _ in 0..concurrency {
         clients.push(
@@ -160,7 +174,7 @@ async fn service(addr: &str, concurrency: usize, batch: usize, secs: f64) -> any
                 .with_context(|| format!("connecting to {addr}"))?,
         );
     }
-    let warmup = Duration::from_secs(1);
+    let warmup = Duration::from_secs_f64(warm_secs);
     let measure = Duration::from_secs_f64(secs);
     let t0 = Instant::now();
     let mut tasks = Vec::new();
@@ -196,6 +210,18 @@ async fn service(addr: &str, concurrency: usize, batch: usize, secs: f64) -> any
     }
     let n = lat.len();
     Ok(stats(lat, n * batch, measure))
+}
+
+/// Latency percentiles over all rounds' calls together.
+fn pooled(rounds: &[Stats]) -> Stats {
+    let lat: Vec<Duration> = rounds.iter().flat_map(|r| r.lat.iter().copied()).collect();
+    let n = lat.len();
+    stats(lat, n, Duration::from_secs(1))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
 fn rss_kib(pid: u32) -> Option<(u64, u64)> {
@@ -251,9 +277,10 @@ async fn main() -> anyhow::Result<()> {
 
     println!("# mlmesh-bench embed");
     println!(
-        "model {DEFAULT_MODEL_NAME} (int8), intra_op_threads {}, {} s per cell after 1 s warm-up, {} cores",
+        "model {DEFAULT_MODEL_NAME} (int8), intra_op_threads {}, {} s per cell and side in {} alternating rounds, {} cores",
         args.intra_op_threads,
         args.duration,
+        args.rounds,
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     if let Some(s) = &started {
@@ -267,21 +294,32 @@ async fn main() -> anyhow::Result<()> {
         "| batch | clients | raw texts/s | service texts/s | ratio | raw p50 ms | svc p50 ms | svc p95 ms | svc p99 ms | requests |"
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let slice = args.duration / args.rounds.max(1) as f64;
     for &batch in &args.batch {
-        // Baseline and service measured back to back, per batch size.
-        let r = tokio::task::block_in_place(|| raw(&mut runner, &folder, batch, args.duration))?;
         for &c in &args.concurrency {
-            let s = service(&addr, c, batch, args.duration).await?;
+            let (mut raw_rounds, mut svc_rounds, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+            for round in 0..args.rounds.max(1) {
+                let warm = if round == 0 { 1.0 } else { 0.2 };
+                let r =
+                    tokio::task::block_in_place(|| raw(&mut runner, &folder, batch, slice, warm))?;
+                let s = service(&addr, c, batch, slice, warm).await?;
+                ratios.push(s.texts_per_sec / r.texts_per_sec);
+                raw_rounds.push(r);
+                svc_rounds.push(s);
+            }
+            let r = pooled(&raw_rounds);
+            let s = pooled(&svc_rounds);
             println!(
-                "| {batch} | {c} | {:.1} | {:.1} | {:.2} | {} | {} | {} | {} | {} |",
-                r.texts_per_sec,
-                s.texts_per_sec,
-                s.texts_per_sec / r.texts_per_sec,
+                "| {batch} | {c} | {:.1} | {:.1} | {:.2} | {} | {} | {} | {} | {} | {:+.2} |",
+                median(raw_rounds.iter().map(|x| x.texts_per_sec).collect()),
+                median(svc_rounds.iter().map(|x| x.texts_per_sec).collect()),
+                median(ratios),
                 ms(r.p50),
                 ms(s.p50),
                 ms(s.p95),
                 ms(s.p99),
-                s.requests
+                s.requests,
+                (s.p50.as_secs_f64() - r.p50.as_secs_f64()) * 1e3,
             );
         }
     }

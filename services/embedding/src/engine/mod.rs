@@ -18,6 +18,7 @@ use std::{
 
 use tokenizers::TruncationDirection;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use tracing::Instrument as _;
 
 use self::{
     batcher::{BatchLimits, Batcher, Job},
@@ -219,8 +220,11 @@ impl Engine {
         let t0 = Instant::now();
         let truncate = params.truncate;
         let tok_folder = Arc::clone(&folder);
+        // The blocking pool does not inherit the current span: pass it on.
+        let parent = tracing::Span::current();
         let tokenized = tokio::task::spawn_blocking(move || {
-            let span = tracing::debug_span!("embed.tokenize", inputs = inputs.len());
+            let span =
+                tracing::info_span!(parent: &parent, "embed.tokenize", inputs = inputs.len());
             let _g = span.enter();
             inputs
                 .iter()
@@ -258,13 +262,21 @@ impl Engine {
             .inc_by(out.prompt_tokens);
 
         out.vectors.reserve(n);
-        for rx in receivers {
-            let pooled = rx.await.map_err(|_| EmbedError::ShuttingDown)??;
-            out.queue = out.queue.max(pooled.queued);
-            out.inference = out.inference.max(pooled.inference);
-            out.vectors
-                .push(model::finish(pooled.vector, dims, params.normalize));
+        let wait = tracing::info_span!("embed.wait", model = %folder.name, inputs = n, queue_us = tracing::field::Empty, inference_us = tracing::field::Empty);
+        async {
+            for rx in receivers {
+                let pooled = rx.await.map_err(|_| EmbedError::ShuttingDown)??;
+                out.queue = out.queue.max(pooled.queued);
+                out.inference = out.inference.max(pooled.inference);
+                out.vectors
+                    .push(model::finish(pooled.vector, dims, params.normalize));
+            }
+            Ok::<_, EmbedError>(())
         }
+        .instrument(wait.clone())
+        .await?;
+        wait.record("queue_us", out.queue.as_micros() as u64);
+        wait.record("inference_us", out.inference.as_micros() as u64);
         out.dimensions = dims.unwrap_or(folder.dimension);
         Ok(out)
     }
