@@ -291,9 +291,9 @@ async fn main() -> anyhow::Result<()> {
     }
     println!();
     println!(
-        "| batch | clients | raw texts/s | service texts/s | ratio | raw p50 ms | svc p50 ms | svc p95 ms | svc p99 ms | requests |"
+        "| batch | clients | raw texts/s | service texts/s | ratio | raw p50 ms | svc p50 ms | svc p95 ms | svc p99 ms | requests | svc p50 − raw p50 ms |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let slice = args.duration / args.rounds.max(1) as f64;
     for &batch in &args.batch {
         for &c in &args.concurrency {
