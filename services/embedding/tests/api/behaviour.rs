@@ -6,6 +6,10 @@ use mlmesh_proto::embedding::v1 as pb;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
+use tonic_reflection::pb::v1::{
+    ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+    server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+};
 
 use crate::helpers::{cosine, norm, request, spawn_app};
 
@@ -229,7 +233,7 @@ async fn health_reflection_and_metrics_are_served() {
         .connect()
         .await
         .expect("connect");
-    let mut health = HealthClient::new(channel);
+    let mut health = HealthClient::new(channel.clone());
     for service in ["", "mlmesh.embedding.v1.EmbeddingService"] {
         let s = health
             .check(HealthCheckRequest {
@@ -240,6 +244,30 @@ async fn health_reflection_and_metrics_are_served() {
             .into_inner();
         assert_eq!(s.status(), ServingStatus::Serving, "{service:?}");
     }
+    // Reflection lists the service, so grpcurl-style tools work unprepared.
+    let mut reflection = ServerReflectionClient::new(channel.clone());
+    let mut answers = reflection
+        .server_reflection_info(tokio_stream::iter([ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        }]))
+        .await
+        .expect("reflection")
+        .into_inner();
+    let answer = answers.next().await.expect("one answer").expect("ok");
+    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+        panic!("unexpected reflection answer {answer:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(
+        names.contains(&"mlmesh.embedding.v1.EmbeddingService".to_string()),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"grpc.health.v1.Health".to_string()),
+        "{names:?}"
+    );
+
     let _ = app.embed(&["count me"]).await;
     let text = app.metrics().await;
     for name in [
@@ -258,5 +286,42 @@ async fn health_reflection_and_metrics_are_served() {
             .await
             >= 1.0
     );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn several_models_in_one_process() {
+    let app = crate::helpers::spawn_app_with(|s| {
+        let path = s.embedding.models[0].path.clone();
+        s.embedding
+            .models
+            .push(mlmesh_embedding::settings::ModelSpec {
+                name: "second".into(),
+                path,
+            });
+        s.embedding.default_model = Some("second".into());
+    })
+    .await;
+    let mut c = app.client();
+    let info = c.info(pb::InfoRequest {}).await.expect("info").into_inner();
+    let listed: Vec<(&str, bool)> = info
+        .models
+        .iter()
+        .map(|m| (m.name.as_str(), m.is_default))
+        .collect();
+    assert_eq!(listed, [("all-MiniLM-L6-v2", false), ("second", true)]);
+    let mut by_name = request(&["same text, two models"]);
+    by_name.model = "all-MiniLM-L6-v2".into();
+    let a = c.embed(by_name).await.expect("first model").into_inner();
+    let b = c
+        .embed(request(&["same text, two models"]))
+        .await
+        .expect("default model")
+        .into_inner();
+    assert_eq!(
+        (a.model.as_str(), b.model.as_str()),
+        ("all-MiniLM-L6-v2", "second")
+    );
+    assert!(cosine(&a.embeddings[0].values, &b.embeddings[0].values) > 0.9999);
     app.stop().await;
 }

@@ -3,10 +3,22 @@
 use mlmesh_proto::embedding::v1 as pb;
 use tonic::Code;
 
-use crate::helpers::{request, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, request, spawn_app, spawn_app_with};
 
 fn long_text(words: usize) -> String {
     "token ".repeat(words)
+}
+
+/// Starts one request of `n` copies of `text` in the background, to keep a
+/// (deliberately slow: batch size 1, one thread) model busy.
+fn busy(
+    app: &TestApp,
+    text: &str,
+    n: usize,
+) -> tokio::task::JoinHandle<Result<tonic::Response<pb::EmbedResponse>, tonic::Status>> {
+    let mut c = app.client();
+    let req = request(&vec![text; n]);
+    tokio::spawn(async move { c.embed(req).await })
 }
 
 #[tokio::test]
@@ -160,10 +172,7 @@ async fn a_full_queue_answers_resource_exhausted_at_once() {
     })
     .await;
     let long = long_text(250);
-    let big: Vec<&str> = vec![long.as_str(); 8];
-    let mut c = app.client();
-    let req = request(&big);
-    let first = tokio::spawn(async move { c.embed(req).await });
+    let first = busy(&app, &long, 8);
 
     // Wait until the first request holds every slot.
     let mut full = false;
@@ -209,10 +218,7 @@ async fn an_expired_call_has_its_queued_work_dropped() {
     })
     .await;
     let long = long_text(250);
-    let big: Vec<&str> = vec![long.as_str(); 16];
-    let mut c = app.client();
-    let req = request(&big);
-    let first = tokio::spawn(async move { c.embed(req).await });
+    let first = busy(&app, &long, 16);
     tokio::time::sleep(std::time::Duration::from_millis(30)).await;
 
     // Queued behind 16 long inputs, this call's deadline passes first.
