@@ -8,6 +8,7 @@
 
 pub mod batcher;
 pub mod model;
+pub mod rewrite;
 
 use std::{
     collections::HashMap,

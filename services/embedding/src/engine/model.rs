@@ -316,6 +316,18 @@ impl Runner {
             model: folder.name.clone(),
             reason: e,
         };
+        // The file's bytes are dropped as soon as the rewritten copy exists.
+        let (bytes, rewritten) = {
+            let raw = std::fs::read(&folder.onnx_path).map_err(|e| LoadError::File {
+                model: folder.name.clone(),
+                path: folder.onnx_path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            super::rewrite::gather_before_dequantize(&raw).map_err(|e| fail(e.to_string()))?
+        };
+        if rewritten > 0 {
+            tracing::info!(model = %folder.name, tables = rewritten, "int8 embedding tables kept int8 (gather before dequantize)");
+        }
         let session = Session::builder(env)
             .map_err(|e| fail(e.to_string()))?
             .with_optimization_level(GraphOptimizationLevel::Level3)
@@ -327,8 +339,9 @@ impl Runner {
             // Idle sessions must not spin: the tokenizer and gRPC share the cores.
             .with_intra_op_spinning(false)
             .map_err(|e| fail(e.to_string()))?
-            .commit_from_file(&folder.onnx_path)
+            .commit_from_memory(&bytes)
             .map_err(|e| fail(e.to_string()))?;
+        drop(bytes);
         let inputs: Vec<&str> = session.inputs().iter().map(|i| i.name()).collect();
         for required in ["input_ids", "attention_mask"] {
             if !inputs.contains(&required) {
