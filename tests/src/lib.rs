@@ -110,6 +110,28 @@ impl Service {
         }
     }
 
+    /// Sum of the `/metrics` samples whose line starts with `prefix`.
+    pub fn metric(&self, prefix: &str) -> f64 {
+        use std::io::{Read as _, Write as _};
+        let Some(addr) = self.metrics_addr else {
+            return 0.0;
+        };
+        let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+            return 0.0;
+        };
+        let mut text = String::new();
+        if s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .is_err()
+            || s.read_to_string(&mut text).is_err()
+        {
+            return 0.0;
+        }
+        text.lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     /// Sends SIGTERM.
     pub fn terminate(&self) {
         let ok = Command::new("kill")

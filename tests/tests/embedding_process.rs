@@ -31,8 +31,19 @@ async fn sigterm_under_load_finishes_every_accepted_call_then_exits_0() {
         };
         calls.push(tokio::spawn(async move { c.embed(req).await }));
     }
-    // Let every call reach the server (they are then queued or running).
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Wait until the server has admitted every input of every call.
+    let mut admitted = 0.0;
+    for _ in 0..500 {
+        admitted = svc.metric("mlmesh_embedding_inputs_in_flight");
+        if admitted >= 192.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        admitted, 192.0,
+        "all 12 × 16 inputs accepted before SIGTERM"
+    );
     svc.terminate();
 
     let mut ok = 0;

@@ -218,12 +218,14 @@ async fn an_expired_call_has_its_queued_work_dropped() {
     })
     .await;
     let long = long_text(250);
-    let first = busy(&app, &long, 16);
+    // 32 long inputs, one per run on one thread: several hundred ms of work.
+    let first = busy(&app, &long, 32);
     tokio::time::sleep(std::time::Duration::from_millis(30)).await;
 
-    // Queued behind 16 long inputs, this call's deadline passes first.
+    // Queued behind them, this call's deadline passes first (100 ms leaves
+    // ample time to be admitted and tokenized even on a loaded machine).
     let mut late = tonic::Request::new(request(&[&long, &long, &long]));
-    late.set_timeout(std::time::Duration::from_millis(20));
+    late.set_timeout(std::time::Duration::from_millis(100));
     let e = app.client().embed(late).await.expect_err("deadline");
     assert!(
         matches!(e.code(), Code::DeadlineExceeded | Code::Cancelled),
