@@ -25,7 +25,7 @@ struct Args {
 const SETTINGS_HELP: &str = "\
 Settings (file key / environment variable / default):
   server.listen              MLMESH_SERVER__LISTEN               127.0.0.1:50051
-  server.metrics_listen      MLMESH_SERVER__METRICS_LISTEN       127.0.0.1:9051
+  server.metrics_listen      MLMESH_SERVER__METRICS_LISTEN       127.0.0.1:9051 (off: disabled)
   server.shutdown_grace_secs MLMESH_SERVER__SHUTDOWN_GRACE_SECS  30   drain time after SIGTERM
   server.max_request_bytes   MLMESH_SERVER__MAX_REQUEST_BYTES    16777216
   server.max_concurrent_streams MLMESH_SERVER__MAX_CONCURRENT_STREAMS 1024

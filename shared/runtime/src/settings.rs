@@ -69,7 +69,9 @@ where
 pub struct ServerSettings {
     /// Address the gRPC server listens on. Port 0 picks a free port.
     pub listen: SocketAddr,
-    /// Address of the Prometheus `/metrics` HTTP endpoint; empty disables it.
+    /// Address of the Prometheus `/metrics` HTTP endpoint; `""` or `off`
+    /// disables it.
+    #[serde(deserialize_with = "optional_addr")]
     pub metrics_listen: Option<SocketAddr>,
     /// On SIGTERM/SIGINT: how long in-flight calls may take to finish after
     /// health turns NOT_SERVING, in seconds, before the process exits anyway.
@@ -79,6 +81,20 @@ pub struct ServerSettings {
     pub max_request_bytes: usize,
     /// Most concurrent calls per connection (HTTP/2 streams).
     pub max_concurrent_streams: u32,
+}
+
+/// An address, or `""` / `off` for none (environment variables cannot be unset
+/// to mean "none", so a word is needed).
+fn optional_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let s: Option<String> = Option::deserialize(d)?;
+    match s.as_deref().map(str::trim) {
+        None | Some("") | Some("off") => Ok(None),
+        Some(v) => v.parse().map(Some).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "{v:?} is not an address like 127.0.0.1:9051, nor \"off\""
+            ))
+        }),
+    }
 }
 
 impl Default for ServerSettings {
@@ -210,6 +226,28 @@ mod tests {
         .expect("valid settings");
         assert_eq!(s.server.shutdown_grace_secs, 9);
         assert_eq!(s.server.max_request_bytes, 2048);
+    }
+
+    #[test]
+    fn metrics_endpoint_can_be_turned_off() {
+        for off in ["", "off"] {
+            let s: Demo =
+                load(None, env(&[("MLMESH_SERVER__METRICS_LISTEN", off)]), &[]).expect("valid");
+            assert_eq!(s.server.metrics_listen, None, "{off:?}");
+        }
+        let s: Demo = load(
+            None,
+            env(&[("MLMESH_SERVER__METRICS_LISTEN", "127.0.0.1:9999")]),
+            &[],
+        )
+        .expect("valid");
+        assert_eq!(
+            s.server.metrics_listen,
+            Some(SocketAddr::from(([127, 0, 0, 1], 9999)))
+        );
+        let e = load::<Demo>(None, env(&[("MLMESH_SERVER__METRICS_LISTEN", "nope")]), &[])
+            .expect_err("bad");
+        assert!(e.to_string().contains("server.metrics_listen"), "{e}");
     }
 
     #[test]
