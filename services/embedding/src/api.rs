@@ -11,6 +11,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::{
     engine::{EmbedParams, Embedded, Engine},
+    error::EmbedError,
     metrics::Metrics,
 };
 
@@ -192,7 +193,7 @@ impl EmbeddingService for EmbeddingApi {
         let result = async {
             let req = req.into_inner();
             if req.texts.is_empty() {
-                return Err(crate::error::EmbedError::EmptyBatch { field: "texts" }.into());
+                return Err(EmbedError::EmptyBatch { field: "texts" }.into());
             }
             let n = req.texts.len();
             let mut inputs = Vec::with_capacity(n + 1);
@@ -205,7 +206,27 @@ impl EmbeddingService for EmbeddingApi {
                 truncate: truncation(req.truncate, req.truncation_direction)?,
                 dimensions: None,
             };
-            let out = self.engine.embed(inputs, &params).await?;
+            // The engine sees one list; name the request's own fields.
+            let out = self
+                .engine
+                .embed(inputs, &params)
+                .await
+                .map_err(|e| match e {
+                    EmbedError::InputTooLong {
+                        index: Some(i),
+                        tokens,
+                        max,
+                        model,
+                        ..
+                    } => EmbedError::InputTooLong {
+                        field: if i == 0 { "source" } else { "texts" },
+                        index: i.checked_sub(1),
+                        tokens,
+                        max,
+                        model,
+                    },
+                    other => other,
+                })?;
             let (source, others) = out
                 .vectors
                 .split_first()

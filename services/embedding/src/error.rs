@@ -14,11 +14,13 @@ pub enum EmbedError {
         max: usize,
     },
     #[error(
-        "`{field}[{index}]` is {tokens} tokens long; the limit of model {model:?} is {max} tokens (set truncate=true to cut it)"
+        "`{}` is {tokens} tokens long; the limit of model {model:?} is {max} tokens (set truncate=true to cut it)",
+        location(field, *index)
     )]
     InputTooLong {
         field: &'static str,
-        index: usize,
+        /// Position in a repeated field; `None` for a single field.
+        index: Option<usize>,
         tokens: usize,
         max: usize,
         model: String,
@@ -64,6 +66,14 @@ pub enum LoadError {
     Runtime { path: String, reason: String },
     #[error("model {model:?}: ONNX Runtime refused the model: {reason}")]
     Session { model: String, reason: String },
+}
+
+/// `inputs[3]` for a list element, `source` for a single field.
+fn location(field: &str, index: Option<usize>) -> String {
+    match index {
+        Some(i) => format!("{field}[{i}]"),
+        None => field.to_owned(),
+    }
 }
 
 impl From<EmbedError> for Status {

@@ -257,7 +257,7 @@ impl ModelFolder {
                 Overflow::Refuse => {
                     return Err(EmbedError::InputTooLong {
                         field: "inputs",
-                        index,
+                        index: Some(index),
                         tokens: original_len,
                         max: self.max_tokens,
                         model: self.name.clone(),

@@ -93,6 +93,31 @@ async fn bad_requests_get_clear_statuses() {
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().contains("`texts` is empty"), "{}", e.message());
 
+    for (source, texts, named) in [
+        (
+            long.clone(),
+            vec!["ok".to_string()],
+            "`source` is 302 tokens",
+        ),
+        (
+            "ok".to_string(),
+            vec!["fine".to_string(), long.clone()],
+            "`texts[1]` is 302 tokens",
+        ),
+    ] {
+        let e = c
+            .similarity(pb::SimilarityRequest {
+                source,
+                texts,
+                truncate: Some(false),
+                ..Default::default()
+            })
+            .await
+            .expect_err("too long");
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert!(e.message().contains(named), "{}", e.message());
+    }
+
     let e = c
         .tokenize(pb::TokenizeRequest {
             inputs: vec!["a".into()],
