@@ -40,6 +40,15 @@ pub fn binary(name: &str) -> PathBuf {
         })
 }
 
+/// Sum of the Prometheus samples in `text` whose line starts with `prefix`
+/// (`name` or `name{labels}`); 0 when there are none.
+pub fn metric_sum(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// A running service process. Killed on drop if still running.
 pub struct Service {
     pub child: Child,
@@ -126,10 +135,7 @@ impl Service {
         {
             return 0.0;
         }
-        text.lines()
-            .filter(|l| l.starts_with(prefix))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        metric_sum(&text, prefix)
     }
 
     /// Sends SIGTERM.

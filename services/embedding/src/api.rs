@@ -20,11 +20,17 @@ use crate::{
 pub struct EmbeddingApi {
     engine: Arc<Engine>,
     metrics: Metrics,
+    /// The transport's request size limit, reported by Info.
+    max_request_bytes: usize,
 }
 
 impl EmbeddingApi {
-    pub fn new(engine: Arc<Engine>, metrics: Metrics) -> Self {
-        Self { engine, metrics }
+    pub fn new(engine: Arc<Engine>, metrics: Metrics, max_request_bytes: usize) -> Self {
+        Self {
+            engine,
+            metrics,
+            max_request_bytes,
+        }
     }
 
     /// Records a call's outcome and duration.
@@ -312,7 +318,7 @@ impl EmbeddingService for EmbeddingApi {
             max_batch_size: to32(s.max_batch_size),
             max_batch_tokens: to32(s.max_batch_tokens),
             max_queued_inputs: to32(s.max_queued_inputs),
-            max_request_bytes: self.engine.max_request_bytes as u64,
+            max_request_bytes: self.max_request_bytes as u64,
             version: env!("CARGO_PKG_VERSION").into(),
         }))
     }

@@ -41,6 +41,7 @@ pub struct Application {
     server: GrpcServer,
     engine: Arc<Engine>,
     metrics: Metrics,
+    max_request_bytes: usize,
 }
 
 impl Application {
@@ -50,13 +51,13 @@ impl Application {
         let emb = settings.embedding.clone();
         let m = metrics.clone();
         // Loading ONNX sessions blocks for a while: not on the reactor.
-        let mut engine = tokio::task::spawn_blocking(move || Engine::start(&emb, m)).await??;
-        engine.max_request_bytes = settings.server.max_request_bytes;
+        let engine = tokio::task::spawn_blocking(move || Engine::start(&emb, m)).await??;
         let server = GrpcServer::bind(&settings.server, metrics.registry.clone()).await?;
         Ok(Self {
             server,
             engine: Arc::new(engine),
             metrics,
+            max_request_bytes: settings.server.max_request_bytes,
         })
     }
 
@@ -76,12 +77,15 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
-        let max = self.engine.max_request_bytes;
-        let api =
-            EmbeddingServiceServer::new(EmbeddingApi::new(Arc::clone(&self.engine), self.metrics))
-                .max_decoding_message_size(max)
-                // Responses are vectors: bounded by max_client_batch × dimension.
-                .max_encoding_message_size(usize::MAX);
+        let max = self.max_request_bytes;
+        let api = EmbeddingServiceServer::new(EmbeddingApi::new(
+            Arc::clone(&self.engine),
+            self.metrics,
+            max,
+        ))
+        .max_decoding_message_size(max)
+        // Responses are vectors: bounded by max_client_batch × dimension.
+        .max_encoding_message_size(usize::MAX);
         let routes = Routes::new(api);
         let result = self
             .server

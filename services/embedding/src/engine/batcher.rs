@@ -95,15 +95,12 @@ impl Batcher {
     }
 
     /// Starts a worker thread that owns `runner`.
-    pub fn spawn_worker(
-        self: &Arc<Self>,
-        index: usize,
-        runner: Runner,
-    ) -> std::io::Result<std::thread::JoinHandle<()>> {
+    pub fn spawn_worker(self: &Arc<Self>, index: usize, runner: Runner) -> std::io::Result<()> {
         let this = Arc::clone(self);
         std::thread::Builder::new()
             .name(format!("embed-{}-{index}", self.model))
             .spawn(move || this.work(runner))
+            .map(drop)
     }
 
     /// Blocks until a batch is ready; `None` when closed and drained.

@@ -13,7 +13,6 @@ pub mod rewrite;
 use std::{
     collections::HashMap,
     sync::Arc,
-    thread::JoinHandle,
     time::{Duration, Instant},
 };
 
@@ -61,7 +60,6 @@ pub struct ServedModel {
     /// Admission: one permit per input tokenizing, queued or running.
     slots: Arc<Semaphore>,
     max_slots: usize,
-    _workers: Vec<JoinHandle<()>>,
 }
 
 /// All served models.
@@ -71,8 +69,6 @@ pub struct Engine {
     names: Vec<String>,
     default_model: String,
     pub settings: EmbeddingSettings,
-    /// Largest request message accepted (reported by Info).
-    pub max_request_bytes: usize,
     metrics: Metrics,
 }
 
@@ -98,16 +94,15 @@ impl Engine {
                 });
             }
             let batcher = Batcher::new(&spec.name, limits, metrics.clone());
-            let mut workers = Vec::new();
+            // Workers are detached: `close()` ends them once the queue drains.
             for i in 0..settings.sessions_per_model {
                 let runner = Runner::new(&env, &folder, settings.intra_op_threads)?;
-                let handle = batcher
+                batcher
                     .spawn_worker(i, runner)
                     .map_err(|e| LoadError::Invalid {
                         model: spec.name.clone(),
                         reason: format!("cannot start worker thread: {e}"),
                     })?;
-                workers.push(handle);
             }
             tracing::info!(
                 model = %spec.name,
@@ -127,7 +122,6 @@ impl Engine {
                     batcher,
                     slots: Arc::new(Semaphore::new(settings.max_queued_inputs)),
                     max_slots: settings.max_queued_inputs,
-                    _workers: workers,
                 },
             );
         }
@@ -144,7 +138,6 @@ impl Engine {
             names,
             default_model,
             settings: settings.clone(),
-            max_request_bytes: 0,
             metrics,
         })
     }
@@ -221,20 +214,10 @@ impl Engine {
         let t0 = Instant::now();
         let truncate = params.truncate;
         let tok_folder = Arc::clone(&folder);
-        // The blocking pool does not inherit the current span: pass it on.
-        let parent = tracing::Span::current();
-        let tokenized = tokio::task::spawn_blocking(move || {
-            let span =
-                tracing::info_span!(parent: &parent, "embed.tokenize", inputs = inputs.len());
-            let _g = span.enter();
-            inputs
-                .iter()
-                .enumerate()
-                .map(|(i, text)| tok_folder.tokenize(text, i, truncate))
-                .collect::<Result<Vec<_>, _>>()
+        let tokenized = tokenize_blocking(inputs, move |i, text| {
+            tok_folder.tokenize(text, i, truncate)
         })
-        .await
-        .map_err(|e| EmbedError::Tokenizer(format!("tokenizer task failed: {e}")))??;
+        .await?;
         let tokenize = t0.elapsed();
 
         let mut out = Embedded {
@@ -294,15 +277,7 @@ impl Engine {
         let name = folder.name.clone();
         // Asked not to truncate: show the whole input rather than fail.
         let overflow = truncate.map_or(Overflow::Keep, Overflow::Truncate);
-        let encs = tokio::task::spawn_blocking(move || {
-            inputs
-                .iter()
-                .enumerate()
-                .map(|(i, t)| folder.encode(t, i, overflow))
-                .collect::<Result<Vec<_>, EmbedError>>()
-        })
-        .await
-        .map_err(|e| EmbedError::Tokenizer(format!("tokenizer task failed: {e}")))??;
+        let encs = tokenize_blocking(inputs, move |i, t| folder.encode(t, i, overflow)).await?;
         Ok((name, encs))
     }
 
@@ -326,6 +301,28 @@ impl ServedModel {
                 max: self.max_slots,
             })
     }
+}
+
+/// Runs `f` on every input on the blocking pool (never on the reactor),
+/// inside an `embed.tokenize` span parented on the caller's span (the
+/// blocking pool does not inherit it).
+async fn tokenize_blocking<T, F>(inputs: Vec<String>, f: F) -> Result<Vec<T>, EmbedError>
+where
+    T: Send + 'static,
+    F: Fn(usize, &str) -> Result<T, EmbedError> + Send + 'static,
+{
+    let parent = tracing::Span::current();
+    tokio::task::spawn_blocking(move || {
+        let span = tracing::info_span!(parent: &parent, "embed.tokenize", inputs = inputs.len());
+        let _g = span.enter();
+        inputs
+            .iter()
+            .enumerate()
+            .map(|(i, text)| f(i, text))
+            .collect()
+    })
+    .await
+    .map_err(|e| EmbedError::Tokenizer(format!("tokenizer task failed: {e}")))?
 }
 
 /// Runs `f` when dropped (also on cancellation).

@@ -404,10 +404,10 @@ impl Runner {
                 "attention_mask" => mask_t,
             ])
         }
-        .map_err(|e| EmbedError::Inference(format!("model {:?}: {e}", self.model)))?;
+        .map_err(err)?;
         let hidden = outputs[self.output]
             .try_extract_array::<f32>()
-            .map_err(|e| EmbedError::Inference(format!("model {:?}: {e}", self.model)))?;
+            .map_err(err)?;
         match hidden.ndim() {
             // Already one vector per input (a pooled export).
             2 => Ok(hidden

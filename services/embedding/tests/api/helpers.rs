@@ -101,11 +101,7 @@ impl TestApp {
 
     /// The value of one metric sample line (`name{labels}`), 0 when absent.
     pub async fn metric(&self, prefix: &str) -> f64 {
-        let text = self.metrics().await;
-        text.lines()
-            .filter(|l| l.starts_with(prefix))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        mlmesh_tests::metric_sum(&self.metrics().await, prefix)
     }
 
     pub async fn stop(mut self) {
