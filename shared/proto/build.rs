@@ -6,7 +6,10 @@ use std::path::PathBuf;
 
 use prost::Message as _;
 
-const PROTOS: &[&str] = &["mlmesh/embedding/v1/embedding.proto"];
+const PROTOS: &[&str] = &[
+    "mlmesh/embedding/v1/embedding.proto",
+    "mlmesh/vector/v1/vector.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");

@@ -49,6 +49,51 @@ pub fn metric_sum(text: &str, prefix: &str) -> f64 {
         .sum()
 }
 
+/// `GET /metrics` from `addr`, as text; empty when unreachable. Blocking:
+/// call it from `spawn_blocking` in a test that serves on the same runtime.
+pub fn scrape(addr: SocketAddr) -> String {
+    use std::io::{Read as _, Write as _};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let mut text = String::new();
+    if s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .is_err()
+        || s.read_to_string(&mut text).is_err()
+    {
+        return String::new();
+    }
+    text
+}
+
+/// A fresh, empty folder under the system temp dir, removed on drop.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(label: &str) -> Self {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let path =
+            std::env::temp_dir().join(format!("mlmesh-{label}-{}-{n}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        Self(path)
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// A running service process. Killed on drop if still running.
 pub struct Service {
     pub child: Child,
@@ -121,21 +166,14 @@ impl Service {
 
     /// Sum of the `/metrics` samples whose line starts with `prefix`.
     pub fn metric(&self, prefix: &str) -> f64 {
-        use std::io::{Read as _, Write as _};
-        let Some(addr) = self.metrics_addr else {
-            return 0.0;
-        };
-        let Ok(mut s) = std::net::TcpStream::connect(addr) else {
-            return 0.0;
-        };
-        let mut text = String::new();
-        if s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .is_err()
-            || s.read_to_string(&mut text).is_err()
-        {
-            return 0.0;
-        }
-        metric_sum(&text, prefix)
+        self.metrics_addr
+            .map_or(0.0, |addr| metric_sum(&scrape(addr), prefix))
+    }
+
+    /// SIGKILL: the process gets no chance to flush or clean up.
+    pub fn kill(&mut self) {
+        self.child.kill().expect("SIGKILL");
+        let _ = self.child.wait();
     }
 
     /// Sends SIGTERM.

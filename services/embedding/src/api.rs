@@ -41,7 +41,7 @@ impl EmbeddingApi {
         };
         self.metrics
             .requests
-            .with_label_values(&[method, code_name(code)])
+            .with_label_values(&[method, mlmesh_runtime::code_name(code)])
             .inc();
         self.metrics
             .request_seconds
@@ -59,29 +59,6 @@ impl EmbeddingApi {
         };
         let out = self.engine.embed(req.inputs, &params).await?;
         Ok(embed_response(out, start))
-    }
-}
-
-fn code_name(code: tonic::Code) -> &'static str {
-    use tonic::Code::*;
-    match code {
-        Ok => "OK",
-        Cancelled => "CANCELLED",
-        Unknown => "UNKNOWN",
-        InvalidArgument => "INVALID_ARGUMENT",
-        DeadlineExceeded => "DEADLINE_EXCEEDED",
-        NotFound => "NOT_FOUND",
-        AlreadyExists => "ALREADY_EXISTS",
-        PermissionDenied => "PERMISSION_DENIED",
-        ResourceExhausted => "RESOURCE_EXHAUSTED",
-        FailedPrecondition => "FAILED_PRECONDITION",
-        Aborted => "ABORTED",
-        OutOfRange => "OUT_OF_RANGE",
-        Unimplemented => "UNIMPLEMENTED",
-        Internal => "INTERNAL",
-        Unavailable => "UNAVAILABLE",
-        DataLoss => "DATA_LOSS",
-        Unauthenticated => "UNAUTHENTICATED",
     }
 }
 

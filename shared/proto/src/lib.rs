@@ -11,6 +11,14 @@ pub mod embedding {
     }
 }
 
+/// `mlmesh.vector.v1`: the vector-search service contract.
+pub mod vector {
+    pub mod v1 {
+        #![allow(clippy::all, missing_docs)]
+        tonic::include_proto!("mlmesh.vector.v1");
+    }
+}
+
 /// Encoded `FileDescriptorSet` of all mlmesh protos, for `tonic-reflection`.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/mlmesh_descriptor.bin"));

@@ -110,6 +110,17 @@ impl Default for ServerSettings {
 }
 
 impl ServerSettings {
+    /// The defaults, listening on `127.0.0.1:grpc_port` with `/metrics` on
+    /// `127.0.0.1:metrics_port`: each service has its own default ports so
+    /// the whole mesh runs on one machine out of the box.
+    pub fn on_ports(grpc_port: u16, metrics_port: u16) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], grpc_port)),
+            metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], metrics_port))),
+            ..Self::default()
+        }
+    }
+
     /// Settings for tests: everything on `127.0.0.1:0`, short grace period.
     pub fn ephemeral() -> Self {
         Self {

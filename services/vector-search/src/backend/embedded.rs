@@ -1,0 +1,813 @@
+//! The default backend: the Qdrant engine in this process (`qdrant-edge`),
+//! one edge shard per collection under `vector.data_dir`.
+//!
+//! On disk, `data_dir/<name>-<uuid>/` holds `collection.json` (our config,
+//! written last, so a folder without it is an interrupted create), `shard/`
+//! (the engine's files), `oplog` (see [`super::oplog`]) and, while a delete is
+//! being finished, a `deleted` marker. Folder names carry a UUID so a name can
+//! be reused while the old folder is still being removed.
+//!
+//! Threads: engine calls are synchronous and run on tokio's blocking pool.
+//! Writes to one collection are serialized by its log mutex (log order =
+//! engine order, which replay relies on). One maintenance thread checkpoints
+//! (engine flush, then empty the log) and runs the engine's optimizers
+//! (segment merges, HNSW builds) when a collection has had writes; searches
+//! never wait for it.
+
+use std::{
+    collections::HashMap,
+    fs,
+    io::{self, Write as _},
+    panic::AssertUnwindSafe,
+    path::{Path, PathBuf},
+    sync::{
+        Arc, Mutex, RwLock,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use ahash::AHashSet;
+use async_trait::async_trait;
+use qdrant_edge::{
+    self as edge, CountRequest, EdgeConfig, EdgeOptimizersConfig, EdgeShard,
+    EdgeVectorParamsBuilder, FieldCondition, HasIdCondition, HnswIndexConfig, JsonPath, Match,
+    NamedQuery, PointInsertOperations, PointOperations, PointStructPersisted, QueryEnum,
+    ScrollRequest, SearchParams, SearchRequest, UpdateOperation, ValueVariants,
+    VectorStructInternal, VectorStructPersisted, WithPayloadInterface, WithVector,
+    external::ordered_float::OrderedFloat,
+};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    Backend, Result,
+    oplog::{Op, OpLog},
+};
+use crate::{
+    error::{OpenError, VectorError},
+    metrics::Metrics,
+    model::{
+        CollectionConfig, CollectionInfo, Condition, Distance, Filter, Hit, IndexStatus, Payload,
+        Point, PointId, PointSelector, Record, ScrollQuery, SearchQuery,
+    },
+    settings::VectorSettings,
+};
+
+const META_FILE: &str = "collection.json";
+const DELETED_MARKER: &str = "deleted";
+const SHARD_DIR: &str = "shard";
+const OPLOG_FILE: &str = "oplog";
+/// A checkpoint also happens between ticks once the log is this large.
+const CHECKPOINT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// What `collection.json` holds.
+#[derive(Serialize, Deserialize)]
+struct Meta {
+    name: String,
+    config: CollectionConfig,
+}
+
+/// One open collection.
+struct Collection {
+    name: String,
+    config: CollectionConfig,
+    dir: PathBuf,
+    shard: EdgeShard,
+    /// Serializes writes: append to the log, then apply, in that order.
+    log: Mutex<OpLog>,
+    /// Held by checkpoints and optimisations: the engine's `flush` must not
+    /// run while its optimizer swaps segments.
+    maintenance: Mutex<()>,
+    /// Writes arrived since the last optimisation pass.
+    dirty: AtomicBool,
+    optimizing: AtomicBool,
+}
+
+/// The embedded Qdrant engine.
+pub struct EmbeddedBackend {
+    root: PathBuf,
+    sync_writes: bool,
+    indexing_threshold_kb: usize,
+    collections: Arc<RwLock<HashMap<String, Arc<Collection>>>>,
+    /// Serializes creates and deletes.
+    catalog: tokio::sync::Mutex<()>,
+    stop: Arc<AtomicBool>,
+    maintenance: Mutex<Option<thread::JoinHandle<()>>>,
+    checkpoint_requested: Arc<AtomicBool>,
+}
+
+fn storage(e: impl std::fmt::Display) -> VectorError {
+    VectorError::Storage(e.to_string())
+}
+
+impl EmbeddedBackend {
+    /// Opens every collection under `settings.data_dir`, replays their
+    /// operation logs, and starts the maintenance thread. Blocking.
+    pub fn open(settings: &VectorSettings, metrics: Metrics) -> Result<Self, OpenError> {
+        let root = settings.data_dir.clone();
+        let shown = root.display().to_string();
+        let dir_err = |e: io::Error| OpenError::DataDir {
+            path: shown.clone(),
+            reason: e.to_string(),
+        };
+        fs::create_dir_all(&root).map_err(dir_err)?;
+        let mut collections = HashMap::new();
+        for entry in fs::read_dir(&root).map_err(dir_err)? {
+            let path = entry.map_err(dir_err)?.path();
+            if !path.is_dir() {
+                continue;
+            }
+            if path.join(DELETED_MARKER).exists() || !path.join(META_FILE).exists() {
+                tracing::info!(path = %path.display(), "removing a deleted or half-created collection");
+                fs::remove_dir_all(&path).map_err(dir_err)?;
+                continue;
+            }
+            let started = Instant::now();
+            let c = Collection::open(&path, settings.sync_writes)?;
+            tracing::info!(
+                collection = %c.name,
+                path = %path.display(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "collection loaded"
+            );
+            if let Some(other) = collections.insert(c.name.clone(), Arc::new(c)) {
+                return Err(OpenError::Collection {
+                    name: other.name.clone(),
+                    path: path.display().to_string(),
+                    reason: format!("a second folder ({}) claims this name", other.dir.display()),
+                });
+            }
+        }
+        let backend = Self {
+            root,
+            sync_writes: settings.sync_writes,
+            indexing_threshold_kb: settings.indexing_threshold_kb,
+            collections: Arc::new(RwLock::new(collections)),
+            catalog: tokio::sync::Mutex::new(()),
+            stop: Arc::new(AtomicBool::new(false)),
+            maintenance: Mutex::new(None),
+            checkpoint_requested: Arc::new(AtomicBool::new(false)),
+        };
+        let interval = Duration::from_secs(settings.checkpoint_interval_secs);
+        let worker = Maintenance {
+            collections: Arc::clone(&backend.collections),
+            stop: Arc::clone(&backend.stop),
+            checkpoint_requested: Arc::clone(&backend.checkpoint_requested),
+            metrics,
+        };
+        let handle = thread::Builder::new()
+            .name("vector-maintenance".into())
+            .spawn(move || worker.run(interval))
+            .map_err(dir_err)?;
+        if let Ok(mut m) = backend.maintenance.lock() {
+            *m = Some(handle);
+        }
+        Ok(backend)
+    }
+
+    fn collection(&self, name: &str) -> Result<Arc<Collection>> {
+        self.collections
+            .read()
+            .map_err(|_| storage("collection table poisoned"))?
+            .get(name)
+            .cloned()
+            .ok_or_else(|| VectorError::CollectionNotFound { name: name.into() })
+    }
+
+    /// Runs `f` on the blocking pool with the named collection.
+    async fn with<T: Send + 'static>(
+        &self,
+        name: &str,
+        f: impl FnOnce(&Collection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let c = self.collection(name)?;
+        tokio::task::spawn_blocking(move || f(&c))
+            .await
+            .map_err(|e| storage(format!("engine task failed: {e}")))?
+    }
+
+    fn edge_config(&self, config: &CollectionConfig) -> EdgeConfig {
+        let hnsw = HnswIndexConfig {
+            m: config.hnsw.m,
+            ef_construct: config.hnsw.ef_construct,
+            ..HnswIndexConfig::default()
+        };
+        EdgeConfig::builder()
+            .vector(
+                edge::DEFAULT_VECTOR_NAME,
+                EdgeVectorParamsBuilder::new(config.dimension, edge_distance(config.distance))
+                    .build(),
+            )
+            .hnsw_config(hnsw)
+            .optimizers(EdgeOptimizersConfig {
+                indexing_threshold: Some(self.indexing_threshold_kb),
+                ..EdgeOptimizersConfig::default()
+            })
+            .build()
+    }
+}
+
+impl Collection {
+    fn open(dir: &Path, sync_writes: bool) -> Result<Self, OpenError> {
+        let fail = |name: &str, reason: String| OpenError::Collection {
+            name: name.to_owned(),
+            path: dir.display().to_string(),
+            reason,
+        };
+        let meta: Meta = fs::read(dir.join(META_FILE))
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+            .map_err(|e| fail("?", format!("{META_FILE}: {e}")))?;
+        let name = meta.name;
+        let shard = EdgeShard::load(&dir.join(SHARD_DIR), None)
+            .map_err(|e| fail(&name, format!("engine: {e}")))?;
+        let (log, ops) = OpLog::open(&dir.join(OPLOG_FILE), sync_writes)
+            .map_err(|e| fail(&name, format!("operation log: {e}")))?;
+        let replayed = ops.len();
+        let c = Self {
+            name: name.clone(),
+            config: meta.config,
+            dir: dir.to_owned(),
+            shard,
+            log: Mutex::new(log),
+            maintenance: Mutex::new(()),
+            dirty: AtomicBool::new(replayed > 0),
+            optimizing: AtomicBool::new(false),
+        };
+        for op in ops {
+            if let Err(e) = c.apply(op) {
+                // The record was logged but the engine refused it at the time
+                // too (the client got the error): nothing to restore.
+                tracing::warn!(collection = %name, error = %e, "skipping a logged operation the engine refuses");
+            }
+        }
+        if replayed > 0 {
+            tracing::info!(collection = %name, operations = replayed, "replayed the operation log");
+            c.checkpoint().map_err(|e| fail(&name, e.to_string()))?;
+        }
+        Ok(c)
+    }
+
+    fn apply(&self, op: Op) -> Result<()> {
+        let op = match op {
+            Op::Upsert(points) => PointOperations::UpsertPoints(PointInsertOperations::PointsList(
+                points.into_iter().map(to_edge_point).collect(),
+            )),
+            Op::Delete(ids) => PointOperations::DeletePoints {
+                ids: ids.into_iter().map(to_edge_id).collect(),
+            },
+        };
+        self.shard
+            .update(UpdateOperation::PointOperation(op))
+            .map_err(storage)
+    }
+
+    /// Logs `op`, then applies it; durable when this returns Ok.
+    fn write(&self, op: Op) -> Result<u64> {
+        let mut log = self.log.lock().map_err(|_| storage("log lock poisoned"))?;
+        self.write_locked(&mut log, op)
+    }
+
+    fn write_locked(&self, log: &mut OpLog, op: Op) -> Result<u64> {
+        log.append(&op).map_err(storage)?;
+        self.apply(op)?;
+        self.dirty.store(true, Ordering::Release);
+        Ok(log.len())
+    }
+
+    /// Makes the engine files hold everything logged, then empties the log.
+    fn checkpoint(&self) -> Result<()> {
+        let _m = self
+            .maintenance
+            .lock()
+            .map_err(|_| storage("maintenance lock poisoned"))?;
+        let mut log = self.log.lock().map_err(|_| storage("log lock poisoned"))?;
+        if log.is_empty() {
+            return Ok(());
+        }
+        // The engine's flush panics instead of returning errors; the log is
+        // only emptied after it succeeded, so a failure loses nothing.
+        std::panic::catch_unwind(AssertUnwindSafe(|| self.shard.flush()))
+            .map_err(|_| storage("engine flush failed"))?;
+        log.reset().map_err(storage)
+    }
+
+    /// Runs the engine's optimizers to completion if there were writes.
+    fn optimize(&self) -> Result<bool> {
+        if !self.dirty.swap(false, Ordering::AcqRel) {
+            return Ok(false);
+        }
+        let _m = self
+            .maintenance
+            .lock()
+            .map_err(|_| storage("maintenance lock poisoned"))?;
+        self.optimizing.store(true, Ordering::Release);
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| self.shard.optimize()));
+        self.optimizing.store(false, Ordering::Release);
+        match result {
+            Ok(r) => r.map_err(storage),
+            Err(_) => Err(storage("engine optimizer panicked")),
+        }
+    }
+
+    fn info(&self) -> CollectionInfo {
+        let info = self.shard.info();
+        let status = if self.optimizing.load(Ordering::Acquire) {
+            IndexStatus::Optimizing
+        } else if self.dirty.load(Ordering::Acquire) {
+            IndexStatus::Pending
+        } else {
+            IndexStatus::Ready
+        };
+        CollectionInfo {
+            name: self.name.clone(),
+            config: self.config,
+            points_count: info.points_count as u64,
+            indexed_vectors_count: info.indexed_vectors_count as u64,
+            segments_count: info.segments_count as u32,
+            status,
+        }
+    }
+
+    /// Every id matching `filter` (for delete-by-filter, logged as ids).
+    fn matching_ids(&self, filter: edge::Filter) -> Result<Vec<PointId>> {
+        let mut ids = Vec::new();
+        let mut offset = None;
+        loop {
+            let (page, next) = self
+                .shard
+                .scroll(ScrollRequest {
+                    offset,
+                    limit: Some(4096),
+                    filter: Some(filter.clone()),
+                    with_payload: Some(WithPayloadInterface::Bool(false)),
+                    with_vector: WithVector::Bool(false),
+                    order_by: None,
+                })
+                .map_err(storage)?;
+            ids.extend(page.into_iter().map(|r| from_edge_id(r.id)));
+            match next {
+                Some(n) => offset = Some(n),
+                None => return Ok(ids),
+            }
+        }
+    }
+}
+
+/// The background checkpoint and optimisation loop.
+struct Maintenance {
+    collections: Arc<RwLock<HashMap<String, Arc<Collection>>>>,
+    stop: Arc<AtomicBool>,
+    checkpoint_requested: Arc<AtomicBool>,
+    metrics: Metrics,
+}
+
+impl Maintenance {
+    fn run(self, interval: Duration) {
+        let tick = Duration::from_millis(50);
+        let mut last = Instant::now();
+        while !self.stop.load(Ordering::Acquire) {
+            thread::sleep(tick);
+            if last.elapsed() < interval && !self.checkpoint_requested.swap(false, Ordering::AcqRel)
+            {
+                continue;
+            }
+            last = Instant::now();
+            for c in self.snapshot() {
+                if self.stop.load(Ordering::Acquire) {
+                    return;
+                }
+                if let Err(e) = c.checkpoint() {
+                    tracing::error!(collection = %c.name, error = %e, "checkpoint failed; the operation log keeps the writes");
+                }
+                let started = Instant::now();
+                match c.optimize() {
+                    Ok(true) => {
+                        let info = c.shard.info();
+                        self.metrics.optimizations.inc();
+                        tracing::info!(
+                            collection = %c.name,
+                            elapsed_ms = started.elapsed().as_millis() as u64,
+                            points = info.points_count,
+                            indexed = info.indexed_vectors_count,
+                            segments = info.segments_count,
+                            "optimized"
+                        );
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::error!(collection = %c.name, error = %e, "optimisation failed")
+                    }
+                }
+            }
+        }
+    }
+
+    fn snapshot(&self) -> Vec<Arc<Collection>> {
+        self.collections
+            .read()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+#[async_trait]
+impl Backend for EmbeddedBackend {
+    fn kind(&self) -> &'static str {
+        "embedded"
+    }
+
+    async fn create_collection(&self, name: &str, config: CollectionConfig) -> Result<()> {
+        let _catalog = self.catalog.lock().await;
+        if self.collection(name).is_ok() {
+            return Err(VectorError::CollectionExists { name: name.into() });
+        }
+        let dir = self.root.join(format!("{name}-{}", uuid::Uuid::new_v4()));
+        let edge_config = self.edge_config(&config);
+        let meta = Meta {
+            name: name.to_owned(),
+            config,
+        };
+        let sync = self.sync_writes;
+        let c = tokio::task::spawn_blocking(move || -> Result<Collection> {
+            let built = (|| -> Result<()> {
+                fs::create_dir_all(dir.join(SHARD_DIR)).map_err(storage)?;
+                // Create, flush and close the shard, then write the meta file
+                // last: a crash before that leaves a folder that is removed
+                // at the next start.
+                drop(EdgeShard::new(&dir.join(SHARD_DIR), edge_config).map_err(storage)?);
+                write_atomic(
+                    &dir.join(META_FILE),
+                    &serde_json::to_vec_pretty(&meta).map_err(storage)?,
+                )
+                .map_err(storage)
+            })();
+            if let Err(e) = built {
+                let _ = fs::remove_dir_all(&dir);
+                return Err(e);
+            }
+            Collection::open(&dir, sync).map_err(storage)
+        })
+        .await
+        .map_err(storage)??;
+        self.collections
+            .write()
+            .map_err(|_| storage("collection table poisoned"))?
+            .insert(name.to_owned(), Arc::new(c));
+        Ok(())
+    }
+
+    async fn delete_collection(&self, name: &str) -> Result<()> {
+        let _catalog = self.catalog.lock().await;
+        let c = self
+            .collections
+            .write()
+            .map_err(|_| storage("collection table poisoned"))?
+            .remove(name)
+            .ok_or_else(|| VectorError::CollectionNotFound { name: name.into() })?;
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            // The marker makes the delete durable now; the folder is removed
+            // once the last in-flight call on the collection has finished.
+            write_atomic(&c.dir.join(DELETED_MARKER), b"").map_err(storage)?;
+            let dir = c.dir.clone();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let mut c = c;
+            loop {
+                match Arc::try_unwrap(c) {
+                    Ok(owned) => {
+                        drop(owned);
+                        break;
+                    }
+                    Err(shared) if Instant::now() < deadline => {
+                        c = shared;
+                        thread::sleep(Duration::from_millis(10));
+                    }
+                    Err(_) => {
+                        tracing::warn!(path = %dir.display(), "collection still in use; its folder is removed at the next start");
+                        return Ok(());
+                    }
+                }
+            }
+            fs::remove_dir_all(&dir).map_err(storage)
+        })
+        .await
+        .map_err(storage)?
+    }
+
+    async fn list_collections(&self) -> Result<Vec<String>> {
+        let mut names: Vec<String> = self
+            .collections
+            .read()
+            .map_err(|_| storage("collection table poisoned"))?
+            .keys()
+            .cloned()
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    async fn collection_config(&self, name: &str) -> Result<CollectionConfig> {
+        Ok(self.collection(name)?.config)
+    }
+
+    async fn collection_info(&self, name: &str) -> Result<CollectionInfo> {
+        self.with(name, |c| Ok(c.info())).await
+    }
+
+    async fn upsert(&self, collection: &str, points: Vec<Point>) -> Result<()> {
+        let log_len = self
+            .with(collection, move |c| c.write(Op::Upsert(points)))
+            .await?;
+        if log_len > CHECKPOINT_BYTES {
+            self.checkpoint_requested.store(true, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    async fn get(
+        &self,
+        collection: &str,
+        ids: Vec<PointId>,
+        with_payload: bool,
+        with_vectors: bool,
+    ) -> Result<Vec<Record>> {
+        self.with(collection, move |c| {
+            let ids: Vec<_> = ids.into_iter().map(to_edge_id).collect();
+            let records = c
+                .shard
+                .retrieve(
+                    &ids,
+                    Some(WithPayloadInterface::Bool(with_payload)),
+                    Some(WithVector::Bool(with_vectors)),
+                )
+                .map_err(storage)?;
+            Ok(records
+                .into_iter()
+                .map(|r| Record {
+                    id: from_edge_id(r.id),
+                    payload: with_payload.then(|| payload_of(r.payload)),
+                    vector: r.vector.and_then(dense_of),
+                })
+                .collect())
+        })
+        .await
+    }
+
+    async fn delete(&self, collection: &str, selector: PointSelector) -> Result<()> {
+        self.with(collection, move |c| {
+            // Resolved under the write lock, so no write can slip in between
+            // resolving a filter and deleting what it matched.
+            let mut log = c.log.lock().map_err(|_| storage("log lock poisoned"))?;
+            let ids = match selector {
+                PointSelector::Ids(ids) => ids,
+                PointSelector::Filter(f) => c.matching_ids(to_edge_filter(&f)?)?,
+            };
+            if ids.is_empty() {
+                return Ok(());
+            }
+            c.write_locked(&mut log, Op::Delete(ids)).map(|_| ())
+        })
+        .await
+    }
+
+    async fn count(&self, collection: &str, filter: Option<Filter>) -> Result<u64> {
+        self.with(collection, move |c| {
+            let filter = filter.as_ref().map(to_edge_filter).transpose()?;
+            c.shard
+                .count(CountRequest {
+                    filter,
+                    exact: true,
+                })
+                .map(|n| n as u64)
+                .map_err(storage)
+        })
+        .await
+    }
+
+    async fn scroll(
+        &self,
+        collection: &str,
+        query: ScrollQuery,
+    ) -> Result<(Vec<Record>, Option<PointId>)> {
+        self.with(collection, move |c| {
+            let filter = query.filter.as_ref().map(to_edge_filter).transpose()?;
+            let (records, next) = c
+                .shard
+                .scroll(ScrollRequest {
+                    offset: query.offset.map(to_edge_id),
+                    limit: Some(query.limit),
+                    filter,
+                    with_payload: Some(WithPayloadInterface::Bool(query.with_payload)),
+                    with_vector: WithVector::Bool(query.with_vectors),
+                    order_by: None,
+                })
+                .map_err(storage)?;
+            let records = records
+                .into_iter()
+                .map(|r| Record {
+                    id: from_edge_id(r.id),
+                    payload: query.with_payload.then(|| payload_of(r.payload)),
+                    vector: r.vector.and_then(dense_of),
+                })
+                .collect();
+            Ok((records, next.map(from_edge_id)))
+        })
+        .await
+    }
+
+    async fn search(&self, collection: &str, queries: Vec<SearchQuery>) -> Result<Vec<Vec<Hit>>> {
+        self.with(collection, move |c| {
+            queries
+                .into_iter()
+                .map(|q| {
+                    let (wp, wv) = (q.with_payload, q.with_vectors);
+                    let request = SearchRequest {
+                        query: QueryEnum::Nearest(NamedQuery::default_dense(q.vector)),
+                        filter: q.filter.as_ref().map(to_edge_filter).transpose()?,
+                        params: Some(SearchParams {
+                            hnsw_ef: q.ef,
+                            exact: q.exact,
+                            ..SearchParams::default()
+                        }),
+                        limit: q.limit,
+                        offset: 0,
+                        with_payload: Some(WithPayloadInterface::Bool(wp)),
+                        with_vector: Some(WithVector::Bool(wv)),
+                        score_threshold: q.score_threshold,
+                    };
+                    let hits = c.shard.search(request).map_err(storage)?;
+                    Ok(hits
+                        .into_iter()
+                        .map(|h| Hit {
+                            id: from_edge_id(h.id),
+                            score: h.score,
+                            payload: wp.then(|| payload_of(h.payload)),
+                            vector: h.vector.and_then(dense_of),
+                        })
+                        .collect())
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn point_counts(&self) -> Vec<(String, u64)> {
+        let collections: Vec<Arc<Collection>> = self
+            .collections
+            .read()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        tokio::task::spawn_blocking(move || {
+            collections
+                .iter()
+                .map(|c| (c.name.clone(), c.shard.info().points_count as u64))
+                .collect()
+        })
+        .await
+        .unwrap_or_default()
+    }
+
+    async fn close(&self) {
+        self.stop.store(true, Ordering::Release);
+        let handle = self.maintenance.lock().ok().and_then(|mut m| m.take());
+        let collections: Vec<Arc<Collection>> = self
+            .collections
+            .read()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(h) = handle {
+                // An optimisation in progress cannot be interrupted; if one
+                // is still running the checkpoint is skipped (the log keeps
+                // every write) and the process exits without waiting.
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while !h.is_finished() && Instant::now() < deadline {
+                    thread::sleep(Duration::from_millis(20));
+                }
+                if !h.is_finished() {
+                    tracing::warn!("an optimisation is still running; skipping the final checkpoint");
+                    return;
+                }
+            }
+            for c in collections {
+                if let Err(e) = c.checkpoint() {
+                    tracing::error!(collection = %c.name, error = %e, "final checkpoint failed; the operation log keeps the writes");
+                }
+            }
+        })
+        .await;
+    }
+}
+
+/// Writes `bytes` to `path` via a temporary file and a rename, fsyncing both.
+fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    fs::rename(&tmp, path)?;
+    if let Some(parent) = path.parent() {
+        fs::File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
+
+fn edge_distance(d: Distance) -> edge::Distance {
+    match d {
+        Distance::Cosine => edge::Distance::Cosine,
+        Distance::Dot => edge::Distance::Dot,
+        Distance::Euclid => edge::Distance::Euclid,
+    }
+}
+
+fn to_edge_id(id: PointId) -> edge::PointId {
+    match id {
+        PointId::Num(n) => edge::PointId::NumId(n),
+        PointId::Uuid(u) => edge::PointId::Uuid(u),
+    }
+}
+
+fn from_edge_id(id: edge::PointId) -> PointId {
+    match id {
+        edge::PointId::NumId(n) => PointId::Num(n),
+        edge::PointId::Uuid(u) => PointId::Uuid(u),
+    }
+}
+
+fn to_edge_point(p: Point) -> PointStructPersisted {
+    PointStructPersisted {
+        id: to_edge_id(p.id),
+        vector: VectorStructPersisted::Single(p.vector),
+        payload: Some(edge::Payload(p.payload)),
+    }
+}
+
+fn payload_of(p: Option<edge::Payload>) -> Payload {
+    p.map(|p| p.0).unwrap_or_default()
+}
+
+fn dense_of(v: VectorStructInternal) -> Option<Vec<f32>> {
+    match v {
+        VectorStructInternal::Single(d) => Some(d),
+        VectorStructInternal::Named(mut m) => match m.remove(edge::DEFAULT_VECTOR_NAME) {
+            Some(edge::VectorInternal::Dense(d)) => Some(d),
+            _ => None,
+        },
+        VectorStructInternal::MultiDense(_) => None,
+    }
+}
+
+fn key(k: &str) -> Result<JsonPath> {
+    k.parse().map_err(|_| {
+        VectorError::invalid("filter key", format!("{k:?} is not a valid payload path"))
+    })
+}
+
+fn to_edge_filter(f: &Filter) -> Result<edge::Filter> {
+    let list = |cs: &[Condition]| -> Result<Option<Vec<edge::Condition>>> {
+        if cs.is_empty() {
+            return Ok(None);
+        }
+        cs.iter()
+            .map(to_edge_condition)
+            .collect::<Result<_>>()
+            .map(Some)
+    };
+    Ok(edge::Filter {
+        must: list(&f.must)?,
+        should: list(&f.should)?,
+        must_not: list(&f.must_not)?,
+        min_should: None,
+    })
+}
+
+fn to_edge_condition(c: &Condition) -> Result<edge::Condition> {
+    let value = |k: &str, v: ValueVariants| -> Result<edge::Condition> {
+        Ok(edge::Condition::Field(FieldCondition::new_match(
+            key(k)?,
+            Match::new_value(v),
+        )))
+    };
+    match c {
+        Condition::Keyword { key: k, value: v } => value(k, ValueVariants::String(v.clone())),
+        Condition::Integer { key: k, value: v } => value(k, ValueVariants::Integer(*v)),
+        Condition::Bool { key: k, value: v } => value(k, ValueVariants::Bool(*v)),
+        Condition::Range { key: k, range } => {
+            Ok(edge::Condition::Field(FieldCondition::new_range(
+                key(k)?,
+                edge::Range {
+                    gt: range.gt.map(OrderedFloat),
+                    gte: range.gte.map(OrderedFloat),
+                    lt: range.lt.map(OrderedFloat),
+                    lte: range.lte.map(OrderedFloat),
+                },
+            )))
+        }
+        Condition::HasId(ids) => {
+            let set: AHashSet<edge::PointId> = ids.iter().copied().map(to_edge_id).collect();
+            Ok(edge::Condition::HasId(HasIdCondition::from(set)))
+        }
+        Condition::Filter(f) => Ok(edge::Condition::Filter(to_edge_filter(f)?)),
+    }
+}

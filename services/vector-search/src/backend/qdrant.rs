@@ -1,0 +1,466 @@
+//! The cluster backend: a Qdrant server or cluster over gRPC
+//! (`qdrant-client`). Our model maps one to one onto Qdrant's: a collection
+//! with one unnamed dense vector, u64/UUID ids, JSON payloads, and the same
+//! filter conditions.
+//!
+//! Collection configurations are cached for request validation; the cache
+//! entry is dropped whenever Qdrant answers NOT_FOUND, so a collection
+//! deleted by another replica is noticed on the next call.
+
+use std::{collections::HashMap, sync::RwLock, time::Duration};
+
+use async_trait::async_trait;
+use qdrant_client::{
+    Payload as QPayload, Qdrant, QdrantError,
+    qdrant::{
+        self as q, Condition as QCondition, CountPointsBuilder, CreateCollectionBuilder,
+        DeletePointsBuilder, Filter as QFilter, GetPointsBuilder, HnswConfigDiffBuilder,
+        PointStruct, PointsIdsList, ScrollPointsBuilder, SearchBatchPointsBuilder,
+        SearchParamsBuilder, SearchPointsBuilder, UpsertPointsBuilder, VectorParamsBuilder,
+        point_id::PointIdOptions, vector_output::Vector as QVector,
+        vectors_config::Config as QVectorsConfig, vectors_output::VectorsOptions,
+    },
+};
+use tonic::Code;
+
+use super::{Backend, Result};
+use crate::{
+    error::{OpenError, VectorError},
+    model::{
+        CollectionConfig, CollectionInfo, Condition, Distance, Filter, Hit, Hnsw, IndexStatus,
+        Payload, Point, PointId, PointSelector, Record, ScrollQuery, SearchQuery,
+    },
+    settings::QdrantSettings,
+};
+
+pub struct QdrantBackend {
+    client: Qdrant,
+    shard_number: u32,
+    replication_factor: u32,
+    configs: RwLock<HashMap<String, CollectionConfig>>,
+}
+
+impl QdrantBackend {
+    /// Builds the client; connects lazily (the first call reports an
+    /// unreachable cluster as UNAVAILABLE).
+    pub fn connect(settings: &QdrantSettings) -> Result<Self, OpenError> {
+        let mut builder =
+            Qdrant::from_url(&settings.url).timeout(Duration::from_secs(settings.timeout_secs));
+        if !settings.api_key.is_empty() {
+            builder = builder.api_key(settings.api_key.clone());
+        }
+        // The server's version check would make start-up depend on the
+        // cluster being up; health is reported per call instead.
+        let client = builder
+            .skip_compatibility_check()
+            .build()
+            .map_err(|e| OpenError::Qdrant(e.to_string()))?;
+        Ok(Self {
+            client,
+            shard_number: settings.shard_number,
+            replication_factor: settings.replication_factor,
+            configs: RwLock::new(HashMap::new()),
+        })
+    }
+
+    /// Maps a client error for a call on `collection`.
+    fn error(&self, collection: &str, e: QdrantError) -> VectorError {
+        let status = match e {
+            QdrantError::ResponseError { status } => status,
+            QdrantError::ResourceExhaustedError { status, .. } => status,
+            other => return VectorError::Backend(other.to_string()),
+        };
+        match status.code() {
+            Code::NotFound => {
+                self.forget(collection);
+                VectorError::CollectionNotFound {
+                    name: collection.into(),
+                }
+            }
+            Code::AlreadyExists => VectorError::CollectionExists {
+                name: collection.into(),
+            },
+            Code::InvalidArgument if status.message().contains("already exists") => {
+                VectorError::CollectionExists {
+                    name: collection.into(),
+                }
+            }
+            Code::InvalidArgument => VectorError::invalid("request", status.message()),
+            Code::Unavailable | Code::DeadlineExceeded | Code::Unknown => {
+                VectorError::Unavailable(format!("{}: {}", status.code(), status.message()))
+            }
+            Code::ResourceExhausted => VectorError::Busy {
+                in_flight: 0,
+                max: 0,
+            },
+            _ => VectorError::Backend(format!("{}: {}", status.code(), status.message())),
+        }
+    }
+
+    fn forget(&self, collection: &str) {
+        if let Ok(mut c) = self.configs.write() {
+            c.remove(collection);
+        }
+    }
+
+    async fn fetch_info(&self, name: &str) -> Result<(CollectionConfig, q::CollectionInfo)> {
+        let info = self
+            .client
+            .collection_info(name)
+            .await
+            .map_err(|e| self.error(name, e))?
+            .result
+            .ok_or_else(|| VectorError::Backend("collection info without a result".into()))?;
+        let config = info.config.as_ref();
+        let params = config
+            .and_then(|c| c.params.as_ref())
+            .and_then(|p| p.vectors_config.as_ref())
+            .and_then(|v| v.config.as_ref());
+        let Some(QVectorsConfig::Params(params)) = params else {
+            return Err(VectorError::Backend(format!(
+                "collection {name:?} does not have one unnamed dense vector; it was not created by mlmesh"
+            )));
+        };
+        let distance = match q::Distance::try_from(params.distance) {
+            Ok(q::Distance::Cosine) => Distance::Cosine,
+            Ok(q::Distance::Dot) => Distance::Dot,
+            Ok(q::Distance::Euclid) => Distance::Euclid,
+            _ => {
+                return Err(VectorError::Backend(format!(
+                    "collection {name:?} uses a distance mlmesh does not support"
+                )));
+            }
+        };
+        let hnsw = config.and_then(|c| c.hnsw_config.as_ref());
+        let cfg = CollectionConfig {
+            dimension: params.size as usize,
+            distance,
+            hnsw: Hnsw {
+                m: hnsw.and_then(|h| h.m).unwrap_or(16) as usize,
+                ef_construct: hnsw.and_then(|h| h.ef_construct).unwrap_or(100) as usize,
+            },
+        };
+        if let Ok(mut c) = self.configs.write() {
+            c.insert(name.to_owned(), cfg);
+        }
+        Ok((cfg, info))
+    }
+}
+
+#[async_trait]
+impl Backend for QdrantBackend {
+    fn kind(&self) -> &'static str {
+        "qdrant"
+    }
+
+    async fn create_collection(&self, name: &str, config: CollectionConfig) -> Result<()> {
+        if self
+            .client
+            .collection_exists(name)
+            .await
+            .map_err(|e| self.error(name, e))?
+        {
+            return Err(VectorError::CollectionExists { name: name.into() });
+        }
+        let distance = match config.distance {
+            Distance::Cosine => q::Distance::Cosine,
+            Distance::Dot => q::Distance::Dot,
+            Distance::Euclid => q::Distance::Euclid,
+        };
+        self.client
+            .create_collection(
+                CreateCollectionBuilder::new(name)
+                    .vectors_config(VectorParamsBuilder::new(config.dimension as u64, distance))
+                    .hnsw_config(
+                        HnswConfigDiffBuilder::default()
+                            .m(config.hnsw.m as u64)
+                            .ef_construct(config.hnsw.ef_construct as u64),
+                    )
+                    .shard_number(self.shard_number)
+                    .replication_factor(self.replication_factor),
+            )
+            .await
+            .map_err(|e| self.error(name, e))?;
+        if let Ok(mut c) = self.configs.write() {
+            c.insert(name.to_owned(), config);
+        }
+        Ok(())
+    }
+
+    async fn delete_collection(&self, name: &str) -> Result<()> {
+        // Qdrant answers a delete of a missing collection with success.
+        let exists = self
+            .client
+            .collection_exists(name)
+            .await
+            .map_err(|e| self.error(name, e))?;
+        self.forget(name);
+        if !exists {
+            return Err(VectorError::CollectionNotFound { name: name.into() });
+        }
+        self.client
+            .delete_collection(name)
+            .await
+            .map_err(|e| self.error(name, e))?;
+        Ok(())
+    }
+
+    async fn list_collections(&self) -> Result<Vec<String>> {
+        let mut names: Vec<String> = self
+            .client
+            .list_collections()
+            .await
+            .map_err(|e| self.error("", e))?
+            .collections
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    async fn collection_config(&self, name: &str) -> Result<CollectionConfig> {
+        if let Some(c) = self.configs.read().ok().and_then(|c| c.get(name).copied()) {
+            return Ok(c);
+        }
+        Ok(self.fetch_info(name).await?.0)
+    }
+
+    async fn collection_info(&self, name: &str) -> Result<CollectionInfo> {
+        let (config, info) = self.fetch_info(name).await?;
+        let status = match q::CollectionStatus::try_from(info.status) {
+            Ok(q::CollectionStatus::Green) => IndexStatus::Ready,
+            Ok(q::CollectionStatus::Yellow) => IndexStatus::Optimizing,
+            _ => IndexStatus::Pending,
+        };
+        Ok(CollectionInfo {
+            name: name.to_owned(),
+            config,
+            points_count: info.points_count.unwrap_or(0),
+            indexed_vectors_count: info.indexed_vectors_count.unwrap_or(0),
+            segments_count: info.segments_count as u32,
+            status,
+        })
+    }
+
+    async fn upsert(&self, collection: &str, points: Vec<Point>) -> Result<()> {
+        let points: Vec<PointStruct> = points
+            .into_iter()
+            .map(|p| PointStruct::new(to_q_id(p.id), p.vector, QPayload::from(p.payload)))
+            .collect();
+        self.client
+            .upsert_points(UpsertPointsBuilder::new(collection, points).wait(true))
+            .await
+            .map_err(|e| self.error(collection, e))?;
+        Ok(())
+    }
+
+    async fn get(
+        &self,
+        collection: &str,
+        ids: Vec<PointId>,
+        with_payload: bool,
+        with_vectors: bool,
+    ) -> Result<Vec<Record>> {
+        let q_ids: Vec<q::PointId> = ids.iter().copied().map(to_q_id).collect();
+        let found = self
+            .client
+            .get_points(
+                GetPointsBuilder::new(collection, q_ids)
+                    .with_payload(with_payload)
+                    .with_vectors(with_vectors),
+            )
+            .await
+            .map_err(|e| self.error(collection, e))?
+            .result;
+        let mut by_id: HashMap<PointId, Record> = found
+            .into_iter()
+            .filter_map(|r| {
+                let id = from_q_id(r.id)?;
+                Some((
+                    id,
+                    Record {
+                        id,
+                        payload: with_payload.then(|| payload_of(r.payload)),
+                        vector: r.vectors.and_then(dense_of),
+                    },
+                ))
+            })
+            .collect();
+        Ok(ids.iter().filter_map(|id| by_id.remove(id)).collect())
+    }
+
+    async fn delete(&self, collection: &str, selector: PointSelector) -> Result<()> {
+        let builder = DeletePointsBuilder::new(collection).wait(true);
+        let builder = match selector {
+            PointSelector::Ids(ids) => builder.points(PointsIdsList {
+                ids: ids.into_iter().map(to_q_id).collect(),
+            }),
+            PointSelector::Filter(f) => builder.points(to_q_filter(&f)),
+        };
+        self.client
+            .delete_points(builder)
+            .await
+            .map_err(|e| self.error(collection, e))?;
+        Ok(())
+    }
+
+    async fn count(&self, collection: &str, filter: Option<Filter>) -> Result<u64> {
+        let mut builder = CountPointsBuilder::new(collection).exact(true);
+        if let Some(f) = filter {
+            builder = builder.filter(to_q_filter(&f));
+        }
+        Ok(self
+            .client
+            .count(builder)
+            .await
+            .map_err(|e| self.error(collection, e))?
+            .result
+            .map_or(0, |r| r.count))
+    }
+
+    async fn scroll(
+        &self,
+        collection: &str,
+        query: ScrollQuery,
+    ) -> Result<(Vec<Record>, Option<PointId>)> {
+        let mut builder = ScrollPointsBuilder::new(collection)
+            .limit(query.limit as u32)
+            .with_payload(query.with_payload)
+            .with_vectors(query.with_vectors);
+        if let Some(f) = &query.filter {
+            builder = builder.filter(to_q_filter(f));
+        }
+        if let Some(o) = query.offset {
+            builder = builder.offset(to_q_id(o));
+        }
+        let page = self
+            .client
+            .scroll(builder)
+            .await
+            .map_err(|e| self.error(collection, e))?;
+        let records = page
+            .result
+            .into_iter()
+            .filter_map(|r| {
+                Some(Record {
+                    id: from_q_id(r.id)?,
+                    payload: query.with_payload.then(|| payload_of(r.payload)),
+                    vector: r.vectors.and_then(dense_of),
+                })
+            })
+            .collect();
+        Ok((
+            records,
+            page.next_page_offset.and_then(|o| from_q_id(Some(o))),
+        ))
+    }
+
+    async fn search(&self, collection: &str, queries: Vec<SearchQuery>) -> Result<Vec<Vec<Hit>>> {
+        let flags: Vec<(bool, bool)> = queries
+            .iter()
+            .map(|q| (q.with_payload, q.with_vectors))
+            .collect();
+        let searches: Vec<q::SearchPoints> = queries
+            .into_iter()
+            .map(|sq| {
+                let mut params = SearchParamsBuilder::default().exact(sq.exact);
+                if let Some(ef) = sq.ef {
+                    params = params.hnsw_ef(ef as u64);
+                }
+                let mut b = SearchPointsBuilder::new(collection, sq.vector, sq.limit as u64)
+                    .params(params)
+                    .with_payload(sq.with_payload)
+                    .with_vectors(sq.with_vectors);
+                if let Some(f) = &sq.filter {
+                    b = b.filter(to_q_filter(f));
+                }
+                if let Some(t) = sq.score_threshold {
+                    b = b.score_threshold(t);
+                }
+                b.build()
+            })
+            .collect();
+        let results = self
+            .client
+            .search_batch_points(SearchBatchPointsBuilder::new(collection, searches))
+            .await
+            .map_err(|e| self.error(collection, e))?
+            .result;
+        Ok(results
+            .into_iter()
+            .zip(flags)
+            .map(|(batch, (wp, _))| {
+                batch
+                    .result
+                    .into_iter()
+                    .filter_map(|h| {
+                        Some(Hit {
+                            id: from_q_id(h.id)?,
+                            score: h.score,
+                            payload: wp.then(|| payload_of(h.payload)),
+                            vector: h.vectors.and_then(dense_of),
+                        })
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+}
+
+fn to_q_id(id: PointId) -> q::PointId {
+    match id {
+        PointId::Num(n) => n.into(),
+        PointId::Uuid(u) => u.to_string().into(),
+    }
+}
+
+fn from_q_id(id: Option<q::PointId>) -> Option<PointId> {
+    match id?.point_id_options? {
+        PointIdOptions::Num(n) => Some(PointId::Num(n)),
+        PointIdOptions::Uuid(s) => uuid::Uuid::parse_str(&s).ok().map(PointId::Uuid),
+    }
+}
+
+fn payload_of(p: HashMap<String, q::Value>) -> Payload {
+    p.into_iter().map(|(k, v)| (k, v.into_json())).collect()
+}
+
+fn dense_of(v: q::VectorsOutput) -> Option<Vec<f32>> {
+    match v.vectors_options? {
+        VectorsOptions::Vector(out) => match out.into_vector() {
+            QVector::Dense(d) => Some(d.data),
+            _ => None,
+        },
+        VectorsOptions::Vectors(_) => None,
+    }
+}
+
+fn to_q_filter(f: &Filter) -> QFilter {
+    let list = |cs: &[Condition]| cs.iter().map(to_q_condition).collect::<Vec<_>>();
+    QFilter {
+        must: list(&f.must),
+        should: list(&f.should),
+        must_not: list(&f.must_not),
+        ..QFilter::default()
+    }
+}
+
+fn to_q_condition(c: &Condition) -> QCondition {
+    match c {
+        Condition::Keyword { key, value } => QCondition::matches(key.clone(), value.clone()),
+        Condition::Integer { key, value } => QCondition::matches(key.clone(), *value),
+        Condition::Bool { key, value } => QCondition::matches(key.clone(), *value),
+        Condition::Range { key, range } => QCondition::range(
+            key.clone(),
+            q::Range {
+                gt: range.gt,
+                gte: range.gte,
+                lt: range.lt,
+                lte: range.lte,
+            },
+        ),
+        Condition::HasId(ids) => QCondition::has_id(ids.iter().copied().map(to_q_id)),
+        Condition::Filter(f) => QCondition::from(to_q_filter(f)),
+    }
+}

@@ -1,0 +1,140 @@
+//! The mlmesh vector-search service: collections of vectors with JSON
+//! payloads and nearest-neighbour search over gRPC (`mlmesh.vector.v1`),
+//! stored by the embedded Qdrant engine or a Qdrant cluster.
+//!
+//! Layout: [`settings`] (typed configuration), [`model`] (the domain types),
+//! [`convert`] (request validation and protobuf conversion), [`api`] (the
+//! tonic service), [`backend`] (the engine trait and its two
+//! implementations), [`error`], [`metrics`]. [`Application`] ties them to the
+//! shared server bootstrap: `build(settings)` → `local_addr()` →
+//! `run_until_stopped(shutdown)`.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod backend;
+pub mod convert;
+pub mod error;
+pub mod metrics;
+pub mod model;
+pub mod settings;
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use mlmesh_proto::vector::v1::vector_search_server::{SERVICE_NAME, VectorSearchServer};
+use mlmesh_runtime::{GrpcServer, ServerError};
+use tonic::service::Routes;
+
+pub use crate::settings::Settings;
+use crate::{
+    api::VectorApi,
+    backend::{Backend, embedded::EmbeddedBackend, qdrant::QdrantBackend},
+    error::OpenError,
+    metrics::Metrics,
+    settings::BackendKind,
+};
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    #[error("cannot register metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("storage loading task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// A built, bound, not yet serving vector-search service.
+pub struct Application {
+    server: GrpcServer,
+    backend: Arc<dyn Backend>,
+    metrics: Metrics,
+    settings: Settings,
+}
+
+impl Application {
+    /// Opens the storage (replaying logs) and binds the listeners.
+    pub async fn build(settings: Settings) -> Result<Self, BuildError> {
+        let metrics = Metrics::new()?;
+        let backend: Arc<dyn Backend> = match settings.vector.backend {
+            BackendKind::Embedded => {
+                let v = settings.vector.clone();
+                let m = metrics.clone();
+                // Loading segments and replaying logs blocks: not on the reactor.
+                Arc::new(tokio::task::spawn_blocking(move || EmbeddedBackend::open(&v, m)).await??)
+            }
+            BackendKind::Qdrant => Arc::new(QdrantBackend::connect(&settings.qdrant)?),
+        };
+        let server = GrpcServer::bind(&settings.server, metrics.registry.clone()).await?;
+        Ok(Self {
+            server,
+            backend,
+            metrics,
+            settings,
+        })
+    }
+
+    /// The gRPC address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    /// The Prometheus `/metrics` address, when enabled.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.server.metrics_addr()
+    }
+
+    /// Serves until `shutdown` completes, drains in-flight calls, then
+    /// checkpoints the storage.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        let max = self.settings.server.max_request_bytes;
+        let api = VectorSearchServer::new(VectorApi::new(
+            Arc::clone(&self.backend),
+            self.metrics.clone(),
+            self.settings.vector.clone(),
+        ))
+        .max_decoding_message_size(max)
+        // Responses are bounded by the page and hit limits.
+        .max_encoding_message_size(usize::MAX);
+        let every = Duration::from_secs(self.settings.vector.checkpoint_interval_secs);
+        let gauges = tokio::spawn(refresh_gauges(
+            Arc::clone(&self.backend),
+            self.metrics,
+            every,
+        ));
+        let result = self
+            .server
+            .serve(
+                Routes::new(api),
+                &[SERVICE_NAME],
+                &[mlmesh_proto::FILE_DESCRIPTOR_SET],
+                shutdown,
+            )
+            .await;
+        gauges.abort();
+        self.backend.close().await;
+        result
+    }
+}
+
+/// Keeps `mlmesh_vector_points{collection}` current for both backends.
+/// Refreshed as often as the storage is checkpointed.
+async fn refresh_gauges(backend: Arc<dyn Backend>, metrics: Metrics, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let counts = backend.point_counts().await;
+        metrics.points.reset();
+        for (name, n) in counts {
+            metrics
+                .points
+                .with_label_values(&[name.as_str()])
+                .set(n as i64);
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! The vector-search domain model, independent of gRPC and of the engine:
+//! what the API layer validates into and what every [`crate::backend`] takes.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// A JSON object attached to a point.
+pub type Payload = serde_json::Map<String, serde_json::Value>;
+
+/// A point id: an unsigned integer or a UUID.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum PointId {
+    Num(u64),
+    Uuid(Uuid),
+}
+
+impl fmt::Display for PointId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PointId::Num(n) => write!(f, "{n}"),
+            PointId::Uuid(u) => write!(f, "{u}"),
+        }
+    }
+}
+
+/// How closeness is scored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Distance {
+    Cosine,
+    Dot,
+    Euclid,
+}
+
+impl Distance {
+    /// True when a larger score means closer.
+    pub fn higher_is_better(self) -> bool {
+        !matches!(self, Distance::Euclid)
+    }
+}
+
+/// HNSW graph parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hnsw {
+    pub m: usize,
+    pub ef_construct: usize,
+}
+
+/// What a collection is created with; fixed for its lifetime.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CollectionConfig {
+    pub dimension: usize,
+    pub distance: Distance,
+    pub hnsw: Hnsw,
+}
+
+/// Whether the collection's index is up to date.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IndexStatus {
+    Ready,
+    Pending,
+    Optimizing,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct CollectionInfo {
+    pub name: String,
+    pub config: CollectionConfig,
+    pub points_count: u64,
+    pub indexed_vectors_count: u64,
+    pub segments_count: u32,
+    pub status: IndexStatus,
+}
+
+/// A point to store.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Point {
+    pub id: PointId,
+    pub vector: Vec<f32>,
+    pub payload: Payload,
+}
+
+/// A stored point as read back; payload and vector only when asked for.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Record {
+    pub id: PointId,
+    pub payload: Option<Payload>,
+    pub vector: Option<Vec<f32>>,
+}
+
+/// A search hit.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Hit {
+    pub id: PointId,
+    pub score: f32,
+    pub payload: Option<Payload>,
+    pub vector: Option<Vec<f32>>,
+}
+
+/// A boolean combination of conditions (see `Filter` in the proto).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Filter {
+    pub must: Vec<Condition>,
+    pub should: Vec<Condition>,
+    pub must_not: Vec<Condition>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Condition {
+    Keyword { key: String, value: String },
+    Integer { key: String, value: i64 },
+    Bool { key: String, value: bool },
+    Range { key: String, range: Range },
+    HasId(Vec<PointId>),
+    Filter(Filter),
+}
+
+/// Numeric bounds; at least one is set.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Range {
+    pub gt: Option<f64>,
+    pub gte: Option<f64>,
+    pub lt: Option<f64>,
+    pub lte: Option<f64>,
+}
+
+impl Range {
+    pub fn contains(&self, v: f64) -> bool {
+        self.gt.is_none_or(|b| v > b)
+            && self.gte.is_none_or(|b| v >= b)
+            && self.lt.is_none_or(|b| v < b)
+            && self.lte.is_none_or(|b| v <= b)
+    }
+}
+
+/// Which points to delete.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PointSelector {
+    Ids(Vec<PointId>),
+    Filter(Filter),
+}
+
+/// One nearest-neighbour query.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SearchQuery {
+    pub vector: Vec<f32>,
+    pub limit: usize,
+    pub filter: Option<Filter>,
+    pub score_threshold: Option<f32>,
+    pub ef: Option<usize>,
+    pub exact: bool,
+    pub with_payload: bool,
+    pub with_vectors: bool,
+}
+
+/// One page of a scroll.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScrollQuery {
+    pub filter: Option<Filter>,
+    pub limit: usize,
+    pub offset: Option<PointId>,
+    pub with_payload: bool,
+    pub with_vectors: bool,
+}
+
+/// Scores `v` against `q` the way the engine does (cosine on normalized
+/// vectors, dot, or Euclidean distance). Used by the exact-scan baseline of
+/// the benchmark and by tests.
+pub fn score(distance: Distance, q: &[f32], v: &[f32]) -> f32 {
+    match distance {
+        Distance::Cosine => {
+            let (mut dot, mut nq, mut nv) = (0.0f32, 0.0f32, 0.0f32);
+            for (a, b) in q.iter().zip(v) {
+                dot += a * b;
+                nq += a * a;
+                nv += b * b;
+            }
+            if nq == 0.0 || nv == 0.0 {
+                0.0
+            } else {
+                dot / (nq.sqrt() * nv.sqrt())
+            }
+        }
+        Distance::Dot => q.iter().zip(v).map(|(a, b)| a * b).sum(),
+        Distance::Euclid => q
+            .iter()
+            .zip(v)
+            .map(|(a, b)| (a - b) * (a - b))
+            .sum::<f32>()
+            .sqrt(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn range_bounds_are_strict_or_inclusive_as_named() {
+        let r = Range {
+            gt: Some(1.0),
+            lte: Some(3.0),
+            ..Range::default()
+        };
+        assert!(!r.contains(1.0));
+        assert!(r.contains(1.5));
+        assert!(r.contains(3.0));
+        assert!(!r.contains(3.1));
+    }
+
+    #[test]
+    fn scores_follow_the_distance() {
+        let (a, b) = ([1.0, 0.0], [3.0, 4.0]);
+        assert!((score(Distance::Cosine, &a, &b) - 0.6).abs() < 1e-6);
+        assert!((score(Distance::Dot, &a, &b) - 3.0).abs() < 1e-6);
+        assert!((score(Distance::Euclid, &a, &b) - 20f32.sqrt()).abs() < 1e-6);
+    }
+}

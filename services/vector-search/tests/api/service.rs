@@ -1,0 +1,164 @@
+//! Service behaviour on the embedded backend: background indexing, restart,
+//! health, reflection and metrics.
+
+use std::time::{Duration, Instant};
+
+use mlmesh_proto::vector::v1 as pb;
+use serde_json::json;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+use crate::helpers::*;
+
+async fn info(app: &TestApp, name: &str) -> pb::CollectionInfo {
+    app.client()
+        .get_collection(pb::GetCollectionRequest { name: name.into() })
+        .await
+        .expect("info")
+        .into_inner()
+}
+
+#[tokio::test]
+async fn indexing_runs_in_the_background_and_hnsw_agrees_with_exact_search() {
+    // 64 KB threshold: 500 vectors of dimension 32 need a graph.
+    let app = spawn_app_with(|s| s.vector.indexing_threshold_kb = 64).await;
+    let name = app.collection("index", 32, pb::Distance::Cosine).await;
+    for chunk in (0..3000u64).collect::<Vec<_>>().chunks(500) {
+        app.upsert(
+            &name,
+            chunk
+                .iter()
+                .map(|i| point(*i, unit_vector(*i, 32), json!({"i": i})))
+                .collect(),
+        )
+        .await;
+        // Searches are answered while the optimizer works.
+        assert_eq!(app.search(&name, unit_vector(7, 32), 1).await.len(), 1);
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let indexed = loop {
+        let i = info(&app, &name).await;
+        if i.status() == pb::IndexStatus::Ready && i.indexed_vectors_count > 0 {
+            break i;
+        }
+        assert!(Instant::now() < deadline, "not indexed in time: {i:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(indexed.points_count, 3000);
+    assert!(
+        app.metric("mlmesh_vector_optimizations_total").await >= 1.0,
+        "an optimisation pass ran"
+    );
+
+    let mut found = 0;
+    let queries = 20u64;
+    for q in 0..queries {
+        let v = unit_vector(10_000 + q, 32);
+        let approx = app.search(&name, v.clone(), 10).await;
+        let exact = app
+            .client()
+            .search(pb::SearchRequest {
+                collection: name.clone(),
+                vector: v,
+                limit: 10,
+                exact: true,
+                ..Default::default()
+            })
+            .await
+            .expect("exact")
+            .into_inner()
+            .hits;
+        let exact_ids: Vec<u64> = exact.iter().map(|h| id_num(&h.id)).collect();
+        found += approx
+            .iter()
+            .filter(|h| exact_ids.contains(&id_num(&h.id)))
+            .count();
+    }
+    let recall = found as f64 / (queries * 10) as f64;
+    assert!(recall >= 0.9, "recall@10 {recall}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_restarted_service_finds_its_collections_and_points() {
+    let data = mlmesh_tests::TempDir::new("vector-restart");
+    let settings = || mlmesh_vector_search::Settings::for_tests(data.path().to_owned());
+    let app = start(settings(), None).await;
+    let name = app.collection("restart", 4, pb::Distance::Dot).await;
+    app.upsert(
+        &name,
+        (0..50u64)
+            .map(|i| point(i, unit_vector(i, 4), json!({"n": i})))
+            .collect(),
+    )
+    .await;
+    let before = app.search(&name, unit_vector(3, 4), 5).await;
+    app.stop().await;
+
+    let app = start(settings(), None).await;
+    let after = app.search(&name, unit_vector(3, 4), 5).await;
+    assert_eq!(before, after);
+    assert_eq!(info(&app, &name).await.points_count, 50);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn health_reflection_and_metrics_are_served() {
+    let app = spawn_app().await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", app.addr))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let mut health = HealthClient::new(channel);
+    let status = health
+        .check(HealthCheckRequest {
+            service: "mlmesh.vector.v1.VectorSearch".into(),
+        })
+        .await
+        .expect("health")
+        .into_inner()
+        .status;
+    assert_eq!(status, 1, "SERVING");
+
+    let name = app.collection("metrics", 2, pb::Distance::Dot).await;
+    app.upsert(
+        &name,
+        (0..7u64)
+            .map(|i| point(i, vec![1.0, i as f32], json!({})))
+            .collect(),
+    )
+    .await;
+    app.search(&name, vec![1.0, 0.0], 3).await;
+    let label = format!("{{collection=\"{name}\"}}");
+    assert_eq!(
+        app.metric(&format!(
+            "mlmesh_vector_upsert_duration_seconds_count{label}"
+        ))
+        .await,
+        1.0
+    );
+    assert_eq!(
+        app.metric(&format!(
+            "mlmesh_vector_search_duration_seconds_count{label}"
+        ))
+        .await,
+        1.0
+    );
+    assert_eq!(
+        app.metric(&format!("mlmesh_vector_upserted_points_total{label}"))
+            .await,
+        7.0
+    );
+    // The gauge is refreshed by a background task (every second in tests).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.metric(&format!("mlmesh_vector_points{label}")).await != 7.0 {
+        assert!(Instant::now() < deadline, "points gauge never reached 7");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        app.metric("mlmesh_vector_requests_total{code=\"OK\",method=\"Upsert\"}")
+            .await
+            >= 1.0
+    );
+    app.stop().await;
+}
