@@ -124,7 +124,7 @@ impl EmbeddedBackend {
                 continue;
             }
             let started = Instant::now();
-            let c = Collection::open(&path, settings.sync_writes)?;
+            let c = Collection::open(&path, settings.sync_writes, settings.indexing_threshold_kb)?;
             tracing::info!(
                 collection = %c.name,
                 path = %path.display(),
@@ -209,7 +209,11 @@ impl EmbeddedBackend {
 }
 
 impl Collection {
-    fn open(dir: &Path, sync_writes: bool) -> Result<Self, OpenError> {
+    fn open(
+        dir: &Path,
+        sync_writes: bool,
+        indexing_threshold_kb: usize,
+    ) -> Result<Self, OpenError> {
         let fail = |name: &str, reason: String| OpenError::Collection {
             name: name.to_owned(),
             path: dir.display().to_string(),
@@ -222,6 +226,17 @@ impl Collection {
         let name = meta.name;
         let shard = EdgeShard::load(&dir.join(SHARD_DIR), None)
             .map_err(|e| fail(&name, format!("engine: {e}")))?;
+        // The engine persists its optimizer settings per shard; the
+        // service's setting wins, so changing it takes effect at restart.
+        let optimizers = shard.config().optimizers.clone();
+        if optimizers.indexing_threshold != Some(indexing_threshold_kb) {
+            shard
+                .set_optimizers_config(EdgeOptimizersConfig {
+                    indexing_threshold: Some(indexing_threshold_kb),
+                    ..optimizers
+                })
+                .map_err(|e| fail(&name, format!("engine config: {e}")))?;
+        }
         let (log, ops) = OpLog::open(&dir.join(OPLOG_FILE), sync_writes)
             .map_err(|e| fail(&name, format!("operation log: {e}")))?;
         let replayed = ops.len();
@@ -430,6 +445,7 @@ impl Backend for EmbeddedBackend {
             config,
         };
         let sync = self.sync_writes;
+        let threshold = self.indexing_threshold_kb;
         let c = tokio::task::spawn_blocking(move || -> Result<Collection> {
             let built = (|| -> Result<()> {
                 fs::create_dir_all(dir.join(SHARD_DIR)).map_err(storage)?;
@@ -447,7 +463,7 @@ impl Backend for EmbeddedBackend {
                 let _ = fs::remove_dir_all(&dir);
                 return Err(e);
             }
-            Collection::open(&dir, sync).map_err(storage)
+            Collection::open(&dir, sync, threshold).map_err(storage)
         })
         .await
         .map_err(storage)??;
