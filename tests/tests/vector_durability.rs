@@ -19,11 +19,11 @@ fn vector(i: u64) -> Vec<f32> {
 }
 
 fn payload(i: u64) -> Value {
-    json!({"doc": format!("doc-{i}"), "n": i, "even": i % 2 == 0, "tags": ["t", i.to_string()]})
+    json!({"doc": format!("doc-{i}"), "n": i, "even": i.is_multiple_of(2), "tags": ["t", i.to_string()]})
 }
 
 fn id(i: u64) -> pb::PointId {
-    if i % 5 == 0 {
+    if i.is_multiple_of(5) {
         // Some UUID ids too, derived from the number.
         pb::PointId {
             kind: Some(pb::point_id::Kind::Uuid(

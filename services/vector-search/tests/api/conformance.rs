@@ -298,9 +298,9 @@ async fn filters_select_by_keyword_integer_bool_range_and_id(app: &TestApp) {
                 i,
                 unit_vector(i, 4),
                 json!({
-                    "lang": if i % 3 == 0 { "en" } else { "fr" },
+                    "lang": if i.is_multiple_of(3) { "en" } else { "fr" },
                     "year": 2000 + (i % 5),
-                    "public": i % 2 == 0,
+                    "public": i.is_multiple_of(2),
                     "price": i as f64 * 1.5,
                     "meta": {"tags": ["x", if i < 10 { "early" } else { "late" }]},
                 }),
@@ -316,7 +316,7 @@ async fn filters_select_by_keyword_integer_bool_range_and_id(app: &TestApp) {
                 must: vec![keyword("lang", "en")],
                 ..Default::default()
             },
-            ids(&|i| i % 3 == 0),
+            ids(&|i| i.is_multiple_of(3)),
         ),
         (
             "integer",
@@ -333,7 +333,7 @@ async fn filters_select_by_keyword_integer_bool_range_and_id(app: &TestApp) {
                 must_not: vec![keyword("lang", "en")],
                 ..Default::default()
             },
-            ids(&|i| i % 2 == 0 && i % 3 != 0),
+            ids(&|i| i.is_multiple_of(2) && i % 3 != 0),
         ),
         (
             "range",
@@ -370,7 +370,7 @@ async fn filters_select_by_keyword_integer_bool_range_and_id(app: &TestApp) {
                 ],
                 ..Default::default()
             },
-            ids(&|i| i < 10 && (i % 3 == 0 || i % 2 == 1)),
+            ids(&|i| i < 10 && (i.is_multiple_of(3) || i % 2 == 1)),
         ),
     ];
     for (label, filter, want) in cases {
@@ -410,7 +410,7 @@ async fn delete_by_ids_and_by_filter(app: &TestApp) {
     app.upsert(
         &name,
         (0..10u64)
-            .map(|i| point(i, vec![1.0, i as f32], json!({"even": i % 2 == 0})))
+            .map(|i| point(i, vec![1.0, i as f32], json!({"even": i.is_multiple_of(2)})))
             .collect(),
     )
     .await;
