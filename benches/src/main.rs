@@ -6,6 +6,11 @@
 //! child process on 127.0.0.1:0 (or uses `--addr`), so the figures include
 //! the gRPC stack, the batching queue and a real loopback socket, and the
 //! process's readiness time and RSS are measured too.
+//!
+//! `mlmesh-bench vector` does the same for the vector-search service against
+//! an exact in-process scan (see [`vector`]).
+
+mod vector;
 
 use std::{
     path::PathBuf,
@@ -33,6 +38,8 @@ struct Cli {
 enum Workload {
     /// Embed: service over gRPC vs. ONNX Runtime in-process.
     Embed(EmbedArgs),
+    /// Vector search: service over gRPC vs. an exact in-process scan.
+    Vector(vector::VectorArgs),
 }
 
 #[derive(Parser)]
@@ -241,9 +248,13 @@ fn ms(d: Duration) -> String {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let Cli {
-        workload: Workload::Embed(args),
-    } = Cli::parse();
+    match Cli::parse().workload {
+        Workload::Embed(args) => embed(args).await,
+        Workload::Vector(args) => vector::run(args).await,
+    }
+}
+
+async fn embed(args: EmbedArgs) -> anyhow::Result<()> {
     if args.concurrency.contains(&0) || args.batch.contains(&0) {
         bail!("--concurrency and --batch values must be at least 1");
     }
