@@ -210,3 +210,60 @@ async fn acknowledged_writes_survive_kill_9() {
     assert_eq!(hits.len(), 1);
     drop(svc);
 }
+
+#[test]
+fn help_documents_every_setting() {
+    let out = std::process::Command::new(mlmesh_tests::binary("mlmesh-vector-search"))
+        .arg("--help")
+        .output()
+        .expect("run --help");
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for key in [
+        "--config",
+        "--data-dir",
+        "MLMESH_VECTOR__BACKEND",
+        "MLMESH_VECTOR__DATA_DIR",
+        "MLMESH_VECTOR__SYNC_WRITES",
+        "MLMESH_VECTOR__INDEXING_THRESHOLD_KB",
+        "MLMESH_VECTOR__MAX_SEARCH_LIMIT",
+        "MLMESH_VECTOR__MAX_IN_FLIGHT",
+        "MLMESH_QDRANT__URL",
+        "MLMESH_QDRANT__API_KEY",
+        "MLMESH_SERVER__MAX_REQUEST_BYTES",
+    ] {
+        assert!(help.contains(key), "--help lacks {key}");
+    }
+}
+
+#[test]
+fn bad_configuration_fails_at_start_naming_the_key() {
+    let data = TempDir::new("vector-badconfig");
+    for (key, value, expect) in [
+        ("MLMESH_VECTOR__BACKEND", "faiss", "backend"),
+        (
+            "MLMESH_VECTOR__MAX_SEARCH_LIMIT",
+            "0",
+            "vector.max_search_limit",
+        ),
+        ("MLMESH_VECTOR__HNSW_M", "1000", "vector.hnsw_m"),
+        (
+            "MLMESH_VECTOR__DATA_DIR",
+            "/proc/forbidden",
+            "vector.data_dir",
+        ),
+    ] {
+        let out = std::process::Command::new(mlmesh_tests::binary("mlmesh-vector-search"))
+            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+            .env("MLMESH_VECTOR__DATA_DIR", data.path())
+            .env(key, value)
+            .output()
+            .expect("run");
+        assert!(!out.status.success(), "{key}={value} must fail");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(expect),
+            "{key}={value}: stderr lacks {expect:?}:\n{err}"
+        );
+    }
+}

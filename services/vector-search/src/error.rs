@@ -35,6 +35,8 @@ pub enum VectorError {
     Invalid { field: String, reason: String },
     #[error("{in_flight} calls are in flight (limit {max}, vector.max_in_flight); retry later")]
     Busy { in_flight: usize, max: usize },
+    #[error("the Qdrant cluster is overloaded: {0}; retry later")]
+    Overloaded(String),
     #[error("the Qdrant cluster is unavailable: {0}")]
     Unavailable(String),
     #[error("storage failure: {0}")]
@@ -66,6 +68,7 @@ impl From<VectorError> for Status {
             VectorError::OverLimit { .. } => Code::InvalidArgument,
             VectorError::Invalid { .. } => Code::InvalidArgument,
             VectorError::Busy { .. } => Code::ResourceExhausted,
+            VectorError::Overloaded(_) => Code::ResourceExhausted,
             VectorError::Unavailable(_) => Code::Unavailable,
             VectorError::Storage(_) => Code::Internal,
             VectorError::Backend(_) => Code::Internal,

@@ -89,10 +89,7 @@ impl QdrantBackend {
             Code::Unavailable | Code::DeadlineExceeded | Code::Unknown => {
                 VectorError::Unavailable(format!("{}: {}", status.code(), status.message()))
             }
-            Code::ResourceExhausted => VectorError::Busy {
-                in_flight: 0,
-                max: 0,
-            },
+            Code::ResourceExhausted => VectorError::Overloaded(status.message().to_owned()),
             _ => VectorError::Backend(format!("{}: {}", status.code(), status.message())),
         }
     }
