@@ -231,6 +231,7 @@ mod tests {
             }]
         );
         assert_eq!(s.embedding.max_batch_size, 8);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

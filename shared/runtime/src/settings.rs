@@ -237,6 +237,7 @@ mod tests {
         .expect("valid settings");
         assert_eq!(s.server.shutdown_grace_secs, 9);
         assert_eq!(s.server.max_request_bytes, 2048);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
