@@ -259,6 +259,7 @@ pub async fn run(args: VectorArgs) -> anyhow::Result<()> {
             dimension: args.dim as u32,
             distance: pb::Distance::Cosine.into(),
             hnsw: None,
+            metadata: Default::default(),
         })
         .await?;
 

@@ -128,6 +128,7 @@ async fn acknowledged_writes_survive_kill_9() {
         dimension: DIM as u32,
         distance: pb::Distance::Dot.into(),
         hnsw: None,
+        metadata: Default::default(),
     })
     .await
     .expect("create");

@@ -25,6 +25,7 @@ async fn main() -> anyhow::Result<()> {
             dimension: 3,
             distance: pb::Distance::Cosine.into(),
             hnsw: None,
+            metadata: Default::default(),
         })
         .await
     {

@@ -114,7 +114,10 @@ impl VectorSearch for VectorApi {
         let r = request.into_inner();
         self.call("CreateCollection", &r.name.clone(), async {
             let config = convert::collection_config(&r, &self.limits)?;
-            self.backend.create_collection(&r.name, config).await?;
+            let metadata = convert::metadata(&r.metadata)?;
+            self.backend
+                .create_collection(&r.name, config, metadata)
+                .await?;
             tracing::info!(collection = %r.name, ?config, "collection created");
             Ok(Response::new(pb::CreateCollectionResponse {}))
         })

@@ -99,6 +99,35 @@ pub fn collection_config(
     })
 }
 
+/// Most metadata entries per collection, and the size of each key / value.
+pub const MAX_METADATA_ENTRIES: usize = 32;
+pub const MAX_METADATA_KEY_BYTES: usize = 64;
+pub const MAX_METADATA_VALUE_BYTES: usize = 1024;
+
+pub fn metadata(m: &std::collections::HashMap<String, String>) -> Result<crate::model::Metadata> {
+    if m.len() > MAX_METADATA_ENTRIES {
+        return Err(VectorError::invalid(
+            "metadata",
+            format!("{} entries; the limit is {MAX_METADATA_ENTRIES}", m.len()),
+        ));
+    }
+    for (k, v) in m {
+        if k.is_empty() || k.len() > MAX_METADATA_KEY_BYTES {
+            return Err(VectorError::invalid(
+                "metadata",
+                format!("key {k:?} must be 1 to {MAX_METADATA_KEY_BYTES} bytes"),
+            ));
+        }
+        if v.len() > MAX_METADATA_VALUE_BYTES {
+            return Err(VectorError::invalid(
+                format!("metadata[{k:?}]"),
+                format!("{} bytes; the limit is {MAX_METADATA_VALUE_BYTES}", v.len()),
+            ));
+        }
+    }
+    Ok(m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+}
+
 pub fn collection_info(info: crate::model::CollectionInfo) -> pb::CollectionInfo {
     use crate::model::IndexStatus;
     let distance = match info.config.distance {
@@ -123,6 +152,7 @@ pub fn collection_info(info: crate::model::CollectionInfo) -> pb::CollectionInfo
         indexed_vectors_count: info.indexed_vectors_count,
         segments_count: info.segments_count,
         status: status.into(),
+        metadata: info.metadata.into_iter().collect(),
     }
 }
 
@@ -528,6 +558,22 @@ fn json_to_value(v: Json) -> Value {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn metadata_limits_name_the_field() {
+        let ok: std::collections::HashMap<String, String> = [("model".into(), "m".into())].into();
+        assert_eq!(metadata(&ok).expect("valid").len(), 1);
+        let many = (0..=MAX_METADATA_ENTRIES)
+            .map(|i| (format!("k{i}"), String::new()))
+            .collect();
+        let e = metadata(&many).expect_err("too many").to_string();
+        assert!(e.contains("metadata") && e.contains("32"), "{e}");
+        let big = [("k".into(), "x".repeat(MAX_METADATA_VALUE_BYTES + 1))].into();
+        let e = metadata(&big).expect_err("too big").to_string();
+        assert!(e.contains("metadata[\"k\"]") && e.contains("1024"), "{e}");
+        let empty_key = [(String::new(), "v".into())].into();
+        assert!(metadata(&empty_key).is_err());
+    }
 
     #[test]
     fn payload_round_trips_and_whole_numbers_become_integers() {

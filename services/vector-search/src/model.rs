@@ -1,7 +1,7 @@
 //! The vector-search domain model, independent of gRPC and of the engine:
 //! what the API layer validates into and what every [`crate::backend`] takes.
 
-use std::fmt;
+use std::{collections::BTreeMap, fmt};
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -55,6 +55,9 @@ pub struct CollectionConfig {
     pub hnsw: Hnsw,
 }
 
+/// Free-form labels stored with a collection (sorted, so listings are stable).
+pub type Metadata = BTreeMap<String, String>;
+
 /// Whether the collection's index is up to date.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IndexStatus {
@@ -71,6 +74,7 @@ pub struct CollectionInfo {
     pub indexed_vectors_count: u64,
     pub segments_count: u32,
     pub status: IndexStatus,
+    pub metadata: Metadata,
 }
 
 /// A point to store.

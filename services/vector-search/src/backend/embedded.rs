@@ -48,8 +48,8 @@ use crate::{
     error::{OpenError, VectorError},
     metrics::Metrics,
     model::{
-        CollectionConfig, CollectionInfo, Condition, Distance, Filter, Hit, IndexStatus, Payload,
-        Point, PointId, PointSelector, Record, ScrollQuery, SearchQuery,
+        CollectionConfig, CollectionInfo, Condition, Distance, Filter, Hit, IndexStatus, Metadata,
+        Payload, Point, PointId, PointSelector, Record, ScrollQuery, SearchQuery,
     },
     settings::VectorSettings,
 };
@@ -66,12 +66,15 @@ const CHECKPOINT_BYTES: u64 = 64 * 1024 * 1024;
 struct Meta {
     name: String,
     config: CollectionConfig,
+    #[serde(default)]
+    metadata: Metadata,
 }
 
 /// One open collection.
 struct Collection {
     name: String,
     config: CollectionConfig,
+    metadata: Metadata,
     dir: PathBuf,
     shard: EdgeShard,
     /// Serializes writes: append to the log, then apply, in that order.
@@ -243,6 +246,7 @@ impl Collection {
         let c = Self {
             name: name.clone(),
             config: meta.config,
+            metadata: meta.metadata,
             dir: dir.to_owned(),
             shard,
             log: Mutex::new(log),
@@ -342,6 +346,7 @@ impl Collection {
             indexed_vectors_count: info.indexed_vectors_count as u64,
             segments_count: info.segments_count as u32,
             status,
+            metadata: self.metadata.clone(),
         }
     }
 
@@ -433,7 +438,12 @@ impl Backend for EmbeddedBackend {
         "embedded"
     }
 
-    async fn create_collection(&self, name: &str, config: CollectionConfig) -> Result<()> {
+    async fn create_collection(
+        &self,
+        name: &str,
+        config: CollectionConfig,
+        metadata: Metadata,
+    ) -> Result<()> {
         let _catalog = self.catalog.lock().await;
         if self.collection(name).is_ok() {
             return Err(VectorError::CollectionExists { name: name.into() });
@@ -443,6 +453,7 @@ impl Backend for EmbeddedBackend {
         let meta = Meta {
             name: name.to_owned(),
             config,
+            metadata,
         };
         let sync = self.sync_writes;
         let threshold = self.indexing_threshold_kb;

@@ -14,8 +14,8 @@ use async_trait::async_trait;
 use crate::{
     error::VectorError,
     model::{
-        CollectionConfig, CollectionInfo, Filter, Hit, Point, PointId, PointSelector, Record,
-        ScrollQuery, SearchQuery,
+        CollectionConfig, CollectionInfo, Filter, Hit, Metadata, Point, PointId, PointSelector,
+        Record, ScrollQuery, SearchQuery,
     },
 };
 
@@ -28,7 +28,12 @@ pub trait Backend: Send + Sync + 'static {
     /// `embedded` or `qdrant`, for logs and metrics.
     fn kind(&self) -> &'static str;
 
-    async fn create_collection(&self, name: &str, config: CollectionConfig) -> Result<()>;
+    async fn create_collection(
+        &self,
+        name: &str,
+        config: CollectionConfig,
+        metadata: Metadata,
+    ) -> Result<()>;
     async fn delete_collection(&self, name: &str) -> Result<()>;
     /// Sorted names.
     async fn list_collections(&self) -> Result<Vec<String>>;

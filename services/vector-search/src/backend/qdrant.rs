@@ -28,7 +28,7 @@ use crate::{
     error::{OpenError, VectorError},
     model::{
         CollectionConfig, CollectionInfo, Condition, Distance, Filter, Hit, Hnsw, IndexStatus,
-        Payload, Point, PointId, PointSelector, Record, ScrollQuery, SearchQuery,
+        Metadata, Payload, Point, PointId, PointSelector, Record, ScrollQuery, SearchQuery,
     },
     settings::QdrantSettings,
 };
@@ -150,7 +150,12 @@ impl Backend for QdrantBackend {
         "qdrant"
     }
 
-    async fn create_collection(&self, name: &str, config: CollectionConfig) -> Result<()> {
+    async fn create_collection(
+        &self,
+        name: &str,
+        config: CollectionConfig,
+        metadata: Metadata,
+    ) -> Result<()> {
         if self
             .client
             .collection_exists(name)
@@ -172,6 +177,12 @@ impl Backend for QdrantBackend {
                         HnswConfigDiffBuilder::default()
                             .m(config.hnsw.m as u64)
                             .ef_construct(config.hnsw.ef_construct as u64),
+                    )
+                    .metadata(
+                        metadata
+                            .into_iter()
+                            .map(|(k, v)| (k, serde_json::Value::String(v)))
+                            .collect::<HashMap<_, _>>(),
                     )
                     .shard_number(self.shard_number)
                     .replication_factor(self.replication_factor),
@@ -237,6 +248,15 @@ impl Backend for QdrantBackend {
             indexed_vectors_count: info.indexed_vectors_count.unwrap_or(0),
             segments_count: info.segments_count as u32,
             status,
+            metadata: info
+                .config
+                .iter()
+                .flat_map(|c| &c.metadata)
+                .filter_map(|(k, v)| match &v.kind {
+                    Some(q::value::Kind::StringValue(s)) => Some((k.clone(), s.clone())),
+                    _ => None,
+                })
+                .collect(),
         })
     }
 

@@ -76,6 +76,7 @@ async fn collection_lifecycle(app: &TestApp) {
             dimension: 4,
             distance: pb::Distance::Dot.into(),
             hnsw: None,
+            metadata: Default::default(),
         })
         .await
         .expect_err("duplicate");
@@ -106,6 +107,7 @@ async fn collection_lifecycle(app: &TestApp) {
             m: 8,
             ef_construct: 64,
         }),
+        metadata: [("model".to_owned(), "all-MiniLM-L6-v2".to_owned())].into(),
     })
     .await
     .expect("recreate");
@@ -115,6 +117,11 @@ async fn collection_lifecycle(app: &TestApp) {
         .expect("info")
         .into_inner();
     assert_eq!((info.dimension, info.hnsw.map(|h| h.m)), (8, Some(8)));
+    assert_eq!(
+        info.metadata.get("model").map(String::as_str),
+        Some("all-MiniLM-L6-v2"),
+        "metadata round-trips"
+    );
     app.drop_collection(&name).await;
 }
 
@@ -694,6 +701,7 @@ async fn bad_input_gets_precise_statuses(app: &TestApp) {
                 dimension: 0,
                 distance: 1,
                 hnsw: None,
+                metadata: Default::default(),
             })
             .await
             .expect_err("dim 0"),
@@ -707,6 +715,7 @@ async fn bad_input_gets_precise_statuses(app: &TestApp) {
                 dimension: 3,
                 distance: 1,
                 hnsw: None,
+                metadata: Default::default(),
             })
             .await
             .expect_err("name"),
@@ -720,6 +729,7 @@ async fn bad_input_gets_precise_statuses(app: &TestApp) {
                 dimension: 3,
                 distance: 0,
                 hnsw: None,
+                metadata: Default::default(),
             })
             .await
             .expect_err("distance"),

@@ -107,6 +107,7 @@ impl TestApp {
                 dimension,
                 distance: distance.into(),
                 hnsw: None,
+                metadata: Default::default(),
             })
             .await
             .expect("create collection");
