@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
+use mlmesh_proto::json::{json_to_struct, struct_to_json};
 use mlmesh_proto::vector::v1::{self as pb, vector_search_client::VectorSearchClient};
 use mlmesh_tests::{Service, TempDir};
-use mlmesh_vector_search::convert::{json_to_struct, struct_to_json};
 use serde_json::{Value, json};
 use tonic::transport::Channel;
 

@@ -4,8 +4,8 @@
 //!
 //! `cargo run --release -q -p mlmesh-vector-search --example vector -- [--addr http://127.0.0.1:50052]`
 
+use mlmesh_proto::json::{json_to_struct, struct_to_json};
 use mlmesh_proto::vector::v1::{self as pb, vector_search_client::VectorSearchClient};
-use mlmesh_vector_search::convert::{json_to_struct, struct_to_json};
 use serde_json::json;
 
 #[tokio::main]

@@ -3,9 +3,9 @@
 
 use std::collections::HashMap;
 
+use mlmesh_proto::json::{self, json_to_struct};
 use mlmesh_proto::vector::v1 as pb;
-use prost_types::{ListValue, Struct, Value, value::Kind};
-use serde_json::Value as Json;
+use prost_types::Struct;
 
 use crate::{
     error::VectorError,
@@ -24,8 +24,6 @@ pub const MAX_FILTER_DEPTH: usize = 8;
 pub const MAX_EF: usize = 4096;
 /// Page size and hit count when a request leaves them 0.
 pub const DEFAULT_LIMIT: usize = 10;
-/// Integers up to this magnitude survive the trip through a double.
-const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_992.0;
 
 /// Checks a collection name: 1–64 characters from `[A-Za-z0-9_-]`.
 pub fn collection_name(field: &str, name: &str) -> Result<()> {
@@ -492,72 +490,16 @@ pub fn page_size(field: &str, limit: u32, limits: &VectorSettings) -> Result<usi
     }
 }
 
-/// A protobuf Struct as a JSON object. Whole numbers within ±2^53 become
-/// integers, so integer filters match what a client sent as `2024`.
+/// A payload Struct as JSON; a NaN or infinity is INVALID_ARGUMENT at its path.
 pub fn struct_to_json(field: &str, s: Struct) -> Result<Payload> {
-    s.fields
-        .into_iter()
-        .map(|(k, v)| {
-            let value = value_to_json(&format!("{field}.{k}"), v)?;
-            Ok((k, value))
-        })
-        .collect()
-}
-
-fn value_to_json(field: &str, v: Value) -> Result<Json> {
-    Ok(match v.kind {
-        None | Some(Kind::NullValue(_)) => Json::Null,
-        Some(Kind::BoolValue(b)) => Json::Bool(b),
-        Some(Kind::StringValue(s)) => Json::String(s),
-        Some(Kind::NumberValue(n)) => {
-            if !n.is_finite() {
-                return Err(VectorError::invalid(
-                    field,
-                    format!("{n} is not a JSON number"),
-                ));
-            }
-            if n.fract() == 0.0 && n.abs() <= MAX_SAFE_INTEGER {
-                Json::from(n as i64)
-            } else {
-                serde_json::Number::from_f64(n).map_or(Json::Null, Json::Number)
-            }
-        }
-        Some(Kind::StructValue(s)) => Json::Object(struct_to_json(field, s)?),
-        Some(Kind::ListValue(l)) => Json::Array(
-            l.values
-                .into_iter()
-                .enumerate()
-                .map(|(i, v)| value_to_json(&format!("{field}[{i}]"), v))
-                .collect::<Result<_>>()?,
-        ),
-    })
-}
-
-/// A JSON object as a protobuf Struct.
-pub fn json_to_struct(p: Payload) -> Struct {
-    Struct {
-        fields: p.into_iter().map(|(k, v)| (k, json_to_value(v))).collect(),
-    }
-}
-
-fn json_to_value(v: Json) -> Value {
-    let kind = match v {
-        Json::Null => Kind::NullValue(0),
-        Json::Bool(b) => Kind::BoolValue(b),
-        Json::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
-        Json::String(s) => Kind::StringValue(s),
-        Json::Array(a) => Kind::ListValue(ListValue {
-            values: a.into_iter().map(json_to_value).collect(),
-        }),
-        Json::Object(o) => Kind::StructValue(json_to_struct(o)),
-    };
-    Value { kind: Some(kind) }
+    json::struct_to_json(field, s)
+        .map_err(|e| VectorError::invalid(e.field, format!("{} is not a JSON number", e.value)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use prost_types::{Value, value::Kind};
 
     #[test]
     fn metadata_limits_name_the_field() {
@@ -573,18 +515,6 @@ mod tests {
         assert!(e.contains("metadata[\"k\"]") && e.contains("1024"), "{e}");
         let empty_key = [(String::new(), "v".into())].into();
         assert!(metadata(&empty_key).is_err());
-    }
-
-    #[test]
-    fn payload_round_trips_and_whole_numbers_become_integers() {
-        let original = json!({"year": 2024, "score": 0.5, "tags": ["a", "b"], "meta": {"ok": true, "none": null}});
-        let Json::Object(map) = original.clone() else {
-            panic!("object")
-        };
-        let s = json_to_struct(map);
-        let back = struct_to_json("payload", s).expect("valid");
-        assert_eq!(Json::Object(back.clone()), original);
-        assert!(back["year"].is_i64());
     }
 
     #[test]

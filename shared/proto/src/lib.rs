@@ -1,7 +1,11 @@
 //! Generated gRPC code for every mlmesh protocol in `proto/`: message types,
 //! tonic clients and servers, and the descriptor set served by reflection.
 //!
-//! Nothing here is written by hand; change the `.proto` files instead.
+//! The generated code is not written by hand; change the `.proto` files
+//! instead. [`json`] converts the `google.protobuf.Struct` payloads they
+//! carry to and from JSON.
+
+pub mod json;
 
 /// `mlmesh.embedding.v1`: the embedding service contract.
 pub mod embedding {

@@ -182,7 +182,7 @@ pub fn payload(v: Value) -> Option<Struct> {
     let Value::Object(map) = v else {
         panic!("payload must be an object")
     };
-    Some(mlmesh_vector_search::convert::json_to_struct(map))
+    Some(mlmesh_proto::json::json_to_struct(map))
 }
 
 /// A Struct back as JSON.
