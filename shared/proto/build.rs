@@ -9,6 +9,7 @@ use prost::Message as _;
 const PROTOS: &[&str] = &[
     "mlmesh/embedding/v1/embedding.proto",
     "mlmesh/vector/v1/vector.proto",
+    "mlmesh/gateway/v1/gateway.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

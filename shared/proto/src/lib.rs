@@ -23,6 +23,14 @@ pub mod vector {
     }
 }
 
+/// `mlmesh.gateway.v1`: the gateway, the mesh's front door.
+pub mod gateway {
+    pub mod v1 {
+        #![allow(clippy::all, missing_docs)]
+        tonic::include_proto!("mlmesh.gateway.v1");
+    }
+}
+
 /// Encoded `FileDescriptorSet` of all mlmesh protos, for `tonic-reflection`.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/mlmesh_descriptor.bin"));

@@ -83,9 +83,11 @@ pub struct ServerSettings {
     pub max_concurrent_streams: u32,
 }
 
-/// An address, or `""` / `off` for none (environment variables cannot be unset
+/// Deserializes an address, or `""` / `off` for none (environment variables cannot be unset
 /// to mean "none", so a word is needed).
-fn optional_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+pub fn optional_addr<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<SocketAddr>, D::Error> {
     let s: Option<String> = Option::deserialize(d)?;
     match s.as_deref().map(str::trim) {
         None | Some("") | Some("off") => Ok(None),

@@ -1,0 +1,433 @@
+//! Calls to the services behind the gateway: one [`Pool`] per service, over
+//! that service's replicas.
+//!
+//! Each replica has its own lazily-connected tonic channel (HTTP/2,
+//! multiplexed) wrapped in the client trace layer, so every call carries the
+//! caller's trace. A call picks a replica by power of two choices on calls
+//! in flight, skipping replicas recently seen UNAVAILABLE; an idempotent
+//! call that gets UNAVAILABLE is retried on another replica while its
+//! deadline allows.
+//!
+//! Why not tower's `p2c::Balance` over tonic channels: a lazily-connected
+//! tonic channel never fails `poll_ready` (connection errors surface on the
+//! call), so a dead replica stays "ready", attracts load because its calls
+//! fail fast, and a retry cannot be steered away from the replica that just
+//! failed. Choosing per call here keeps the same p2c policy with those two
+//! properties, without a buffer task in front of every call.
+
+use std::{
+    future::Future,
+    sync::{
+        Arc,
+        atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use mlmesh_runtime::propagation::{ClientTrace, ClientTraceLayer};
+use tonic::{
+    Code, Status,
+    transport::{Channel, Endpoint},
+};
+use tower_layer::Layer as _;
+use tracing::Instrument as _;
+
+use crate::{metrics::Metrics, settings::DownstreamSettings};
+
+/// The channel type every generated client is built on.
+pub type TracedChannel = ClientTrace<Channel>;
+
+/// When a call must be answered by; derived from the caller's deadline.
+#[derive(Clone, Copy, Debug)]
+pub struct Deadline(pub Instant);
+
+impl Deadline {
+    pub fn after(d: Duration) -> Self {
+        Self(Instant::now() + d)
+    }
+    pub fn remaining(self) -> Duration {
+        self.0.saturating_duration_since(Instant::now())
+    }
+}
+
+/// Why a downstream call failed, with the service named.
+#[derive(Debug, thiserror::Error)]
+pub enum DownstreamError {
+    /// No replica could take the call.
+    #[error("the {service} service is unavailable (tried {tried}): {message}")]
+    Unavailable {
+        service: &'static str,
+        tried: String,
+        message: String,
+    },
+    /// The deadline passed while waiting for the service.
+    #[error("deadline exceeded waiting for the {service} service")]
+    DeadlineExceeded { service: &'static str },
+    /// The service answered with an error of its own.
+    #[error("{service}: {}", status.message())]
+    Status {
+        service: &'static str,
+        status: Status,
+    },
+}
+
+impl DownstreamError {
+    /// The code the service answered with, when it answered.
+    pub fn code(&self) -> Code {
+        match self {
+            DownstreamError::Unavailable { .. } => Code::Unavailable,
+            DownstreamError::DeadlineExceeded { .. } => Code::DeadlineExceeded,
+            DownstreamError::Status { status, .. } => status.code(),
+        }
+    }
+}
+
+/// `host:port` or `http://host:port` as a URI; the reason otherwise.
+pub fn endpoint_uri(addr: &str) -> Result<http::Uri, String> {
+    let a = addr.trim();
+    let full = if a.contains("://") {
+        a.to_owned()
+    } else {
+        format!("http://{a}")
+    };
+    let uri: http::Uri = full
+        .parse()
+        .map_err(|e| format!("{addr:?} is not an address like 127.0.0.1:50051: {e}"))?;
+    if uri.host().is_none() || uri.port_u16().is_none() {
+        return Err(format!(
+            "{addr:?} needs a host and a port, like 127.0.0.1:50051"
+        ));
+    }
+    if uri.scheme_str() != Some("http") {
+        return Err(format!(
+            "{addr:?}: only http:// (plaintext gRPC) is supported"
+        ));
+    }
+    Ok(uri)
+}
+
+struct Replica {
+    addr: String,
+    channel: TracedChannel,
+    in_flight: AtomicUsize,
+    /// Milliseconds since the pool's epoch until which this replica is
+    /// skipped; 0 when healthy.
+    ejected_until_ms: AtomicU64,
+    failures: AtomicU32,
+}
+
+/// The replicas of one downstream service.
+pub struct Pool {
+    service: &'static str,
+    replicas: Vec<Replica>,
+    epoch: Instant,
+    max_attempts: u32,
+    eject: Duration,
+    rng: AtomicU64,
+    metrics: Metrics,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("service", &self.service)
+            .field("replicas", &self.addrs())
+            .finish()
+    }
+}
+
+impl Pool {
+    /// Channels to `addrs` (validated by the settings); nothing connects
+    /// until the first call.
+    pub fn new(
+        service: &'static str,
+        addrs: &[String],
+        settings: &DownstreamSettings,
+        metrics: Metrics,
+    ) -> Result<Arc<Self>, String> {
+        let replicas = addrs
+            .iter()
+            .map(|a| {
+                let uri = endpoint_uri(a)?;
+                let channel = Endpoint::from(uri)
+                    .connect_timeout(Duration::from_millis(settings.connect_timeout_ms))
+                    .tcp_nodelay(true)
+                    .http2_keep_alive_interval(Duration::from_secs(30))
+                    .keep_alive_while_idle(true)
+                    .connect_lazy();
+                Ok(Replica {
+                    addr: a.trim().to_owned(),
+                    channel: ClientTraceLayer.layer(channel),
+                    in_flight: AtomicUsize::new(0),
+                    ejected_until_ms: AtomicU64::new(0),
+                    failures: AtomicU32::new(0),
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(Arc::new(Self {
+            service,
+            replicas,
+            epoch: Instant::now(),
+            max_attempts: settings.max_attempts,
+            eject: Duration::from_millis(settings.eject_ms),
+            rng: AtomicU64::new(0x9E37_79B9_7F4A_7C15),
+            metrics,
+        }))
+    }
+
+    pub fn service(&self) -> &'static str {
+        self.service
+    }
+
+    pub fn addrs(&self) -> Vec<&str> {
+        self.replicas.iter().map(|r| r.addr.as_str()).collect()
+    }
+
+    /// Each replica's channel, for per-replica calls (readiness checks).
+    pub fn channels(&self) -> impl Iterator<Item = (&str, TracedChannel)> {
+        self.replicas
+            .iter()
+            .map(|r| (r.addr.as_str(), r.channel.clone()))
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn random(&self) -> u64 {
+        // splitmix64 over a shared counter: cheap, lock-free, good enough to
+        // spread choices.
+        let mut z = self
+            .rng
+            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
+            .wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Power of two choices among healthy replicas other than `avoid`; if
+    /// none is healthy, the one whose ejection ends first (a dead service
+    /// fails fast instead of waiting out its ejection).
+    fn pick(&self, avoid: Option<usize>) -> usize {
+        let n = self.replicas.len();
+        if n == 1 {
+            return 0;
+        }
+        let now = self.now_ms();
+        let healthy: Vec<usize> = (0..n)
+            .filter(|&i| Some(i) != avoid)
+            .filter(|&i| self.replicas[i].ejected_until_ms.load(Ordering::Relaxed) <= now)
+            .collect();
+        match healthy.len() {
+            0 => (0..n)
+                .filter(|&i| Some(i) != avoid)
+                .min_by_key(|&i| self.replicas[i].ejected_until_ms.load(Ordering::Relaxed))
+                .unwrap_or(0),
+            1 => healthy[0],
+            h => {
+                let r = self.random();
+                let a = healthy[(r % h as u64) as usize];
+                let mut b = healthy[((r >> 32) % (h as u64 - 1)) as usize];
+                if b == a {
+                    b = healthy[h - 1];
+                }
+                let load = |i: usize| self.replicas[i].in_flight.load(Ordering::Relaxed);
+                if load(b) < load(a) { b } else { a }
+            }
+        }
+    }
+
+    fn eject(&self, i: usize) {
+        let r = &self.replicas[i];
+        let f = r.failures.fetch_add(1, Ordering::Relaxed).min(4);
+        let until = self.now_ms() + (self.eject.as_millis() as u64) * (1 << f);
+        r.ejected_until_ms.store(until, Ordering::Relaxed);
+        self.metrics
+            .ejections
+            .with_label_values(&[self.service, &r.addr])
+            .inc();
+    }
+
+    fn healed(&self, i: usize) {
+        let r = &self.replicas[i];
+        if r.failures.load(Ordering::Relaxed) != 0 {
+            r.failures.store(0, Ordering::Relaxed);
+            r.ejected_until_ms.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Runs one call: `call(channel, remaining)` builds the request (with
+    /// `remaining` as its gRPC timeout) and sends it. `method` is the full
+    /// gRPC path (`mlmesh.embedding.v1.EmbeddingService/Embed`), used for
+    /// the client span and metrics. Only `idempotent` calls are retried.
+    pub async fn call<T, F, Fut>(
+        &self,
+        method: &'static str,
+        deadline: Deadline,
+        idempotent: bool,
+        mut call: F,
+    ) -> Result<T, DownstreamError>
+    where
+        F: FnMut(TracedChannel, Duration) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let short = method.rsplit('/').next().unwrap_or(method);
+        let max = if idempotent { self.max_attempts } else { 1 };
+        let mut tried: Vec<usize> = Vec::new();
+        let mut last = String::new();
+        for attempt in 1..=max {
+            let remaining = deadline.remaining();
+            if remaining.is_zero() {
+                return Err(DownstreamError::DeadlineExceeded {
+                    service: self.service,
+                });
+            }
+            let i = self.pick(tried.last().copied());
+            tried.push(i);
+            let replica = &self.replicas[i];
+            let span = tracing::info_span!(
+                "grpc.client",
+                otel.name = method,
+                otel.kind = "client",
+                rpc.system = "grpc",
+                rpc.method = short,
+                peer.service = self.service,
+                server.address = %replica.addr,
+                attempt,
+            );
+            replica.in_flight.fetch_add(1, Ordering::Relaxed);
+            let started = Instant::now();
+            let result = tokio::time::timeout(
+                remaining,
+                call(replica.channel.clone(), remaining).instrument(span),
+            )
+            .await;
+            replica.in_flight.fetch_sub(1, Ordering::Relaxed);
+            let code = match &result {
+                Ok(Ok(_)) => Code::Ok,
+                Ok(Err(s)) => s.code(),
+                Err(_) => Code::DeadlineExceeded,
+            };
+            self.metrics
+                .downstream_seconds
+                .with_label_values(&[self.service, short])
+                .observe(started.elapsed().as_secs_f64());
+            self.metrics
+                .downstream_calls
+                .with_label_values(&[self.service, short, mlmesh_runtime::code_name(code)])
+                .inc();
+            match result {
+                Ok(Ok(resp)) => {
+                    self.healed(i);
+                    return Ok(resp.into_inner());
+                }
+                Ok(Err(status)) if status.code() == Code::Unavailable => {
+                    self.eject(i);
+                    last = status.message().to_owned();
+                    tracing::warn!(
+                        service = self.service,
+                        replica = %replica.addr,
+                        attempt,
+                        error = %last,
+                        "downstream replica unavailable"
+                    );
+                    if attempt < max {
+                        self.metrics
+                            .retries
+                            .with_label_values(&[self.service])
+                            .inc();
+                    }
+                }
+                Ok(Err(status)) if status.code() == Code::DeadlineExceeded => {
+                    return Err(DownstreamError::DeadlineExceeded {
+                        service: self.service,
+                    });
+                }
+                Ok(Err(status)) => {
+                    return Err(DownstreamError::Status {
+                        service: self.service,
+                        status,
+                    });
+                }
+                Err(_elapsed) => {
+                    return Err(DownstreamError::DeadlineExceeded {
+                        service: self.service,
+                    });
+                }
+            }
+        }
+        tried.sort_unstable();
+        tried.dedup();
+        Err(DownstreamError::Unavailable {
+            service: self.service,
+            tried: tried
+                .iter()
+                .map(|&i| self.replicas[i].addr.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            message: last,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(n: usize) -> Arc<Pool> {
+        let addrs: Vec<String> = (0..n).map(|i| format!("127.0.0.1:{}", 1 + i)).collect();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let _g = rt.enter();
+        Pool::new(
+            "test",
+            &addrs,
+            &DownstreamSettings::default(),
+            Metrics::new().expect("metrics"),
+        )
+        .expect("pool")
+    }
+
+    #[test]
+    fn uris_need_host_and_port() {
+        assert!(endpoint_uri("127.0.0.1:50051").is_ok());
+        assert!(endpoint_uri("http://svc.ns:50051").is_ok());
+        assert!(endpoint_uri("svc").is_err());
+        assert!(endpoint_uri("https://svc:1").is_err());
+        assert!(endpoint_uri("not a uri").is_err());
+    }
+
+    #[test]
+    fn p2c_prefers_the_less_loaded_and_skips_ejected_replicas() {
+        let p = pool(3);
+        p.replicas[0].in_flight.store(100, Ordering::Relaxed);
+        let mut counts = [0; 3];
+        for _ in 0..3000 {
+            counts[p.pick(None)] += 1;
+        }
+        // Replica 0 wins only when both choices are replica 0: never, as
+        // the two choices are distinct.
+        assert_eq!(counts[0], 0, "{counts:?}");
+        assert!(counts[1] > 500 && counts[2] > 500, "{counts:?}");
+
+        p.replicas[0].in_flight.store(0, Ordering::Relaxed);
+        p.eject(1);
+        for _ in 0..200 {
+            assert_ne!(p.pick(None), 1);
+        }
+        // A retry avoids the replica that just failed.
+        for _ in 0..200 {
+            assert_eq!(p.pick(Some(0)), 2);
+        }
+        // All ejected: the one whose ejection ends first.
+        for (i, until) in [(0, 5_000), (1, 3_000), (2, 9_000)] {
+            p.replicas[i]
+                .ejected_until_ms
+                .store(until, Ordering::Relaxed);
+        }
+        assert_eq!(p.pick(None), 1);
+    }
+}

@@ -1,0 +1,97 @@
+//! Gateway errors and their gRPC statuses (and, through the same code,
+//! their HTTP statuses: see `http::status_of`).
+
+use tonic::{Code, Status};
+
+use crate::downstream::DownstreamError;
+
+/// Everything a gateway call can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// A request field is out of range; names the field and the limit.
+    #[error("`{field}`: {reason}")]
+    Invalid { field: String, reason: String },
+    /// The embedding service does not serve this model.
+    #[error("model {model:?} is not served by the embedding service (served: {served})")]
+    ModelNotFound { model: String, served: String },
+    /// The collection exists but has no embedding model recorded.
+    #[error(
+        "collection {name:?} was not created through the gateway (it records no embedding model); create it with the gateway's CreateCollection"
+    )]
+    NotAGatewayCollection { name: String },
+    /// The gateway is serving `limits.max_in_flight` calls already.
+    #[error(
+        "the gateway is at its limit of {limit} calls in flight (limits.max_in_flight); retry with backoff"
+    )]
+    Overloaded { limit: usize },
+    /// A downstream service failed; it is named.
+    #[error(transparent)]
+    Downstream(#[from] DownstreamError),
+    /// A downstream service answered something the gateway cannot use.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl GatewayError {
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::Invalid {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The gRPC code this error is answered with.
+    pub fn code(&self) -> Code {
+        match self {
+            GatewayError::Invalid { .. } => Code::InvalidArgument,
+            GatewayError::ModelNotFound { .. } => Code::NotFound,
+            GatewayError::NotAGatewayCollection { .. } => Code::FailedPrecondition,
+            GatewayError::Overloaded { .. } => Code::ResourceExhausted,
+            GatewayError::Downstream(d) => d.code(),
+            GatewayError::Internal(_) => Code::Internal,
+        }
+    }
+
+    /// The request field the error is about, when there is one.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            GatewayError::Invalid { field, .. } => Some(field),
+            GatewayError::ModelNotFound { .. } => Some("model"),
+            _ => None,
+        }
+    }
+}
+
+impl From<GatewayError> for Status {
+    fn from(e: GatewayError) -> Self {
+        Status::new(e.code(), e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn downstream_failures_keep_their_code_and_name_the_service() {
+        let s = Status::from(GatewayError::from(DownstreamError::Unavailable {
+            service: "embedding",
+            tried: "127.0.0.1:1".into(),
+            message: "tcp connect error".into(),
+        }));
+        assert_eq!(s.code(), Code::Unavailable);
+        assert!(
+            s.message().contains("embedding service is unavailable"),
+            "{s:?}"
+        );
+        let s = Status::from(GatewayError::from(DownstreamError::Status {
+            service: "vector-search",
+            status: Status::not_found("collection \"x\" does not exist"),
+        }));
+        assert_eq!(s.code(), Code::NotFound);
+        assert!(s.message().starts_with("vector-search: "), "{s:?}");
+        let s = Status::from(GatewayError::invalid("query", "must not be empty"));
+        assert_eq!(s.code(), Code::InvalidArgument);
+        assert!(s.message().contains("`query`"));
+    }
+}

@@ -1,0 +1,195 @@
+//! The gRPC face of the gateway (`mlmesh.gateway.v1.Gateway`): admission,
+//! the caller's deadline, metrics, then [`Core`].
+
+use std::{
+    future::Future,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use mlmesh_proto::{embedding::v1 as emb, gateway::v1 as gw, gateway::v1::gateway_server::Gateway};
+use tonic::{Request, Response, Status, metadata::MetadataMap};
+
+use crate::{core::Core, downstream::Deadline, error::GatewayError};
+
+/// The caller's `grpc-timeout` (`100m`, `5S`, …), when it sent one.
+pub fn grpc_timeout(md: &MetadataMap) -> Option<Duration> {
+    let v = md.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+#[derive(Clone, Debug)]
+pub struct GatewayApi {
+    core: Arc<Core>,
+}
+
+impl GatewayApi {
+    pub fn new(core: Arc<Core>) -> Self {
+        Self { core }
+    }
+
+    async fn serve<T, F, Fut>(
+        &self,
+        method: &'static str,
+        md: &MetadataMap,
+        f: F,
+    ) -> Result<Response<T>, Status>
+    where
+        F: FnOnce(Arc<Core>, Deadline) -> Fut,
+        Fut: Future<Output = Result<T, GatewayError>>,
+    {
+        let started = Instant::now();
+        let m = &self.core.metrics;
+        let result = match self.core.admit() {
+            Ok(_permit) => {
+                m.in_flight.inc();
+                let deadline = self.core.deadline(grpc_timeout(md));
+                let r = f(Arc::clone(&self.core), deadline).await;
+                m.in_flight.dec();
+                r
+            }
+            Err(e) => Err(e),
+        };
+        let code = result
+            .as_ref()
+            .map_or_else(GatewayError::code, |_| tonic::Code::Ok);
+        m.requests
+            .with_label_values(&["grpc", method, mlmesh_runtime::code_name(code)])
+            .inc();
+        m.request_seconds
+            .with_label_values(&["grpc", method])
+            .observe(started.elapsed().as_secs_f64());
+        match result {
+            Ok(v) => Ok(Response::new(v)),
+            Err(e) => {
+                if matches!(e.code(), tonic::Code::Internal | tonic::Code::Unavailable) {
+                    tracing::warn!(method, error = %e, "call failed");
+                }
+                Err(e.into())
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Gateway for GatewayApi {
+    async fn embed(
+        &self,
+        request: Request<emb::EmbedRequest>,
+    ) -> Result<Response<emb::EmbedResponse>, Status> {
+        let (md, _, r) = request.into_parts();
+        self.serve("Embed", &md, |c, d| async move { c.embed(r, d).await })
+            .await
+    }
+
+    async fn create_collection(
+        &self,
+        request: Request<gw::CreateCollectionRequest>,
+    ) -> Result<Response<gw::Collection>, Status> {
+        let (md, _, r) = request.into_parts();
+        self.serve("CreateCollection", &md, |c, d| async move {
+            c.create_collection(r, d).await
+        })
+        .await
+    }
+
+    async fn delete_collection(
+        &self,
+        request: Request<gw::DeleteCollectionRequest>,
+    ) -> Result<Response<gw::DeleteCollectionResponse>, Status> {
+        let (md, _, r) = request.into_parts();
+        self.serve("DeleteCollection", &md, |c, d| async move {
+            c.delete_collection(&r.name, d).await?;
+            Ok(gw::DeleteCollectionResponse {})
+        })
+        .await
+    }
+
+    async fn list_collections(
+        &self,
+        request: Request<gw::ListCollectionsRequest>,
+    ) -> Result<Response<gw::ListCollectionsResponse>, Status> {
+        let md = request.metadata().clone();
+        self.serve("ListCollections", &md, |c, d| async move {
+            Ok(gw::ListCollectionsResponse {
+                collections: c.list_collections(d).await?,
+            })
+        })
+        .await
+    }
+
+    async fn get_collection(
+        &self,
+        request: Request<gw::GetCollectionRequest>,
+    ) -> Result<Response<gw::Collection>, Status> {
+        let (md, _, r) = request.into_parts();
+        self.serve("GetCollection", &md, |c, d| async move {
+            c.get_collection(&r.name, d).await
+        })
+        .await
+    }
+
+    async fn ingest(
+        &self,
+        request: Request<gw::IngestRequest>,
+    ) -> Result<Response<gw::IngestResponse>, Status> {
+        let (md, _, r) = request.into_parts();
+        self.serve("Ingest", &md, |c, d| async move { c.ingest(r, d).await })
+            .await
+    }
+
+    async fn search(
+        &self,
+        request: Request<gw::SearchRequest>,
+    ) -> Result<Response<gw::SearchResponse>, Status> {
+        let (md, _, r) = request.into_parts();
+        self.serve("Search", &md, |c, d| async move { c.search(r, d).await })
+            .await
+    }
+
+    async fn rag_query(
+        &self,
+        request: Request<gw::RagQueryRequest>,
+    ) -> Result<Response<gw::RagQueryResponse>, Status> {
+        let (md, _, r) = request.into_parts();
+        self.serve(
+            "RagQuery",
+            &md,
+            |c, d| async move { c.rag_query(r, d).await },
+        )
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse_in_every_unit() {
+        let mut md = MetadataMap::new();
+        for (v, d) in [
+            ("250m", Duration::from_millis(250)),
+            ("3S", Duration::from_secs(3)),
+            ("2M", Duration::from_secs(120)),
+            ("1H", Duration::from_secs(3600)),
+            ("500u", Duration::from_micros(500)),
+            ("7n", Duration::from_nanos(7)),
+        ] {
+            md.insert("grpc-timeout", v.parse().expect("ascii"));
+            assert_eq!(grpc_timeout(&md), Some(d), "{v}");
+        }
+        md.insert("grpc-timeout", "12x".parse().expect("ascii"));
+        assert_eq!(grpc_timeout(&md), None);
+    }
+}

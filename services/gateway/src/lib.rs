@@ -1,0 +1,141 @@
+//! The mlmesh gateway: the one address clients call, over gRPC
+//! (`mlmesh.gateway.v1.Gateway`) or HTTP/JSON (OpenAI-compatible
+//! `/v1/embeddings`, collections, documents, search, RAG retrieval).
+//!
+//! Layout: [`settings`], [`downstream`] (balanced, retried, traced calls to
+//! the embedding and vector-search replicas), [`chunk`] (token and
+//! character windows), [`core`] (what each call does, protocol-free),
+//! [`grpc`] and [`http`] (the two faces), [`error`], [`metrics`].
+//! [`Application`] follows the other services: `build(settings)` →
+//! `local_addr()` / `http_addr()` → `run_until_stopped(shutdown)`.
+#![forbid(unsafe_code)]
+
+pub mod chunk;
+pub mod core;
+pub mod downstream;
+pub mod error;
+pub mod grpc;
+pub mod http;
+pub mod metrics;
+pub mod settings;
+
+use std::{future::Future, net::SocketAddr, sync::Arc};
+
+use futures::FutureExt as _;
+use mlmesh_proto::gateway::v1::gateway_server::{GatewayServer, SERVICE_NAME};
+use mlmesh_runtime::{GrpcServer, ServerError};
+use tokio::net::TcpListener;
+use tonic::service::Routes;
+
+pub use crate::settings::Settings;
+use crate::{core::Core, grpc::GatewayApi, metrics::Metrics};
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    #[error("cannot listen on {addr} (`http.listen`): {source}")]
+    HttpBind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("invalid downstream address: {0}")]
+    Downstream(String),
+    #[error("cannot register metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// A built, bound, not yet serving gateway.
+pub struct Application {
+    server: GrpcServer,
+    http: Option<TcpListener>,
+    core: Arc<Core>,
+    max_request_bytes: usize,
+}
+
+impl Application {
+    /// Binds the gRPC, `/metrics` and HTTP listeners. Downstream services
+    /// are connected lazily: the gateway starts even when they are not up
+    /// yet (`/readyz` tells).
+    pub async fn build(settings: Settings) -> Result<Self, BuildError> {
+        let metrics = Metrics::new()?;
+        let server = GrpcServer::bind(&settings.server, metrics.registry.clone()).await?;
+        let http = match settings.http.listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| BuildError::HttpBind { addr, source })?,
+            ),
+            None => None,
+        };
+        let max_request_bytes = settings.server.max_request_bytes;
+        let core = Core::new(settings, metrics).map_err(BuildError::Downstream)?;
+        Ok(Self {
+            server,
+            http,
+            core: Arc::new(core),
+            max_request_bytes,
+        })
+    }
+
+    /// The gRPC address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    /// The HTTP/JSON address actually bound, when enabled.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The Prometheus `/metrics` address, when enabled.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.server.metrics_addr()
+    }
+
+    /// Serves gRPC and HTTP until `shutdown` completes, then drains both.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        let shutdown = shutdown.boxed().shared();
+        let http_task = self.http.map(|listener| {
+            let router = http::router(Arc::clone(&self.core));
+            let stop = shutdown.clone();
+            let addr = listener.local_addr().ok();
+            tokio::spawn(async move {
+                use axum::serve::ListenerExt as _;
+                tracing::info!(?addr, "HTTP API listening");
+                let listener = listener.tap_io(|tcp| {
+                    if let Err(e) = tcp.set_nodelay(true) {
+                        tracing::debug!(error = %e, "set_nodelay failed");
+                    }
+                });
+                if let Err(e) = axum::serve(listener, router)
+                    .with_graceful_shutdown(stop)
+                    .await
+                {
+                    tracing::error!(error = %e, "HTTP API failed");
+                }
+            })
+        });
+        let max = self.max_request_bytes;
+        let api = GatewayServer::new(GatewayApi::new(self.core))
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(usize::MAX);
+        let result = self
+            .server
+            .serve(
+                Routes::new(api),
+                &[SERVICE_NAME],
+                &[mlmesh_proto::FILE_DESCRIPTOR_SET],
+                shutdown,
+            )
+            .await;
+        if let Some(t) = http_task {
+            let _ = t.await;
+        }
+        result
+    }
+}

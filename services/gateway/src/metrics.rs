@@ -1,0 +1,96 @@
+//! Prometheus metrics of the gateway, registered in its own registry
+//! (served on `/metrics` by the runtime crate).
+
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, exponential_buckets,
+};
+
+/// All gateway metrics; cheap to clone (handles into one registry).
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    /// Gateway calls by protocol (grpc / http), method and status code name.
+    pub requests: IntCounterVec,
+    pub request_seconds: HistogramVec,
+    /// Calls being served now.
+    pub in_flight: IntGauge,
+    /// Downstream calls by service, method and status code name (one per
+    /// attempt).
+    pub downstream_calls: IntCounterVec,
+    pub downstream_seconds: HistogramVec,
+    /// Attempts repeated on another replica after UNAVAILABLE.
+    pub retries: IntCounterVec,
+    /// Times a replica was taken out of rotation after UNAVAILABLE.
+    pub ejections: IntCounterVec,
+    /// Chunks stored by Ingest, by collection.
+    pub chunks_ingested: IntCounterVec,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new_custom(Some("mlmesh_gateway".into()), None)?;
+        let secs = exponential_buckets(0.0001, 2.0, 18)?; // 100 µs … 13 s
+        let m = Self {
+            requests: IntCounterVec::new(
+                Opts::new(
+                    "requests_total",
+                    "Gateway calls by protocol, method and status code",
+                ),
+                &["protocol", "method", "code"],
+            )?,
+            request_seconds: HistogramVec::new(
+                HistogramOpts::new("request_duration_seconds", "Gateway call duration")
+                    .buckets(secs.clone()),
+                &["protocol", "method"],
+            )?,
+            in_flight: IntGauge::new("in_flight", "Gateway calls being served")?,
+            downstream_calls: IntCounterVec::new(
+                Opts::new(
+                    "downstream_requests_total",
+                    "Calls to downstream services by service, method and status code",
+                ),
+                &["service", "method", "code"],
+            )?,
+            downstream_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "downstream_request_duration_seconds",
+                    "Downstream call duration, per attempt",
+                )
+                .buckets(secs),
+                &["service", "method"],
+            )?,
+            retries: IntCounterVec::new(
+                Opts::new("downstream_retries_total", "Retries on another replica"),
+                &["service"],
+            )?,
+            ejections: IntCounterVec::new(
+                Opts::new(
+                    "downstream_ejections_total",
+                    "Replicas taken out of rotation after UNAVAILABLE",
+                ),
+                &["service", "replica"],
+            )?,
+            chunks_ingested: IntCounterVec::new(
+                Opts::new("chunks_ingested_total", "Chunks stored by Ingest"),
+                &["collection"],
+            )?,
+            registry,
+        };
+        m.registry.register(Box::new(m.requests.clone()))?;
+        m.registry.register(Box::new(m.request_seconds.clone()))?;
+        m.registry.register(Box::new(m.in_flight.clone()))?;
+        m.registry.register(Box::new(m.downstream_calls.clone()))?;
+        m.registry
+            .register(Box::new(m.downstream_seconds.clone()))?;
+        m.registry.register(Box::new(m.retries.clone()))?;
+        m.registry.register(Box::new(m.ejections.clone()))?;
+        m.registry.register(Box::new(m.chunks_ingested.clone()))?;
+        Ok(m)
+    }
+}

@@ -1,0 +1,350 @@
+//! Typed settings of the gateway (sections `[server]`, `[telemetry]`,
+//! `[http]`, `[downstream]`, `[chunking]`, `[limits]`, `[rag]`), loaded by
+//! `mlmesh_runtime::settings::load`.
+
+use std::{collections::HashMap, net::SocketAddr, time::Duration};
+
+use mlmesh_runtime::{ServerSettings, SettingsError, TelemetrySettings, settings};
+use serde::{Deserialize, Serialize};
+
+/// Default gRPC, `/metrics` and HTTP ports of the gateway.
+pub const DEFAULT_GRPC_PORT: u16 = 50050;
+pub const DEFAULT_METRICS_PORT: u16 = 9050;
+pub const DEFAULT_HTTP_PORT: u16 = 8080;
+
+/// Everything the gateway can be told.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub telemetry: TelemetrySettings,
+    pub http: HttpSettings,
+    pub downstream: DownstreamSettings,
+    pub chunking: ChunkingSettings,
+    pub limits: LimitSettings,
+    pub rag: RagSettings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            server: ServerSettings::on_ports(DEFAULT_GRPC_PORT, DEFAULT_METRICS_PORT),
+            telemetry: TelemetrySettings::default(),
+            http: HttpSettings::default(),
+            downstream: DownstreamSettings::default(),
+            chunking: ChunkingSettings::default(),
+            limits: LimitSettings::default(),
+            rag: RagSettings::default(),
+        }
+    }
+}
+
+/// Section `[http]`: the HTTP/JSON API.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSettings {
+    /// Address of the HTTP/JSON API; `""` or `off` disables it.
+    #[serde(deserialize_with = "settings::optional_addr")]
+    pub listen: Option<SocketAddr>,
+    /// Largest request body, in bytes; larger ones get 413.
+    pub max_body_bytes: usize,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], DEFAULT_HTTP_PORT))),
+            max_body_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// Section `[downstream]`: where the services the gateway calls are, and
+/// how it calls them.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DownstreamSettings {
+    /// Embedding service replicas (`host:port` or `http://host:port`);
+    /// calls are balanced across them.
+    pub embedding: Vec<String>,
+    /// Vector-search service replicas.
+    pub vector_search: Vec<String>,
+    /// Deadline of a gateway call whose caller sent none, in milliseconds.
+    /// A caller's shorter deadline wins; a longer one is cut to this.
+    pub request_timeout_ms: u64,
+    /// TCP connect timeout per attempt, in milliseconds.
+    pub connect_timeout_ms: u64,
+    /// Attempts per idempotent downstream call (the first included); a
+    /// retry goes to another replica when there is one. Only UNAVAILABLE is
+    /// retried.
+    pub max_attempts: u32,
+    /// A replica that answered UNAVAILABLE is skipped for this long (doubled
+    /// on each further failure, up to 16×) while others are healthy.
+    pub eject_ms: u64,
+}
+
+impl Default for DownstreamSettings {
+    fn default() -> Self {
+        Self {
+            embedding: vec!["127.0.0.1:50051".into()],
+            vector_search: vec!["127.0.0.1:50052".into()],
+            request_timeout_ms: 30_000,
+            connect_timeout_ms: 1_000,
+            max_attempts: 3,
+            eject_ms: 1_000,
+        }
+    }
+}
+
+impl DownstreamSettings {
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+}
+
+/// How documents are cut into chunks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChunkUnit {
+    /// Tokens of the collection's embedding model.
+    #[default]
+    Tokens,
+    /// Unicode characters.
+    Characters,
+}
+
+impl ChunkUnit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChunkUnit::Tokens => "tokens",
+            ChunkUnit::Characters => "characters",
+        }
+    }
+}
+
+/// Section `[chunking]`: defaults for collections created without their own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChunkingSettings {
+    pub unit: ChunkUnit,
+    /// Chunk length in `unit`s.
+    pub size: u32,
+    /// Units shared by consecutive chunks; less than `size`.
+    pub overlap: u32,
+}
+
+impl Default for ChunkingSettings {
+    fn default() -> Self {
+        Self {
+            unit: ChunkUnit::Tokens,
+            size: 128,
+            overlap: 16,
+        }
+    }
+}
+
+/// Section `[limits]`: what one request may ask of the gateway.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitSettings {
+    /// Most documents in one Ingest.
+    pub max_documents: usize,
+    /// Largest document text, in bytes.
+    pub max_document_bytes: usize,
+    /// Most chunks one Ingest may produce, over all its documents.
+    pub max_chunks: usize,
+    /// Largest query text, in bytes.
+    pub max_query_bytes: usize,
+    /// Most hits a Search or RagQuery may ask for.
+    pub max_top_k: u32,
+    /// Gateway calls (gRPC and HTTP) served at once; more get
+    /// RESOURCE_EXHAUSTED / 429 at once instead of queueing.
+    pub max_in_flight: usize,
+    /// Embedding calls one Ingest keeps in flight.
+    pub ingest_concurrency: usize,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self {
+            max_documents: 256,
+            max_document_bytes: 1024 * 1024,
+            max_chunks: 8192,
+            max_query_bytes: 16 * 1024,
+            max_top_k: 100,
+            max_in_flight: 256,
+            ingest_concurrency: 4,
+        }
+    }
+}
+
+/// Section `[rag]`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RagSettings {
+    /// Longest context a RagQuery assembles when the request does not say,
+    /// in characters.
+    pub max_context_chars: u32,
+    /// Chunks a RagQuery retrieves when the request does not say.
+    pub default_top_k: u32,
+}
+
+impl Default for RagSettings {
+    fn default() -> Self {
+        Self {
+            max_context_chars: 4000,
+            default_top_k: 5,
+        }
+    }
+}
+
+fn invalid(key: &str, reason: impl Into<String>) -> SettingsError {
+    SettingsError::Value {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+impl Settings {
+    /// Compiled defaults → `file` → `MLMESH_*` entries of `env`, validated.
+    /// Endpoint lists come from the environment comma-separated
+    /// (`MLMESH_DOWNSTREAM__EMBEDDING=10.0.0.1:50051,10.0.0.2:50051`).
+    pub fn load(
+        file: Option<&std::path::Path>,
+        env: HashMap<String, String>,
+    ) -> Result<Self, SettingsError> {
+        let s: Self = settings::load(
+            file,
+            env,
+            &["downstream.embedding", "downstream.vector_search"],
+        )?;
+        s.validate()?;
+        Ok(s)
+    }
+
+    /// Checks values no type can express.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        self.server.validate()?;
+        let d = &self.downstream;
+        for (key, list) in [
+            ("downstream.embedding", &d.embedding),
+            ("downstream.vector_search", &d.vector_search),
+        ] {
+            if list.is_empty() {
+                return Err(invalid(key, "at least one address is required"));
+            }
+            for a in list {
+                crate::downstream::endpoint_uri(a).map_err(|reason| invalid(key, reason))?;
+            }
+        }
+        if d.max_attempts == 0 {
+            return Err(invalid("downstream.max_attempts", "must be at least 1"));
+        }
+        if d.request_timeout_ms == 0 {
+            return Err(invalid("downstream.request_timeout_ms", "must be positive"));
+        }
+        let c = &self.chunking;
+        if c.size == 0 {
+            return Err(invalid("chunking.size", "must be at least 1"));
+        }
+        if c.overlap >= c.size {
+            return Err(invalid(
+                "chunking.overlap",
+                format!("{} must be less than chunking.size ({})", c.overlap, c.size),
+            ));
+        }
+        let l = &self.limits;
+        for (key, v) in [
+            ("limits.max_documents", l.max_documents),
+            ("limits.max_document_bytes", l.max_document_bytes),
+            ("limits.max_chunks", l.max_chunks),
+            ("limits.max_query_bytes", l.max_query_bytes),
+            ("limits.max_top_k", l.max_top_k as usize),
+            ("limits.max_in_flight", l.max_in_flight),
+            ("limits.ingest_concurrency", l.ingest_concurrency),
+        ] {
+            if v == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        if self.rag.default_top_k == 0 || self.rag.default_top_k > l.max_top_k {
+            return Err(invalid(
+                "rag.default_top_k",
+                format!("must be 1 to limits.max_top_k ({})", l.max_top_k),
+            ));
+        }
+        if self.http.max_body_bytes < 1024 {
+            return Err(invalid("http.max_body_bytes", "below the minimum of 1024"));
+        }
+        Ok(())
+    }
+
+    /// Settings for tests: every listener on `127.0.0.1:0`, downstream
+    /// services at the given addresses.
+    pub fn for_tests(embedding: Vec<String>, vector_search: Vec<String>) -> Self {
+        Self {
+            server: ServerSettings::ephemeral(),
+            http: HttpSettings {
+                listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+                ..HttpSettings::default()
+            },
+            downstream: DownstreamSettings {
+                embedding,
+                vector_search,
+                ..DownstreamSettings::default()
+            },
+            ..Self::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn endpoint_lists_come_from_the_environment() {
+        let s = Settings::load(
+            None,
+            env(&[
+                ("MLMESH_DOWNSTREAM__EMBEDDING", "10.0.0.1:1,http://e2:2"),
+                ("MLMESH_CHUNKING__UNIT", "characters"),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(s.downstream.embedding, ["10.0.0.1:1", "http://e2:2"]);
+        assert_eq!(s.downstream.vector_search, ["127.0.0.1:50052"]);
+        assert_eq!(s.chunking.unit, ChunkUnit::Characters);
+        assert_eq!(s.server.listen.port(), DEFAULT_GRPC_PORT);
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        for (k, v, key) in [
+            ("MLMESH_CHUNKING__OVERLAP", "500", "chunking.overlap"),
+            (
+                "MLMESH_DOWNSTREAM__VECTOR_SEARCH",
+                "not a uri",
+                "downstream.vector_search",
+            ),
+            ("MLMESH_LIMITS__MAX_TOP_K", "0", "limits.max_top_k"),
+            (
+                "MLMESH_DOWNSTREAM__MAX_ATTEMPTS",
+                "0",
+                "downstream.max_attempts",
+            ),
+        ] {
+            let e = Settings::load(None, env(&[(k, v)]))
+                .expect_err(k)
+                .to_string();
+            assert!(e.contains(key), "{k}: {e}");
+        }
+    }
+}
