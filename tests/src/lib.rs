@@ -208,3 +208,138 @@ impl Drop for Service {
         let _ = self.child.wait();
     }
 }
+
+/// A minimal blocking HTTP/1.1 client with keep-alive, for the gateway's
+/// JSON API in tests and the load generator (no HTTP client crate needed).
+#[derive(Debug)]
+pub struct HttpClient {
+    addr: SocketAddr,
+    conn: Option<BufReader<std::net::TcpStream>>,
+}
+
+impl HttpClient {
+    pub fn new(addr: SocketAddr) -> Self {
+        Self { addr, conn: None }
+    }
+
+    /// Sends one request; returns the status and the body. Reconnects once
+    /// if the kept-alive connection was closed.
+    pub fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> std::io::Result<(u16, Vec<u8>)> {
+        match self.try_request(method, path, headers, body) {
+            Ok(r) => Ok(r),
+            Err(_) => {
+                self.conn = None;
+                self.try_request(method, path, headers, body)
+            }
+        }
+    }
+
+    fn try_request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> std::io::Result<(u16, Vec<u8>)> {
+        use std::io::{Read as _, Write as _};
+        if self.conn.is_none() {
+            let s = std::net::TcpStream::connect(self.addr)?;
+            s.set_nodelay(true)?;
+            s.set_read_timeout(Some(Duration::from_secs(120)))?;
+            self.conn = Some(BufReader::new(s));
+        }
+        let conn = self.conn.as_mut().ok_or(std::io::ErrorKind::NotConnected)?;
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n",
+            self.addr,
+            body.len()
+        );
+        if !body.is_empty() {
+            head.push_str("Content-Type: application/json\r\n");
+        }
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        let mut out = head.into_bytes();
+        out.extend_from_slice(body);
+        conn.get_mut().write_all(&out)?;
+        let mut status_line = String::new();
+        if conn.read_line(&mut status_line)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        let status: u16 = status_line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or(std::io::ErrorKind::InvalidData)?;
+        let mut len = 0usize;
+        let mut chunked = false;
+        loop {
+            let mut line = String::new();
+            conn.read_line(&mut line)?;
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                let k = k.trim().to_ascii_lowercase();
+                if k == "content-length" {
+                    len = v
+                        .trim()
+                        .parse()
+                        .map_err(|_| std::io::ErrorKind::InvalidData)?;
+                } else if k == "transfer-encoding" && v.trim().eq_ignore_ascii_case("chunked") {
+                    chunked = true;
+                }
+            }
+        }
+        let mut data = Vec::new();
+        if chunked {
+            loop {
+                let mut size = String::new();
+                conn.read_line(&mut size)?;
+                let n = usize::from_str_radix(size.trim(), 16)
+                    .map_err(|_| std::io::ErrorKind::InvalidData)?;
+                let mut part = vec![0; n + 2];
+                conn.read_exact(&mut part)?;
+                if n == 0 {
+                    break;
+                }
+                data.extend_from_slice(&part[..n]);
+            }
+        } else {
+            data.resize(len, 0);
+            conn.read_exact(&mut data)?;
+        }
+        Ok((status, data))
+    }
+
+    /// `POST path` with a JSON body; the status and the parsed JSON answer.
+    pub fn post_json(&mut self, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+        self.json("POST", path, Some(body))
+    }
+
+    /// Any method, optional JSON body; panics on transport errors (tests).
+    pub fn json(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+        let (status, data) = self
+            .request(method, path, &[], &bytes)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let v = serde_json::from_slice(&data).unwrap_or_else(|_| {
+            serde_json::Value::String(String::from_utf8_lossy(&data).into_owned())
+        });
+        (status, v)
+    }
+}

@@ -339,7 +339,12 @@ impl Pool {
                             .inc();
                     }
                 }
-                Ok(Err(status)) if status.code() == Code::DeadlineExceeded => {
+                // tonic's client-side timer (from the request's timeout)
+                // answers CANCELLED "Timeout expired": the deadline passed.
+                Ok(Err(status))
+                    if status.code() == Code::DeadlineExceeded
+                        || (status.code() == Code::Cancelled && deadline.remaining().is_zero()) =>
+                {
                     return Err(DownstreamError::DeadlineExceeded {
                         service: self.service,
                     });

@@ -56,8 +56,20 @@ impl GatewayError {
     pub fn field(&self) -> Option<&str> {
         match self {
             GatewayError::Invalid { field, .. } => Some(field),
-            GatewayError::ModelNotFound { .. } => Some("model"),
+            _ if self.is_model_not_found() => Some("model"),
             _ => None,
+        }
+    }
+
+    /// An unknown model, whether the gateway or the embedding service found
+    /// out (OpenAI clients look for `model_not_found`).
+    pub fn is_model_not_found(&self) -> bool {
+        match self {
+            GatewayError::ModelNotFound { .. } => true,
+            GatewayError::Downstream(DownstreamError::Status { service, status }) => {
+                *service == "embedding" && status.code() == Code::NotFound
+            }
+            _ => false,
         }
     }
 }

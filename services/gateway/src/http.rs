@@ -86,9 +86,10 @@ fn error_response(status: StatusCode, code: &str, message: &str, param: Option<&
 
 fn gateway_error(e: &GatewayError) -> Response {
     let code = e.code();
-    let name = match e {
-        GatewayError::ModelNotFound { .. } => "model_not_found".to_owned(),
-        _ => mlmesh_runtime::code_name(code).to_ascii_lowercase(),
+    let name = if e.is_model_not_found() {
+        "model_not_found".to_owned()
+    } else {
+        mlmesh_runtime::code_name(code).to_ascii_lowercase()
     };
     error_response(status_of(code), &name, &e.to_string(), e.field())
 }
