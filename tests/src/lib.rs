@@ -99,6 +99,8 @@ pub struct Service {
     pub child: Child,
     pub addr: SocketAddr,
     pub metrics_addr: Option<SocketAddr>,
+    /// The gateway's HTTP/JSON address, when it logged one.
+    pub http_addr: Option<SocketAddr>,
     /// Every log line, as JSON, collected in the background.
     pub logs: mpsc::Receiver<String>,
     pub started_in: Duration,
@@ -131,6 +133,7 @@ impl Service {
             }
         });
         let deadline = Instant::now() + Duration::from_secs(60);
+        let mut http_addr = None;
         loop {
             let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
             else {
@@ -141,6 +144,9 @@ impl Service {
             let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
                 continue;
             };
+            if v["message"] == "HTTP API listening" {
+                http_addr = v["http"].as_str().and_then(|a| a.parse().ok());
+            }
             if v["message"] == "gRPC server listening" {
                 let addr = v["addr"]
                     .as_str()
@@ -157,6 +163,7 @@ impl Service {
                     child,
                     addr,
                     metrics_addr,
+                    http_addr,
                     logs: rx,
                     started_in: t0.elapsed(),
                 };
@@ -341,5 +348,48 @@ impl HttpClient {
             serde_json::Value::String(String::from_utf8_lossy(&data).into_owned())
         });
         (status, v)
+    }
+}
+
+/// The three services as separate processes: embedding, vector-search (on a
+/// fresh data folder) and the gateway pointed at both, all on ephemeral
+/// ports. `env` is given to each.
+pub struct MeshProcesses {
+    pub embedding: Service,
+    pub vector: Service,
+    pub gateway: Service,
+    pub data: TempDir,
+}
+
+impl MeshProcesses {
+    pub fn start(env: &[(&str, String)]) -> Self {
+        let data = TempDir::new("mesh");
+        let embedding = Service::start("mlmesh-embedding", env);
+        let mut venv = env.to_vec();
+        venv.push(("MLMESH_VECTOR__DATA_DIR", data.path().display().to_string()));
+        let vector = Service::start("mlmesh-vector-search", &venv);
+        let mut genv = env.to_vec();
+        genv.push(("MLMESH_HTTP__LISTEN", "127.0.0.1:0".into()));
+        genv.push(("MLMESH_DOWNSTREAM__EMBEDDING", embedding.addr.to_string()));
+        genv.push(("MLMESH_DOWNSTREAM__VECTOR_SEARCH", vector.addr.to_string()));
+        let gateway = Service::start("mlmesh-gateway", &genv);
+        assert!(
+            gateway.http_addr.is_some(),
+            "the gateway logged no HTTP address"
+        );
+        Self {
+            embedding,
+            vector,
+            gateway,
+            data,
+        }
+    }
+
+    /// SIGTERM to all three, gateway first; each must exit 0 within 30 s.
+    pub fn stop(mut self) {
+        for s in [&mut self.gateway, &mut self.vector, &mut self.embedding] {
+            s.terminate();
+            assert_eq!(s.wait(Duration::from_secs(30)), Some(0), "clean exit");
+        }
     }
 }

@@ -103,10 +103,13 @@ impl Application {
         let http_task = self.http.map(|listener| {
             let router = http::router(Arc::clone(&self.core));
             let stop = shutdown.clone();
-            let addr = listener.local_addr().ok();
+            // Logged before the gRPC "listening" line, so whoever waits
+            // for that one has seen this one too.
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(http = %addr, "HTTP API listening");
+            }
             tokio::spawn(async move {
                 use axum::serve::ListenerExt as _;
-                tracing::info!(?addr, "HTTP API listening");
                 let listener = listener.tap_io(|tcp| {
                     if let Err(e) = tcp.set_nodelay(true) {
                         tracing::debug!(error = %e, "set_nodelay failed");
