@@ -2,15 +2,15 @@
 CARGO ?= cargo
 # Default addresses of the services started by `make run`.
 LISTEN ?= 127.0.0.1:50051
-METRICS_LISTEN ?= 127.0.0.1:9051
 VECTOR_LISTEN ?= 127.0.0.1:50052
-VECTOR_METRICS_LISTEN ?= 127.0.0.1:9052
 VECTOR_DATA_DIR ?= .cache/mlmesh/vector-data
+GATEWAY_LISTEN ?= 127.0.0.1:50050
+HTTP_LISTEN ?= 127.0.0.1:8080
 
-.PHONY: run test models build check fmt clippy bench bench-embed bench-vector help
+.PHONY: run test models build check fmt clippy bench bench-embed bench-vector bench-gateway help
 
 help:
-	@echo "make run    set up (models, release build) and start embedding on $(LISTEN) and vector-search on $(VECTOR_LISTEN)"
+	@echo "make run    set up (models, release build), start the mesh (gateway gRPC $(GATEWAY_LISTEN), HTTP $(HTTP_LISTEN)), load the demo corpus"
 	@echo "make test   set up and run fmt check, clippy -D warnings and every test"
 	@echo "make bench  load-generate: embedding vs. in-process ONNX Runtime, vector-search vs. exact scan"
 
@@ -21,12 +21,11 @@ models:
 build: models
 	$(CARGO) build --release --workspace --bins
 
-# Both services in the foreground process group: Ctrl-C reaches each, and
-# each drains and exits on its own.
+# The mesh launcher (cli/): starts embedding, vector-search and gateway as
+# processes, waits until they serve, loads the demo corpus (these docs),
+# prints curl examples; Ctrl-C stops all three cleanly.
 run: build
-	$(CARGO) run --release -q -p mlmesh-vector-search -- --listen $(VECTOR_LISTEN) --metrics-listen $(VECTOR_METRICS_LISTEN) --data-dir $(VECTOR_DATA_DIR) & \
-	$(CARGO) run --release -q -p mlmesh-embedding -- --listen $(LISTEN) --metrics-listen $(METRICS_LISTEN) & \
-	wait
+	$(CARGO) run --release -q -p mlmesh-cli -- up --gateway $(GATEWAY_LISTEN) --http $(HTTP_LISTEN) --embedding $(LISTEN) --vector-search $(VECTOR_LISTEN) --data-dir $(VECTOR_DATA_DIR)
 
 fmt:
 	$(CARGO) fmt --all -- --check
@@ -41,10 +40,15 @@ test: models fmt clippy
 
 BENCH_ARGS ?= --concurrency 1,4,16 --batch 1,32 --duration 10
 VECTOR_BENCH_ARGS ?= --points 10000,100000 --dim 384 --concurrency 1,8 --duration 6
-bench: bench-embed bench-vector
+GATEWAY_BENCH_ARGS ?= --concurrency 1,8 --duration 6 --rounds 3
+bench: bench-embed bench-vector bench-gateway
 
 bench-embed: models
 	$(CARGO) run --release -q -p mlmesh-bench -- embed $(BENCH_ARGS)
 
 bench-vector:
 	$(CARGO) run --release -q -p mlmesh-bench -- vector $(VECTOR_BENCH_ARGS)
+
+# Needs the release binaries beside the load generator.
+bench-gateway: build
+	$(CARGO) run --release -q -p mlmesh-bench -- gateway $(GATEWAY_BENCH_ARGS)

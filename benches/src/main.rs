@@ -8,8 +8,11 @@
 //! process's readiness time and RSS are measured too.
 //!
 //! `mlmesh-bench vector` does the same for the vector-search service against
-//! an exact in-process scan (see [`vector`]).
+//! an exact in-process scan (see [`vector`]), and `mlmesh-bench gateway`
+//! measures the gateway hop against calling the services directly (see
+//! [`gateway`]).
 
+mod gateway;
 mod vector;
 
 use std::{
@@ -40,6 +43,8 @@ enum Workload {
     Embed(EmbedArgs),
     /// Vector search: service over gRPC vs. an exact in-process scan.
     Vector(vector::VectorArgs),
+    /// Gateway: embed and search through the gateway vs. the services directly.
+    Gateway(gateway::GatewayArgs),
 }
 
 #[derive(Parser)]
@@ -73,7 +78,7 @@ struct EmbedArgs {
 }
 
 /// Short sentences, as in a typical semantic-search query load.
-const TEXTS: &[&str] = &[
+pub(crate) const TEXTS: &[&str] = &[
     "How do I reset my password?",
     "The quick brown fox jumps over the lazy dog.",
     "Best practices for deploying gRPC services on Kubernetes.",
@@ -251,6 +256,7 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().workload {
         Workload::Embed(args) => embed(args).await,
         Workload::Vector(args) => vector::run(args).await,
+        Workload::Gateway(args) => gateway::run(args).await,
     }
 }
 

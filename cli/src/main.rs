@@ -1,0 +1,370 @@
+//! `mlmesh`: the mesh launcher. `mlmesh up` starts the embedding,
+//! vector-search and gateway binaries (built beside it) as separate
+//! processes on their default addresses, waits until the gateway can reach
+//! both, ingests mlmesh's own docs as a demo collection, prints copy-paste
+//! examples, and on Ctrl-C / SIGTERM stops every process cleanly.
+//!
+//! Processes rather than one binary: it is the deployment shape (each
+//! service scales on its own), so what `make run` shows is what runs in a
+//! cluster.
+
+use std::{
+    io::{BufRead as _, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+use mlmesh_proto::{
+    embedding::v1::EmbedRequest,
+    gateway::v1::{self as gw, gateway_client::GatewayClient},
+};
+use mlmesh_runtime::shutdown::signal;
+
+#[derive(Parser, Debug)]
+#[command(name = "mlmesh", version, about = "The mlmesh launcher")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Start embedding, vector-search and gateway; load the demo corpus.
+    Up(Up),
+}
+
+#[derive(clap::Args, Debug)]
+struct Up {
+    /// Gateway gRPC address.
+    #[arg(long, default_value = "127.0.0.1:50050")]
+    gateway: String,
+    /// Gateway HTTP/JSON address.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    http: String,
+    /// Embedding service address.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    embedding: String,
+    /// Vector-search service address.
+    #[arg(long, default_value = "127.0.0.1:50052")]
+    vector_search: String,
+    /// Vector-search data folder.
+    #[arg(long, default_value = ".cache/mlmesh/vector-data")]
+    data_dir: PathBuf,
+    /// Collection the demo corpus goes into (replaced on every start).
+    #[arg(long, default_value = "mlmesh-docs")]
+    demo_collection: String,
+    /// Start the services only; no demo corpus.
+    #[arg(long)]
+    no_demo: bool,
+    /// Log filter for the services (RUST_LOG, when set, wins).
+    #[arg(long, default_value = "warn,mlmesh_runtime=info")]
+    log_level: String,
+}
+
+/// The demo corpus: mlmesh's own docs, compiled in so `mlmesh up` works
+/// from any folder.
+const DEMO: &[(&str, &str)] = &[
+    ("README.md", include_str!("../../README.md")),
+    ("ARCHITECTURE.md", include_str!("../../ARCHITECTURE.md")),
+];
+
+struct Proc {
+    name: &'static str,
+    child: Child,
+}
+
+/// A binary built beside this one (`target/<profile>/`).
+fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating the mlmesh binary")?;
+    let dir = exe.parent().unwrap_or(Path::new("."));
+    let path = dir.join(name);
+    if !path.is_file() {
+        bail!(
+            "{} not found: build the services first (`cargo build --release --workspace --bins`, which `make run` does)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+fn spawn(
+    name: &'static str,
+    args: &[String],
+    env: &[(&str, String)],
+    log: &str,
+) -> anyhow::Result<Proc> {
+    let mut cmd = Command::new(sibling(name)?);
+    cmd.args(args)
+        .env("MLMESH_TELEMETRY__LOG_LEVEL", log)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().with_context(|| format!("starting {name}"))?;
+    let label = name.trim_start_matches("mlmesh-");
+    // Prefix each service's output so the interleaved logs stay readable.
+    for stream in [
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                eprintln!("[{label:>13}] {line}");
+            }
+        });
+    }
+    Ok(Proc { name, child })
+}
+
+/// SIGTERM to each process, then wait for all (killing any still running
+/// after `grace`).
+fn stop_all(procs: &mut [Proc], grace: Duration) {
+    for p in procs.iter() {
+        let _ = Command::new("kill")
+            .args(["-TERM", &p.child.id().to_string()])
+            .status();
+    }
+    let deadline = Instant::now() + grace;
+    for p in procs.iter_mut() {
+        loop {
+            match p.child.try_wait() {
+                Ok(Some(status)) => {
+                    eprintln!("mlmesh: {} stopped ({status})", p.name);
+                    break;
+                }
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                _ => {
+                    eprintln!("mlmesh: {} did not stop in time; killing it", p.name);
+                    let _ = p.child.kill();
+                    let _ = p.child.wait();
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Waits until the gateway answers a real embed and a collection listing
+/// (so both downstream services are up), or a process dies.
+async fn wait_ready(
+    procs: &mut [Proc],
+    gateway: &str,
+) -> anyhow::Result<GatewayClient<tonic::transport::Channel>> {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut last = String::from("not started");
+    loop {
+        for p in procs.iter_mut() {
+            if let Some(status) = p.child.try_wait()? {
+                bail!(
+                    "{} exited during start-up ({status}); see its log above",
+                    p.name
+                );
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("the mesh was not ready within 180 s: {last}");
+        }
+        match GatewayClient::connect(format!("http://{gateway}")).await {
+            Ok(mut c) => {
+                let embed = c
+                    .embed(EmbedRequest {
+                        inputs: vec!["ready?".into()],
+                        ..Default::default()
+                    })
+                    .await;
+                let list = c.list_collections(gw::ListCollectionsRequest {}).await;
+                match (embed, list) {
+                    (Ok(_), Ok(_)) => return Ok(c),
+                    (Err(e), _) | (_, Err(e)) => last = e.message().to_owned(),
+                }
+            }
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn load_demo(
+    c: &mut GatewayClient<tonic::transport::Channel>,
+    name: &str,
+) -> anyhow::Result<u64> {
+    // Replace, so every start has exactly the current docs.
+    let _ = c
+        .delete_collection(gw::DeleteCollectionRequest { name: name.into() })
+        .await;
+    c.create_collection(gw::CreateCollectionRequest {
+        name: name.into(),
+        ..Default::default()
+    })
+    .await
+    .context("creating the demo collection")?;
+    let documents = DEMO
+        .iter()
+        .map(|(id, text)| gw::Document {
+            id: (*id).into(),
+            text: (*text).into(),
+            metadata: None,
+        })
+        .collect();
+    let r = c
+        .ingest(gw::IngestRequest {
+            collection: name.into(),
+            documents,
+            chunking: None,
+        })
+        .await
+        .context("ingesting the demo corpus")?
+        .into_inner();
+    Ok(r.chunks)
+}
+
+fn examples(u: &Up) -> String {
+    let http = &u.http;
+    let coll = &u.demo_collection;
+    format!(
+        r#"
+mlmesh is up. Try:
+
+  # semantic search over mlmesh's own docs
+  curl -s http://{http}/v1/collections/{coll}/search \
+    -H 'content-type: application/json' \
+    -d '{{"query": "how do I run the tests?", "limit": 3}}'
+
+  # RAG retrieval: the context to give a text generator, with sources
+  curl -s http://{http}/v1/rag/query -H 'content-type: application/json' \
+    -d '{{"collection": "{coll}", "query": "what happens on SIGTERM?", "top_k": 3}}'
+
+  # OpenAI-compatible embeddings
+  curl -s http://{http}/v1/embeddings -H 'content-type: application/json' \
+    -d '{{"input": ["hello world"], "model": "all-MiniLM-L6-v2"}}'
+
+  # gRPC (reflection is on)
+  grpcurl -plaintext -d '{{"collection": "{coll}", "query": "chunking", "limit": 2}}' \
+    {grpc} mlmesh.gateway.v1.Gateway/Search
+
+  readiness: curl -s http://{http}/readyz     metrics: curl -s http://127.0.0.1:9050/metrics
+
+Ctrl-C stops all three services.
+"#,
+        grpc = u.gateway
+    )
+}
+
+async fn up(u: Up) -> anyhow::Result<()> {
+    let log = std::env::var("RUST_LOG").unwrap_or_else(|_| u.log_level.clone());
+    let mut procs = Vec::new();
+    let started = async {
+        procs.push(spawn(
+            "mlmesh-embedding",
+            &[
+                "--listen".into(),
+                u.embedding.clone(),
+                "--metrics-listen".into(),
+                "127.0.0.1:9051".into(),
+            ],
+            &[],
+            &log,
+        )?);
+        procs.push(spawn(
+            "mlmesh-vector-search",
+            &[
+                "--listen".into(),
+                u.vector_search.clone(),
+                "--metrics-listen".into(),
+                "127.0.0.1:9052".into(),
+                "--data-dir".into(),
+                u.data_dir.display().to_string(),
+            ],
+            &[],
+            &log,
+        )?);
+        procs.push(spawn(
+            "mlmesh-gateway",
+            &[
+                "--listen".into(),
+                u.gateway.clone(),
+                "--metrics-listen".into(),
+                "127.0.0.1:9050".into(),
+                "--http-listen".into(),
+                u.http.clone(),
+            ],
+            &[
+                ("MLMESH_DOWNSTREAM__EMBEDDING", u.embedding.clone()),
+                ("MLMESH_DOWNSTREAM__VECTOR_SEARCH", u.vector_search.clone()),
+            ],
+            &log,
+        )?);
+        eprintln!(
+            "mlmesh: starting embedding, vector-search and gateway; waiting until they serve…"
+        );
+        let mut client = wait_ready(&mut procs, &u.gateway).await?;
+        if !u.no_demo {
+            let t0 = Instant::now();
+            let chunks = load_demo(&mut client, &u.demo_collection).await?;
+            eprintln!(
+                "mlmesh: demo corpus ({} docs, {chunks} chunks) loaded into {:?} in {:.1} s",
+                DEMO.len(),
+                u.demo_collection,
+                t0.elapsed().as_secs_f64()
+            );
+        }
+        println!("{}", examples(&u));
+        anyhow::Ok(())
+    };
+    // Ctrl-C during start-up stops everything too.
+    let result = tokio::select! {
+        r = started => Some(r),
+        () = signal() => None,
+    };
+    match result {
+        Some(Ok(())) => {}
+        Some(Err(e)) => {
+            stop_all(&mut procs, Duration::from_secs(35));
+            return Err(e);
+        }
+        None => {
+            stop_all(&mut procs, Duration::from_secs(35));
+            return Ok(());
+        }
+    }
+    // Run until a signal or until one service dies.
+    loop {
+        tokio::select! {
+            () = signal() => break,
+            () = tokio::time::sleep(Duration::from_millis(500)) => {
+                let dead = procs
+                    .iter_mut()
+                    .find_map(|p| matches!(p.child.try_wait(), Ok(Some(_))).then_some(p.name));
+                if let Some(name) = dead {
+                    stop_all(&mut procs, Duration::from_secs(35));
+                    bail!("{name} exited; stopped the others");
+                }
+            }
+        }
+    }
+    eprintln!("mlmesh: stopping (each service drains its in-flight calls)…");
+    stop_all(&mut procs, Duration::from_secs(35));
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Cmd::Up(u) => up(u).await,
+    }
+}
