@@ -60,7 +60,7 @@ struct Up {
     #[arg(long)]
     no_demo: bool,
     /// Log filter for the services (RUST_LOG, when set, wins).
-    #[arg(long, default_value = "warn,mlmesh_runtime=info")]
+    #[arg(long, default_value = "warn,mlmesh_runtime=info,qdrant_edge=error")]
     log_level: String,
 }
 
@@ -164,6 +164,7 @@ fn stop_all(procs: &mut [Proc], grace: Duration) {
 async fn wait_ready(
     procs: &mut [Proc],
     gateway: &str,
+    downstream: [&str; 2],
 ) -> anyhow::Result<GatewayClient<tonic::transport::Channel>> {
     let deadline = Instant::now() + Duration::from_secs(180);
     let mut last = String::from("not started");
@@ -178,6 +179,20 @@ async fn wait_ready(
         }
         if Instant::now() > deadline {
             bail!("the mesh was not ready within 180 s: {last}");
+        }
+        // Each service binds only once it can serve (models loaded,
+        // collections opened): probe their ports before asking the gateway,
+        // so start-up does not fill the log with its retries.
+        let mut listening = true;
+        for addr in downstream {
+            if tokio::net::TcpStream::connect(addr).await.is_err() {
+                listening = false;
+                last = format!("{addr} is not listening yet");
+            }
+        }
+        if !listening {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            continue;
         }
         match GatewayClient::connect(format!("http://{gateway}")).await {
             Ok(mut c) => {
@@ -312,7 +327,8 @@ async fn up(u: Up) -> anyhow::Result<()> {
         eprintln!(
             "mlmesh: starting embedding, vector-search and gateway; waiting until they serve…"
         );
-        let mut client = wait_ready(&mut procs, &u.gateway).await?;
+        let mut client =
+            wait_ready(&mut procs, &u.gateway, [&u.embedding, &u.vector_search]).await?;
         if !u.no_demo {
             let t0 = Instant::now();
             let chunks = load_demo(&mut client, &u.demo_collection).await?;

@@ -1,25 +1,16 @@
 //! `mlmesh-embedding`: the embedding service binary.
 
-use std::{net::SocketAddr, path::PathBuf};
-
 use anyhow::Context as _;
 use clap::Parser;
 use mlmesh_embedding::{Application, Settings};
+use mlmesh_runtime::cli::ServerArgs;
 
 /// Sentence embeddings from ONNX models over gRPC (mlmesh.embedding.v1).
 #[derive(Parser, Debug)]
 #[command(name = "mlmesh-embedding", version, after_long_help = SETTINGS_HELP)]
 struct Args {
-    /// Settings file (TOML), layered over the compiled
-    /// defaults and under `MLMESH_*` environment variables.
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// gRPC listen address; overrides `server.listen`.
-    #[arg(long, value_name = "ADDR")]
-    listen: Option<SocketAddr>,
-    /// Prometheus /metrics listen address; overrides `server.metrics_listen`.
-    #[arg(long, value_name = "ADDR")]
-    metrics_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    server: ServerArgs,
 }
 
 const SETTINGS_HELP: &str = "\
@@ -48,14 +39,9 @@ Trace export: OTEL_EXPORTER_OTLP_ENDPOINT (off when unset), OTEL_SERVICE_NAME.";
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let mut settings = Settings::load(args.config.as_deref(), std::env::vars().collect())
+    let mut settings = Settings::load(args.server.config.as_deref(), std::env::vars().collect())
         .context("loading settings")?;
-    if let Some(listen) = args.listen {
-        settings.server.listen = listen;
-    }
-    if let Some(m) = args.metrics_listen {
-        settings.server.metrics_listen = Some(m);
-    }
+    args.server.apply(&mut settings.server);
     let _telemetry = mlmesh_runtime::telemetry::init("mlmesh-embedding", &settings.telemetry)?;
     tracing::info!(?settings, "starting");
     let app = Application::build(settings)

@@ -1,25 +1,18 @@
 //! `mlmesh-gateway`: the gateway binary.
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::net::SocketAddr;
 
 use anyhow::Context as _;
 use clap::Parser;
 use mlmesh_gateway::{Application, Settings};
+use mlmesh_runtime::cli::ServerArgs;
 
 /// The mlmesh front door: gRPC (mlmesh.gateway.v1) and HTTP/JSON.
 #[derive(Parser, Debug)]
 #[command(name = "mlmesh-gateway", version, after_long_help = SETTINGS_HELP)]
 struct Args {
-    /// Settings file (TOML), layered over the compiled
-    /// defaults and under `MLMESH_*` environment variables.
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// gRPC listen address; overrides `server.listen`.
-    #[arg(long, value_name = "ADDR")]
-    listen: Option<SocketAddr>,
-    /// Prometheus /metrics listen address; overrides `server.metrics_listen`.
-    #[arg(long, value_name = "ADDR")]
-    metrics_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    server: ServerArgs,
     /// HTTP/JSON listen address; overrides `http.listen`.
     #[arg(long, value_name = "ADDR")]
     http_listen: Option<SocketAddr>,
@@ -60,14 +53,9 @@ Trace export: OTEL_EXPORTER_OTLP_ENDPOINT (off when unset), OTEL_SERVICE_NAME.";
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let mut settings = Settings::load(args.config.as_deref(), std::env::vars().collect())
+    let mut settings = Settings::load(args.server.config.as_deref(), std::env::vars().collect())
         .context("loading settings")?;
-    if let Some(listen) = args.listen {
-        settings.server.listen = listen;
-    }
-    if let Some(m) = args.metrics_listen {
-        settings.server.metrics_listen = Some(m);
-    }
+    args.server.apply(&mut settings.server);
     if let Some(h) = args.http_listen {
         settings.http.listen = Some(h);
     }

@@ -1,25 +1,18 @@
 //! `mlmesh-vector-search`: the vector-search service binary.
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Parser;
+use mlmesh_runtime::cli::ServerArgs;
 use mlmesh_vector_search::{Application, Settings};
 
 /// Vector collections and nearest-neighbour search over gRPC (mlmesh.vector.v1).
 #[derive(Parser, Debug)]
 #[command(name = "mlmesh-vector-search", version, after_long_help = SETTINGS_HELP)]
 struct Args {
-    /// Settings file (TOML), layered over the compiled
-    /// defaults and under `MLMESH_*` environment variables.
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// gRPC listen address; overrides `server.listen`.
-    #[arg(long, value_name = "ADDR")]
-    listen: Option<SocketAddr>,
-    /// Prometheus /metrics listen address; overrides `server.metrics_listen`.
-    #[arg(long, value_name = "ADDR")]
-    metrics_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    server: ServerArgs,
     /// Data folder of the embedded engine; overrides `vector.data_dir`.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
@@ -58,14 +51,9 @@ Trace export: OTEL_EXPORTER_OTLP_ENDPOINT (off when unset), OTEL_SERVICE_NAME.";
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let mut settings = Settings::load(args.config.as_deref(), std::env::vars().collect())
+    let mut settings = Settings::load(args.server.config.as_deref(), std::env::vars().collect())
         .context("loading settings")?;
-    if let Some(listen) = args.listen {
-        settings.server.listen = listen;
-    }
-    if let Some(m) = args.metrics_listen {
-        settings.server.metrics_listen = Some(m);
-    }
+    args.server.apply(&mut settings.server);
     if let Some(d) = args.data_dir {
         settings.vector.data_dir = d;
     }

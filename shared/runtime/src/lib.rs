@@ -6,6 +6,7 @@
 //! that every service starts, reports and stops the same way.
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod limits;
 pub mod propagation;
 pub mod server;
