@@ -251,7 +251,7 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
     let mesh = tokio::task::spawn_blocking(|| {
         MeshProcesses::start(&[(
             "MLMESH_TELEMETRY__LOG_LEVEL",
-            "warn,mlmesh_runtime=info".into(),
+            "warn,mlmesh_runtime=info,mlmesh_gateway=info".into(),
         )])
     })
     .await?;
@@ -269,19 +269,21 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
         ..Default::default()
     })
     .await?;
-    let documents = (0..400)
-        .map(|i| gw::Document {
-            id: format!("d{i}"),
-            text: format!("{} (variant {i})", TEXTS[i % TEXTS.len()]),
-            metadata: None,
+    for part in 0..2 {
+        let documents = (part * 200..(part + 1) * 200)
+            .map(|i| gw::Document {
+                id: format!("d{i}"),
+                text: format!("{} (variant {i})", TEXTS[i % TEXTS.len()]),
+                metadata: None,
+            })
+            .collect();
+        g.ingest(gw::IngestRequest {
+            collection: COLLECTION.into(),
+            documents,
+            chunking: None,
         })
-        .collect();
-    g.ingest(gw::IngestRequest {
-        collection: COLLECTION.into(),
-        documents,
-        chunking: None,
-    })
-    .await?;
+        .await?;
+    }
 
     println!(
         "\nrounds: {} alternating slices of {:.1} s per path; one text per call; search top-5 over 400 chunks",
