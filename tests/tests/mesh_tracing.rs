@@ -125,6 +125,23 @@ async fn one_search_is_one_trace_across_three_processes() {
     let hits = c.search(req).await.expect("search").into_inner().hits;
     assert_eq!(hits.len(), 1);
 
+    // An HTTP caller's traceparent is honoured too.
+    let http_trace = "6bf92f3577b34da6a3ce929d0e0e4736";
+    let http_caller = "20f067aa0ba902b7";
+    let (status, body) = tokio::task::spawn_blocking(move || {
+        let traceparent = format!("00-{http_trace}-{http_caller}-01");
+        HttpClient::new(http).request(
+            "POST",
+            "/v1/collections/traced/search",
+            &[("traceparent", &traceparent)],
+            br#"{"query": "how do traces work?", "limit": 1}"#,
+        )
+    })
+    .await
+    .expect("join")
+    .expect("http search");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+
     // SIGTERM flushes each process's batch exporter on the way out.
     tokio::task::spawn_blocking(move || mesh.stop())
         .await
@@ -176,6 +193,19 @@ async fn one_search_is_one_trace_across_three_processes() {
             .any(|s| s.service == "mlmesh-vector-search" && s.parent == vector_server.id),
         "vector-search's engine span is under its server span: {ours:#?}"
     );
+    let http_spans: Vec<&SpanRow> = all.iter().filter(|s| s.trace == http_trace).collect();
+    let http_server = http_spans
+        .iter()
+        .find(|s| s.service == "mlmesh-gateway" && s.name == "/v1/collections/{name}/search")
+        .unwrap_or_else(|| panic!("no HTTP server span: {http_spans:#?}"));
+    assert_eq!(http_server.parent, http_caller);
+    assert!(
+        http_spans
+            .iter()
+            .any(|s| s.service == "mlmesh-embedding" && s.name.ends_with("EmbeddingService/Embed")),
+        "the HTTP call's trace reaches the embedding service: {http_spans:#?}"
+    );
+
     // Every span in the trace hangs off another span in it (or the caller).
     for s in &ours {
         assert!(
