@@ -3,6 +3,8 @@
 //! where they listen.
 #![forbid(unsafe_code)]
 
+pub mod otlp;
+
 use std::{
     io::{BufRead as _, BufReader},
     net::SocketAddr,

@@ -4,92 +4,16 @@
 //! all in the caller's trace, correctly parented, each process under its own
 //! `service.name`, exported over OTLP to a collector in this test.
 
-use std::sync::{Arc, Mutex};
-
 use mlmesh_proto::gateway::v1::{self as gw, gateway_client::GatewayClient};
-use mlmesh_tests::{HttpClient, MeshProcesses};
-use opentelemetry_proto::tonic::{
-    collector::trace::v1::{
-        ExportTraceServiceRequest, ExportTraceServiceResponse,
-        trace_service_server::{TraceService, TraceServiceServer},
-    },
-    common::v1::any_value::Value,
+use mlmesh_tests::{
+    HttpClient, MeshProcesses,
+    otlp::{OtlpCollector, SpanRow},
 };
 use serde_json::json;
 
-#[derive(Clone, Default)]
-struct Collector {
-    received: Arc<Mutex<Vec<ExportTraceServiceRequest>>>,
-}
-
-#[tonic::async_trait]
-impl TraceService for Collector {
-    async fn export(
-        &self,
-        req: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        self.received.lock().expect("lock").push(req.into_inner());
-        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
-    }
-}
-
-#[derive(Debug, Clone)]
-struct SpanRow {
-    service: String,
-    name: String,
-    trace: String,
-    id: String,
-    parent: String,
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn spans(c: &Collector) -> Vec<SpanRow> {
-    let mut out = Vec::new();
-    for req in c.received.lock().expect("lock").iter() {
-        for rs in &req.resource_spans {
-            let service = rs
-                .resource
-                .iter()
-                .flat_map(|r| &r.attributes)
-                .find(|kv| kv.key == "service.name")
-                .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
-                    Value::StringValue(s) => Some(s.clone()),
-                    _ => None,
-                })
-                .unwrap_or_default();
-            for ss in &rs.scope_spans {
-                for s in &ss.spans {
-                    out.push(SpanRow {
-                        service: service.clone(),
-                        name: s.name.clone(),
-                        trace: hex(&s.trace_id),
-                        id: hex(&s.span_id),
-                        parent: hex(&s.parent_span_id),
-                    });
-                }
-            }
-        }
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_search_is_one_trace_across_three_processes() {
-    let collector = Collector::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let otlp = listener.local_addr().expect("addr");
-    let svc = collector.clone();
-    tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(TraceServiceServer::new(svc))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
-            .await
-    });
+    let (collector, otlp) = OtlpCollector::start().await;
     let mesh = MeshProcesses::start(&[("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{otlp}"))]);
 
     // Set up over HTTP (its own traces), then the one traced search.
@@ -147,7 +71,7 @@ async fn one_search_is_one_trace_across_three_processes() {
         .await
         .expect("join");
 
-    let all = spans(&collector);
+    let all = collector.spans();
     let ours: Vec<&SpanRow> = all.iter().filter(|s| s.trace == trace_id).collect();
     let find = |service: &str, name: &str| -> &SpanRow {
         ours.iter()

@@ -164,6 +164,22 @@ where
     resp
 }
 
+/// [`handle`] for a call with a JSON body of type `T`.
+async fn handle_json<T, F, Fut>(app: &App, route: &'static str, req: Request, f: F) -> Response
+where
+    T: DeserializeOwned,
+    F: FnOnce(Arc<Core>, crate::downstream::Deadline, T) -> Fut,
+    Fut: Future<Output = Result<Response, Response>>,
+{
+    let headers = req.headers().clone();
+    let limit = app.core.settings().http.max_body_bytes;
+    handle(app, route, &headers, |core, deadline| async move {
+        let body: T = read_json(req, limit).await?;
+        f(core, deadline, body).await
+    })
+    .await
+}
+
 fn ok(v: &Json) -> Result<Response, Response> {
     Ok(json_response(StatusCode::OK, v))
 }
@@ -462,14 +478,11 @@ fn collection_json(c: gw::Collection) -> Json {
 // ---- handlers ------------------------------------------------------------
 
 async fn embeddings(State(app): State<App>, req: Request) -> Response {
-    let headers = req.headers().clone();
-    let limit = app.core.settings().http.max_body_bytes;
-    handle(
+    handle_json(
         &app,
         "/v1/embeddings",
-        &headers,
-        |core, deadline| async move {
-            let r: EmbeddingsRequest = read_json(req, limit).await?;
+        req,
+        |core, deadline, r: EmbeddingsRequest| async move {
             let inputs = match r.input {
                 EmbeddingInput::One(s) => vec![s],
                 EmbeddingInput::Many(v) => v,
@@ -530,14 +543,11 @@ async fn embeddings(State(app): State<App>, req: Request) -> Response {
 }
 
 async fn similarity(State(app): State<App>, req: Request) -> Response {
-    let headers = req.headers().clone();
-    let limit = app.core.settings().http.max_body_bytes;
-    handle(
+    handle_json(
         &app,
         "/v1/similarity",
-        &headers,
-        |core, deadline| async move {
-            let r: SimilarityRequest = read_json(req, limit).await?;
+        req,
+        |core, deadline, r: SimilarityRequest| async move {
             let resp = core
                 .similarity(
                     emb::SimilarityRequest {
@@ -562,14 +572,11 @@ async fn similarity(State(app): State<App>, req: Request) -> Response {
 }
 
 async fn create_collection(State(app): State<App>, req: Request) -> Response {
-    let headers = req.headers().clone();
-    let limit = app.core.settings().http.max_body_bytes;
-    handle(
+    handle_json(
         &app,
         "/v1/collections",
-        &headers,
-        |core, deadline| async move {
-            let r: CreateCollectionJson = read_json(req, limit).await?;
+        req,
+        |core, deadline, r: CreateCollectionJson| async move {
             let distance = match r.distance.as_deref() {
                 None | Some("") => vec::Distance::Unspecified,
                 Some(d) => {
@@ -645,14 +652,11 @@ async fn delete_collection(
 }
 
 async fn ingest(State(app): State<App>, Path(name): Path<String>, req: Request) -> Response {
-    let headers = req.headers().clone();
-    let limit = app.core.settings().http.max_body_bytes;
-    handle(
+    handle_json(
         &app,
         "/v1/collections/{name}/documents",
-        &headers,
-        |core, deadline| async move {
-            let r: DocumentsJson = read_json(req, limit).await?;
+        req,
+        |core, deadline, r: DocumentsJson| async move {
             let documents = r
                 .documents
                 .into_iter()
@@ -689,14 +693,11 @@ async fn ingest(State(app): State<App>, Path(name): Path<String>, req: Request) 
 }
 
 async fn search(State(app): State<App>, Path(name): Path<String>, req: Request) -> Response {
-    let headers = req.headers().clone();
-    let limit = app.core.settings().http.max_body_bytes;
-    handle(
+    handle_json(
         &app,
         "/v1/collections/{name}/search",
-        &headers,
-        |core, deadline| async move {
-            let r: SearchJson = read_json(req, limit).await?;
+        req,
+        |core, deadline, r: SearchJson| async move {
             let filter = r
                 .filter
                 .as_ref()
@@ -726,14 +727,11 @@ async fn search(State(app): State<App>, Path(name): Path<String>, req: Request) 
 }
 
 async fn rag_query(State(app): State<App>, req: Request) -> Response {
-    let headers = req.headers().clone();
-    let limit = app.core.settings().http.max_body_bytes;
-    handle(
+    handle_json(
         &app,
         "/v1/rag/query",
-        &headers,
-        |core, deadline| async move {
-            let r: RagJson = read_json(req, limit).await?;
+        req,
+        |core, deadline, r: RagJson| async move {
             let filter = r
                 .filter
                 .as_ref()
