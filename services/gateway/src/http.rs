@@ -180,6 +180,11 @@ where
     .await
 }
 
+/// OpenAI's `usage` object (embeddings have no completion tokens).
+fn usage(prompt_tokens: u64) -> Json {
+    json!({"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens})
+}
+
 fn ok(v: &Json) -> Result<Response, Response> {
     Ok(json_response(StatusCode::OK, v))
 }
@@ -535,7 +540,7 @@ async fn embeddings(State(app): State<App>, req: Request) -> Response {
                 "object": "list",
                 "data": data,
                 "model": resp.model,
-                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+                "usage": usage(tokens),
             }))
         },
     )
@@ -564,7 +569,7 @@ async fn similarity(State(app): State<App>, req: Request) -> Response {
             ok(&json!({
                 "scores": resp.scores,
                 "model": resp.model,
-                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+                "usage": usage(tokens),
             }))
         },
     )
@@ -685,7 +690,7 @@ async fn ingest(State(app): State<App>, Path(name): Path<String>, req: Request) 
             ok(&json!({
                 "documents": docs,
                 "chunks": resp.chunks,
-                "usage": {"prompt_tokens": resp.prompt_tokens, "total_tokens": resp.prompt_tokens},
+                "usage": usage(resp.prompt_tokens),
             }))
         },
     )

@@ -300,6 +300,30 @@ async fn a_dead_service_is_unavailable_by_name_and_replicas_fail_over() {
     );
     gw.stop().await;
 
+    // Past limits.max_in_flight, calls are refused at once, not queued.
+    let mut s = Settings::for_tests(vec![live.addr.to_string()], vec![dead_addr()]);
+    s.limits.max_in_flight = 1;
+    let gw = spawn_gateway(s).await;
+    let calls = (0..6).map(|_| {
+        let mut c = gw.grpc.clone();
+        async move {
+            c.embed(emb::EmbedRequest {
+                inputs: vec!["a long text to embed ".repeat(40); 64],
+                ..Default::default()
+            })
+            .await
+        }
+    });
+    let results = futures::future::join_all(calls).await;
+    let refused: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(results.iter().any(Result::is_ok), "one call gets the slot");
+    assert!(!refused.is_empty(), "the others are refused");
+    for e in refused {
+        assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+        assert!(e.message().contains("limits.max_in_flight"), "{e:?}");
+    }
+    gw.stop().await;
+
     // The gateway's deadline bounds every downstream call, and the answer
     // names the service that was being waited on.
     let mut s = Settings::for_tests(vec![live.addr.to_string()], vec![dead_addr()]);
