@@ -238,12 +238,33 @@ where
     Ok(out)
 }
 
-fn row(label: &str, s: &Stats, qps: f64) {
+fn row(label: &str, s: &Stats, qps: f64, cpu_us: [f64; 2]) {
     println!(
-        "| {label:<28} | {qps:>8.0} | {:>7} | {:>7} |",
+        "| {label:<28} | {qps:>8.0} | {:>7} | {:>7} | {:>8.0} | {:>8.0} |",
         ms(s.p50),
-        ms(s.p99)
+        ms(s.p99),
+        cpu_us[0],
+        cpu_us[1],
     );
+}
+
+/// User + system CPU seconds of process `pid` so far (Linux `/proc`).
+fn cpu_secs(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the `(comm)`: state is field 3; utime, stime are 14, 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // USER_HZ is 100 on every Linux this runs on.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn account(acc: &mut [f64; 2], before: [f64; 2], after: [f64; 2]) {
+    for k in 0..2 {
+        acc[k] += after[k] - before[k];
+    }
 }
 
 pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
@@ -261,6 +282,7 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
         mesh.gateway.addr.to_string(),
     );
     let http = mesh.gateway.http_addr.context("gateway HTTP address")?;
+    let (gateway_pid, embedding_pid) = (mesh.gateway.child.id(), mesh.embedding.child.id());
 
     // A corpus to search: every text in a few phrasings.
     let mut g = GatewayClient::connect(format!("http://{g_addr}")).await?;
@@ -312,9 +334,18 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
         ));
 
         let mut r: [Vec<Stats>; 6] = Default::default();
+        // CPU seconds the gateway and embedding processes spent per path.
+        let mut cpu = [[0.0f64; 2]; 6];
+        let pids = [gateway_pid, embedding_pid];
+        let sample = || pids.map(cpu_secs);
         for _ in 0..args.rounds {
+            let t = sample();
             r[0].push(drive(Arc::clone(&direct_embed), c, slice, 0.5).await?);
+            account(&mut cpu[0], t, sample());
+            let t = sample();
             r[1].push(drive(Arc::clone(&gw_embed), c, slice, 0.5).await?);
+            account(&mut cpu[1], t, sample());
+            let t = sample();
             r[2].push(
                 tokio::task::spawn_blocking(move || {
                     drive_http(http, c, slice, 0.5, |i| {
@@ -326,8 +357,14 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
                 })
                 .await??,
             );
+            account(&mut cpu[2], t, sample());
+            let t = sample();
             r[3].push(drive(Arc::clone(&direct_search), c, slice, 0.5).await?);
+            account(&mut cpu[3], t, sample());
+            let t = sample();
             r[4].push(drive(Arc::clone(&gw_search), c, slice, 0.5).await?);
+            account(&mut cpu[4], t, sample());
+            let t = sample();
             r[5].push(
                 tokio::task::spawn_blocking(move || {
                     drive_http(http, c, slice, 0.5, |i| {
@@ -339,6 +376,7 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
                 })
                 .await??,
             );
+            account(&mut cpu[5], t, sample());
         }
         let qps: Vec<f64> = r
             .iter()
@@ -346,8 +384,10 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
             .collect();
         let p: Vec<Stats> = r.iter().map(|rounds| pooled(rounds)).collect();
         println!("\n### concurrency {c}\n");
-        println!("| path                         |      QPS | p50 ms  | p99 ms  |");
-        println!("|---|---:|---:|---:|");
+        println!(
+            "| path                         |      QPS | p50 ms  | p99 ms  | gateway CPU µs/call | embedding CPU µs/call |"
+        );
+        println!("|---|---:|---:|---:|---:|---:|");
         let labels = [
             "embed: direct gRPC",
             "embed: gateway gRPC",
@@ -357,7 +397,14 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
             "search: gateway HTTP",
         ];
         for i in 0..6 {
-            row(labels[i], &p[i], qps[i]);
+            // Calls made in a path's slices, warm-up included (same rate).
+            let calls = p[i].requests as f64 * (slice + 0.5) / slice;
+            row(
+                labels[i],
+                &p[i],
+                qps[i],
+                cpu[i].map(|s| s * 1e6 / calls.max(1.0)),
+            );
         }
         let added = |g: &Stats, d: &Stats| (g.p50.as_secs_f64() - d.p50.as_secs_f64()) * 1e3;
         println!(
