@@ -44,6 +44,10 @@ pub struct GatewayArgs {
     /// Alternating slices per cell; figures are medians over rounds.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// Extra environment for the gateway process only, `KEY=VALUE`
+    /// (e.g. `TOKIO_WORKER_THREADS=1`); repeatable.
+    #[arg(long, value_name = "KEY=VALUE")]
+    gateway_env: Vec<String>,
 }
 
 const COLLECTION: &str = "bench";
@@ -269,11 +273,27 @@ fn account(acc: &mut [f64; 2], before: [f64; 2], after: [f64; 2]) {
 
 pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
     println!("starting embedding, vector-search and gateway as processes…");
-    let mesh = tokio::task::spawn_blocking(|| {
-        MeshProcesses::start(&[(
-            "MLMESH_TELEMETRY__LOG_LEVEL",
-            "warn,mlmesh_runtime=info,mlmesh_gateway=info".into(),
-        )])
+    let gateway_env: Vec<(String, String)> = args
+        .gateway_env
+        .iter()
+        .map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .with_context(|| format!("--gateway-env {kv:?} is not KEY=VALUE"))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let mesh = tokio::task::spawn_blocking(move || {
+        let genv: Vec<(&str, String)> = gateway_env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .collect();
+        MeshProcesses::start_with(
+            &[(
+                "MLMESH_TELEMETRY__LOG_LEVEL",
+                "warn,mlmesh_runtime=info,mlmesh_gateway=info".into(),
+            )],
+            &genv,
+        )
     })
     .await?;
     let (e_addr, v_addr, g_addr) = (

@@ -365,6 +365,11 @@ pub struct MeshProcesses {
 
 impl MeshProcesses {
     pub fn start(env: &[(&str, String)]) -> Self {
+        Self::start_with(env, &[])
+    }
+
+    /// As [`start`](Self::start), with `gateway_env` given to the gateway only.
+    pub fn start_with(env: &[(&str, String)], gateway_env: &[(&str, String)]) -> Self {
         let data = TempDir::new("mesh");
         let embedding = Service::start("mlmesh-embedding", env);
         let mut venv = env.to_vec();
@@ -374,6 +379,7 @@ impl MeshProcesses {
         genv.push(("MLMESH_HTTP__LISTEN", "127.0.0.1:0".into()));
         genv.push(("MLMESH_DOWNSTREAM__EMBEDDING", embedding.addr.to_string()));
         genv.push(("MLMESH_DOWNSTREAM__VECTOR_SEARCH", vector.addr.to_string()));
+        genv.extend_from_slice(gateway_env);
         let gateway = Service::start("mlmesh-gateway", &genv);
         assert!(
             gateway.http_addr.is_some(),
