@@ -14,7 +14,11 @@ use crate::{core::Core, downstream::Deadline, error::GatewayError};
 
 /// The caller's `grpc-timeout` (`100m`, `5S`, …), when it sent one.
 pub fn grpc_timeout(md: &MetadataMap) -> Option<Duration> {
-    let v = md.get("grpc-timeout")?.to_str().ok()?;
+    parse_timeout(md.get("grpc-timeout")?.to_str().ok()?)
+}
+
+/// A `grpc-timeout` value: digits then a unit, H M S m u n.
+pub fn parse_timeout(v: &str) -> Option<Duration> {
     let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
     let n: u64 = digits.parse().ok()?;
     Some(match unit {

@@ -2,7 +2,8 @@
 //! not speak gRPC. `POST /v1/embeddings` follows OpenAI's embeddings API so
 //! its client libraries work unchanged; errors are
 //! `{"error": {"message", "type", "code", "param"}}` with the HTTP status
-//! matching the gRPC status the same failure gets over gRPC.
+//! matching the gRPC status the same failure gets over gRPC. A caller's
+//! deadline comes in a `grpc-timeout` header, as grpc-gateway reads it.
 
 // Handlers short-circuit with a finished error `Response` (`?`); boxing it
 // would only add an allocation on the error path.
@@ -137,13 +138,19 @@ where
         http.response.status_code = tracing::field::Empty,
     );
     let _ = span.set_parent(mlmesh_runtime::propagation::extract(headers));
+    // HTTP callers may send a deadline as grpc-gateway reads it: a
+    // `grpc-timeout` header (`500m`, `2S`).
+    let caller = headers
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(crate::grpc::parse_timeout);
     let m = app.core.metrics.clone();
     let core = Arc::clone(&app.core);
     let resp = async move {
         match core.admit() {
             Ok(_permit) => {
                 m.in_flight.inc();
-                let deadline = core.deadline(None);
+                let deadline = core.deadline(caller);
                 let r = f(Arc::clone(&core), deadline).await;
                 m.in_flight.dec();
                 r.unwrap_or_else(|e| e)

@@ -341,5 +341,33 @@ async fn a_dead_service_is_unavailable_by_name_and_replicas_fail_over() {
     assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
     assert!(e.message().contains("embedding"), "{e:?}");
     gw.stop().await;
+
+    // An HTTP caller's `grpc-timeout` header is its deadline: 504, named.
+    let gw = spawn_gateway(Settings::for_tests(
+        vec![live.addr.to_string()],
+        vec![dead_addr()],
+    ))
+    .await;
+    let body = json!({"input": vec!["a long text to embed ".repeat(40); 64]}).to_string();
+    let mut h = gw.http();
+    let (status, data) = tokio::task::block_in_place(|| {
+        h.request(
+            "POST",
+            "/v1/embeddings",
+            &[("grpc-timeout", "2m")],
+            body.as_bytes(),
+        )
+    })
+    .expect("http");
+    let v: serde_json::Value = serde_json::from_slice(&data).expect("json");
+    assert_eq!(status, 504, "{v}");
+    assert_eq!(v["error"]["code"], "deadline_exceeded");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("embedding")),
+        "{v}"
+    );
+    gw.stop().await;
     live.stop().await;
 }
