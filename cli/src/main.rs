@@ -50,6 +50,13 @@ struct Up {
     /// Vector-search service address.
     #[arg(long, default_value = "127.0.0.1:50052")]
     vector_search: String,
+    /// Prometheus /metrics of the gateway, embedding and vector-search.
+    #[arg(long, default_value = "127.0.0.1:9050")]
+    gateway_metrics: String,
+    #[arg(long, default_value = "127.0.0.1:9051")]
+    embedding_metrics: String,
+    #[arg(long, default_value = "127.0.0.1:9052")]
+    vector_search_metrics: String,
     /// Vector-search data folder.
     #[arg(long, default_value = ".cache/mlmesh/vector-data")]
     data_dir: PathBuf,
@@ -272,11 +279,12 @@ mlmesh is up. Try:
   grpcurl -plaintext -d '{{"collection": "{coll}", "query": "chunking", "limit": 2}}' \
     {grpc} mlmesh.gateway.v1.Gateway/Search
 
-  readiness: curl -s http://{http}/readyz     metrics: curl -s http://127.0.0.1:9050/metrics
+  readiness: curl -s http://{http}/readyz     metrics: curl -s http://{metrics}/metrics
 
 Ctrl-C stops all three services.
 "#,
-        grpc = u.gateway
+        grpc = u.gateway,
+        metrics = u.gateway_metrics,
     )
 }
 
@@ -290,7 +298,7 @@ async fn up(u: Up) -> anyhow::Result<()> {
                 "--listen".into(),
                 u.embedding.clone(),
                 "--metrics-listen".into(),
-                "127.0.0.1:9051".into(),
+                u.embedding_metrics.clone(),
             ],
             &[],
             &log,
@@ -301,7 +309,7 @@ async fn up(u: Up) -> anyhow::Result<()> {
                 "--listen".into(),
                 u.vector_search.clone(),
                 "--metrics-listen".into(),
-                "127.0.0.1:9052".into(),
+                u.vector_search_metrics.clone(),
                 "--data-dir".into(),
                 u.data_dir.display().to_string(),
             ],
@@ -314,7 +322,7 @@ async fn up(u: Up) -> anyhow::Result<()> {
                 "--listen".into(),
                 u.gateway.clone(),
                 "--metrics-listen".into(),
-                "127.0.0.1:9050".into(),
+                u.gateway_metrics.clone(),
                 "--http-listen".into(),
                 u.http.clone(),
             ],
