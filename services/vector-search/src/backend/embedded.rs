@@ -261,11 +261,111 @@ impl Collection {
                 tracing::warn!(collection = %name, error = %e, "skipping a logged operation the engine refuses");
             }
         }
-        if replayed > 0 {
-            tracing::info!(collection = %name, operations = replayed, "replayed the operation log");
+        let repaired = c
+            .repair_duplicates()
+            .map_err(|e| fail(&name, format!("repairing duplicated points: {e}")))?;
+        if repaired > 0 {
+            tracing::info!(collection = %name, points = repaired, "rewrote points held by more than one segment");
+        }
+        if replayed > 0 || repaired > 0 {
+            if replayed > 0 {
+                tracing::info!(collection = %name, operations = replayed, "replayed the operation log");
+            }
             c.checkpoint().map_err(|e| fail(&name, e.to_string()))?;
         }
         Ok(c)
+    }
+
+    /// A crash while the engine's optimizer swaps segments can leave a point
+    /// in both the new segment and an old one; qdrant-edge 0.7.2 does not
+    /// deduplicate at load (Qdrant's server does). Searches and exact counts
+    /// still see each id once, but per-segment counts (`info`) see it twice.
+    /// Rewriting every point (delete, then upsert) removes the extra copies.
+    /// Returns the points rewritten
+    /// (0 when there were no duplicates, the normal case: one count each).
+    fn repair_duplicates(&self) -> Result<usize> {
+        let listed = self.shard.info().points_count;
+        // Per-segment sums (info, and count, which also adds per segment)
+        // see a duplicated id twice; scroll merges ids across segments.
+        let mut exact = 0;
+        let mut offset = None;
+        loop {
+            let (records, next) = self
+                .shard
+                .scroll(ScrollRequest {
+                    offset,
+                    limit: Some(10_000),
+                    filter: None,
+                    with_payload: Some(WithPayloadInterface::Bool(false)),
+                    with_vector: WithVector::Bool(false),
+                    order_by: None,
+                })
+                .map_err(storage)?;
+            exact += records.len();
+            match next {
+                Some(n) => offset = Some(n),
+                None => break,
+            }
+        }
+        if listed == exact {
+            return Ok(0);
+        }
+        tracing::warn!(
+            collection = %self.name,
+            segments_total = listed,
+            distinct = exact,
+            "points held by more than one segment (crash during optimisation); rewriting them"
+        );
+        let mut offset = None;
+        let mut rewritten = 0;
+        loop {
+            let (records, next) = self
+                .shard
+                .scroll(ScrollRequest {
+                    offset,
+                    limit: Some(1000),
+                    filter: None,
+                    with_payload: Some(WithPayloadInterface::Bool(true)),
+                    with_vector: WithVector::Bool(true),
+                    order_by: None,
+                })
+                .map_err(storage)?;
+            let points: Vec<Point> = records
+                .into_iter()
+                .filter_map(|r| {
+                    Some(Point {
+                        id: from_edge_id(r.id),
+                        vector: r.vector.and_then(dense_of)?,
+                        payload: payload_of(r.payload),
+                    })
+                })
+                .collect();
+            rewritten += points.len();
+            // Delete removes an id from every segment (an upsert would update
+            // both copies in place when both segments are appendable), then
+            // the upsert writes it once. The upsert is logged first, so a
+            // crash between the two replays it and loses nothing.
+            let ids: Vec<PointId> = points.iter().map(|p| p.id).collect();
+            let upsert = Op::Upsert(points);
+            self.log
+                .lock()
+                .map_err(|_| storage("log lock poisoned"))?
+                .append(&upsert)
+                .map_err(storage)?;
+            self.apply(Op::Delete(ids))?;
+            self.apply(upsert)?;
+            match next {
+                Some(n) => offset = Some(n),
+                None => break,
+            }
+        }
+        let after = self.shard.info().points_count;
+        if after != exact {
+            // Searches and counts are right either way; only `info` is off.
+            tracing::warn!(collection = %self.name, listed = after, distinct = exact, "segment counts still differ after the rewrite");
+        }
+        self.dirty.store(true, Ordering::Release);
+        Ok(rewritten)
     }
 
     fn apply(&self, op: Op) -> Result<()> {

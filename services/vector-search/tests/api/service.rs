@@ -101,6 +101,74 @@ async fn a_restarted_service_finds_its_collections_and_points() {
     app.stop().await;
 }
 
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read_dir").flatten() {
+        let target = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).expect("copy");
+        }
+    }
+}
+
+/// The state a `kill -9` in the middle of a segment swap leaves: the same
+/// points in two segments. The engine does not deduplicate at load; the
+/// service finds the double count at start and rewrites the points once.
+#[tokio::test]
+async fn points_duplicated_across_segments_are_repaired_at_start() {
+    let data = mlmesh_tests::TempDir::new("vector-dup");
+    let settings = || mlmesh_vector_search::Settings::for_tests(data.path().to_owned());
+    let app = start(settings(), None).await;
+    let name = app.collection("dup", 4, pb::Distance::Dot).await;
+    app.upsert(
+        &name,
+        (0..50u64)
+            .map(|i| point(i, unit_vector(i, 4), json!({"n": i})))
+            .collect(),
+    )
+    .await;
+    let before = app.search(&name, unit_vector(3, 4), 5).await;
+    app.stop().await;
+
+    // Copy every segment folder under a new name.
+    let coll = std::fs::read_dir(data.path())
+        .expect("data dir")
+        .flatten()
+        .find(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{name}-"))
+        })
+        .expect("collection folder")
+        .path();
+    let segments = coll.join("shard").join("segments");
+    let originals: Vec<_> = std::fs::read_dir(&segments)
+        .expect("segments folder")
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .collect();
+    assert!(!originals.is_empty());
+    for e in originals {
+        copy_dir(&e.path(), &segments.join(uuid::Uuid::new_v4().to_string()));
+    }
+
+    let app = start(settings(), None).await;
+    assert_eq!(
+        info(&app, &name).await.points_count,
+        50,
+        "one copy of each point"
+    );
+    let after = app.search(&name, unit_vector(3, 4), 5).await;
+    assert_eq!(before, after);
+    app.stop().await;
+    // And it stays repaired.
+    let app = start(settings(), None).await;
+    assert_eq!(info(&app, &name).await.points_count, 50);
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn health_reflection_and_metrics_are_served() {
     let app = spawn_app().await;
