@@ -250,6 +250,19 @@ fn keyword(key: &str, value: &str) -> vec::Condition {
     }
 }
 
+/// One admitted call: its concurrency slot and its place in `in_flight`.
+#[derive(Debug)]
+pub struct Admission {
+    _permit: OwnedSemaphorePermit,
+    gauge: prometheus::IntGauge,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
 /// The protocol-independent gateway.
 pub struct Core {
     embedding: Arc<Pool>,
@@ -302,12 +315,19 @@ impl Core {
     }
 
     /// A slot among `limits.max_in_flight`, or RESOURCE_EXHAUSTED at once.
-    pub fn admit(&self) -> Result<OwnedSemaphorePermit> {
-        Arc::clone(&self.admission)
+    /// Counted in `in_flight` until dropped, including when the caller
+    /// cancels and the call's future is dropped mid-way.
+    pub fn admit(&self) -> Result<Admission> {
+        let permit = Arc::clone(&self.admission)
             .try_acquire_owned()
             .map_err(|_| GatewayError::Overloaded {
                 limit: self.settings.limits.max_in_flight,
-            })
+            })?;
+        self.metrics.in_flight.inc();
+        Ok(Admission {
+            _permit: permit,
+            gauge: self.metrics.in_flight.clone(),
+        })
     }
 
     // ---- embedding service -------------------------------------------

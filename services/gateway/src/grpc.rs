@@ -55,12 +55,9 @@ impl GatewayApi {
         let started = Instant::now();
         let m = &self.core.metrics;
         let result = match self.core.admit() {
-            Ok(_permit) => {
-                m.in_flight.inc();
+            Ok(_admitted) => {
                 let deadline = self.core.deadline(grpc_timeout(md));
-                let r = f(Arc::clone(&self.core), deadline).await;
-                m.in_flight.dec();
-                r
+                f(Arc::clone(&self.core), deadline).await
             }
             Err(e) => Err(e),
         };

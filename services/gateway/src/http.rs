@@ -144,16 +144,12 @@ where
         .get("grpc-timeout")
         .and_then(|v| v.to_str().ok())
         .and_then(crate::grpc::parse_timeout);
-    let m = app.core.metrics.clone();
     let core = Arc::clone(&app.core);
     let resp = async move {
         match core.admit() {
-            Ok(_permit) => {
-                m.in_flight.inc();
+            Ok(_admitted) => {
                 let deadline = core.deadline(caller);
-                let r = f(Arc::clone(&core), deadline).await;
-                m.in_flight.dec();
-                r.unwrap_or_else(|e| e)
+                f(Arc::clone(&core), deadline).await.unwrap_or_else(|e| e)
             }
             Err(e) => gateway_error(&e),
         }

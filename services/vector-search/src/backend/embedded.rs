@@ -58,6 +58,9 @@ const META_FILE: &str = "collection.json";
 const DELETED_MARKER: &str = "deleted";
 const SHARD_DIR: &str = "shard";
 const OPLOG_FILE: &str = "oplog";
+/// Written after the final checkpoint of a clean shutdown, removed at open:
+/// its absence means the last run may have died mid-optimisation.
+const CLEAN_FILE: &str = "clean-shutdown";
 /// A checkpoint also happens between ticks once the log is this large.
 const CHECKPOINT_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -261,9 +264,18 @@ impl Collection {
                 tracing::warn!(collection = %name, error = %e, "skipping a logged operation the engine refuses");
             }
         }
-        let repaired = c
-            .repair_duplicates()
-            .map_err(|e| fail(&name, format!("repairing duplicated points: {e}")))?;
+        // Only a run that did not end cleanly can have left duplicates; the
+        // marker is removed (durably) before anything else can happen.
+        let clean = dir.join(CLEAN_FILE);
+        let repaired = if clean.exists() {
+            fs::remove_file(&clean)
+                .and_then(|()| fs::File::open(dir)?.sync_all())
+                .map_err(|e| fail(&name, format!("{CLEAN_FILE}: {e}")))?;
+            0
+        } else {
+            c.repair_duplicates()
+                .map_err(|e| fail(&name, format!("repairing duplicated points: {e}")))?
+        };
         if repaired > 0 {
             tracing::info!(collection = %name, points = repaired, "rewrote points held by more than one segment");
         }
@@ -283,6 +295,7 @@ impl Collection {
     /// Rewriting every point (delete, then upsert) removes the extra copies.
     /// Returns the points rewritten
     /// (0 when there were no duplicates, the normal case: one count each).
+    /// Runs only when the last run did not end cleanly (no `CLEAN_FILE`).
     fn repair_duplicates(&self) -> Result<usize> {
         let listed = self.shard.info().points_count;
         // Per-segment sums (info, and count, which also adds per segment)
@@ -818,8 +831,15 @@ impl Backend for EmbeddedBackend {
                 }
             }
             for c in collections {
-                if let Err(e) = c.checkpoint() {
-                    tracing::error!(collection = %c.name, error = %e, "final checkpoint failed; the operation log keeps the writes");
+                match c.checkpoint() {
+                    Ok(()) => {
+                        if let Err(e) = write_atomic(&c.dir.join(CLEAN_FILE), b"") {
+                            tracing::warn!(collection = %c.name, error = %e, "cannot mark the shutdown clean; the next start checks for duplicates");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(collection = %c.name, error = %e, "final checkpoint failed; the operation log keeps the writes");
+                    }
                 }
             }
         })

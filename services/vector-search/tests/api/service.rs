@@ -143,6 +143,8 @@ async fn points_duplicated_across_segments_are_repaired_at_start() {
         })
         .expect("collection folder")
         .path();
+    // A crash leaves no clean-shutdown marker.
+    std::fs::remove_file(coll.join("clean-shutdown")).expect("a clean stop marks the collection");
     let segments = coll.join("shard").join("segments");
     let originals: Vec<_> = std::fs::read_dir(&segments)
         .expect("segments folder")
