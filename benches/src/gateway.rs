@@ -1,255 +1,314 @@
 //! `mlmesh-bench gateway`: what the gateway hop costs.
 //!
 //! Starts the release embedding, vector-search and gateway binaries as three
-//! processes (as `make run` does), ingests a small corpus, then for each
-//! concurrency runs alternating slices of, on the same texts:
+//! processes (as `make run` does), ingests a small corpus, then compares, on
+//! the same texts and at the same concurrency:
 //!
 //! - **embed**: `Embed` on the embedding service directly (gRPC) vs.
 //!   `Embed` through the gateway (gRPC) vs. `POST /v1/embeddings` through
 //!   the gateway (HTTP/JSON, keep-alive);
 //! - **search**: embed + vector search called directly by the client (two
 //!   gRPC calls, what a client without the gateway does) vs. gateway
-//!   `Search` (gRPC) vs. `POST /v1/collections/{c}/search` (HTTP/JSON).
+//!   `Search` (gRPC) vs. `POST /v1/collections/{c}/search` (HTTP/JSON);
+//! - **bare hop**: `GetCollection` on vector-search directly vs. through
+//!   the gateway, which forwards it uncached: the hop without a model's
+//!   milliseconds (and their variance) on top.
 //!
-//! Reported: QPS, p50, p99 per path, the gateway/direct QPS ratio and the
-//! p50 the gateway adds.
+//! Two measurements per concurrency:
+//!
+//! 1. **Throughput**: each path alone for alternating slices (`--rounds`
+//!    of them, so drift on a shared machine hits every path alike): QPS
+//!    (median over rounds), p50/p99 and the CPU the gateway and embedding
+//!    processes spent per call.
+//! 2. **Added latency**: every client alternates call by call between the
+//!    direct path and the gateway path on the same text, so both sides see
+//!    the same machine at the same moment. Reported: both p50s and their
+//!    difference, the p50 one gateway hop adds.
+//!
+//! Every client is a thread with its own connections; gRPC calls are driven
+//! on it with `Handle::block_on`, HTTP calls with a blocking keep-alive
+//! client, so every path pays the same client-side costs.
 
-use std::{
-    future::Future,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Parser;
 use mlmesh_proto::{
     embedding::v1::{EmbedRequest, embedding_service_client::EmbeddingServiceClient},
     gateway::v1::{self as gw, gateway_client::GatewayClient},
-    vector::v1::{SearchRequest, vector_search_client::VectorSearchClient},
+    vector::v1::{self as vec, vector_search_client::VectorSearchClient},
 };
 use mlmesh_tests::{HttpClient, MeshProcesses};
+use tokio::runtime::Handle;
 use tonic::transport::Channel;
 
-use crate::{Stats, TEXTS, median, ms, pooled, stats};
+use crate::{Stats, TEXTS, median, ms, stats};
 
 #[derive(Parser)]
 pub struct GatewayArgs {
-    /// Concurrent clients, comma-separated (one connection each).
+    /// Concurrent clients, comma-separated (one connection per client and
+    /// service).
     #[arg(long, value_delimiter = ',', default_value = "1,8")]
     concurrency: Vec<usize>,
     /// Seconds of measurement per cell and path, split into `--rounds`
-    /// alternating slices.
+    /// slices (after 0.5 s of warm-up each).
     #[arg(long, default_value_t = 6.0)]
     duration: f64,
-    /// Alternating slices per cell; figures are medians over rounds.
+    /// Slices per cell; figures are medians over rounds.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
     /// Extra environment for the gateway process only, `KEY=VALUE`
     /// (e.g. `TOKIO_WORKER_THREADS=1`); repeatable.
     #[arg(long, value_name = "KEY=VALUE")]
     gateway_env: Vec<String>,
+    /// Run only this path, for `--duration` seconds, and skip the
+    /// comparisons (for attaching a profiler): one of `direct-embed`,
+    /// `gateway-embed`, `http-embed`, `direct-search`, `gateway-search`,
+    /// `http-search`, `direct-get`, `gateway-get`.
+    #[arg(long)]
+    only: Option<String>,
 }
 
 const COLLECTION: &str = "bench";
+const WARM: f64 = 0.5;
 
-/// One call of a path, by worker and call number.
-trait Path: Send + Sync + 'static {
-    fn call(&self, worker: usize, i: usize) -> impl Future<Output = anyhow::Result<()>> + Send;
+/// The paths compared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum P {
+    DirectEmbed,
+    GatewayEmbed,
+    HttpEmbed,
+    DirectSearch,
+    GatewaySearch,
+    HttpSearch,
+    DirectGet,
+    GatewayGet,
 }
 
-/// Runs `path` with `concurrency` async workers for `secs` after `warm`.
-async fn drive<P: Path>(
-    path: Arc<P>,
-    concurrency: usize,
-    secs: f64,
-    warm: f64,
-) -> anyhow::Result<Stats> {
-    let warmup = Duration::from_secs_f64(warm);
-    let measure = Duration::from_secs_f64(secs);
-    let t0 = Instant::now();
-    let mut tasks = Vec::new();
-    for w in 0..concurrency {
-        let p = Arc::clone(&path);
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
-            let mut i = w * 7;
-            loop {
-                let now = t0.elapsed();
-                if now >= warmup + measure {
-                    break;
-                }
-                let t = Instant::now();
-                p.call(w, i).await?;
-                if now >= warmup {
-                    lat.push(t.elapsed());
-                }
-                i += 1;
-            }
-            Ok::<_, anyhow::Error>(lat)
-        }));
-    }
-    let mut lat = Vec::new();
-    for t in tasks {
-        lat.extend(t.await??);
-    }
-    let n = lat.len();
-    Ok(stats(lat, n, measure))
-}
+const ALL: [P; 8] = [
+    P::DirectEmbed,
+    P::GatewayEmbed,
+    P::HttpEmbed,
+    P::DirectSearch,
+    P::GatewaySearch,
+    P::HttpSearch,
+    P::DirectGet,
+    P::GatewayGet,
+];
 
-/// HTTP paths run on blocking threads, one keep-alive connection each.
-fn drive_http(
-    addr: std::net::SocketAddr,
-    concurrency: usize,
-    secs: f64,
-    warm: f64,
-    body: fn(usize) -> (String, String),
-) -> anyhow::Result<Stats> {
-    let warmup = Duration::from_secs_f64(warm);
-    let measure = Duration::from_secs_f64(secs);
-    let t0 = Instant::now();
-    let threads: Vec<_> = (0..concurrency)
-        .map(|w| {
-            std::thread::spawn(move || {
-                let mut h = HttpClient::new(addr);
-                let mut lat = Vec::new();
-                let mut i = w * 7;
-                loop {
-                    let now = t0.elapsed();
-                    if now >= warmup + measure {
-                        break;
-                    }
-                    let (path, json) = body(i);
-                    let t = Instant::now();
-                    let (status, data) = h.request("POST", &path, &[], json.as_bytes())?;
-                    anyhow::ensure!(
-                        status == 200,
-                        "{path}: {status} {}",
-                        String::from_utf8_lossy(&data)
-                    );
-                    if now >= warmup {
-                        lat.push(t.elapsed());
-                    }
-                    i += 1;
-                }
-                Ok::<_, anyhow::Error>(lat)
-            })
-        })
-        .collect();
-    let mut lat = Vec::new();
-    for t in threads {
-        lat.extend(t.join().map_err(|_| anyhow::anyhow!("worker panicked"))??);
+/// (through the gateway, its direct baseline, name).
+const PAIRS: [(P, P, &str); 5] = [
+    (P::GatewayEmbed, P::DirectEmbed, "embed gRPC"),
+    (P::HttpEmbed, P::DirectEmbed, "embed HTTP"),
+    (P::GatewaySearch, P::DirectSearch, "search gRPC"),
+    (P::HttpSearch, P::DirectSearch, "search HTTP"),
+    (P::GatewayGet, P::DirectGet, "bare hop"),
+];
+
+impl P {
+    fn key(self) -> &'static str {
+        match self {
+            P::DirectEmbed => "direct-embed",
+            P::GatewayEmbed => "gateway-embed",
+            P::HttpEmbed => "http-embed",
+            P::DirectSearch => "direct-search",
+            P::GatewaySearch => "gateway-search",
+            P::HttpSearch => "http-search",
+            P::DirectGet => "direct-get",
+            P::GatewayGet => "gateway-get",
+        }
     }
-    let n = lat.len();
-    Ok(stats(lat, n, measure))
+
+    fn label(self) -> &'static str {
+        match self {
+            P::DirectEmbed => "embed: direct gRPC",
+            P::GatewayEmbed => "embed: gateway gRPC",
+            P::HttpEmbed => "embed: gateway HTTP /v1/embeddings",
+            P::DirectSearch => "search: direct embed+search",
+            P::GatewaySearch => "search: gateway gRPC",
+            P::HttpSearch => "search: gateway HTTP",
+            P::DirectGet => "hop: direct GetCollection",
+            P::GatewayGet => "hop: gateway GetCollection",
+        }
+    }
 }
 
 fn text(i: usize) -> String {
     TEXTS[i % TEXTS.len()].to_owned()
 }
 
-struct DirectEmbed(Vec<EmbeddingServiceClient<Channel>>);
-impl Path for DirectEmbed {
-    async fn call(&self, w: usize, i: usize) -> anyhow::Result<()> {
-        let r = self.0[w]
-            .clone()
-            .embed(EmbedRequest {
-                inputs: vec![text(i)],
-                ..Default::default()
-            })
-            .await?;
-        anyhow::ensure!(r.into_inner().embeddings.len() == 1);
-        Ok(())
-    }
+/// One client: its own connections to every service and the gateway.
+struct Client {
+    rt: Handle,
+    embedding: EmbeddingServiceClient<Channel>,
+    vector: VectorSearchClient<Channel>,
+    gateway: GatewayClient<Channel>,
+    http: HttpClient,
 }
 
-struct GatewayEmbed(Vec<GatewayClient<Channel>>);
-impl Path for GatewayEmbed {
-    async fn call(&self, w: usize, i: usize) -> anyhow::Result<()> {
-        let r = self.0[w]
-            .clone()
-            .embed(EmbedRequest {
-                inputs: vec![text(i)],
-                ..Default::default()
-            })
-            .await?;
-        anyhow::ensure!(r.into_inner().embeddings.len() == 1);
-        Ok(())
-    }
-}
-
-struct DirectSearch(Vec<(EmbeddingServiceClient<Channel>, VectorSearchClient<Channel>)>);
-impl Path for DirectSearch {
-    async fn call(&self, w: usize, i: usize) -> anyhow::Result<()> {
-        let (e, v) = &self.0[w];
-        let mut vector = e
-            .clone()
-            .embed(EmbedRequest {
-                inputs: vec![text(i)],
-                ..Default::default()
-            })
-            .await?
-            .into_inner()
-            .embeddings;
-        let hits = v
-            .clone()
-            .search(SearchRequest {
-                collection: COLLECTION.into(),
-                vector: vector.pop().map(|e| e.values).unwrap_or_default(),
-                limit: 5,
-                with_payload: true,
-                ..Default::default()
-            })
-            .await?
-            .into_inner()
-            .hits;
-        anyhow::ensure!(hits.len() == 5);
-        Ok(())
-    }
-}
-
-struct GatewaySearch(Vec<GatewayClient<Channel>>);
-impl Path for GatewaySearch {
-    async fn call(&self, w: usize, i: usize) -> anyhow::Result<()> {
-        let hits = self.0[w]
-            .clone()
-            .search(gw::SearchRequest {
-                collection: COLLECTION.into(),
-                query: text(i),
-                limit: 5,
-                ..Default::default()
-            })
-            .await?
-            .into_inner()
-            .hits;
-        anyhow::ensure!(hits.len() == 5);
-        Ok(())
-    }
-}
-
-async fn clients<T, F, Fut>(n: usize, addr: &str, connect: F) -> anyhow::Result<Vec<T>>
-where
-    F: Fn(String) -> Fut,
-    Fut: Future<Output = Result<T, tonic::transport::Error>>,
-{
-    let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
-        out.push(
-            connect(format!("http://{addr}"))
+impl Client {
+    async fn connect(
+        rt: Handle,
+        [e, v, g]: [&str; 3],
+        http: std::net::SocketAddr,
+    ) -> anyhow::Result<Self> {
+        let url = |a: &str| format!("http://{a}");
+        Ok(Self {
+            rt,
+            embedding: EmbeddingServiceClient::connect(url(e))
                 .await
-                .with_context(|| format!("connecting to {addr}"))?,
+                .with_context(|| format!("connecting to {e}"))?,
+            vector: VectorSearchClient::connect(url(v))
+                .await
+                .with_context(|| format!("connecting to {v}"))?,
+            gateway: GatewayClient::connect(url(g))
+                .await
+                .with_context(|| format!("connecting to {g}"))?,
+            http: HttpClient::new(http),
+        })
+    }
+
+    fn post(&mut self, path: &str, json: &str) -> anyhow::Result<()> {
+        let (status, data) = self.http.request("POST", path, &[], json.as_bytes())?;
+        anyhow::ensure!(
+            status == 200,
+            "{path}: {status} {}",
+            String::from_utf8_lossy(&data)
         );
+        Ok(())
+    }
+
+    /// One call of `path` on text `i`, on this thread.
+    fn call(&mut self, path: P, i: usize) -> anyhow::Result<()> {
+        let embed = || EmbedRequest {
+            inputs: vec![text(i)],
+            ..Default::default()
+        };
+        match path {
+            P::DirectEmbed => {
+                let mut c = self.embedding.clone();
+                let r = self.rt.block_on(c.embed(embed()))?.into_inner();
+                anyhow::ensure!(r.embeddings.len() == 1);
+            }
+            P::GatewayEmbed => {
+                let mut c = self.gateway.clone();
+                let r = self.rt.block_on(c.embed(embed()))?.into_inner();
+                anyhow::ensure!(r.embeddings.len() == 1);
+            }
+            P::HttpEmbed => self.post(
+                "/v1/embeddings",
+                &format!(r#"{{"input": {:?}, "model": "all-MiniLM-L6-v2"}}"#, text(i)),
+            )?,
+            P::DirectSearch => {
+                let (mut e, mut v) = (self.embedding.clone(), self.vector.clone());
+                let hits = self.rt.block_on(async move {
+                    let vector = e
+                        .embed(embed())
+                        .await?
+                        .into_inner()
+                        .embeddings
+                        .pop()
+                        .map(|e| e.values)
+                        .unwrap_or_default();
+                    let r = v
+                        .search(vec::SearchRequest {
+                            collection: COLLECTION.into(),
+                            vector,
+                            limit: 5,
+                            with_payload: true,
+                            ..Default::default()
+                        })
+                        .await?;
+                    Ok::<_, tonic::Status>(r.into_inner().hits)
+                })?;
+                anyhow::ensure!(hits.len() == 5);
+            }
+            P::GatewaySearch => {
+                let mut c = self.gateway.clone();
+                let hits = self
+                    .rt
+                    .block_on(c.search(gw::SearchRequest {
+                        collection: COLLECTION.into(),
+                        query: text(i),
+                        limit: 5,
+                        ..Default::default()
+                    }))?
+                    .into_inner()
+                    .hits;
+                anyhow::ensure!(hits.len() == 5);
+            }
+            P::HttpSearch => self.post(
+                &format!("/v1/collections/{COLLECTION}/search"),
+                &format!(r#"{{"query": {:?}, "limit": 5}}"#, text(i)),
+            )?,
+            P::DirectGet => {
+                let mut c = self.vector.clone();
+                let r = self
+                    .rt
+                    .block_on(c.get_collection(vec::GetCollectionRequest {
+                        name: COLLECTION.into(),
+                    }))?;
+                anyhow::ensure!(r.into_inner().points_count > 0);
+            }
+            P::GatewayGet => {
+                let mut c = self.gateway.clone();
+                let r = self
+                    .rt
+                    .block_on(c.get_collection(gw::GetCollectionRequest {
+                        name: COLLECTION.into(),
+                    }))?;
+                anyhow::ensure!(r.into_inner().chunks_count > 0);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Every client runs the paths of `schedule` in turn, call by call, for
+/// `WARM + secs` seconds; the text advances once per turn, so each path of
+/// a turn gets the same text. Returns the measured latencies per path of
+/// `schedule`.
+fn drive(clients: &mut [Client], schedule: &[P], secs: f64) -> anyhow::Result<Vec<Vec<Duration>>> {
+    let warm = Duration::from_secs_f64(WARM);
+    let end = warm + Duration::from_secs_f64(secs);
+    let t0 = Instant::now();
+    let per_client = std::thread::scope(|s| {
+        let handles: Vec<_> = clients
+            .iter_mut()
+            .enumerate()
+            .map(|(w, client)| {
+                s.spawn(move || {
+                    let mut lat = vec![Vec::new(); schedule.len()];
+                    let mut k = 0usize;
+                    loop {
+                        let now = t0.elapsed();
+                        if now >= end {
+                            break;
+                        }
+                        let slot = k % schedule.len();
+                        let t = Instant::now();
+                        client.call(schedule[slot], w * 7 + k / schedule.len())?;
+                        if now >= warm {
+                            lat[slot].push(t.elapsed());
+                        }
+                        k += 1;
+                    }
+                    Ok::<_, anyhow::Error>(lat)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().map_err(|_| anyhow::anyhow!("client panicked"))?)
+            .collect::<anyhow::Result<Vec<_>>>()
+    })?;
+    let mut out = vec![Vec::new(); schedule.len()];
+    for lat in per_client {
+        for (o, l) in out.iter_mut().zip(lat) {
+            o.extend(l);
+        }
     }
     Ok(out)
-}
-
-fn row(label: &str, s: &Stats, qps: f64, cpu_us: [f64; 2]) {
-    println!(
-        "| {label:<28} | {qps:>8.0} | {:>7} | {:>7} | {:>8.0} | {:>8.0} |",
-        ms(s.p50),
-        ms(s.p99),
-        cpu_us[0],
-        cpu_us[1],
-    );
 }
 
 /// User + system CPU seconds of process `pid` so far (Linux `/proc`).
@@ -265,10 +324,85 @@ fn cpu_secs(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-fn account(acc: &mut [f64; 2], before: [f64; 2], after: [f64; 2]) {
-    for k in 0..2 {
-        acc[k] += after[k] - before[k];
+fn p50_ms(lat: &[Duration]) -> f64 {
+    stats(lat.to_vec(), lat.len(), Duration::from_secs(1))
+        .p50
+        .as_secs_f64()
+        * 1e3
+}
+
+/// Throughput and added latency at one concurrency.
+fn measure(
+    clients: &mut [Client],
+    rounds: usize,
+    slice: f64,
+    pids: [u32; 2],
+) -> anyhow::Result<()> {
+    let c = clients.len();
+    // 1. Throughput: each path alone, in alternating slices.
+    let mut qps: Vec<Vec<f64>> = vec![Vec::new(); ALL.len()];
+    let mut lat: Vec<Vec<Duration>> = vec![Vec::new(); ALL.len()];
+    let mut cpu = [[0.0f64; 2]; ALL.len()];
+    let mut calls = [0usize; ALL.len()];
+    for _ in 0..rounds {
+        for (k, &path) in ALL.iter().enumerate() {
+            let before = pids.map(cpu_secs);
+            let l = drive(clients, &[path], slice)?.pop().unwrap_or_default();
+            let after = pids.map(cpu_secs);
+            for (j, acc) in cpu[k].iter_mut().enumerate() {
+                *acc += after[j] - before[j];
+            }
+            qps[k].push(l.len() as f64 / slice);
+            // CPU covers the warm-up too, at the same rate.
+            calls[k] += (l.len() as f64 * (slice + WARM) / slice) as usize;
+            lat[k].extend(l);
+        }
     }
+    let qps: Vec<f64> = qps.into_iter().map(median).collect();
+    println!("\n### concurrency {c}: throughput (each path alone, alternating slices)\n");
+    println!("| path | QPS | p50 ms | p99 ms | gateway CPU µs/call | embedding CPU µs/call |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (k, path) in ALL.iter().enumerate() {
+        let s: Stats = stats(lat[k].clone(), lat[k].len(), Duration::from_secs(1));
+        let per = |j: usize| cpu[k][j] * 1e6 / calls[k].max(1) as f64;
+        println!(
+            "| {} | {:.0} | {} | {} | {:.0} | {:.0} |",
+            path.label(),
+            qps[k],
+            ms(s.p50),
+            ms(s.p99),
+            per(0),
+            per(1)
+        );
+    }
+
+    // 2. Added latency: direct and gateway calls interleaved call by call.
+    let mut pair_lat: Vec<[Vec<Duration>; 2]> = vec![Default::default(); PAIRS.len()];
+    for _ in 0..rounds {
+        for (k, &(via, direct, _)) in PAIRS.iter().enumerate() {
+            let mut l = drive(clients, &[direct, via], slice)?.into_iter();
+            pair_lat[k][0].extend(l.next().unwrap_or_default());
+            pair_lat[k][1].extend(l.next().unwrap_or_default());
+        }
+    }
+    println!("\n### concurrency {c}: added latency (direct and gateway calls interleaved)\n");
+    println!(
+        "| through the gateway | QPS vs. direct | direct p50 ms | gateway p50 ms | added p50 ms |"
+    );
+    println!("|---|---:|---:|---:|---:|");
+    let index = |p: P| ALL.iter().position(|&q| q == p).unwrap_or(0);
+    let mut summary = Vec::new();
+    for (k, &(via, direct, name)) in PAIRS.iter().enumerate() {
+        let (d, g) = (p50_ms(&pair_lat[k][0]), p50_ms(&pair_lat[k][1]));
+        let ratio = qps[index(via)] / qps[index(direct)].max(f64::MIN_POSITIVE);
+        println!("| {name} | {ratio:.2}× | {d:.2} | {g:.2} | {:+.2} |", g - d);
+        summary.push(format!("{name} {ratio:.2}× {:+.2} ms", g - d));
+    }
+    println!(
+        "\nconcurrency {c}: gateway/direct QPS and added p50: {}",
+        summary.join(" · ")
+    );
+    Ok(())
 }
 
 pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
@@ -302,7 +436,6 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
         mesh.gateway.addr.to_string(),
     );
     let http = mesh.gateway.http_addr.context("gateway HTTP address")?;
-    let (gateway_pid, embedding_pid) = (mesh.gateway.child.id(), mesh.embedding.child.id());
 
     // A corpus to search: every text in a few phrasings.
     let mut g = GatewayClient::connect(format!("http://{g_addr}")).await?;
@@ -327,117 +460,45 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
         .await?;
     }
 
-    println!(
-        "\nrounds: {} alternating slices of {:.1} s per path; one text per call; search top-5 over 400 chunks",
-        args.rounds,
-        args.duration / args.rounds as f64
-    );
+    let only = match args.only.as_deref() {
+        Some(k) => Some(ALL.into_iter().find(|p| p.key() == k).with_context(|| {
+            format!(
+                "--only {k:?}: expected one of {}",
+                ALL.map(P::key).join(", ")
+            )
+        })?),
+        None => None,
+    };
     let slice = args.duration / args.rounds.max(1) as f64;
+    println!(
+        "\n{} rounds of {slice:.1} s per path and per comparison (after {WARM} s warm-up); one text per call; search top-5 over 400 chunks",
+        args.rounds
+    );
+    let pids = [mesh.gateway.child.id(), mesh.embedding.child.id()];
+    let addrs = [e_addr.as_str(), v_addr.as_str(), g_addr.as_str()];
     for &c in &args.concurrency {
-        let direct_embed = Arc::new(DirectEmbed(
-            clients(c, &e_addr, EmbeddingServiceClient::connect).await?,
-        ));
-        let gw_embed = Arc::new(GatewayEmbed(
-            clients(c, &g_addr, GatewayClient::connect).await?,
-        ));
-        let mut pairs = Vec::new();
-        for (e, v) in clients(c, &e_addr, EmbeddingServiceClient::connect)
-            .await?
-            .into_iter()
-            .zip(clients(c, &v_addr, VectorSearchClient::connect).await?)
-        {
-            pairs.push((e, v));
+        let mut clients = Vec::with_capacity(c);
+        for _ in 0..c {
+            clients.push(Client::connect(Handle::current(), addrs, http).await?);
         }
-        let direct_search = Arc::new(DirectSearch(pairs));
-        let gw_search = Arc::new(GatewaySearch(
-            clients(c, &g_addr, GatewayClient::connect).await?,
-        ));
-
-        let mut r: [Vec<Stats>; 6] = Default::default();
-        // CPU seconds the gateway and embedding processes spent per path.
-        let mut cpu = [[0.0f64; 2]; 6];
-        let pids = [gateway_pid, embedding_pid];
-        let sample = || pids.map(cpu_secs);
-        for _ in 0..args.rounds {
-            let t = sample();
-            r[0].push(drive(Arc::clone(&direct_embed), c, slice, 0.5).await?);
-            account(&mut cpu[0], t, sample());
-            let t = sample();
-            r[1].push(drive(Arc::clone(&gw_embed), c, slice, 0.5).await?);
-            account(&mut cpu[1], t, sample());
-            let t = sample();
-            r[2].push(
-                tokio::task::spawn_blocking(move || {
-                    drive_http(http, c, slice, 0.5, |i| {
-                        (
-                            "/v1/embeddings".into(),
-                            format!(r#"{{"input": {:?}, "model": "all-MiniLM-L6-v2"}}"#, text(i)),
-                        )
-                    })
-                })
-                .await??,
+        let rounds = args.rounds.max(1);
+        if let Some(path) = only {
+            let secs = args.duration;
+            let lat = tokio::task::spawn_blocking(move || drive(&mut clients, &[path], secs))
+                .await??
+                .pop()
+                .unwrap_or_default();
+            let s = stats(lat.clone(), lat.len(), Duration::from_secs_f64(secs));
+            println!(
+                "\n{} at concurrency {c}: {:.0} QPS, p50 {} ms, p99 {} ms",
+                path.label(),
+                s.texts_per_sec,
+                ms(s.p50),
+                ms(s.p99)
             );
-            account(&mut cpu[2], t, sample());
-            let t = sample();
-            r[3].push(drive(Arc::clone(&direct_search), c, slice, 0.5).await?);
-            account(&mut cpu[3], t, sample());
-            let t = sample();
-            r[4].push(drive(Arc::clone(&gw_search), c, slice, 0.5).await?);
-            account(&mut cpu[4], t, sample());
-            let t = sample();
-            r[5].push(
-                tokio::task::spawn_blocking(move || {
-                    drive_http(http, c, slice, 0.5, |i| {
-                        (
-                            format!("/v1/collections/{COLLECTION}/search"),
-                            format!(r#"{{"query": {:?}, "limit": 5}}"#, text(i)),
-                        )
-                    })
-                })
-                .await??,
-            );
-            account(&mut cpu[5], t, sample());
+            continue;
         }
-        let qps: Vec<f64> = r
-            .iter()
-            .map(|rounds| median(rounds.iter().map(|s| s.texts_per_sec).collect()))
-            .collect();
-        let p: Vec<Stats> = r.iter().map(|rounds| pooled(rounds)).collect();
-        println!("\n### concurrency {c}\n");
-        println!(
-            "| path                         |      QPS | p50 ms  | p99 ms  | gateway CPU µs/call | embedding CPU µs/call |"
-        );
-        println!("|---|---:|---:|---:|---:|---:|");
-        let labels = [
-            "embed: direct gRPC",
-            "embed: gateway gRPC",
-            "embed: gateway HTTP /v1/embeddings",
-            "search: direct embed+search",
-            "search: gateway gRPC",
-            "search: gateway HTTP",
-        ];
-        for i in 0..6 {
-            // Calls made in a path's slices, warm-up included (same rate).
-            let calls = p[i].requests as f64 * (slice + 0.5) / slice;
-            row(
-                labels[i],
-                &p[i],
-                qps[i],
-                cpu[i].map(|s| s * 1e6 / calls.max(1.0)),
-            );
-        }
-        let added = |g: &Stats, d: &Stats| (g.p50.as_secs_f64() - d.p50.as_secs_f64()) * 1e3;
-        println!(
-            "\nratios (gateway / direct QPS) and added p50: embed gRPC {:.2}× {:+.2} ms · embed HTTP {:.2}× {:+.2} ms · search gRPC {:.2}× {:+.2} ms · search HTTP {:.2}× {:+.2} ms",
-            qps[1] / qps[0],
-            added(&p[1], &p[0]),
-            qps[2] / qps[0],
-            added(&p[2], &p[0]),
-            qps[4] / qps[3],
-            added(&p[4], &p[3]),
-            qps[5] / qps[3],
-            added(&p[5], &p[3]),
-        );
+        tokio::task::spawn_blocking(move || measure(&mut clients, rounds, slice, pids)).await??;
     }
     tokio::task::spawn_blocking(move || mesh.stop()).await?;
     Ok(())

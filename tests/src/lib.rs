@@ -8,7 +8,7 @@ pub mod otlp;
 use std::{
     io::{BufRead as _, BufReader},
     net::SocketAddr,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::mpsc,
     time::{Duration, Instant},
@@ -16,7 +16,21 @@ use std::{
 
 /// The repository root (for model assets).
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+    // Cargo sets CARGO_MANIFEST_DIR when it runs a test, bench or binary;
+    // prefer it to the value compiled in, which is stale when one
+    // CARGO_TARGET_DIR serves several checkouts (cargo reuses an artifact
+    // built from another clone's path). The workspace root is the nearest
+    // ancestor holding Cargo.lock.
+    let compiled = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let start = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .filter(|p| p.is_dir())
+        .unwrap_or(compiled);
+    start
+        .ancestors()
+        .find(|d| d.join("Cargo.lock").is_file())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| start.join(".."))
 }
 
 /// A workspace binary built beside the running executable: next to it

@@ -1,15 +1,16 @@
 //! Calls to the services behind the gateway: one [`Pool`] per service, over
 //! that service's replicas.
 //!
-//! Each replica has its own lazily-connected tonic channel (HTTP/2,
-//! multiplexed) wrapped in the client trace layer, so every call carries the
-//! caller's trace. A call picks a replica by power of two choices on calls
+//! Each replica has its own lazily-connected HTTP/2 channel
+//! ([`H2Channel`]: one multiplexed connection, no buffer or dispatch tasks
+//! between the call and the socket) wrapped in the client trace layer, so
+//! every call carries the caller's trace. A call picks a replica by power of two choices on calls
 //! in flight, skipping replicas recently seen UNAVAILABLE; an idempotent
 //! call that gets UNAVAILABLE is retried on another replica while its
 //! deadline allows.
 //!
-//! Why not tower's `p2c::Balance` over tonic channels: a lazily-connected
-//! tonic channel never fails `poll_ready` (connection errors surface on the
+//! Why not tower's `p2c::Balance` over channels: a lazily-connected
+//! channel never fails `poll_ready` (connection errors surface on the
 //! call), so a dead replica stays "ready", attracts load because its calls
 //! fail fast, and a retry cannot be steered away from the replica that just
 //! failed. Choosing per call here keeps the same p2c policy with those two
@@ -24,18 +25,18 @@ use std::{
     time::{Duration, Instant},
 };
 
-use mlmesh_runtime::propagation::{ClientTrace, ClientTraceLayer};
-use tonic::{
-    Code, Status,
-    transport::{Channel, Endpoint},
+use mlmesh_runtime::{
+    client::{H2Channel, H2Settings},
+    propagation::{ClientTrace, ClientTraceLayer},
 };
+use tonic::{Code, Status};
 use tower_layer::Layer as _;
 use tracing::Instrument as _;
 
 use crate::{metrics::Metrics, settings::DownstreamSettings};
 
 /// The channel type every generated client is built on.
-pub type TracedChannel = ClientTrace<Channel>;
+pub type TracedChannel = ClientTrace<H2Channel>;
 
 /// When a call must be answered by; derived from the caller's deadline.
 #[derive(Clone, Copy, Debug)]
@@ -149,12 +150,13 @@ impl Pool {
             .iter()
             .map(|a| {
                 let uri = endpoint_uri(a)?;
-                let channel = Endpoint::from(uri)
-                    .connect_timeout(Duration::from_millis(settings.connect_timeout_ms))
-                    .tcp_nodelay(true)
-                    .http2_keep_alive_interval(Duration::from_secs(30))
-                    .keep_alive_while_idle(true)
-                    .connect_lazy();
+                let channel = H2Channel::lazy(
+                    uri,
+                    H2Settings {
+                        connect_timeout: Duration::from_millis(settings.connect_timeout_ms),
+                        keep_alive: Duration::from_secs(30),
+                    },
+                )?;
                 Ok(Replica {
                     addr: a.trim().to_owned(),
                     channel: ClientTraceLayer.layer(channel),

@@ -1,12 +1,14 @@
 //! What every mlmesh service shares: layered settings, telemetry (logs, OTLP
-//! traces, W3C `traceparent` propagation), and the gRPC server bootstrap
-//! (health, reflection, Prometheus `/metrics`, graceful shutdown).
+//! traces, W3C `traceparent` propagation), the gRPC server bootstrap
+//! (health, reflection, Prometheus `/metrics`, graceful shutdown) and a lean
+//! HTTP/2 client channel for service-to-service calls.
 //!
 //! A service crate owns its domain; this crate owns the wiring around it, so
 //! that every service starts, reports and stops the same way.
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod client;
 pub mod limits;
 pub mod propagation;
 pub mod server;

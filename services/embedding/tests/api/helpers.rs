@@ -17,7 +17,7 @@ pub struct TestApp {
 }
 
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+    mlmesh_tests::repo_root()
 }
 
 /// Settings for a test: ephemeral ports, the cached default model.

@@ -1,7 +1,7 @@
 //! `spawn_mesh()`: embedding + vector-search + gateway, each a real server
 //! on its own port, the gateway pointed at the other two.
 
-use std::{future::Future, net::SocketAddr, path::PathBuf};
+use std::{future::Future, net::SocketAddr};
 
 use mlmesh_gateway::Settings;
 use mlmesh_proto::gateway::v1::{self as gw, gateway_client::GatewayClient};
@@ -41,7 +41,7 @@ impl Running {
 }
 
 pub async fn spawn_embedding() -> Running {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let root = mlmesh_tests::repo_root();
     let mut s = mlmesh_embedding::Settings {
         server: ServerSettings::ephemeral(),
         ..Default::default()

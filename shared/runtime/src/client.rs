@@ -1,0 +1,361 @@
+//! A lean gRPC client channel: unary calls over one HTTP/2 connection per
+//! upstream address, speaking `h2` directly.
+//!
+//! Why not tonic's `Channel`: every call through it crosses a `tower::Buffer`
+//! task, then hyper's dispatch task, and hyper spawns one more task to pipe
+//! the request body, so the request leaves as two TCP segments (HEADERS, then
+//! DATA) written by different tasks, often on different threads. On a hop
+//! whose whole budget is a fraction of a millisecond (the gateway's), those
+//! wake-ups are the cost. Here the calling task writes HEADERS and DATA into
+//! the connection in one go and only the connection task touches the socket,
+//! so a unary request is one segment and one wake-up.
+//!
+//! What it keeps from a real channel: lazy connect with a timeout, reconnect
+//! after the connection dies (a call never waits on a dead connection),
+//! HTTP/2 keep-alive pings so a silently vanished peer is noticed, large flow
+//! control windows, and precise statuses: failing to connect or losing the
+//! connection is UNAVAILABLE naming the address, so callers can retry
+//! elsewhere. Generated tonic clients run on it unchanged
+//! (`FooClient::new(channel)`); streaming request bodies are collected first,
+//! so it is meant for unary calls.
+
+use std::{
+    pin::Pin,
+    sync::{Arc, Mutex},
+    task::{Context, Poll, ready},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use http::{Request, Response, Uri, Version, uri::PathAndQuery};
+use http_body::{Body, Frame};
+use http_body_util::BodyExt as _;
+use tonic::Status;
+use tower_service::Service;
+
+/// Flow-control windows large enough that an embedding batch or an upsert
+/// never stalls on WINDOW_UPDATE round trips (hyper's client defaults).
+const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
+const CONNECTION_WINDOW: u32 = 5 * 1024 * 1024;
+
+/// Settings of an [`H2Channel`].
+#[derive(Clone, Copy, Debug)]
+pub struct H2Settings {
+    /// How long a TCP connect may take before the call fails UNAVAILABLE.
+    pub connect_timeout: Duration,
+    /// Interval of HTTP/2 PINGs on an open connection; a PING unanswered
+    /// for as long closes the connection (the next call reconnects).
+    pub keep_alive: Duration,
+}
+
+impl Default for H2Settings {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(2),
+            keep_alive: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A cloneable gRPC channel to one address (all clones share the
+/// connection).
+#[derive(Clone)]
+pub struct H2Channel {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for H2Channel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("H2Channel")
+            .field("uri", &self.shared.uri)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Shared {
+    /// `http://host:port`: scheme and authority of every request.
+    uri: Uri,
+    /// `host:port` to connect to.
+    addr: String,
+    settings: H2Settings,
+    /// The open connection's sender and its generation, if any.
+    conn: Mutex<Option<(u64, h2::client::SendRequest<Bytes>)>>,
+    /// Serializes connection attempts (one connect, not one per caller).
+    connecting: tokio::sync::Mutex<u64>,
+}
+
+impl H2Channel {
+    /// A channel to `uri` (`http://host:port`); nothing connects until the
+    /// first call.
+    pub fn lazy(uri: Uri, settings: H2Settings) -> Result<Self, String> {
+        let (Some(host), Some(port)) = (uri.host(), uri.port_u16()) else {
+            return Err(format!("{uri} needs a host and a port"));
+        };
+        if uri.scheme_str() != Some("http") {
+            return Err(format!("{uri}: only http:// (plaintext) is supported"));
+        }
+        let addr = format!("{host}:{port}");
+        Ok(Self {
+            shared: Arc::new(Shared {
+                uri,
+                addr,
+                settings,
+                conn: Mutex::new(None),
+                connecting: tokio::sync::Mutex::new(0),
+            }),
+        })
+    }
+
+    fn current(&self) -> Option<(u64, h2::client::SendRequest<Bytes>)> {
+        self.shared.conn.lock().ok().and_then(|c| c.clone())
+    }
+
+    fn forget(&self, generation: u64) {
+        forget(&self.shared, generation);
+    }
+
+    /// The open connection, or a new one.
+    async fn sender(&self) -> Result<(u64, h2::client::SendRequest<Bytes>), Status> {
+        if let Some(c) = self.current() {
+            return Ok(c);
+        }
+        let mut last_generation = self.shared.connecting.lock().await;
+        // Someone else may have connected while we waited for the lock.
+        if let Some(c) = self.current() {
+            return Ok(c);
+        }
+        let generation = *last_generation + 1;
+        let sender = connect(&self.shared, generation).await?;
+        *last_generation = generation;
+        if let Ok(mut c) = self.shared.conn.lock() {
+            *c = Some((generation, sender.clone()));
+        }
+        Ok((generation, sender))
+    }
+
+    async fn unary(
+        &self,
+        request: Request<tonic::body::Body>,
+    ) -> Result<Response<RecvBody>, Status> {
+        let (mut parts, body) = request.into_parts();
+        // Unary bodies are one ready frame; collecting costs nothing and
+        // lets HEADERS and DATA go out together.
+        let body = body
+            .collect()
+            .await
+            .map_err(|e| Status::internal(format!("cannot encode the request: {e}")))?
+            .to_bytes();
+        let path = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let mut uri = Uri::builder().path_and_query(path);
+        if let Some(s) = self.shared.uri.scheme() {
+            uri = uri.scheme(s.clone());
+        }
+        if let Some(a) = self.shared.uri.authority() {
+            uri = uri.authority(a.clone());
+        }
+        parts.uri = uri
+            .build()
+            .map_err(|e| Status::internal(format!("bad request URI: {e}")))?;
+        parts.version = Version::HTTP_2;
+
+        // A connection that died since it was cached fails `ready` at once;
+        // forget it and connect again, once.
+        let mut attempt = 0;
+        let (generation, mut sender) = loop {
+            let (generation, sender) = self.sender().await?;
+            match sender.ready().await {
+                Ok(s) => break (generation, s),
+                Err(e) => {
+                    self.forget(generation);
+                    attempt += 1;
+                    if attempt > 1 {
+                        return Err(self.lost(&e));
+                    }
+                }
+            }
+        };
+        let request = Request::from_parts(parts, ());
+        let end = body.is_empty();
+        let (response, mut stream) = sender.send_request(request, end).map_err(|e| {
+            self.forget(generation);
+            self.lost(&e)
+        })?;
+        if !end {
+            stream
+                .send_data(body, true)
+                .map_err(|e| self.h2_status(&e))?;
+        }
+        let response = response.await.map_err(|e| {
+            if e.is_io() || e.is_go_away() {
+                self.forget(generation);
+            }
+            self.h2_status(&e)
+        })?;
+        let addr = self.shared.addr.clone();
+        Ok(response.map(|recv| RecvBody {
+            recv,
+            data_done: false,
+            addr,
+        }))
+    }
+
+    fn lost(&self, e: &h2::Error) -> Status {
+        Status::unavailable(format!("connection to {} failed: {e}", self.shared.addr))
+    }
+
+    fn h2_status(&self, e: &h2::Error) -> Status {
+        h2_status(&self.shared.addr, e)
+    }
+}
+
+fn forget(shared: &Shared, generation: u64) {
+    if let Ok(mut c) = shared.conn.lock()
+        && c.as_ref().is_some_and(|(g, _)| *g == generation)
+    {
+        *c = None;
+    }
+}
+
+/// The status for an HTTP/2 error on a call to `addr`: a lost connection or
+/// a refused stream is UNAVAILABLE (the call can go elsewhere); the rest as
+/// the gRPC spec maps RST_STREAM reasons.
+fn h2_status(addr: &str, e: &h2::Error) -> Status {
+    if e.is_io() || e.is_go_away() {
+        return Status::unavailable(format!("connection to {addr} lost: {e}"));
+    }
+    match e.reason() {
+        Some(h2::Reason::REFUSED_STREAM) => {
+            Status::unavailable(format!("{addr} refused the stream: {e}"))
+        }
+        Some(h2::Reason::CANCEL) => Status::cancelled(format!("{addr} cancelled the call: {e}")),
+        Some(h2::Reason::ENHANCE_YOUR_CALM) => {
+            Status::resource_exhausted(format!("{addr} asked to slow down: {e}"))
+        }
+        _ => Status::internal(format!("HTTP/2 error from {addr}: {e}")),
+    }
+}
+
+/// Connects, handshakes and spawns the connection task.
+async fn connect(
+    shared: &Arc<Shared>,
+    generation: u64,
+) -> Result<h2::client::SendRequest<Bytes>, Status> {
+    let addr = shared.addr.clone();
+    let tcp = tokio::time::timeout(
+        shared.settings.connect_timeout,
+        tokio::net::TcpStream::connect(&addr),
+    )
+    .await
+    .map_err(|_| {
+        Status::unavailable(format!(
+            "tcp connect error: connecting to {addr} timed out after {:?}",
+            shared.settings.connect_timeout
+        ))
+    })?
+    .map_err(|e| Status::unavailable(format!("tcp connect error: {addr}: {e}")))?;
+    // Small unary calls must not wait on Nagle's algorithm.
+    let _ = tcp.set_nodelay(true);
+    let (sender, mut connection) = h2::client::Builder::new()
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .handshake::<_, Bytes>(tcp)
+        .await
+        .map_err(|e| Status::unavailable(format!("HTTP/2 handshake with {addr} failed: {e}")))?;
+    let mut pings = connection.ping_pong();
+    let keep_alive = shared.settings.keep_alive;
+    let weak = Arc::downgrade(shared);
+    tokio::spawn(async move {
+        let alive = async {
+            let Some(pings) = pings.as_mut() else {
+                return std::future::pending::<()>().await;
+            };
+            loop {
+                tokio::time::sleep(keep_alive).await;
+                match tokio::time::timeout(keep_alive, pings.ping(h2::Ping::opaque())).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        tracing::debug!(%addr, error = %e, "keep-alive ping failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::warn!(%addr, "keep-alive ping unanswered; closing the connection");
+                        return;
+                    }
+                }
+            }
+        };
+        tokio::select! {
+            r = &mut connection => {
+                if let Err(e) = r {
+                    tracing::debug!(%addr, error = %e, "HTTP/2 connection ended");
+                }
+            }
+            () = alive => {}
+        }
+        if let Some(shared) = weak.upgrade() {
+            forget(&shared, generation);
+        }
+    });
+    Ok(sender)
+}
+
+impl Service<Request<tonic::body::Body>> for H2Channel {
+    type Response = Response<RecvBody>;
+    type Error = Status;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Connection state is handled per call, where a failure can name it.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<tonic::body::Body>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { this.unary(request).await })
+    }
+}
+
+/// A response body: DATA frames, then the trailers (`grpc-status`).
+pub struct RecvBody {
+    recv: h2::RecvStream,
+    data_done: bool,
+    addr: String,
+}
+
+impl Body for RecvBody {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        let this = &mut *self;
+        if !this.data_done {
+            match ready!(this.recv.poll_data(cx)) {
+                Some(Ok(data)) => {
+                    // Hand the window back as we consume, so large responses
+                    // keep flowing.
+                    let _ = this.recv.flow_control().release_capacity(data.len());
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Some(Err(e)) => return Poll::Ready(Some(Err(h2_status(&this.addr, &e)))),
+                None => this.data_done = true,
+            }
+        }
+        match ready!(this.recv.poll_trailers(cx)) {
+            Ok(Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
+            Ok(None) => Poll::Ready(None),
+            Err(e) => Poll::Ready(Some(Err(h2_status(&this.addr, &e)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.recv.is_end_stream()
+    }
+}
