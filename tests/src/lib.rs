@@ -122,6 +122,20 @@ pub struct Service {
     pub started_in: Duration,
 }
 
+/// The lines `out` prints, read on a thread of their own so a caller can
+/// wait for one with a timeout.
+pub fn lines(out: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
 impl Service {
     /// Starts `name` with `--listen 127.0.0.1:0`, JSON logs and `env`, and
     /// waits (up to 60 s) for its "gRPC server listening" line.
@@ -139,15 +153,7 @@ impl Service {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("spawn service");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let rx = lines(child.stdout.take().expect("stdout"));
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut http_addr = None;
         loop {

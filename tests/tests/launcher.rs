@@ -3,13 +3,11 @@
 //! exit 0 on SIGTERM.
 
 use std::{
-    io::{BufRead as _, BufReader},
     process::{Command, Stdio},
-    sync::mpsc,
     time::Duration,
 };
 
-use mlmesh_tests::{HttpClient, TempDir, binary, repo_root};
+use mlmesh_tests::{HttpClient, TempDir, binary, lines, repo_root};
 use serde_json::json;
 
 fn free_port() -> String {
@@ -41,15 +39,7 @@ fn mlmesh_up_serves_the_demo_corpus_and_stops_cleanly() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn mlmesh up");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = lines(child.stdout.take().expect("stdout"));
     let mut printed = String::new();
     while !printed.contains("mlmesh is up") {
         match rx.recv_timeout(Duration::from_secs(120)) {
