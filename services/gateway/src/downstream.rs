@@ -341,8 +341,8 @@ impl Pool {
                             .inc();
                     }
                 }
-                // tonic's client-side timer (from the request's timeout)
-                // answers CANCELLED "Timeout expired": the deadline passed.
+                // A service whose own timer (from our grpc-timeout) fired
+                // first may answer CANCELLED: the deadline passed all the same.
                 Ok(Err(status))
                     if status.code() == Code::DeadlineExceeded
                         || (status.code() == Code::Cancelled && deadline.remaining().is_zero()) =>

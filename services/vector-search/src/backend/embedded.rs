@@ -301,25 +301,10 @@ impl Collection {
         // Per-segment sums (info, and count, which also adds per segment)
         // see a duplicated id twice; scroll merges ids across segments.
         let mut exact = 0;
-        let mut offset = None;
-        loop {
-            let (records, next) = self
-                .shard
-                .scroll(ScrollRequest {
-                    offset,
-                    limit: Some(10_000),
-                    filter: None,
-                    with_payload: Some(WithPayloadInterface::Bool(false)),
-                    with_vector: WithVector::Bool(false),
-                    order_by: None,
-                })
-                .map_err(storage)?;
+        self.for_each_page(None, 10_000, false, |records| {
             exact += records.len();
-            match next {
-                Some(n) => offset = Some(n),
-                None => break,
-            }
-        }
+            Ok(())
+        })?;
         if listed == exact {
             return Ok(0);
         }
@@ -329,20 +314,8 @@ impl Collection {
             distinct = exact,
             "points held by more than one segment (crash during optimisation); rewriting them"
         );
-        let mut offset = None;
         let mut rewritten = 0;
-        loop {
-            let (records, next) = self
-                .shard
-                .scroll(ScrollRequest {
-                    offset,
-                    limit: Some(1000),
-                    filter: None,
-                    with_payload: Some(WithPayloadInterface::Bool(true)),
-                    with_vector: WithVector::Bool(true),
-                    order_by: None,
-                })
-                .map_err(storage)?;
+        self.for_each_page(None, 1000, true, |records| {
             let points: Vec<Point> = records
                 .into_iter()
                 .filter_map(|r| {
@@ -366,12 +339,8 @@ impl Collection {
                 .append(&upsert)
                 .map_err(storage)?;
             self.apply(Op::Delete(ids))?;
-            self.apply(upsert)?;
-            match next {
-                Some(n) => offset = Some(n),
-                None => break,
-            }
-        }
+            self.apply(upsert)
+        })?;
         let after = self.shard.info().points_count;
         if after != exact {
             // Searches and counts are right either way; only `info` is off.
@@ -466,23 +435,40 @@ impl Collection {
     /// Every id matching `filter` (for delete-by-filter, logged as ids).
     fn matching_ids(&self, filter: edge::Filter) -> Result<Vec<PointId>> {
         let mut ids = Vec::new();
+        self.for_each_page(Some(filter), 4096, false, |page| {
+            ids.extend(page.into_iter().map(|r| from_edge_id(r.id)));
+            Ok(())
+        })?;
+        Ok(ids)
+    }
+
+    /// Pages through every point (matching `filter`), `page` at a time,
+    /// with payload and vector when `with_data`, handing each page to
+    /// `each`. Paging is by id, so `each` may rewrite the points it gets.
+    fn for_each_page(
+        &self,
+        filter: Option<edge::Filter>,
+        page: usize,
+        with_data: bool,
+        mut each: impl FnMut(Vec<edge::Record>) -> Result<()>,
+    ) -> Result<()> {
         let mut offset = None;
         loop {
-            let (page, next) = self
+            let (records, next) = self
                 .shard
                 .scroll(ScrollRequest {
                     offset,
-                    limit: Some(4096),
-                    filter: Some(filter.clone()),
-                    with_payload: Some(WithPayloadInterface::Bool(false)),
-                    with_vector: WithVector::Bool(false),
+                    limit: Some(page),
+                    filter: filter.clone(),
+                    with_payload: Some(WithPayloadInterface::Bool(with_data)),
+                    with_vector: WithVector::Bool(with_data),
                     order_by: None,
                 })
                 .map_err(storage)?;
-            ids.extend(page.into_iter().map(|r| from_edge_id(r.id)));
+            each(records)?;
             match next {
                 Some(n) => offset = Some(n),
-                None => return Ok(ids),
+                None => return Ok(()),
             }
         }
     }

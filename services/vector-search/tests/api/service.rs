@@ -78,12 +78,19 @@ async fn indexing_runs_in_the_background_and_hnsw_agrees_with_exact_search() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn a_restarted_service_finds_its_collections_and_points() {
-    let data = mlmesh_tests::TempDir::new("vector-restart");
-    let settings = || mlmesh_vector_search::Settings::for_tests(data.path().to_owned());
-    let app = start(settings(), None).await;
-    let name = app.collection("restart", 4, pb::Distance::Dot).await;
+/// A stopped service's data folder holding collection `tag` with 50 points
+/// in 4 dimensions: the folder, the collection's name, and the top-5 hits
+/// for `unit_vector(3, 4)` before the stop.
+async fn fifty_points_then_stopped(
+    tag: &str,
+) -> (mlmesh_tests::TempDir, String, Vec<pb::ScoredPoint>) {
+    let data = mlmesh_tests::TempDir::new(&format!("vector-{tag}"));
+    let app = start(
+        mlmesh_vector_search::Settings::for_tests(data.path().to_owned()),
+        None,
+    )
+    .await;
+    let name = app.collection(tag, 4, pb::Distance::Dot).await;
     app.upsert(
         &name,
         (0..50u64)
@@ -93,6 +100,13 @@ async fn a_restarted_service_finds_its_collections_and_points() {
     .await;
     let before = app.search(&name, unit_vector(3, 4), 5).await;
     app.stop().await;
+    (data, name, before)
+}
+
+#[tokio::test]
+async fn a_restarted_service_finds_its_collections_and_points() {
+    let (data, name, before) = fifty_points_then_stopped("restart").await;
+    let settings = || mlmesh_vector_search::Settings::for_tests(data.path().to_owned());
 
     let app = start(settings(), None).await;
     let after = app.search(&name, unit_vector(3, 4), 5).await;
@@ -118,19 +132,8 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 /// service finds the double count at start and rewrites the points once.
 #[tokio::test]
 async fn points_duplicated_across_segments_are_repaired_at_start() {
-    let data = mlmesh_tests::TempDir::new("vector-dup");
+    let (data, name, before) = fifty_points_then_stopped("dup").await;
     let settings = || mlmesh_vector_search::Settings::for_tests(data.path().to_owned());
-    let app = start(settings(), None).await;
-    let name = app.collection("dup", 4, pb::Distance::Dot).await;
-    app.upsert(
-        &name,
-        (0..50u64)
-            .map(|i| point(i, unit_vector(i, 4), json!({"n": i})))
-            .collect(),
-    )
-    .await;
-    let before = app.search(&name, unit_vector(3, 4), 5).await;
-    app.stop().await;
 
     // Copy every segment folder under a new name.
     let coll = std::fs::read_dir(data.path())
