@@ -7,7 +7,7 @@ VECTOR_DATA_DIR ?= .cache/mlmesh/vector-data
 GATEWAY_LISTEN ?= 127.0.0.1:50050
 HTTP_LISTEN ?= 127.0.0.1:8080
 
-.PHONY: run test models build check fmt clippy bench bench-embed bench-vector bench-gateway help
+.PHONY: run test models build check fmt clippy bench bench-embed bench-vector bench-gateway bench-gateway-pinned help
 
 help:
 	@echo "make run    set up (models, release build), start the mesh (gateway gRPC $(GATEWAY_LISTEN), HTTP $(HTTP_LISTEN)), load the demo corpus"
@@ -52,3 +52,10 @@ bench-vector:
 # Needs the release binaries beside the load generator.
 bench-gateway: build
 	$(CARGO) run --release -q -p mlmesh-bench -- gateway $(GATEWAY_BENCH_ARGS)
+
+# The same with the gateway on CPU 1 and everything else (bench, embedding
+# with one intra-op thread, vector-search) on CPU 0: the gateway on a core of
+# its own, as on a node of its own. Needs 2+ CPUs and `taskset`.
+bench-gateway-pinned: build
+	$(CARGO) build --release -q -p mlmesh-bench
+	MLMESH_EMBEDDING__INTRA_OP_THREADS=1 taskset -c 0 $${CARGO_TARGET_DIR:-target}/release/mlmesh-bench gateway --gateway-cpus 1 $(GATEWAY_BENCH_ARGS)

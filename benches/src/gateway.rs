@@ -61,6 +61,12 @@ pub struct GatewayArgs {
     /// (e.g. `TOKIO_WORKER_THREADS=1`); repeatable.
     #[arg(long, value_name = "KEY=VALUE")]
     gateway_env: Vec<String>,
+    /// Pin the gateway's threads to these CPUs (a `taskset` list, e.g. `1`)
+    /// once it has started. Run the bench itself under `taskset -c 0` and
+    /// the other services inherit that, so the gateway gets a core of its
+    /// own, as on a node of its own; see the README.
+    #[arg(long, value_name = "LIST")]
+    gateway_cpus: Option<String>,
     /// Run only this path, for `--duration` seconds, and skip the
     /// comparisons (for attaching a profiler): one of `direct-embed`,
     /// `gateway-embed`, `http-embed`, `direct-search`, `gateway-search`,
@@ -436,6 +442,17 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
         mesh.gateway.addr.to_string(),
     );
     let http = mesh.gateway.http_addr.context("gateway HTTP address")?;
+    if let Some(cpus) = &args.gateway_cpus {
+        let pid = mesh.gateway.child.id().to_string();
+        let ok = std::process::Command::new("taskset")
+            .args(["-a", "-p", "-c", cpus, &pid])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .context("run taskset")?
+            .success();
+        anyhow::ensure!(ok, "taskset -a -p -c {cpus} {pid} failed");
+        println!("gateway (pid {pid}) pinned to CPUs {cpus}");
+    }
 
     // A corpus to search: every text in a few phrasings.
     let mut g = GatewayClient::connect(format!("http://{g_addr}")).await?;
