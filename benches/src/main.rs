@@ -253,10 +253,24 @@ fn ms(d: Duration) -> String {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    match Cli::parse().workload {
-        Workload::Embed(args) => embed(args).await,
-        Workload::Vector(args) => vector::run(args).await,
-        Workload::Gateway(args) => gateway::run(args).await,
+    let cli = Cli::parse();
+    let mut workload = Box::pin(async move {
+        match cli.workload {
+            Workload::Embed(args) => embed(args).await,
+            Workload::Vector(args) => vector::run(args).await,
+            Workload::Gateway(args) => gateway::run(args).await,
+        }
+    });
+    tokio::select! {
+        r = &mut workload => r,
+        () = mlmesh_runtime::shutdown::signal() => {
+            // Dropping the workload drops the services it started, which
+            // kills them; without this a SIGTERM to the bench left them
+            // running. Exit at once: measuring threads may still be busy.
+            drop(workload);
+            eprintln!("stopped by a signal; the services this run started were stopped");
+            std::process::exit(130);
+        }
     }
 }
 
