@@ -62,5 +62,4 @@ bench-gateway: build
 # with one intra-op thread, vector-search) on CPU 0: the gateway on a core of
 # its own, as on a node of its own. Needs 2+ CPUs and `taskset`.
 bench-gateway-pinned: build
-	$(CARGO) build --release -q -p mlmesh-bench
 	MLMESH_EMBEDDING__INTRA_OP_THREADS=1 taskset -c 0 $${CARGO_TARGET_DIR:-target}/release/mlmesh-bench gateway --gateway-cpus 1 $(GATEWAY_BENCH_ARGS)
