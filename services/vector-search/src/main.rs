@@ -32,6 +32,7 @@ Settings (file key / environment variable / default):
   vector.sync_writes         MLMESH_VECTOR__SYNC_WRITES          false (true: fsync before acknowledging)
   vector.checkpoint_interval_secs MLMESH_VECTOR__CHECKPOINT_INTERVAL_SECS 5
   vector.indexing_threshold_kb MLMESH_VECTOR__INDEXING_THRESHOLD_KB 10000 (HNSW above this segment size)
+  vector.engine_wal_limit_mb MLMESH_VECTOR__ENGINE_WAL_LIMIT_MB  256  compact a collection past this engine log size
   vector.hnsw_m              MLMESH_VECTOR__HNSW_M               16   default for new collections
   vector.hnsw_ef_construct   MLMESH_VECTOR__HNSW_EF_CONSTRUCT    100  default for new collections
   vector.max_upsert_points   MLMESH_VECTOR__MAX_UPSERT_POINTS    10000 points per Upsert / ids per Delete

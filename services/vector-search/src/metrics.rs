@@ -26,6 +26,8 @@ pub struct Metrics {
     pub in_flight: IntGauge,
     /// Optimisation passes that changed something (merges, HNSW builds).
     pub optimizations: IntCounter,
+    /// Collections rewritten into a fresh shard to drop the engine's log.
+    pub compactions: IntCounter,
 }
 
 impl Metrics {
@@ -67,6 +69,10 @@ impl Metrics {
             "optimizations_total",
             "Optimisation passes that merged segments or built an index",
         )?;
+        let compactions = IntCounter::new(
+            "compactions_total",
+            "Collections rewritten into a fresh shard to drop the engine's write-ahead log",
+        )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(request_seconds.clone()))?;
         registry.register(Box::new(search_seconds.clone()))?;
@@ -75,6 +81,7 @@ impl Metrics {
         registry.register(Box::new(points.clone()))?;
         registry.register(Box::new(in_flight.clone()))?;
         registry.register(Box::new(optimizations.clone()))?;
+        registry.register(Box::new(compactions.clone()))?;
         Ok(Self {
             registry,
             requests,
@@ -85,6 +92,7 @@ impl Metrics {
             points,
             in_flight,
             optimizations,
+            compactions,
         })
     }
 }

@@ -61,6 +61,11 @@ pub struct VectorSettings {
     /// gets an HNSW graph (Qdrant's `indexing_threshold_kb`); smaller ones are
     /// searched exactly. 10000 KB ≈ 6 500 vectors of dimension 384.
     pub indexing_threshold_kb: usize,
+    /// Embedded engine: the engine keeps its own write-ahead log and never
+    /// truncates it (qdrant-edge 0.7.2), so a collection is rewritten into a
+    /// fresh shard once that log is bigger than this many MiB *and* more
+    /// than twice the collection's segment files. 0 drops the MiB floor.
+    pub engine_wal_limit_mb: u64,
     /// HNSW defaults for collections created without them.
     pub hnsw_m: usize,
     pub hnsw_ef_construct: usize,
@@ -86,6 +91,7 @@ impl Default for VectorSettings {
             sync_writes: false,
             checkpoint_interval_secs: 5,
             indexing_threshold_kb: 10_000,
+            engine_wal_limit_mb: 256,
             hnsw_m: 16,
             hnsw_ef_construct: 100,
             max_upsert_points: 10_000,

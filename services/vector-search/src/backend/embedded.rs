@@ -2,9 +2,10 @@
 //! one edge shard per collection under `vector.data_dir`.
 //!
 //! On disk, `data_dir/<name>-<uuid>/` holds `collection.json` (our config,
-//! written last, so a folder without it is an interrupted create), `shard/`
-//! (the engine's files), `oplog` (see [`super::oplog`]) and, while a delete is
-//! being finished, a `deleted` marker. Folder names carry a UUID so a name can
+//! written last, so a folder without it is an interrupted create; it names
+//! the current shard folder), `shard/` or `shard-<uuid>/` (the engine's
+//! files), `oplog` (see [`super::oplog`]) and, while a delete is being
+//! finished, a `deleted` marker. Folder names carry a UUID so a name can
 //! be reused while the old folder is still being removed.
 //!
 //! Threads: engine calls are synchronous and run on tokio's blocking pool.
@@ -13,6 +14,15 @@
 //! (engine flush, then empty the log) and runs the engine's optimizers
 //! (segment merges, HNSW builds) when a collection has had writes; searches
 //! never wait for it.
+//!
+//! qdrant-edge 0.7.2 writes every update to a write-ahead log of its own
+//! (`<shard>/wal`) that it never reads back at load and never truncates, and
+//! whose operation numbers are the points' versions, so it cannot simply be
+//! deleted. Once it outgrows `vector.engine_wal_limit_mb` and twice the
+//! segment files, the maintenance thread compacts the collection: copies
+//! every point into a fresh shard (whose log holds just that copy), replays
+//! the writes made meanwhile from our operation log, and switches
+//! `collection.json` to the new folder in one atomic rename.
 
 use std::{
     collections::HashMap,
@@ -63,6 +73,14 @@ const OPLOG_FILE: &str = "oplog";
 const CLEAN_FILE: &str = "clean-shutdown";
 /// A checkpoint also happens between ticks once the log is this large.
 const CHECKPOINT_BYTES: u64 = 64 * 1024 * 1024;
+/// The engine's write-ahead log folder inside a shard folder.
+const ENGINE_WAL_DIR: &str = "wal";
+/// The engine's segment folder inside a shard folder.
+const ENGINE_SEGMENTS_DIR: &str = "segments";
+
+fn default_shard_dir() -> String {
+    SHARD_DIR.to_owned()
+}
 
 /// What `collection.json` holds.
 #[derive(Serialize, Deserialize)]
@@ -71,6 +89,9 @@ struct Meta {
     config: CollectionConfig,
     #[serde(default)]
     metadata: Metadata,
+    /// The folder holding the current shard (changed by a compaction).
+    #[serde(default = "default_shard_dir")]
+    shard_dir: String,
 }
 
 /// One open collection.
@@ -79,7 +100,8 @@ struct Collection {
     config: CollectionConfig,
     metadata: Metadata,
     dir: PathBuf,
-    shard: EdgeShard,
+    /// Replaced (under both locks below) by a compaction; readers clone it.
+    shard: RwLock<Arc<EdgeShard>>,
     /// Serializes writes: append to the log, then apply, in that order.
     log: Mutex<OpLog>,
     /// Held by checkpoints and optimisations: the engine's `flush` must not
@@ -87,6 +109,9 @@ struct Collection {
     maintenance: Mutex<()>,
     /// Writes arrived since the last optimisation pass.
     dirty: AtomicBool,
+    /// Writes or an optimisation happened since the engine log's size was
+    /// last compared with the segments'.
+    wal_unchecked: AtomicBool,
     optimizing: AtomicBool,
 }
 
@@ -101,6 +126,15 @@ pub struct EmbeddedBackend {
     stop: Arc<AtomicBool>,
     maintenance: Mutex<Option<thread::JoinHandle<()>>>,
     checkpoint_requested: Arc<AtomicBool>,
+}
+
+/// What one compaction did.
+#[derive(Debug)]
+struct Compacted {
+    wal_before: u64,
+    wal_after: u64,
+    points: usize,
+    replayed: usize,
 }
 
 fn storage(e: impl std::fmt::Display) -> VectorError {
@@ -160,6 +194,7 @@ impl EmbeddedBackend {
             collections: Arc::clone(&backend.collections),
             stop: Arc::clone(&backend.stop),
             checkpoint_requested: Arc::clone(&backend.checkpoint_requested),
+            wal_limit_bytes: settings.engine_wal_limit_mb.saturating_mul(1024 * 1024),
             metrics,
         };
         let handle = thread::Builder::new()
@@ -230,7 +265,9 @@ impl Collection {
             .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
             .map_err(|e| fail("?", format!("{META_FILE}: {e}")))?;
         let name = meta.name;
-        let shard = EdgeShard::load(&dir.join(SHARD_DIR), None)
+        remove_stale_shards(dir, &meta.shard_dir)
+            .map_err(|e| fail(&name, format!("removing an old shard folder: {e}")))?;
+        let shard = EdgeShard::load(&dir.join(&meta.shard_dir), None)
             .map_err(|e| fail(&name, format!("engine: {e}")))?;
         // The engine persists its optimizer settings per shard; the
         // service's setting wins, so changing it takes effect at restart.
@@ -251,10 +288,11 @@ impl Collection {
             config: meta.config,
             metadata: meta.metadata,
             dir: dir.to_owned(),
-            shard,
+            shard: RwLock::new(Arc::new(shard)),
             log: Mutex::new(log),
             maintenance: Mutex::new(()),
             dirty: AtomicBool::new(replayed > 0),
+            wal_unchecked: AtomicBool::new(true),
             optimizing: AtomicBool::new(false),
         };
         for op in ops {
@@ -297,7 +335,7 @@ impl Collection {
     /// (0 when there were no duplicates, the normal case: one count each).
     /// Runs only when the last run did not end cleanly (no `CLEAN_FILE`).
     fn repair_duplicates(&self) -> Result<usize> {
-        let listed = self.shard.info().points_count;
+        let listed = self.shard().info().points_count;
         // Per-segment sums (info, and count, which also adds per segment)
         // see a duplicated id twice; scroll merges ids across segments.
         let mut exact = 0;
@@ -316,16 +354,7 @@ impl Collection {
         );
         let mut rewritten = 0;
         self.for_each_page(None, 1000, true, |records| {
-            let points: Vec<Point> = records
-                .into_iter()
-                .filter_map(|r| {
-                    Some(Point {
-                        id: from_edge_id(r.id),
-                        vector: r.vector.and_then(dense_of)?,
-                        payload: payload_of(r.payload),
-                    })
-                })
-                .collect();
+            let points: Vec<Point> = records.into_iter().filter_map(point_of).collect();
             rewritten += points.len();
             // Delete removes an id from every segment (an upsert would update
             // both copies in place when both segments are appendable), then
@@ -341,7 +370,7 @@ impl Collection {
             self.apply(Op::Delete(ids))?;
             self.apply(upsert)
         })?;
-        let after = self.shard.info().points_count;
+        let after = self.shard().info().points_count;
         if after != exact {
             // Searches and counts are right either way; only `info` is off.
             tracing::warn!(collection = %self.name, listed = after, distinct = exact, "segment counts still differ after the rewrite");
@@ -350,18 +379,17 @@ impl Collection {
         Ok(rewritten)
     }
 
+    /// The current shard (a compaction may replace it; the clone keeps the
+    /// one a call started with alive until the call ends).
+    fn shard(&self) -> Arc<EdgeShard> {
+        match self.shard.read() {
+            Ok(s) => Arc::clone(&s),
+            Err(p) => Arc::clone(&p.into_inner()),
+        }
+    }
+
     fn apply(&self, op: Op) -> Result<()> {
-        let op = match op {
-            Op::Upsert(points) => PointOperations::UpsertPoints(PointInsertOperations::PointsList(
-                points.into_iter().map(to_edge_point).collect(),
-            )),
-            Op::Delete(ids) => PointOperations::DeletePoints {
-                ids: ids.into_iter().map(to_edge_id).collect(),
-            },
-        };
-        self.shard
-            .update(UpdateOperation::PointOperation(op))
-            .map_err(storage)
+        apply_to(&self.shard(), op)
     }
 
     /// Logs `op`, then applies it; durable when this returns Ok.
@@ -374,6 +402,7 @@ impl Collection {
         log.append(&op).map_err(storage)?;
         self.apply(op)?;
         self.dirty.store(true, Ordering::Release);
+        self.wal_unchecked.store(true, Ordering::Release);
         Ok(log.len())
     }
 
@@ -389,7 +418,7 @@ impl Collection {
         }
         // The engine's flush panics instead of returning errors; the log is
         // only emptied after it succeeded, so a failure loses nothing.
-        std::panic::catch_unwind(AssertUnwindSafe(|| self.shard.flush()))
+        std::panic::catch_unwind(AssertUnwindSafe(|| self.shard().flush()))
             .map_err(|_| storage("engine flush failed"))?;
         log.reset().map_err(storage)
     }
@@ -404,7 +433,7 @@ impl Collection {
             .lock()
             .map_err(|_| storage("maintenance lock poisoned"))?;
         self.optimizing.store(true, Ordering::Release);
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| self.shard.optimize()));
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| self.shard().optimize()));
         self.optimizing.store(false, Ordering::Release);
         match result {
             Ok(r) => r.map_err(storage),
@@ -413,7 +442,7 @@ impl Collection {
     }
 
     fn info(&self) -> CollectionInfo {
-        let info = self.shard.info();
+        let info = self.shard().info();
         let status = if self.optimizing.load(Ordering::Acquire) {
             IndexStatus::Optimizing
         } else if self.dirty.load(Ordering::Acquire) {
@@ -450,26 +479,216 @@ impl Collection {
         filter: Option<edge::Filter>,
         page: usize,
         with_data: bool,
-        mut each: impl FnMut(Vec<edge::Record>) -> Result<()>,
+        each: impl FnMut(Vec<edge::Record>) -> Result<()>,
     ) -> Result<()> {
-        let mut offset = None;
-        loop {
-            let (records, next) = self
-                .shard
-                .scroll(ScrollRequest {
-                    offset,
-                    limit: Some(page),
-                    filter: filter.clone(),
-                    with_payload: Some(WithPayloadInterface::Bool(with_data)),
-                    with_vector: WithVector::Bool(with_data),
-                    order_by: None,
-                })
-                .map_err(storage)?;
-            each(records)?;
-            match next {
-                Some(n) => offset = Some(n),
-                None => return Ok(()),
+        for_each_page_in(&self.shard(), filter, page, with_data, each)
+    }
+
+    /// Sizes on disk of the engine's own log and of its segments, in bytes
+    /// actually allocated (the log's files are sparse, 32 MiB apiece).
+    fn engine_sizes(&self) -> (u64, u64) {
+        let shard = self.shard();
+        (
+            allocated_bytes(&shard.path().join(ENGINE_WAL_DIR)),
+            allocated_bytes(&shard.path().join(ENGINE_SEGMENTS_DIR)),
+        )
+    }
+
+    /// Rewrites the collection into a fresh shard folder, which drops the
+    /// engine's ever-growing log. Writes go on meanwhile (into the old
+    /// shard and our log); they are replayed into the new shard under the
+    /// log lock just before the switch, so they wait only for that replay.
+    /// Searches never wait. A crash at any point leaves either the old
+    /// shard with the whole operation log, or the new one: the switch is
+    /// the atomic rewrite of `collection.json`.
+    fn compact(&self) -> Result<Compacted> {
+        let _m = self
+            .maintenance
+            .lock()
+            .map_err(|_| storage("maintenance lock poisoned"))?;
+        let old = self.shard();
+        let wal_before = allocated_bytes(&old.path().join(ENGINE_WAL_DIR));
+        // Checkpoints need the maintenance lock we hold, so the log is not
+        // emptied before the replay below reads from `mark`.
+        let mark = self
+            .log
+            .lock()
+            .map_err(|_| storage("log lock poisoned"))?
+            .len();
+        let folder = format!("{SHARD_DIR}-{}", uuid::Uuid::new_v4().simple());
+        let path = self.dir.join(&folder);
+        let built = (|| -> Result<(Arc<EdgeShard>, usize, usize)> {
+            let config = old.config().clone();
+            fs::create_dir_all(&path).map_err(storage)?;
+            let new = EdgeShard::new(&path, config).map_err(storage)?;
+            let mut points = 0;
+            for_each_page_in(&old, None, 1000, true, |records| {
+                let page: Vec<Point> = records.into_iter().filter_map(point_of).collect();
+                points += page.len();
+                apply_to(&new, Op::Upsert(page))
+            })?;
+            let mut log = self.log.lock().map_err(|_| storage("log lock poisoned"))?;
+            let later = log.read_from(mark).map_err(storage)?;
+            let replayed = later.len();
+            for op in later {
+                if let Err(e) = apply_to(&new, op) {
+                    // As at open: the engine refused it then too.
+                    tracing::warn!(collection = %self.name, error = %e, "skipping a logged operation the engine refuses");
+                }
             }
+            std::panic::catch_unwind(AssertUnwindSafe(|| new.flush()))
+                .map_err(|_| storage("engine flush failed"))?;
+            let meta = Meta {
+                name: self.name.clone(),
+                config: self.config,
+                metadata: self.metadata.clone(),
+                shard_dir: folder.clone(),
+            };
+            write_atomic(
+                &self.dir.join(META_FILE),
+                &serde_json::to_vec_pretty(&meta).map_err(storage)?,
+            )
+            .map_err(storage)?;
+            let new = Arc::new(new);
+            match self.shard.write() {
+                Ok(mut s) => *s = Arc::clone(&new),
+                Err(p) => *p.into_inner() = Arc::clone(&new),
+            }
+            // The new shard holds (flushed) everything the log held.
+            if let Err(e) = log.reset() {
+                tracing::warn!(collection = %self.name, error = %e, "cannot empty the operation log after compaction; it is replayed (harmlessly) at the next start");
+            }
+            Ok((new, points, replayed))
+        })();
+        let (new, points, replayed) = match built {
+            Ok(b) => b,
+            Err(e) => {
+                if let Err(rm) = fs::remove_dir_all(&path) {
+                    tracing::warn!(path = %path.display(), error = %rm, "cannot remove an abandoned shard folder; it is removed at the next start");
+                }
+                return Err(e);
+            }
+        };
+        let wal_after = allocated_bytes(&new.path().join(ENGINE_WAL_DIR));
+        // Calls that cloned the old shard finish on it; its folder goes once
+        // they have (or at the next start, if one outlives the wait).
+        let old_path = old.path().to_owned();
+        if wait_unique(old, Duration::from_secs(60)) {
+            if let Err(e) = fs::remove_dir_all(&old_path) {
+                tracing::warn!(path = %old_path.display(), error = %e, "cannot remove the old shard folder; it is removed at the next start");
+            }
+        } else {
+            tracing::warn!(path = %old_path.display(), "old shard still in use; its folder is removed at the next start");
+        }
+        Ok(Compacted {
+            wal_before,
+            wal_after,
+            points,
+            replayed,
+        })
+    }
+}
+
+/// Drops `shard` once no one else holds it; false if that took too long.
+fn wait_unique(mut shard: Arc<EdgeShard>, wait: Duration) -> bool {
+    let deadline = Instant::now() + wait;
+    loop {
+        match Arc::try_unwrap(shard) {
+            Ok(owned) => {
+                // Its drop flushes into its own folder, which still exists.
+                drop(owned);
+                return true;
+            }
+            Err(shared) if Instant::now() < deadline => {
+                shard = shared;
+                thread::sleep(Duration::from_millis(10));
+            }
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Removes shard folders other than `current` (left by a compaction that
+/// was interrupted, or whose old folder was still in use).
+fn remove_stale_shards(dir: &Path, current: &str) -> io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name != current
+            && (name == SHARD_DIR || name.starts_with(&format!("{SHARD_DIR}-")))
+            && entry.file_type()?.is_dir()
+        {
+            tracing::info!(path = %entry.path().display(), "removing a shard folder left by a compaction");
+            fs::remove_dir_all(entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// Bytes allocated on disk under `path` (0 when it is missing).
+fn allocated_bytes(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return 0;
+    };
+    if !meta.is_dir() {
+        return meta.blocks() * 512;
+    }
+    fs::read_dir(path)
+        .map(|entries| entries.flatten().map(|e| allocated_bytes(&e.path())).sum())
+        .unwrap_or(0)
+}
+
+fn apply_to(shard: &EdgeShard, op: Op) -> Result<()> {
+    let op = match op {
+        Op::Upsert(points) => PointOperations::UpsertPoints(PointInsertOperations::PointsList(
+            points.into_iter().map(to_edge_point).collect(),
+        )),
+        Op::Delete(ids) => PointOperations::DeletePoints {
+            ids: ids.into_iter().map(to_edge_id).collect(),
+        },
+    };
+    shard
+        .update(UpdateOperation::PointOperation(op))
+        .map_err(storage)
+}
+
+/// A scrolled record back as a point (None without a dense vector).
+fn point_of(r: edge::Record) -> Option<Point> {
+    Some(Point {
+        id: from_edge_id(r.id),
+        vector: r.vector.and_then(dense_of)?,
+        payload: payload_of(r.payload),
+    })
+}
+
+/// Pages through every point of `shard` (matching `filter`), `page` at a
+/// time, with payload and vector when `with_data`, handing each page to
+/// `each`. Paging is by id, so `each` may rewrite the points it gets.
+fn for_each_page_in(
+    shard: &EdgeShard,
+    filter: Option<edge::Filter>,
+    page: usize,
+    with_data: bool,
+    mut each: impl FnMut(Vec<edge::Record>) -> Result<()>,
+) -> Result<()> {
+    let mut offset = None;
+    loop {
+        let (records, next) = shard
+            .scroll(ScrollRequest {
+                offset,
+                limit: Some(page),
+                filter: filter.clone(),
+                with_payload: Some(WithPayloadInterface::Bool(with_data)),
+                with_vector: WithVector::Bool(with_data),
+                order_by: None,
+            })
+            .map_err(storage)?;
+        each(records)?;
+        match next {
+            Some(n) => offset = Some(n),
+            None => return Ok(()),
         }
     }
 }
@@ -479,6 +698,8 @@ struct Maintenance {
     collections: Arc<RwLock<HashMap<String, Arc<Collection>>>>,
     stop: Arc<AtomicBool>,
     checkpoint_requested: Arc<AtomicBool>,
+    /// `vector.engine_wal_limit_mb`, in bytes.
+    wal_limit_bytes: u64,
     metrics: Metrics,
 }
 
@@ -503,7 +724,9 @@ impl Maintenance {
                 let started = Instant::now();
                 match c.optimize() {
                     Ok(true) => {
-                        let info = c.shard.info();
+                        // Segment sizes changed: look at the log again.
+                        c.wal_unchecked.store(true, Ordering::Release);
+                        let info = c.shard().info();
                         self.metrics.optimizations.inc();
                         tracing::info!(
                             collection = %c.name,
@@ -519,6 +742,38 @@ impl Maintenance {
                         tracing::error!(collection = %c.name, error = %e, "optimisation failed")
                     }
                 }
+                self.maybe_compact(&c);
+            }
+        }
+    }
+
+    /// Compacts `c` when the engine's log has outgrown both the limit and
+    /// twice the segments (so each compaction at least halves it).
+    fn maybe_compact(&self, c: &Collection) {
+        if !c.wal_unchecked.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let (wal, segments) = c.engine_sizes();
+        if wal <= self.wal_limit_bytes || wal <= segments.saturating_mul(2) {
+            return;
+        }
+        let started = Instant::now();
+        match c.compact() {
+            Ok(done) => {
+                self.metrics.compactions.inc();
+                tracing::info!(
+                    collection = %c.name,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    points = done.points,
+                    replayed = done.replayed,
+                    engine_log_before = done.wal_before,
+                    engine_log_after = done.wal_after,
+                    segments,
+                    "compacted: rewrote the collection into a fresh shard"
+                );
+            }
+            Err(e) => {
+                tracing::error!(collection = %c.name, error = %e, "compaction failed; the collection is unchanged");
             }
         }
     }
@@ -553,6 +808,7 @@ impl Backend for EmbeddedBackend {
             name: name.to_owned(),
             config,
             metadata,
+            shard_dir: default_shard_dir(),
         };
         let sync = self.sync_writes;
         let threshold = self.indexing_threshold_kb;
@@ -661,7 +917,7 @@ impl Backend for EmbeddedBackend {
         self.with(collection, move |c| {
             let ids: Vec<_> = ids.into_iter().map(to_edge_id).collect();
             let records = c
-                .shard
+                .shard()
                 .retrieve(
                     &ids,
                     Some(WithPayloadInterface::Bool(with_payload)),
@@ -700,7 +956,7 @@ impl Backend for EmbeddedBackend {
     async fn count(&self, collection: &str, filter: Option<Filter>) -> Result<u64> {
         self.with(collection, move |c| {
             let filter = filter.as_ref().map(to_edge_filter).transpose()?;
-            c.shard
+            c.shard()
                 .count(CountRequest {
                     filter,
                     exact: true,
@@ -719,7 +975,7 @@ impl Backend for EmbeddedBackend {
         self.with(collection, move |c| {
             let filter = query.filter.as_ref().map(to_edge_filter).transpose()?;
             let (records, next) = c
-                .shard
+                .shard()
                 .scroll(ScrollRequest {
                     offset: query.offset.map(to_edge_id),
                     limit: Some(query.limit),
@@ -762,7 +1018,7 @@ impl Backend for EmbeddedBackend {
                         with_vector: Some(WithVector::Bool(wv)),
                         score_threshold: q.score_threshold,
                     };
-                    let hits = c.shard.search(request).map_err(storage)?;
+                    let hits = c.shard().search(request).map_err(storage)?;
                     Ok(hits
                         .into_iter()
                         .map(|h| Hit {
@@ -787,7 +1043,7 @@ impl Backend for EmbeddedBackend {
         tokio::task::spawn_blocking(move || {
             collections
                 .iter()
-                .map(|c| (c.name.clone(), c.shard.info().points_count as u64))
+                .map(|c| (c.name.clone(), c.shard().info().points_count as u64))
                 .collect()
         })
         .await

@@ -112,6 +112,30 @@ impl OpLog {
         Ok(())
     }
 
+    /// The operations appended since the log was `offset` bytes long (an
+    /// earlier [`len`](Self::len)). Reads the file again, so the caller keeps
+    /// the log from being reset in between.
+    pub fn read_from(&self, offset: u64) -> io::Result<Vec<Op>> {
+        if offset > self.len {
+            return Err(io::Error::other(format!(
+                "offset {offset} is past the end of the log ({} bytes)",
+                self.len
+            )));
+        }
+        let mut file = File::open(&self.path)?;
+        file.seek(SeekFrom::Start(offset))?;
+        let mut bytes = Vec::with_capacity((self.len - offset) as usize);
+        file.take(self.len - offset).read_to_end(&mut bytes)?;
+        let (ops, valid) = decode_all(&bytes);
+        if valid != bytes.len() {
+            return Err(io::Error::other(format!(
+                "the log has an unreadable record at byte {}",
+                offset + valid as u64
+            )));
+        }
+        Ok(ops)
+    }
+
     /// Bytes in the log.
     pub fn len(&self) -> u64 {
         self.len
@@ -290,6 +314,26 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("temp dir");
         dir.join("oplog")
+    }
+
+    #[test]
+    fn read_from_returns_only_the_later_records() {
+        let path = temp_path("read-from");
+        let (mut log, _) = OpLog::open(&path, false).expect("open");
+        log.append(&Op::Delete(vec![PointId::Num(1)]))
+            .expect("append");
+        let mark = log.len();
+        assert_eq!(log.read_from(mark).expect("read"), Vec::<Op>::new());
+        let later = vec![
+            Op::Upsert(vec![point(PointId::Num(2), 3.0)]),
+            Op::Delete(vec![PointId::Num(2), PointId::Num(3)]),
+        ];
+        for op in &later {
+            log.append(op).expect("append");
+        }
+        assert_eq!(log.read_from(mark).expect("read"), later);
+        assert_eq!(log.read_from(0).expect("read").len(), 3);
+        assert!(log.read_from(log.len() + 1).is_err());
     }
 
     #[test]

@@ -235,3 +235,226 @@ async fn health_reflection_and_metrics_are_served() {
     );
     app.stop().await;
 }
+
+/// The collection folder of `name` under `data`.
+fn collection_dir(data: &std::path::Path, name: &str) -> std::path::PathBuf {
+    std::fs::read_dir(data)
+        .expect("data dir")
+        .flatten()
+        .find(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{name}-"))
+        })
+        .expect("collection folder")
+        .path()
+}
+
+/// Shard folders in a collection folder, with the bytes allocated under
+/// their `wal` and `segments` folders.
+fn shard_folders(dir: &std::path::Path) -> Vec<(String, u64, u64)> {
+    fn allocated(p: &std::path::Path) -> u64 {
+        use std::os::unix::fs::MetadataExt as _;
+        let Ok(m) = std::fs::symlink_metadata(p) else {
+            return 0;
+        };
+        if !m.is_dir() {
+            return m.blocks() * 512;
+        }
+        std::fs::read_dir(p)
+            .expect("read_dir")
+            .flatten()
+            .map(|e| allocated(&e.path()))
+            .sum()
+    }
+    let mut out: Vec<_> = std::fs::read_dir(dir)
+        .expect("collection dir")
+        .flatten()
+        .filter(|e| e.path().is_dir() && e.file_name().to_string_lossy().starts_with("shard"))
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                allocated(&e.path().join("wal")),
+                allocated(&e.path().join("segments")),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+async fn get_payload(app: &TestApp, name: &str, id: u64) -> Option<serde_json::Value> {
+    app.client()
+        .get(pb::GetRequest {
+            collection: name.into(),
+            ids: num(id).into_iter().collect(),
+            with_payload: true,
+            with_vectors: false,
+        })
+        .await
+        .expect("get")
+        .into_inner()
+        .points
+        .first()
+        .map(|p| json(&p.payload))
+}
+
+async fn count(app: &TestApp, name: &str) -> u64 {
+    app.client()
+        .count(pb::CountRequest {
+            collection: name.into(),
+            filter: None,
+        })
+        .await
+        .expect("count")
+        .into_inner()
+        .count
+}
+
+/// qdrant-edge never truncates its own write-ahead log, so rewriting the
+/// same points again and again grew it without bound. With the MiB floor
+/// at 0, the maintenance thread compacts a collection once that log passes
+/// twice its segments. Checked here: the log shrinks, one shard folder is
+/// left, every point keeps its latest payload and vector, writes after the
+/// compaction win (updates of existing points too, although the new
+/// shard's operation numbers, the points' versions, started again from
+/// zero), and all of it survives a restart.
+#[tokio::test]
+async fn the_engines_own_log_is_compacted_and_nothing_is_lost() {
+    let data = mlmesh_tests::TempDir::new("vector-compact");
+    let settings = || {
+        let mut s = mlmesh_vector_search::Settings::for_tests(data.path().to_owned());
+        s.vector.engine_wal_limit_mb = 0;
+        s
+    };
+    let app = start(settings(), None).await;
+    let name = app.collection("compact", 64, pb::Distance::Cosine).await;
+    let dir = collection_dir(data.path(), &name);
+    let rounds = 40u64;
+    for round in 0..rounds {
+        app.upsert(
+            &name,
+            (0..200u64)
+                .map(|i| {
+                    point(
+                        i,
+                        unit_vector(i * 1000 + round, 64),
+                        json!({"n": i, "round": round}),
+                    )
+                })
+                .collect(),
+        )
+        .await;
+    }
+    let grown: u64 = shard_folders(&dir).iter().map(|(_, wal, _)| wal).sum();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while app.metric("mlmesh_vector_compactions_total").await < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "no compaction within 30 s; shard folders (name, log bytes, segment bytes): {:?}",
+            shard_folders(&dir)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let shards = shard_folders(&dir);
+    assert_eq!(
+        shards.len(),
+        1,
+        "one shard folder after compaction: {shards:?}"
+    );
+    assert_ne!(
+        shards[0].0, "shard",
+        "collection.json now names the new folder"
+    );
+    assert!(
+        shards[0].1 * 4 < grown,
+        "the engine log shrank: {grown} bytes before, {shards:?} after"
+    );
+
+    let last = rounds - 1;
+    assert_eq!(count(&app, &name).await, 200);
+    assert_eq!(
+        get_payload(&app, &name, 5).await,
+        Some(json!({"n": 5, "round": last}))
+    );
+
+    // Writes after the switch: an update of an existing point and a delete.
+    app.upsert(
+        &name,
+        vec![point(
+            3,
+            unit_vector(424_242, 64),
+            json!({"n": 3, "round": "after"}),
+        )],
+    )
+    .await;
+    app.client()
+        .delete(pb::DeleteRequest {
+            collection: name.clone(),
+            selector: Some(pb::delete_request::Selector::Ids(pb::PointIdList {
+                ids: num(4).into_iter().collect(),
+            })),
+        })
+        .await
+        .expect("delete");
+    expect_compacted_state(&app, &name, last).await;
+    app.stop().await;
+
+    let app = start(settings(), None).await;
+    expect_compacted_state(&app, &name, last).await;
+    app.stop().await;
+}
+
+/// What the compaction test expects, before and after a restart.
+async fn expect_compacted_state(app: &TestApp, name: &str, last: u64) {
+    assert_eq!(count(app, name).await, 199);
+    assert_eq!(
+        get_payload(app, name, 4).await,
+        None,
+        "deleted after the switch"
+    );
+    assert_eq!(
+        get_payload(app, name, 3).await,
+        Some(json!({"n": 3, "round": "after"})),
+        "an update after the switch wins"
+    );
+    assert_eq!(
+        get_payload(app, name, 5).await,
+        Some(json!({"n": 5, "round": last}))
+    );
+    for (id, vector) in [
+        (3, unit_vector(424_242, 64)),
+        (7, unit_vector(7 * 1000 + last, 64)),
+    ] {
+        let hits = app.search(name, vector, 1).await;
+        assert_eq!(hits[0].id, num(id));
+        assert!(hits[0].score > 0.999, "point {id} keeps its latest vector");
+    }
+}
+
+/// A crash in the middle of a compaction leaves a second shard folder that
+/// `collection.json` does not name; the next start removes it and serves
+/// the collection from the folder it names.
+#[tokio::test]
+async fn a_shard_folder_left_by_an_interrupted_compaction_is_removed() {
+    let (data, name, before) = fifty_points_then_stopped("stray").await;
+    let dir = collection_dir(data.path(), &name);
+    let stray = dir.join("shard-0123456789abcdef0123456789abcdef");
+    std::fs::create_dir_all(stray.join("segments")).expect("mkdir");
+    std::fs::write(stray.join("segments").join("half-written"), b"x").expect("write");
+
+    let app = start(
+        mlmesh_vector_search::Settings::for_tests(data.path().to_owned()),
+        None,
+    )
+    .await;
+    assert!(
+        !stray.exists(),
+        "the stray shard folder is removed at start"
+    );
+    let names: Vec<String> = shard_folders(&dir).into_iter().map(|s| s.0).collect();
+    assert_eq!(names, ["shard"]);
+    assert_eq!(count(&app, &name).await, 50);
+    assert_eq!(app.search(&name, unit_vector(3, 4), 5).await, before);
+    app.stop().await;
+}
