@@ -195,17 +195,7 @@ async fn points_round_trip_with_both_id_kinds(app: &TestApp) {
         .points;
     assert_eq!(json(&got[0].payload), json!({"title": "uno"}));
     assert!(got[0].vector.is_empty(), "vectors only when asked");
-    let count = app
-        .client()
-        .count(pb::CountRequest {
-            collection: name.clone(),
-            filter: None,
-        })
-        .await
-        .expect("count")
-        .into_inner()
-        .count;
-    assert_eq!(count, 3);
+    assert_eq!(app.count(&name).await, 3);
     app.drop_collection(&name).await;
 }
 
@@ -771,15 +761,6 @@ async fn bad_input_gets_precise_statuses(app: &TestApp) {
         }
     }
     // Nothing was written by any refused call.
-    let count = c
-        .count(pb::CountRequest {
-            collection: name.clone(),
-            filter: None,
-        })
-        .await
-        .expect("count")
-        .into_inner()
-        .count;
-    assert_eq!(count, 0);
+    assert_eq!(app.count(&name).await, 0);
     app.drop_collection(&name).await;
 }

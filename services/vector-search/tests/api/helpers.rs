@@ -144,6 +144,19 @@ impl TestApp {
             .hits
     }
 
+    /// Points in a collection (no filter).
+    pub async fn count(&self, collection: &str) -> u64 {
+        self.client()
+            .count(pb::CountRequest {
+                collection: collection.into(),
+                filter: None,
+            })
+            .await
+            .expect("count")
+            .into_inner()
+            .count
+    }
+
     /// Deletes a collection (tests against a shared Qdrant clean up).
     pub async fn drop_collection(&self, name: &str) {
         let _ = self

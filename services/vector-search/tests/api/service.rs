@@ -136,16 +136,7 @@ async fn points_duplicated_across_segments_are_repaired_at_start() {
     let settings = || mlmesh_vector_search::Settings::for_tests(data.path().to_owned());
 
     // Copy every segment folder under a new name.
-    let coll = std::fs::read_dir(data.path())
-        .expect("data dir")
-        .flatten()
-        .find(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with(&format!("{name}-"))
-        })
-        .expect("collection folder")
-        .path();
+    let coll = collection_dir(data.path(), &name);
     // A crash leaves no clean-shutdown marker.
     std::fs::remove_file(coll.join("clean-shutdown")).expect("a clean stop marks the collection");
     let segments = coll.join("shard").join("segments");
@@ -299,18 +290,6 @@ async fn get_payload(app: &TestApp, name: &str, id: u64) -> Option<serde_json::V
         .map(|p| json(&p.payload))
 }
 
-async fn count(app: &TestApp, name: &str) -> u64 {
-    app.client()
-        .count(pb::CountRequest {
-            collection: name.into(),
-            filter: None,
-        })
-        .await
-        .expect("count")
-        .into_inner()
-        .count
-}
-
 /// qdrant-edge never truncates its own write-ahead log, so rewriting the
 /// same points again and again grew it without bound. With the MiB floor
 /// at 0, the maintenance thread compacts a collection once that log passes
@@ -372,7 +351,7 @@ async fn the_engines_own_log_is_compacted_and_nothing_is_lost() {
     );
 
     let last = rounds - 1;
-    assert_eq!(count(&app, &name).await, 200);
+    assert_eq!(app.count(&name).await, 200);
     assert_eq!(
         get_payload(&app, &name, 5).await,
         Some(json!({"n": 5, "round": last}))
@@ -407,7 +386,7 @@ async fn the_engines_own_log_is_compacted_and_nothing_is_lost() {
 
 /// What the compaction test expects, before and after a restart.
 async fn expect_compacted_state(app: &TestApp, name: &str, last: u64) {
-    assert_eq!(count(app, name).await, 199);
+    assert_eq!(app.count(name).await, 199);
     assert_eq!(
         get_payload(app, name, 4).await,
         None,
@@ -454,7 +433,7 @@ async fn a_shard_folder_left_by_an_interrupted_compaction_is_removed() {
     );
     let names: Vec<String> = shard_folders(&dir).into_iter().map(|s| s.0).collect();
     assert_eq!(names, ["shard"]);
-    assert_eq!(count(&app, &name).await, 50);
+    assert_eq!(app.count(&name).await, 50);
     assert_eq!(app.search(&name, unit_vector(3, 4), 5).await, before);
     app.stop().await;
 }
