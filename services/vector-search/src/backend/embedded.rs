@@ -131,7 +131,6 @@ pub struct EmbeddedBackend {
 /// What one compaction did.
 #[derive(Debug)]
 struct Compacted {
-    wal_before: u64,
     wal_after: u64,
     points: usize,
     replayed: usize,
@@ -507,7 +506,6 @@ impl Collection {
             .lock()
             .map_err(|_| storage("maintenance lock poisoned"))?;
         let old = self.shard();
-        let wal_before = allocated_bytes(&old.path().join(ENGINE_WAL_DIR));
         // Checkpoints need the maintenance lock we hold, so the log is not
         // emptied before the replay below reads from `mark`.
         let mark = self
@@ -573,7 +571,8 @@ impl Collection {
         // Calls that cloned the old shard finish on it; its folder goes once
         // they have (or at the next start, if one outlives the wait).
         let old_path = old.path().to_owned();
-        if wait_unique(old, Duration::from_secs(60)) {
+        // The old shard's drop flushes into its own folder, still there.
+        if drop_when_unique(old, Duration::from_secs(60)) {
             if let Err(e) = fs::remove_dir_all(&old_path) {
                 tracing::warn!(path = %old_path.display(), error = %e, "cannot remove the old shard folder; it is removed at the next start");
             }
@@ -581,7 +580,6 @@ impl Collection {
             tracing::warn!(path = %old_path.display(), "old shard still in use; its folder is removed at the next start");
         }
         Ok(Compacted {
-            wal_before,
             wal_after,
             points,
             replayed,
@@ -589,18 +587,18 @@ impl Collection {
     }
 }
 
-/// Drops `shard` once no one else holds it; false if that took too long.
-fn wait_unique(mut shard: Arc<EdgeShard>, wait: Duration) -> bool {
+/// Drops `value` once no one else holds it (waiting up to `wait` for
+/// in-flight calls); false if that took too long.
+fn drop_when_unique<T>(mut value: Arc<T>, wait: Duration) -> bool {
     let deadline = Instant::now() + wait;
     loop {
-        match Arc::try_unwrap(shard) {
+        match Arc::try_unwrap(value) {
             Ok(owned) => {
-                // Its drop flushes into its own folder, which still exists.
                 drop(owned);
                 return true;
             }
             Err(shared) if Instant::now() < deadline => {
-                shard = shared;
+                value = shared;
                 thread::sleep(Duration::from_millis(10));
             }
             Err(_) => return false,
@@ -766,7 +764,7 @@ impl Maintenance {
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     points = done.points,
                     replayed = done.replayed,
-                    engine_log_before = done.wal_before,
+                    engine_log_before = wal,
                     engine_log_after = done.wal_after,
                     segments,
                     "compacted: rewrote the collection into a fresh shard"
@@ -853,23 +851,9 @@ impl Backend for EmbeddedBackend {
             // once the last in-flight call on the collection has finished.
             write_atomic(&c.dir.join(DELETED_MARKER), b"").map_err(storage)?;
             let dir = c.dir.clone();
-            let deadline = Instant::now() + Duration::from_secs(60);
-            let mut c = c;
-            loop {
-                match Arc::try_unwrap(c) {
-                    Ok(owned) => {
-                        drop(owned);
-                        break;
-                    }
-                    Err(shared) if Instant::now() < deadline => {
-                        c = shared;
-                        thread::sleep(Duration::from_millis(10));
-                    }
-                    Err(_) => {
-                        tracing::warn!(path = %dir.display(), "collection still in use; its folder is removed at the next start");
-                        return Ok(());
-                    }
-                }
+            if !drop_when_unique(c, Duration::from_secs(60)) {
+                tracing::warn!(path = %dir.display(), "collection still in use; its folder is removed at the next start");
+                return Ok(());
             }
             fs::remove_dir_all(&dir).map_err(storage)
         })
