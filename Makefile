@@ -7,7 +7,7 @@ VECTOR_DATA_DIR ?= .cache/mlmesh/vector-data
 GATEWAY_LISTEN ?= 127.0.0.1:50050
 HTTP_LISTEN ?= 127.0.0.1:8080
 
-.PHONY: run test models openai-client build check fmt clippy bench bench-embed bench-vector bench-gateway bench-gateway-pinned help
+.PHONY: run test models openai-client tritonclient build check fmt clippy bench bench-embed bench-vector bench-gateway bench-gateway-pinned help
 
 help:
 	@echo "make run    set up (models, release build), start the mesh (gateway gRPC $(GATEWAY_LISTEN), HTTP $(HTTP_LISTEN)), load the demo corpus"
@@ -22,6 +22,11 @@ models:
 ## compatibility test; into .cache/mlmesh/py/openai, idempotent.
 openai-client:
 	./scripts/fetch-openai-client.sh
+
+## The official Triton Python gRPC client (pinned, from PyPI) for the
+## inference service's compatibility test; into .cache/mlmesh/py/tritonclient.
+tritonclient:
+	./scripts/fetch-python-packages.sh tritonclient scripts/tritonclient.txt
 
 build: models
 	$(CARGO) build --release --workspace --bins
@@ -38,7 +43,7 @@ fmt:
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-test: models openai-client fmt clippy
+test: models openai-client tritonclient fmt clippy
 	# Binaries first: the cross-process tests in tests/ start them.
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace

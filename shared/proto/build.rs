@@ -10,6 +10,7 @@ const PROTOS: &[&str] = &[
     "mlmesh/embedding/v1/embedding.proto",
     "mlmesh/vector/v1/vector.proto",
     "mlmesh/gateway/v1/gateway.proto",
+    "inference/grpc_service.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -22,6 +23,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // Tensor payloads: `Bytes` slices of the received buffer, no copy.
+        .bytes(".inference")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -31,6 +31,13 @@ pub mod gateway {
     }
 }
 
+/// `inference`: the Open Inference Protocol (KServe v2) as Triton publishes
+/// it, served by the inference service and called by tritonclient.
+pub mod inference {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("inference");
+}
+
 /// Encoded `FileDescriptorSet` of all mlmesh protos, for `tonic-reflection`.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/mlmesh_descriptor.bin"));

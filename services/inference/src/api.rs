@@ -1,0 +1,558 @@
+//! The tonic implementation of `inference.GRPCInferenceService`: decodes
+//! and checks requests against the served model, queues them on the
+//! model's scheduler, and answers in `raw_output_contents`.
+
+use std::{
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use futures::{Stream, StreamExt as _};
+use mlmesh_proto::inference::{self as pb, grpc_inference_service_server::GrpcInferenceService};
+use tokio::sync::oneshot;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::{
+    error::InferError,
+    metrics::Metrics,
+    models::{Io, Lease, ModelManager, Version},
+    scheduler::Job,
+    tensor::{Data, DataType, Tensor, element_count},
+};
+
+/// Protocol extensions this server implements (ServerMetadata).
+pub const EXTENSIONS: &[&str] = &[
+    "model_repository",
+    "model_configuration",
+    "statistics",
+    "schedule_policy",
+];
+
+#[derive(Clone)]
+pub struct InferenceApi {
+    models: Arc<ModelManager>,
+    metrics: Metrics,
+    ready: Arc<AtomicBool>,
+    stream_concurrency: usize,
+}
+
+impl InferenceApi {
+    pub fn new(
+        models: Arc<ModelManager>,
+        metrics: Metrics,
+        ready: Arc<AtomicBool>,
+        stream_concurrency: usize,
+    ) -> Self {
+        Self {
+            models,
+            metrics,
+            ready,
+            stream_concurrency,
+        }
+    }
+
+    /// One inference call, end to end, with metrics.
+    async fn infer(
+        &self,
+        req: pb::ModelInferRequest,
+    ) -> Result<pb::ModelInferResponse, InferError> {
+        let start = Instant::now();
+        let lease = match self
+            .models
+            .acquire(&req.model_name, &req.model_version)
+            .await
+        {
+            Ok(l) => l,
+            Err(e) => {
+                self.count(&req.model_name, "", Some(&e));
+                return Err(e);
+            }
+        };
+        let result = run(&lease, req).await;
+        let v = &lease.version;
+        let version = v.version.to_string();
+        let elapsed = start.elapsed();
+        let ns = elapsed.as_nanos() as u64;
+        match &result {
+            Ok(_) => {
+                v.stats.success_count.fetch_add(1, Ordering::Relaxed);
+                v.stats.success_ns.fetch_add(ns, Ordering::Relaxed);
+                self.count(&v.model, &version, None);
+            }
+            Err(e) => {
+                v.stats.fail_count.fetch_add(1, Ordering::Relaxed);
+                v.stats.fail_ns.fetch_add(ns, Ordering::Relaxed);
+                self.count(&v.model, &version, Some(e));
+            }
+        }
+        self.metrics
+            .request_seconds
+            .with_label_values(&[&v.model, &version])
+            .observe(elapsed.as_secs_f64());
+        result
+    }
+
+    fn count(&self, model: &str, version: &str, e: Option<&InferError>) {
+        let outcome = e.map_or("OK", |e| mlmesh_runtime::code_name(e.code()));
+        // Unknown names would grow the label set without bound.
+        let model = if matches!(e, Some(InferError::UnknownModel { .. })) {
+            "<unknown>"
+        } else {
+            model
+        };
+        self.metrics
+            .requests
+            .with_label_values(&[model, version, outcome])
+            .inc();
+    }
+}
+
+fn param_u64(
+    p: &std::collections::HashMap<String, pb::InferParameter>,
+    key: &str,
+) -> Result<Option<u64>, InferError> {
+    use pb::infer_parameter::ParameterChoice as C;
+    match p.get(key).and_then(|v| v.parameter_choice.as_ref()) {
+        None => Ok(None),
+        Some(C::Int64Param(i)) if *i >= 0 => Ok(Some(*i as u64)),
+        Some(C::Uint64Param(u)) => Ok(Some(*u)),
+        Some(other) => Err(InferError::invalid(format!(
+            "parameter `{key}` must be a non-negative integer, got {other:?}"
+        ))),
+    }
+}
+
+/// Checks the request's inputs against the served version and decodes them
+/// in the model's shapes. Returns the tensors and the batch rows.
+fn decode_inputs(
+    req: &mut pb::ModelInferRequest,
+    v: &Version,
+) -> Result<(Vec<Tensor>, usize), InferError> {
+    let model = &v.model;
+    let raw = std::mem::take(&mut req.raw_input_contents);
+    if !raw.is_empty() && raw.len() != req.inputs.len() {
+        return Err(InferError::invalid(format!(
+            "raw_input_contents has {} entries for {} inputs; send one per input, in order",
+            raw.len(),
+            req.inputs.len()
+        )));
+    }
+    let names = || {
+        v.inputs
+            .iter()
+            .map(|i| format!("{} {} {:?}", i.name, i.dtype.name(), i.shape))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let batched = v.max_batch_size > 0;
+    let mut out: Vec<Tensor> = Vec::with_capacity(req.inputs.len());
+    let mut rows: Option<usize> = None;
+    for (k, input) in req.inputs.iter().enumerate() {
+        let what = format!("input {:?}", input.name);
+        let spec: &Io = v
+            .inputs
+            .iter()
+            .find(|s| s.name == input.name)
+            .ok_or_else(|| {
+                InferError::invalid(format!(
+                    "{what} is not an input of model {model:?}; its inputs are: {}",
+                    names()
+                ))
+            })?;
+        if out.iter().any(|t| t.name == input.name) {
+            return Err(InferError::invalid(format!("{what} is given twice")));
+        }
+        let dtype = DataType::parse(&input.datatype).ok_or_else(|| {
+            InferError::invalid(format!(
+                "{what}: datatype {:?} is not a protocol datatype (BOOL, INT8…INT64, UINT8…UINT64, FP16, FP32, FP64, BYTES)",
+                input.datatype
+            ))
+        })?;
+        if dtype != spec.dtype {
+            return Err(InferError::invalid(format!(
+                "{what}: datatype {} was sent; model {model:?} expects {}",
+                dtype.name(),
+                spec.dtype.name()
+            )));
+        }
+        let fits = input.shape.len() == spec.shape.len()
+            && input.shape.iter().all(|&d| d >= 0)
+            && input
+                .shape
+                .iter()
+                .zip(&spec.shape)
+                .all(|(&a, &b)| b == -1 || a == b);
+        if !fits {
+            return Err(InferError::invalid(format!(
+                "{what}: shape {:?} was sent; model {model:?} expects {:?} (-1: any size)",
+                input.shape, spec.shape
+            )));
+        }
+        let r = if batched { input.shape[0] as usize } else { 1 };
+        if batched {
+            if r == 0 || r > v.max_batch_size {
+                return Err(InferError::invalid(format!(
+                    "{what}: batch size {r} is outside 1..={} (max_batch_size of model {model:?})",
+                    v.max_batch_size
+                )));
+            }
+            if let Some(prev) = rows
+                && prev != r
+            {
+                return Err(InferError::invalid(format!(
+                    "{what}: batch size {r} differs from the other inputs' {prev}"
+                )));
+            }
+        }
+        rows = Some(r);
+        let count = element_count(&input.shape).ok_or_else(|| {
+            InferError::invalid(format!("{what}: shape {:?} is too large", input.shape))
+        })?;
+        let data = if raw.is_empty() {
+            let contents = input.contents.clone().unwrap_or_default();
+            Data::from_contents(dtype, count, &contents, &what)?
+        } else {
+            Data::from_raw(dtype, count, &raw[k], &what)?
+        };
+        let shape = match &spec.reshape {
+            Some(rs) if batched => std::iter::once(r as i64)
+                .chain(rs.iter().copied())
+                .collect(),
+            Some(rs) => rs.clone(),
+            None => input.shape.clone(),
+        };
+        out.push(Tensor {
+            name: input.name.clone(),
+            shape,
+            data,
+        });
+    }
+    let missing: Vec<&str> = v
+        .inputs
+        .iter()
+        .filter(|s| !s.optional && !out.iter().any(|t| t.name == s.name))
+        .map(|s| s.name.as_str())
+        .collect();
+    if !missing.is_empty() {
+        return Err(InferError::invalid(format!(
+            "model {model:?} needs input(s) {missing:?}; its inputs are: {}",
+            names()
+        )));
+    }
+    Ok((out, rows.unwrap_or(1)))
+}
+
+/// Runs one request on a leased version.
+async fn run(
+    lease: &Lease,
+    mut req: pb::ModelInferRequest,
+) -> Result<pb::ModelInferResponse, InferError> {
+    let v = &lease.version;
+    let (inputs, rows) = decode_inputs(&mut req, v)?;
+    // Requested outputs, checked before any work.
+    let wanted: Vec<&Io> = if req.outputs.is_empty() {
+        v.outputs.iter().collect()
+    } else {
+        req.outputs
+            .iter()
+            .map(|o| {
+                v.outputs.iter().find(|s| s.name == o.name).ok_or_else(|| {
+                    InferError::invalid(format!(
+                        "requested output {:?} is not an output of model {:?}; its outputs are {:?}",
+                        o.name,
+                        v.model,
+                        v.outputs.iter().map(|s| &s.name).collect::<Vec<_>>()
+                    ))
+                })
+            })
+            .collect::<Result<_, _>>()?
+    };
+    let policy = v.scheduler.policy();
+    let priority = param_u64(&req.parameters, "priority")?.unwrap_or(0);
+    let timeout = match param_u64(&req.parameters, "timeout")? {
+        Some(us) if us > 0 && policy.allow_timeout_override => Some(Duration::from_micros(us)),
+        _ => policy.default_timeout,
+    };
+    let (tx, rx) = oneshot::channel();
+    v.scheduler.submit(Job {
+        inputs,
+        rows,
+        priority,
+        timeout,
+        enqueued: Instant::now(),
+        reply: tx,
+    })?;
+    let done = rx.await.map_err(|_| InferError::ShuttingDown)??;
+    tracing::debug!(
+        model = %v.model,
+        version = v.version,
+        queue_us = done.queued.as_micros() as u64,
+        compute_us = done.compute.as_micros() as u64,
+        "inferred"
+    );
+    let batched = v.max_batch_size > 0;
+    let mut resp = pb::ModelInferResponse {
+        model_name: v.model.clone(),
+        model_version: v.version.to_string(),
+        id: req.id,
+        ..Default::default()
+    };
+    for io in wanted {
+        let t = done
+            .outputs
+            .iter()
+            .find(|t| t.name == io.name)
+            .ok_or_else(|| InferError::Run {
+                model: v.model.clone(),
+                reason: format!("the model did not produce output {:?}", io.name),
+            })?;
+        // A reshaped output is returned in the config's dims.
+        let shape: Vec<i64> = if io.reshape.is_some() {
+            let dims = io.shape.get(usize::from(batched)..).unwrap_or_default();
+            let lead = if batched {
+                vec![rows as i64]
+            } else {
+                Vec::new()
+            };
+            lead.into_iter().chain(dims.iter().copied()).collect()
+        } else {
+            t.shape.clone()
+        };
+        resp.outputs
+            .push(pb::model_infer_response::InferOutputTensor {
+                name: t.name.clone(),
+                datatype: t.data.dtype().name().to_owned(),
+                shape,
+                ..Default::default()
+            });
+        resp.raw_output_contents.push(t.data.to_raw().into());
+    }
+    Ok(resp)
+}
+
+type InferStream = Pin<Box<dyn Stream<Item = Result<pb::ModelStreamInferResponse, Status>> + Send>>;
+
+fn tensor_meta(io: &Io) -> pb::model_metadata_response::TensorMetadata {
+    pb::model_metadata_response::TensorMetadata {
+        name: io.name.clone(),
+        datatype: io.dtype.name().to_owned(),
+        shape: io.shape.clone(),
+    }
+}
+
+fn duration(count: u64, ns: u64) -> Option<pb::StatisticDuration> {
+    Some(pb::StatisticDuration { count, ns })
+}
+
+#[tonic::async_trait]
+impl GrpcInferenceService for InferenceApi {
+    async fn server_live(
+        &self,
+        _: Request<pb::ServerLiveRequest>,
+    ) -> Result<Response<pb::ServerLiveResponse>, Status> {
+        Ok(Response::new(pb::ServerLiveResponse { live: true }))
+    }
+
+    async fn server_ready(
+        &self,
+        _: Request<pb::ServerReadyRequest>,
+    ) -> Result<Response<pb::ServerReadyResponse>, Status> {
+        Ok(Response::new(pb::ServerReadyResponse {
+            ready: self.ready.load(Ordering::Acquire),
+        }))
+    }
+
+    async fn model_ready(
+        &self,
+        req: Request<pb::ModelReadyRequest>,
+    ) -> Result<Response<pb::ModelReadyResponse>, Status> {
+        let r = req.into_inner();
+        let ready = self.models.try_acquire(&r.name, &r.version).is_ok();
+        Ok(Response::new(pb::ModelReadyResponse { ready }))
+    }
+
+    async fn server_metadata(
+        &self,
+        _: Request<pb::ServerMetadataRequest>,
+    ) -> Result<Response<pb::ServerMetadataResponse>, Status> {
+        Ok(Response::new(pb::ServerMetadataResponse {
+            name: "mlmesh-inference".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            extensions: EXTENSIONS.iter().map(|s| (*s).to_owned()).collect(),
+        }))
+    }
+
+    async fn model_metadata(
+        &self,
+        req: Request<pb::ModelMetadataRequest>,
+    ) -> Result<Response<pb::ModelMetadataResponse>, Status> {
+        let r = req.into_inner();
+        let lease = self.models.acquire(&r.name, &r.version).await?;
+        let v = &lease.version;
+        Ok(Response::new(pb::ModelMetadataResponse {
+            name: v.model.clone(),
+            versions: lease
+                .served
+                .versions
+                .keys()
+                .map(|k| k.to_string())
+                .collect(),
+            platform: lease.served.config.platform.clone(),
+            inputs: v.inputs.iter().map(tensor_meta).collect(),
+            outputs: v.outputs.iter().map(tensor_meta).collect(),
+        }))
+    }
+
+    async fn model_infer(
+        &self,
+        req: Request<pb::ModelInferRequest>,
+    ) -> Result<Response<pb::ModelInferResponse>, Status> {
+        Ok(Response::new(self.infer(req.into_inner()).await?))
+    }
+
+    type ModelStreamInferStream = InferStream;
+
+    async fn model_stream_infer(
+        &self,
+        req: Request<Streaming<pb::ModelInferRequest>>,
+    ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
+        let this = self.clone();
+        let n = self.stream_concurrency;
+        let out = req
+            .into_inner()
+            .map(move |item| {
+                let this = this.clone();
+                async move {
+                    match item {
+                        Ok(r) => Ok(match this.infer(r).await {
+                            Ok(resp) => pb::ModelStreamInferResponse {
+                                error_message: String::new(),
+                                infer_response: Some(resp),
+                            },
+                            // A failed request is answered; the stream goes on.
+                            Err(e) => pb::ModelStreamInferResponse {
+                                error_message: e.to_string(),
+                                infer_response: None,
+                            },
+                        }),
+                        Err(status) => Err(status),
+                    }
+                }
+            })
+            .buffered(n);
+        Ok(Response::new(Box::pin(out)))
+    }
+
+    async fn model_config(
+        &self,
+        req: Request<pb::ModelConfigRequest>,
+    ) -> Result<Response<pb::ModelConfigResponse>, Status> {
+        let r = req.into_inner();
+        let lease = self.models.acquire(&r.name, &r.version).await?;
+        Ok(Response::new(pb::ModelConfigResponse {
+            config: Some(lease.served.config.clone()),
+        }))
+    }
+
+    async fn model_statistics(
+        &self,
+        req: Request<pb::ModelStatisticsRequest>,
+    ) -> Result<Response<pb::ModelStatisticsResponse>, Status> {
+        let r = req.into_inner();
+        let loaded = self.models.loaded();
+        if !r.name.is_empty() && !loaded.iter().any(|s| s.name == r.name) {
+            // Names the model and what is loaded.
+            self.models.try_acquire(&r.name, &r.version)?;
+        }
+        let mut stats = Vec::new();
+        for s in loaded
+            .iter()
+            .filter(|s| r.name.is_empty() || s.name == r.name)
+        {
+            for (ver, v) in &s.versions {
+                if !r.version.is_empty() && r.version != ver.to_string() {
+                    continue;
+                }
+                let st = &v.stats;
+                let l = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+                let batches = st.batches.lock().unwrap_or_else(|p| p.into_inner());
+                stats.push(pb::ModelStatistics {
+                    name: s.name.clone(),
+                    version: ver.to_string(),
+                    last_inference: l(&st.last_inference_ms),
+                    inference_count: l(&st.inference_count),
+                    execution_count: l(&st.execution_count),
+                    inference_stats: Some(pb::InferStatistics {
+                        success: duration(l(&st.success_count), l(&st.success_ns)),
+                        fail: duration(l(&st.fail_count), l(&st.fail_ns)),
+                        queue: duration(l(&st.queue_count), l(&st.queue_ns)),
+                        compute_input: duration(0, 0),
+                        compute_infer: duration(l(&st.compute_count), l(&st.compute_ns)),
+                        compute_output: duration(0, 0),
+                        cache_hit: None,
+                        cache_miss: None,
+                    }),
+                    batch_stats: batches
+                        .iter()
+                        .map(|(&size, &(count, ns))| pb::InferBatchStatistics {
+                            batch_size: size,
+                            compute_input: duration(0, 0),
+                            compute_infer: duration(count, ns),
+                            compute_output: duration(0, 0),
+                        })
+                        .collect(),
+                });
+            }
+        }
+        if !r.version.is_empty() && stats.is_empty() {
+            self.models.try_acquire(&r.name, &r.version)?;
+        }
+        Ok(Response::new(pb::ModelStatisticsResponse {
+            model_stats: stats,
+        }))
+    }
+
+    async fn repository_index(
+        &self,
+        req: Request<pb::RepositoryIndexRequest>,
+    ) -> Result<Response<pb::RepositoryIndexResponse>, Status> {
+        let r = req.into_inner();
+        let models = self
+            .models
+            .index(r.ready)
+            .into_iter()
+            .map(|e| pb::repository_index_response::ModelIndex {
+                name: e.name,
+                version: e.version,
+                state: e.state,
+                reason: e.reason,
+            })
+            .collect();
+        Ok(Response::new(pb::RepositoryIndexResponse { models }))
+    }
+
+    async fn repository_model_load(
+        &self,
+        req: Request<pb::RepositoryModelLoadRequest>,
+    ) -> Result<Response<pb::RepositoryModelLoadResponse>, Status> {
+        let r = req.into_inner();
+        if !r.parameters.is_empty() {
+            tracing::warn!(model = %r.model_name, keys = ?r.parameters.keys().collect::<Vec<_>>(), "load parameters (config/file overrides) are not supported and were ignored");
+        }
+        self.models.load(&r.model_name).await?;
+        Ok(Response::new(pb::RepositoryModelLoadResponse {}))
+    }
+
+    async fn repository_model_unload(
+        &self,
+        req: Request<pb::RepositoryModelUnloadRequest>,
+    ) -> Result<Response<pb::RepositoryModelUnloadResponse>, Status> {
+        let r = req.into_inner();
+        self.models.unload(&r.model_name)?;
+        Ok(Response::new(pb::RepositoryModelUnloadResponse {}))
+    }
+}

@@ -1,0 +1,129 @@
+//! The mlmesh inference service: ONNX and NumPy (`.npz`) models behind the
+//! Open Inference Protocol (`inference.GRPCInferenceService`, the gRPC API
+//! of Triton and KServe v2), so tritonclient and KServe clients work
+//! unchanged.
+//!
+//! Layout: [`settings`], [`repository`] (Triton's folder layout and
+//! `config.pbtxt`), [`backend`] (ONNX Runtime and ndarray engines),
+//! [`tensor`] (protocol tensors), [`scheduler`] (per-version queue, dynamic
+//! batching, worker threads), [`models`] (load, reload, unload, memory
+//! budget), [`api`] (the tonic service), [`error`], [`metrics`].
+//! [`Application`]: `build(settings)` → `local_addr()` →
+//! `run_until_stopped(shutdown)`.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod backend;
+pub mod error;
+pub mod metrics;
+pub mod models;
+pub mod repository;
+pub mod scheduler;
+pub mod settings;
+pub mod tensor;
+
+use std::{
+    future::Future,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+
+use mlmesh_proto::inference::grpc_inference_service_server::{
+    GrpcInferenceServiceServer, SERVICE_NAME,
+};
+use mlmesh_runtime::{GrpcServer, ServerError};
+use tonic::{codec::CompressionEncoding, service::Routes};
+
+pub use crate::settings::Settings;
+use crate::{api::InferenceApi, metrics::Metrics, models::ModelManager};
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    #[error("cannot register metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// A built, bound, not yet serving inference service; its startup models
+/// are loaded.
+pub struct Application {
+    server: GrpcServer,
+    models: Arc<ModelManager>,
+    metrics: Metrics,
+    ready: Arc<AtomicBool>,
+    max_request_bytes: usize,
+    stream_concurrency: usize,
+}
+
+impl Application {
+    /// Binds the listeners and loads the startup models (a model that fails
+    /// is reported, the others serve).
+    pub async fn build(settings: Settings) -> Result<Self, BuildError> {
+        let metrics = Metrics::new()?;
+        let models = Arc::new(ModelManager::new(&settings.inference, metrics.clone()));
+        let server = GrpcServer::bind(&settings.server, metrics.registry.clone()).await?;
+        models.load_startup().await;
+        models.spawn_poller();
+        Ok(Self {
+            server,
+            models,
+            metrics,
+            ready: Arc::new(AtomicBool::new(true)),
+            max_request_bytes: settings.server.max_request_bytes,
+            stream_concurrency: settings.inference.stream_concurrency,
+        })
+    }
+
+    /// The gRPC address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    /// The Prometheus `/metrics` address, when enabled.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.server.metrics_addr()
+    }
+
+    /// The model manager (tests reach in to inspect it).
+    pub fn models(&self) -> Arc<ModelManager> {
+        Arc::clone(&self.models)
+    }
+
+    /// Serves until `shutdown` completes, then drains in-flight calls.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        let ready = Arc::clone(&self.ready);
+        let shutdown = async move {
+            shutdown.await;
+            ready.store(false, Ordering::Release);
+        };
+        let api = GrpcInferenceServiceServer::new(InferenceApi::new(
+            Arc::clone(&self.models),
+            self.metrics,
+            Arc::clone(&self.ready),
+            self.stream_concurrency,
+        ))
+        .max_decoding_message_size(self.max_request_bytes)
+        .max_encoding_message_size(usize::MAX)
+        // tritonclient may compress requests (compression_algorithm).
+        .accept_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Deflate)
+        .send_compressed(CompressionEncoding::Gzip);
+        let routes = Routes::new(api);
+        self.server
+            .serve(
+                routes,
+                &[SERVICE_NAME],
+                &[mlmesh_proto::FILE_DESCRIPTOR_SET],
+                shutdown,
+            )
+            .await
+    }
+}

@@ -1,0 +1,77 @@
+//! The official Triton Python gRPC client (`tritonclient[grpc]`, pinned in
+//! `scripts/tritonclient.txt`), unchanged, against the `mlmesh-inference`
+//! binary serving the bundled models: readiness, metadata, config, infer
+//! with numpy arrays of every datatype (BYTES included), compression, async
+//! and stream infer (a failing request mid-stream), repository index,
+//! unload/load, statistics, and the error cases. The script compares every
+//! answer with the references onnxruntime and scikit-learn computed
+//! (`services/inference/tests/data/references.json`).
+//!
+//! `make test` installs the client (scripts/fetch-python-packages.sh); a
+//! bare `cargo test` without it says so and passes without running.
+
+use std::process::Command;
+
+use mlmesh_tests::{Service, repo_root};
+use serde_json::Value;
+
+#[test]
+fn the_official_tritonclient_works_unchanged() {
+    let site = repo_root().join(".cache/mlmesh/py/tritonclient");
+    if !site.join(".mlmesh-stamp").is_file() {
+        eprintln!(
+            "skipped: tritonclient is not installed in {}; run \
+             scripts/fetch-python-packages.sh tritonclient scripts/tritonclient.txt (make test does)",
+            site.display()
+        );
+        return;
+    }
+    let svc = Service::start("mlmesh-inference", &[]);
+    let out = Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()))
+        .arg(repo_root().join("tests/data/tritonclient_check.py"))
+        .arg(svc.addr.to_string())
+        .arg(repo_root().join("services/inference/tests/data/references.json"))
+        .env("PYTHONPATH", &site)
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .output()
+        .expect("run python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| {
+        panic!(
+            "the tritonclient script printed no report:\nstdout: {stdout}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let failures = report["failures"].as_array().expect("failures");
+    assert!(failures.is_empty(), "tritonclient checks failed: {failures:#?}");
+    assert!(out.status.success(), "script exited with {}", out.status);
+    let checks: Vec<&str> = report["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    // Every family of checks ran (the script cannot silently skip one).
+    for must in [
+        "server_metadata",
+        "model_ready_unknown_is_false",
+        "model_metadata",
+        "model_config",
+        "infer_iris-logreg_probabilities",
+        "infer_digits-mlp-npz_label",
+        "infer_diabetes-linear",
+        "datatype_BYTES",
+        "datatype_UINT64",
+        "compression_gzip",
+        "async_infer",
+        "stream_error_names_datatype",
+        "repository_index",
+        "load_then_ready",
+        "statistics",
+        "byte_length_mismatch",
+        "unknown_model_not_found",
+    ] {
+        assert!(checks.contains(&must), "check {must} did not run: {checks:?}");
+    }
+    assert!(checks.len() >= 50, "only {} checks ran", checks.len());
+}
