@@ -212,6 +212,26 @@ for i in range(len(mlp.coefs_)):
 e = np.exp(h - h.max(axis=1, keepdims=True))
 refs["models"]["digits-mlp-npz-v2"] = {"numpy": {"probabilities": tolist(e / e.sum(axis=1, keepdims=True))}}
 
+# --- MiniLM (from `make models`) served as a plain ONNX model -------------
+# INT64 token ids in, a 3-D float tensor out; reference by onnxruntime on the
+# same file, for fixed token ids ("hello world", and a padded shorter row).
+minilm = os.path.join(ROOT, ".cache/mlmesh/models/all-MiniLM-L6-v2/model.onnx")
+if os.path.isfile(minilm):
+    sess = ort.InferenceSession(minilm, providers=["CPUExecutionProvider"])
+    ids = np.array([[101, 7592, 2088, 102], [101, 2088, 102, 0]], dtype=np.int64)
+    feeds = {"input_ids": ids, "attention_mask": (ids != 0).astype(np.int64),
+             "token_type_ids": np.zeros_like(ids)}
+    feeds = {k: v for k, v in feeds.items() if k in {i.name for i in sess.get_inputs()}}
+    outs = sess.run(None, feeds)
+    refs["models"]["all-MiniLM-L6-v2"] = {
+        "inputs": {k: tolist(v) for k, v in feeds.items()},
+        "output_name": sess.get_outputs()[0].name,
+        "onnxruntime": tolist(outs[0]),
+        "onnxruntime_version": ort.__version__,
+    }
+else:
+    sys.exit("run `make models` first: the MiniLM reference needs " + minilm)
+
 with open(os.path.join(DATA, "references.json"), "w") as f:
     json.dump(refs, f, indent=1, sort_keys=True)
 print("models written to", REPO, file=sys.stderr)

@@ -43,7 +43,10 @@ fn the_official_tritonclient_works_unchanged() {
         )
     });
     let failures = report["failures"].as_array().expect("failures");
-    assert!(failures.is_empty(), "tritonclient checks failed: {failures:#?}");
+    assert!(
+        failures.is_empty(),
+        "tritonclient checks failed: {failures:#?}"
+    );
     assert!(out.status.success(), "script exited with {}", out.status);
     let checks: Vec<&str> = report["checks"]
         .as_array()
@@ -71,7 +74,10 @@ fn the_official_tritonclient_works_unchanged() {
         "byte_length_mismatch",
         "unknown_model_not_found",
     ] {
-        assert!(checks.contains(&must), "check {must} did not run: {checks:?}");
+        assert!(
+            checks.contains(&must),
+            "check {must} did not run: {checks:?}"
+        );
     }
     assert!(checks.len() >= 50, "only {} checks ran", checks.len());
 }

@@ -15,7 +15,7 @@ pub enum InferError {
     },
     #[error("model {name:?} is not loaded ({state}); load it with RepositoryModelLoad")]
     NotLoaded { name: String, state: String },
-    #[error("model {name:?} is {state}; retry shortly")]
+    #[error("model {name:?} is unavailable ({state})")]
     Unavailable { name: String, state: String },
     #[error("{0}")]
     InvalidArgument(String),

@@ -53,6 +53,9 @@ pub struct OrtOptions {
 pub struct Loaded {
     pub signature: Signature,
     pub runners: Vec<Box<dyn Runner>>,
+    /// Memory the runners hold, when the engine knows it exactly (ndarray
+    /// weights); `None`: measured as the process's resident-set growth.
+    pub memory_bytes: Option<u64>,
 }
 
 /// Loads `file` with `backend`, `instances` times.

@@ -220,10 +220,20 @@ pub fn load(file: &Path, instances: usize) -> Result<Loaded, LoadError> {
             })
             .collect(),
     };
-    let runners = (0..instances.max(1))
+    let weights: usize = mlp
+        .layers
+        .iter()
+        .map(|(w, b)| (w.len() + b.len()) * 4)
+        .sum();
+    let instances = instances.max(1);
+    let runners = (0..instances)
         .map(|_| Box::new(mlp.clone()) as Box<dyn Runner>)
         .collect();
-    Ok(Loaded { signature, runners })
+    Ok(Loaded {
+        signature,
+        runners,
+        memory_bytes: Some((weights * instances) as u64),
+    })
 }
 
 fn activate(a: &mut Array2<f32>, f: Activation) {

@@ -128,7 +128,11 @@ pub fn load(file: &Path, instances: usize, opts: &OrtOptions) -> Result<Loaded, 
         }
         runners.push(Box::new(OnnxRunner { session }));
     }
-    Ok(Loaded { signature, runners })
+    Ok(Loaded {
+        signature,
+        runners,
+        memory_bytes: None,
+    })
 }
 
 fn to_value(t: Tensor) -> Result<DynValue, String> {

@@ -338,7 +338,15 @@ impl ModelManager {
                 let _one = self.load_lock.lock().await;
                 // Another call may have loaded it meanwhile.
                 if !self.is_loaded(name) {
-                    self.load_locked(name).await?;
+                    // For a call, a model that cannot load is unavailable;
+                    // the reason (path, cause) travels in the message.
+                    self.load_locked(name).await.map_err(|e| match e {
+                        InferError::LoadFailed { model, reason } => InferError::Unavailable {
+                            name: model,
+                            state: format!("not loaded: {reason}"),
+                        },
+                        other => other,
+                    })?;
                 }
                 drop(_one);
                 self.try_acquire(name, version)

@@ -351,6 +351,7 @@ pub fn build(
     let mut file_bytes = 0u64;
     let mut versions = BTreeMap::new();
     let mut served_config = None;
+    let mut exact: Option<u64> = Some(0);
     for (&v, file) in &source.versions {
         file_bytes += std::fs::metadata(file).map_or(0, |m| m.len());
         let instances: usize = source
@@ -361,6 +362,7 @@ pub fn build(
             .sum::<usize>()
             .max(1);
         let mut loaded = backend::load(source.backend, file, instances, ort)?;
+        exact = exact.zip(loaded.memory_bytes).map(|(a, b)| a + b);
         let (cfg, inputs, outputs) = complete(source, &loaded.signature, settings)?;
         let warm = warmup_inputs(&inputs);
         for r in &mut loaded.runners {
@@ -396,7 +398,10 @@ pub fn build(
         served_config = Some(cfg);
     }
     let config = served_config.ok_or_else(|| LoadError::Invalid("no version to load".into()))?;
-    let memory_bytes = rss_bytes().saturating_sub(before).max(file_bytes);
+    let memory_bytes = match exact {
+        Some(bytes) => bytes,
+        None => rss_bytes().saturating_sub(before).max(file_bytes),
+    };
     Ok(Served {
         name: source.name.clone(),
         config,
