@@ -1,5 +1,5 @@
 //! `mlmesh`: the mesh launcher. `mlmesh up` starts the embedding,
-//! vector-search and gateway binaries (built beside it) as separate
+//! vector-search, inference and gateway binaries (built beside it) as separate
 //! processes on their default addresses, waits until the gateway can reach
 //! both, ingests mlmesh's own docs as a demo collection, prints copy-paste
 //! examples, and on Ctrl-C / SIGTERM stops every process cleanly.
@@ -32,7 +32,7 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Start embedding, vector-search and gateway; load the demo corpus.
+    /// Start embedding, vector-search, inference and gateway; load the demo corpus.
     Up(Up),
 }
 
@@ -50,13 +50,18 @@ struct Up {
     /// Vector-search service address.
     #[arg(long, default_value = "127.0.0.1:50052")]
     vector_search: String,
-    /// Prometheus /metrics of the gateway, embedding and vector-search.
+    /// Inference service address (Open Inference Protocol, tritonclient).
+    #[arg(long, default_value = "127.0.0.1:50053")]
+    inference: String,
+    /// Prometheus /metrics of the gateway, embedding, vector-search and inference.
     #[arg(long, default_value = "127.0.0.1:9050")]
     gateway_metrics: String,
     #[arg(long, default_value = "127.0.0.1:9051")]
     embedding_metrics: String,
     #[arg(long, default_value = "127.0.0.1:9052")]
     vector_search_metrics: String,
+    #[arg(long, default_value = "127.0.0.1:9053")]
+    inference_metrics: String,
     /// Vector-search data folder.
     #[arg(long, default_value = ".cache/mlmesh/vector-data")]
     data_dir: PathBuf,
@@ -171,7 +176,7 @@ fn stop_all(procs: &mut [Proc], grace: Duration) {
 async fn wait_ready(
     procs: &mut [Proc],
     gateway: &str,
-    downstream: [&str; 2],
+    downstream: &[&str],
 ) -> anyhow::Result<GatewayClient<tonic::transport::Channel>> {
     let deadline = Instant::now() + Duration::from_secs(180);
     let mut last = String::from("not started");
@@ -191,7 +196,7 @@ async fn wait_ready(
         // collections opened): probe their ports before asking the gateway,
         // so start-up does not fill the log with its retries.
         let mut listening = true;
-        for addr in downstream {
+        for &addr in downstream {
             if tokio::net::TcpStream::connect(addr).await.is_err() {
                 listening = false;
                 last = format!("{addr} is not listening yet");
@@ -279,12 +284,22 @@ mlmesh is up. Try:
   grpcurl -plaintext -d '{{"collection": "{coll}", "query": "chunking", "limit": 2}}' \
     {grpc} mlmesh.gateway.v1.Gateway/Search
 
+  # model serving (Open Inference Protocol; Triton's and KServe's clients work)
+  python3 -c 'import numpy as np, tritonclient.grpc as g
+  c = g.InferenceServerClient("{inference}")
+  x = g.InferInput("input", [1, 4], "FP32"); x.set_data_from_numpy(np.array([[5.1, 3.5, 1.4, 0.2]], np.float32))
+  print(c.infer("iris-logreg", [x]).as_numpy("probabilities"))'
+  grpcurl -plaintext -d '{{"model_name": "iris-logreg", "inputs": [{{"name": "input", "datatype": "FP32", "shape": [1, 4], "contents": {{"fp32_contents": [5.1, 3.5, 1.4, 0.2]}}}}]}}' \
+    {inference} inference.GRPCInferenceService/ModelInfer
+  grpcurl -plaintext {inference} inference.GRPCInferenceService/RepositoryIndex
+
   readiness: curl -s http://{http}/readyz     metrics: curl -s http://{metrics}/metrics
 
-Ctrl-C stops all three services.
+Ctrl-C stops all four services.
 "#,
         grpc = u.gateway,
         metrics = u.gateway_metrics,
+        inference = u.inference,
     )
 }
 
@@ -317,6 +332,17 @@ async fn up(u: Up) -> anyhow::Result<()> {
             &log,
         )?);
         procs.push(spawn(
+            "mlmesh-inference",
+            &[
+                "--listen".into(),
+                u.inference.clone(),
+                "--metrics-listen".into(),
+                u.inference_metrics.clone(),
+            ],
+            &[],
+            &log,
+        )?);
+        procs.push(spawn(
             "mlmesh-gateway",
             &[
                 "--listen".into(),
@@ -333,10 +359,14 @@ async fn up(u: Up) -> anyhow::Result<()> {
             &log,
         )?);
         eprintln!(
-            "mlmesh: starting embedding, vector-search and gateway; waiting until they serve…"
+            "mlmesh: starting embedding, vector-search, inference and gateway; waiting until they serve…"
         );
-        let mut client =
-            wait_ready(&mut procs, &u.gateway, [&u.embedding, &u.vector_search]).await?;
+        let mut client = wait_ready(
+            &mut procs,
+            &u.gateway,
+            &[&u.embedding, &u.vector_search, &u.inference],
+        )
+        .await?;
         if !u.no_demo {
             let t0 = Instant::now();
             let chunks = load_demo(&mut client, &u.demo_collection).await?;

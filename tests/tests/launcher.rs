@@ -1,4 +1,4 @@
-//! `mlmesh up` (what `make run` calls): it starts the three services, loads
+//! `mlmesh up` (what `make run` calls): it starts the four services, loads
 //! the demo corpus, answers a search over it, and stops everything with
 //! exit 0 on SIGTERM.
 
@@ -18,7 +18,8 @@ fn free_port() -> String {
 #[test]
 fn mlmesh_up_serves_the_demo_corpus_and_stops_cleanly() {
     let data = TempDir::new("launcher");
-    let [gateway, http, embedding, vector, gm, em, vm] = [(); 7].map(|()| free_port());
+    let [gateway, http, embedding, vector, inference, gm, em, vm, im] =
+        [(); 9].map(|()| free_port());
     let mut child = Command::new(binary("mlmesh"))
         .current_dir(repo_root())
         .args([
@@ -32,6 +33,7 @@ fn mlmesh_up_serves_the_demo_corpus_and_stops_cleanly() {
         ])
         .args(["--vector-search", &vector, "--gateway-metrics", &gm])
         .args(["--embedding-metrics", &em, "--vector-search-metrics", &vm])
+        .args(["--inference", &inference, "--inference-metrics", &im])
         .arg("--data-dir")
         .arg(data.path())
         .env_remove("RUST_LOG")
@@ -74,6 +76,18 @@ fn mlmesh_up_serves_the_demo_corpus_and_stops_cleanly() {
         "{body}"
     );
 
+    // The inference service serves the demo models (tritonclient's
+    // example is printed with its address).
+    assert!(
+        printed.contains(&format!("InferenceServerClient(\"{inference}\")")),
+        "{printed}"
+    );
+    let probs = tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(iris(&inference));
+    assert_eq!(probs.len(), 3);
+    assert!((probs.iter().sum::<f32>() - 1.0).abs() < 1e-4, "{probs:?}");
+
     let ok = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -93,10 +107,49 @@ fn mlmesh_up_serves_the_demo_corpus_and_stops_cleanly() {
     };
     assert!(status.success(), "{status}");
     // Every service is gone: their ports are free again.
-    for addr in [&gateway, &embedding, &vector] {
+    for addr in [&gateway, &embedding, &vector, &inference] {
         assert!(
             std::net::TcpStream::connect(addr.as_str()).is_err(),
             "{addr} still answers"
         );
     }
+}
+
+/// Class probabilities of one iris flower from the inference service.
+async fn iris(addr: &str) -> Vec<f32> {
+    use mlmesh_proto::inference::{
+        InferTensorContents, ModelInferRequest,
+        grpc_inference_service_client::GrpcInferenceServiceClient,
+        model_infer_request::InferInputTensor,
+    };
+    let mut c = GrpcInferenceServiceClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect");
+    let r = c
+        .model_infer(ModelInferRequest {
+            model_name: "iris-logreg".into(),
+            inputs: vec![InferInputTensor {
+                name: "input".into(),
+                datatype: "FP32".into(),
+                shape: vec![1, 4],
+                contents: Some(InferTensorContents {
+                    fp32_contents: vec![5.1, 3.5, 1.4, 0.2],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await
+        .expect("infer")
+        .into_inner();
+    let i = r
+        .outputs
+        .iter()
+        .position(|o| o.name == "probabilities")
+        .expect("probabilities");
+    r.raw_output_contents[i]
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
 }
