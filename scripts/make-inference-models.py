@@ -136,6 +136,15 @@ dynamic_batching {
 }
 """,
 )
+# The same fitted estimator for MLServer (mlserver-sklearn), the benchmark's
+# baseline: `mlmesh-bench inference` serves it beside ours.
+import joblib
+ml_dir = os.path.join(ROOT, "benches/data/mlserver/digits-mlp")
+os.makedirs(ml_dir, exist_ok=True)
+joblib.dump(mlp, os.path.join(ml_dir, "model.joblib"))
+with open(os.path.join(ml_dir, "model-settings.json"), "w") as f:
+    json.dump({"name": "digits-mlp", "implementation": "mlserver_sklearn.SKLearnModel",
+               "parameters": {"uri": "./model.joblib", "version": "1"}}, f, indent=1)
 refs["models"]["digits-mlp-npz"] = {
     "input": refs["models"]["digits-mlp"]["input"],
     "sklearn": refs["models"]["digits-mlp"]["sklearn"],

@@ -10,9 +10,11 @@
 //! `mlmesh-bench vector` does the same for the vector-search service against
 //! an exact in-process scan (see [`vector`]), and `mlmesh-bench gateway`
 //! measures the gateway hop against calling the services directly (see
-//! [`gateway`]).
+//! [`gateway`]). `mlmesh-bench inference` measures the inference service
+//! against the in-process floor and MLServer (see [`inference`]).
 
 mod gateway;
+mod inference;
 mod vector;
 
 use std::{
@@ -45,6 +47,8 @@ enum Workload {
     Vector(vector::VectorArgs),
     /// Gateway: embed and search through the gateway vs. the services directly.
     Gateway(gateway::GatewayArgs),
+    /// Inference: the service vs. the in-process floor and MLServer.
+    Inference(inference::InferenceArgs),
 }
 
 #[derive(Parser)]
@@ -72,9 +76,21 @@ struct EmbedArgs {
     /// ONNX Runtime library.
     #[arg(long, default_value = DEFAULT_ORT_DYLIB)]
     ort_dylib: PathBuf,
-    /// Intra-op threads, for the baseline and the started service alike.
+    /// Intra-op threads of the started service.
     #[arg(long, default_value_t = 2)]
     intra_op_threads: usize,
+    /// ONNX Runtime idle spinning in the started service
+    /// (`embedding.allow_spinning`). The floor always runs ONNX Runtime's
+    /// defaults (spinning on, its own thread count, the unmodified file).
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+    allow_spinning: bool,
+    /// Arena shrinkage after each run in the started service
+    /// (`embedding.shrink_arena`).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    shrink_arena: bool,
+    /// Texts: `short` (16 short sentences) or `mixed` (3–40 words each).
+    #[arg(long, default_value = "short")]
+    texts: String,
 }
 
 /// Short sentences, as in a typical semantic-search query load.
@@ -97,10 +113,64 @@ pub(crate) const TEXTS: &[&str] = &[
     "Embeddings map text to points in a vector space.",
 ];
 
+/// `mixed` texts: 3 to 40 words each, deterministic.
+fn mixed_text(i: usize) -> String {
+    const WORDS: &[&str] = &[
+        "model",
+        "serving",
+        "latency",
+        "vector",
+        "search",
+        "the",
+        "of",
+        "cluster",
+        "query",
+        "batch",
+        "embedding",
+        "token",
+        "gateway",
+        "replica",
+        "memory",
+        "budget",
+        "a",
+        "fast",
+        "slow",
+        "quick",
+    ];
+    let n = 3 + (i * 7919) % 38;
+    (0..n)
+        .map(|k| WORDS[(i * 31 + k * 17) % WORDS.len()])
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+static MIXED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn batch_of(size: usize, offset: usize) -> Vec<String> {
+    let mixed = MIXED.load(std::sync::atomic::Ordering::Relaxed);
     (0..size)
-        .map(|i| TEXTS[(offset + i) % TEXTS.len()].to_owned())
+        .map(|i| {
+            if mixed {
+                mixed_text(offset + i)
+            } else {
+                TEXTS[(offset + i) % TEXTS.len()].to_owned()
+            }
+        })
         .collect()
+}
+
+/// CPU seconds (user + system) a process has used so far.
+fn cpu_secs(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the parenthesised command name.
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+            Some(ticks / 100.0)
+        })
+        .unwrap_or(0.0)
 }
 
 struct Stats {
@@ -259,6 +329,7 @@ async fn main() -> anyhow::Result<()> {
             Workload::Embed(args) => embed(args).await,
             Workload::Vector(args) => vector::run(args).await,
             Workload::Gateway(args) => gateway::run(args).await,
+            Workload::Inference(args) => inference::run(args).await,
         }
     });
     tokio::select! {
@@ -278,6 +349,11 @@ async fn embed(args: EmbedArgs) -> anyhow::Result<()> {
     if args.concurrency.contains(&0) || args.batch.contains(&0) {
         bail!("--concurrency and --batch values must be at least 1");
     }
+    match args.texts.as_str() {
+        "short" => {}
+        "mixed" => MIXED.store(true, std::sync::atomic::Ordering::Relaxed),
+        other => bail!("--texts is short or mixed, not {other:?}"),
+    }
 
     // Start the service first: its readiness time is one of the figures.
     let started = match &args.addr {
@@ -288,6 +364,14 @@ async fn embed(args: EmbedArgs) -> anyhow::Result<()> {
                 (
                     "MLMESH_EMBEDDING__INTRA_OP_THREADS",
                     args.intra_op_threads.to_string(),
+                ),
+                (
+                    "MLMESH_EMBEDDING__ALLOW_SPINNING",
+                    args.allow_spinning.to_string(),
+                ),
+                (
+                    "MLMESH_EMBEDDING__SHRINK_ARENA",
+                    args.shrink_arena.to_string(),
                 ),
                 (
                     "MLMESH_TELEMETRY__LOG_LEVEL",
@@ -304,12 +388,15 @@ async fn embed(args: EmbedArgs) -> anyhow::Result<()> {
 
     let env = init_runtime(&args.ort_dylib)?;
     let folder = ModelFolder::load(DEFAULT_MODEL_NAME, &args.model_dir)?;
-    let mut runner = Runner::new(&env, &folder, args.intra_op_threads)?;
+    let mut runner = Runner::ort_defaults(&env, &folder)?;
 
     println!("# mlmesh-bench embed");
     println!(
-        "model {DEFAULT_MODEL_NAME} (int8), intra_op_threads {}, {} s per cell and side in {} alternating rounds, {} cores",
+        "model {DEFAULT_MODEL_NAME} (int8), service: intra_op_threads {}, allow_spinning {}, shrink_arena {}; floor: ONNX Runtime defaults on the unmodified file; texts {}; {} s per cell and side in {} alternating rounds, {} cores",
         args.intra_op_threads,
+        args.allow_spinning,
+        args.shrink_arena,
+        args.texts,
         args.duration,
         args.rounds,
         std::thread::available_parallelism().map_or(0, |n| n.get())
@@ -322,18 +409,24 @@ async fn embed(args: EmbedArgs) -> anyhow::Result<()> {
     }
     println!();
     println!(
-        "| batch | clients | raw texts/s | service texts/s | ratio | raw p50 ms | svc p50 ms | svc p95 ms | svc p99 ms | requests | svc p50 − raw p50 ms |"
+        "| batch | clients | raw texts/s | service texts/s | ratio | raw p50 ms | svc p50 ms | svc p95 ms | svc p99 ms | requests | svc p50 − raw p50 ms | svc CPU s / 1000 texts |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let pid = started.as_ref().map(|s| s.child.id());
     let slice = args.duration / args.rounds.max(1) as f64;
     for &batch in &args.batch {
         for &c in &args.concurrency {
             let (mut raw_rounds, mut svc_rounds, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut svc_cpu, mut svc_texts) = (0.0, 0usize);
             for round in 0..args.rounds.max(1) {
                 let warm = if round == 0 { 1.0 } else { 0.2 };
                 let r =
                     tokio::task::block_in_place(|| raw(&mut runner, &folder, batch, slice, warm))?;
+                let cpu0 = pid.map_or(0.0, cpu_secs);
                 let s = service(&addr, c, batch, slice, warm).await?;
+                svc_cpu += pid.map_or(0.0, cpu_secs) - cpu0;
+                // Warm-up calls also cost CPU: count every text sent.
+                svc_texts += (s.texts_per_sec * (slice + warm)) as usize;
                 ratios.push(s.texts_per_sec / r.texts_per_sec);
                 raw_rounds.push(r);
                 svc_rounds.push(s);
@@ -341,7 +434,7 @@ async fn embed(args: EmbedArgs) -> anyhow::Result<()> {
             let r = pooled(&raw_rounds);
             let s = pooled(&svc_rounds);
             println!(
-                "| {batch} | {c} | {:.1} | {:.1} | {:.2} | {} | {} | {} | {} | {} | {:+.2} |",
+                "| {batch} | {c} | {:.1} | {:.1} | {:.2} | {} | {} | {} | {} | {} | {:+.2} | {:.2} |",
                 median(raw_rounds.iter().map(|x| x.texts_per_sec).collect()),
                 median(svc_rounds.iter().map(|x| x.texts_per_sec).collect()),
                 median(ratios),
@@ -351,8 +444,19 @@ async fn embed(args: EmbedArgs) -> anyhow::Result<()> {
                 ms(s.p99),
                 s.requests,
                 (s.p50.as_secs_f64() - r.p50.as_secs_f64()) * 1e3,
+                svc_cpu / (svc_texts.max(1) as f64 / 1000.0),
             );
         }
+    }
+    if let Some(pid) = pid {
+        // What an idle service burns (spinning threads keep polling).
+        let c0 = cpu_secs(pid);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        println!();
+        println!(
+            "service CPU while idle: {:.1} % of one core (3 s after the last call)",
+            (cpu_secs(pid) - c0) / 3.0 * 100.0
+        );
     }
     if let Some(s) = &started
         && let Some((rss, hwm)) = rss_kib(s.child.id())

@@ -27,6 +27,8 @@ Settings (file key / environment variable / default):
   embedding.default_model    MLMESH_EMBEDDING__DEFAULT_MODEL     the first model
   embedding.ort_dylib_path   MLMESH_EMBEDDING__ORT_DYLIB_PATH    $ORT_DYLIB_PATH, else .cache/mlmesh/onnxruntime/libonnxruntime.so.1.31.1
   embedding.intra_op_threads MLMESH_EMBEDDING__INTRA_OP_THREADS  2
+  embedding.allow_spinning   MLMESH_EMBEDDING__ALLOW_SPINNING    false (ONNX Runtime idle spinning)
+  embedding.shrink_arena     MLMESH_EMBEDDING__SHRINK_ARENA      true (give arena memory back after each run)
   embedding.sessions_per_model MLMESH_EMBEDDING__SESSIONS_PER_MODEL 1
   embedding.max_batch_size   MLMESH_EMBEDDING__MAX_BATCH_SIZE    32   inputs per model run
   embedding.max_batch_tokens MLMESH_EMBEDDING__MAX_BATCH_TOKENS  8192 padded tokens per model run

@@ -74,6 +74,12 @@ pub struct EmbeddingSettings {
     pub ort_dylib_path: Option<PathBuf>,
     /// ONNX Runtime threads inside one model run.
     pub intra_op_threads: usize,
+    /// Let ONNX Runtime's idle intra-op threads spin waiting for work:
+    /// lower latency per run, CPU burnt while idle (README, "Tuning").
+    pub allow_spinning: bool,
+    /// Return ONNX Runtime's unused arena memory after each run (bounds
+    /// the resident set after large batches; README, "Tuning").
+    pub shrink_arena: bool,
     /// Model runs in parallel per model (each its own session and thread).
     pub sessions_per_model: usize,
     /// Most inputs in one model run.
@@ -106,6 +112,8 @@ impl Default for EmbeddingSettings {
             // intra-op threads beats two single-threaded sessions at
             // saturation and halves single-call latency (README, "Tuning").
             intra_op_threads: 2,
+            allow_spinning: false,
+            shrink_arena: true,
             sessions_per_model: 1,
             max_batch_size: 32,
             max_batch_tokens: 8192,

@@ -22,7 +22,7 @@ use tracing::Instrument as _;
 
 use self::{
     batcher::{BatchLimits, Batcher, Job},
-    model::{ModelFolder, Overflow, Runner},
+    model::{ModelFolder, Overflow, Runner, RunnerOptions},
 };
 use crate::{
     error::{EmbedError, LoadError},
@@ -96,7 +96,15 @@ impl Engine {
             let batcher = Batcher::new(&spec.name, limits, metrics.clone());
             // Workers are detached: `close()` ends them once the queue drains.
             for i in 0..settings.sessions_per_model {
-                let runner = Runner::new(&env, &folder, settings.intra_op_threads)?;
+                let runner = Runner::new(
+                    &env,
+                    &folder,
+                    &RunnerOptions {
+                        intra_op_threads: settings.intra_op_threads,
+                        allow_spinning: settings.allow_spinning,
+                        shrink_arena: settings.shrink_arena,
+                    },
+                )?;
                 batcher
                     .spawn_worker(i, runner)
                     .map_err(|e| LoadError::Invalid {
@@ -112,6 +120,7 @@ impl Engine {
                 pooling = folder.pooling.as_str(),
                 sessions = settings.sessions_per_model,
                 intra_op_threads = settings.intra_op_threads,
+                allow_spinning = settings.allow_spinning,
                 "model loaded"
             );
             names.push(spec.name.clone());

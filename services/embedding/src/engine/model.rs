@@ -297,8 +297,20 @@ pub fn init_runtime(dylib: &Path) -> Result<ort::environment::Environment, LoadE
 }
 
 /// One ONNX Runtime session; runs batches of token ids to pooled vectors.
+/// How a [`Runner`]'s ONNX Runtime session is set up.
+#[derive(Clone, Copy, Debug)]
+pub struct RunnerOptions {
+    pub intra_op_threads: usize,
+    pub allow_spinning: bool,
+    /// Give the CPU arena's unused memory back after every run, so a large
+    /// batch does not keep its buffers for the life of the process.
+    pub shrink_arena: bool,
+}
+
 pub struct Runner {
     session: Session,
+    /// Per-run options (arena shrinkage), when any.
+    run_options: Option<ort::session::RunOptions>,
     takes_token_type_ids: bool,
     /// Index of the output holding token vectors (or pooled vectors).
     output: usize,
@@ -310,7 +322,26 @@ impl Runner {
     pub fn new(
         env: &ort::environment::Environment,
         folder: &ModelFolder,
-        intra_op_threads: usize,
+        options: &RunnerOptions,
+    ) -> Result<Self, LoadError> {
+        Self::build(env, folder, Some(options), true)
+    }
+
+    /// A session with ONNX Runtime's default options (thread count,
+    /// spinning) on the unmodified model file: what a user calling ONNX
+    /// Runtime directly would run. The benchmark's floor.
+    pub fn ort_defaults(
+        env: &ort::environment::Environment,
+        folder: &ModelFolder,
+    ) -> Result<Self, LoadError> {
+        Self::build(env, folder, None, false)
+    }
+
+    fn build(
+        env: &ort::environment::Environment,
+        folder: &ModelFolder,
+        options: Option<&RunnerOptions>,
+        rewrite: bool,
     ) -> Result<Self, LoadError> {
         let fail = |e: String| LoadError::Session {
             model: folder.name.clone(),
@@ -323,22 +354,31 @@ impl Runner {
                 path: folder.onnx_path.display().to_string(),
                 reason: e.to_string(),
             })?;
-            super::rewrite::gather_before_dequantize(&raw).map_err(|e| fail(e.to_string()))?
+            if rewrite {
+                super::rewrite::gather_before_dequantize(&raw).map_err(|e| fail(e.to_string()))?
+            } else {
+                (raw, 0)
+            }
         };
         if rewritten > 0 {
             tracing::info!(model = %folder.name, tables = rewritten, "int8 embedding tables kept int8 (gather before dequantize)");
         }
-        let session = Session::builder(env)
+        let mut builder = Session::builder(env)
             .map_err(|e| fail(e.to_string()))?
             .with_optimization_level(GraphOptimizationLevel::Level3)
-            .map_err(|e| fail(e.to_string()))?
-            .with_intra_threads(intra_op_threads)
-            .map_err(|e| fail(e.to_string()))?
-            .with_inter_threads(1)
-            .map_err(|e| fail(e.to_string()))?
-            // Idle sessions must not spin: the tokenizer and gRPC share the cores.
-            .with_intra_op_spinning(false)
-            .map_err(|e| fail(e.to_string()))?
+            .map_err(|e| fail(e.to_string()))?;
+        if let Some(o) = options {
+            builder = builder
+                .with_intra_threads(o.intra_op_threads)
+                .map_err(|e| fail(e.to_string()))?
+                .with_inter_threads(1)
+                .map_err(|e| fail(e.to_string()))?
+                // Spinning idle threads answer sooner but burn CPU the
+                // tokenizer and gRPC share (embedding.allow_spinning).
+                .with_intra_op_spinning(o.allow_spinning)
+                .map_err(|e| fail(e.to_string()))?;
+        }
+        let session = builder
             .commit_from_memory(&bytes)
             .map_err(|e| fail(e.to_string()))?;
         drop(bytes);
@@ -356,8 +396,18 @@ impl Runner {
             .iter()
             .position(|o| o.name() == "last_hidden_state" || o.name() == "token_embeddings")
             .unwrap_or(0);
+        let run_options = match options {
+            Some(o) if o.shrink_arena => {
+                let mut r = ort::session::RunOptions::new().map_err(|e| fail(e.to_string()))?;
+                r.set("memory.enable_memory_arena_shrinkage", "cpu:0")
+                    .map_err(|e| fail(e.to_string()))?;
+                Some(r)
+            }
+            _ => None,
+        };
         Ok(Self {
             session,
+            run_options,
             takes_token_type_ids,
             output,
             pooling: folder.pooling,
@@ -391,18 +441,22 @@ impl Runner {
         let shape = [b, len];
         let ids_t = TensorRef::from_array_view((shape, ids.as_slice())).map_err(err)?;
         let mask_t = TensorRef::from_array_view((shape, mask.as_slice())).map_err(err)?;
-        let outputs = if self.takes_token_type_ids {
+        let inputs = if self.takes_token_type_ids {
             let types_t = TensorRef::from_array_view((shape, types.as_slice())).map_err(err)?;
-            self.session.run(ort::inputs![
+            ort::inputs![
                 "input_ids" => ids_t,
                 "attention_mask" => mask_t,
                 "token_type_ids" => types_t,
-            ])
+            ]
         } else {
-            self.session.run(ort::inputs![
+            ort::inputs![
                 "input_ids" => ids_t,
                 "attention_mask" => mask_t,
-            ])
+            ]
+        };
+        let outputs = match &self.run_options {
+            Some(o) => self.session.run_with_options(inputs, o),
+            None => self.session.run(inputs),
         }
         .map_err(err)?;
         let hidden = outputs[self.output]
