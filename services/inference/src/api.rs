@@ -15,6 +15,7 @@ use futures::{Stream, StreamExt as _};
 use mlmesh_proto::inference::{self as pb, grpc_inference_service_server::GrpcInferenceService};
 use tokio::sync::oneshot;
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument as _;
 
 use crate::{
     error::InferError,
@@ -55,8 +56,17 @@ impl InferenceApi {
         }
     }
 
-    /// One inference call, end to end, with metrics.
+    /// One inference call, end to end, with metrics, in an `infer.request`
+    /// span (its children: `infer.queue`, `infer.batch_run`).
     async fn infer(
+        &self,
+        req: pb::ModelInferRequest,
+    ) -> Result<pb::ModelInferResponse, InferError> {
+        let span = tracing::info_span!("infer.request", model = %req.model_name);
+        self.infer_inner(req).instrument(span).await
+    }
+
+    async fn infer_inner(
         &self,
         req: pb::ModelInferRequest,
     ) -> Result<pb::ModelInferResponse, InferError> {
@@ -278,6 +288,8 @@ async fn run(
         _ => policy.default_timeout,
     };
     let (tx, rx) = oneshot::channel();
+    let span = tracing::Span::current();
+    let queue_span = tracing::info_span!("infer.queue", model = %v.model, version = v.version);
     v.scheduler.submit(Job {
         inputs,
         rows,
@@ -285,6 +297,8 @@ async fn run(
         timeout,
         enqueued: Instant::now(),
         reply: tx,
+        span,
+        queue_span: Some(queue_span),
     })?;
     let done = rx.await.map_err(|_| InferError::ShuttingDown)??;
     tracing::debug!(

@@ -67,6 +67,10 @@ pub struct Job {
     pub timeout: Option<Duration>,
     pub enqueued: Instant,
     pub reply: oneshot::Sender<Result<Done, InferError>>,
+    /// The call's span: the batch run is recorded under it.
+    pub span: tracing::Span,
+    /// Open while the request waits; closed when a worker takes it.
+    pub queue_span: Option<tracing::Span>,
 }
 
 /// Cumulative statistics (ModelStatistics).
@@ -294,6 +298,9 @@ impl Shared {
                         }
                     }
                     jobs.reverse();
+                    for j in &mut jobs {
+                        j.queue_span = None;
+                    }
                     st.queues.retain(|_, q| !q.is_empty());
                     st.len -= jobs.len();
                     self.gauge(st.len);
@@ -340,12 +347,21 @@ impl Shared {
                 })
                 .collect()
         };
+        // One `batch run` span under each request's span (a batch serves
+        // several calls, each with its own trace).
+        let run_spans: Vec<tracing::Span> = jobs
+            .iter()
+            .map(|j| {
+                tracing::info_span!(parent: &j.span, "infer.batch_run", model = %self.model, version = self.version, batch_rows = total, batch_requests = jobs.len())
+            })
+            .collect();
         let result = inputs.and_then(|inputs| {
             runner.run(inputs).map_err(|reason| InferError::Run {
                 model: self.model.clone(),
                 reason,
             })
         });
+        drop(run_spans);
         let compute = start.elapsed();
         let v = self.version.to_string();
         let labels = [self.model.as_str(), v.as_str()];

@@ -298,3 +298,22 @@ async fn a_full_queue_refuses_at_once_and_a_queue_timeout_expires() {
     assert!(msg.contains("timeout of 20000"), "{msg}");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_far_above_tonics_4_mib_default_are_served() {
+    let repo = TempRepo::with(&[]);
+    repo.write("wide/1/model.npz", &linear_npz(4096, 1, 0.5));
+    let app = spawn_app(repo.path(), |s| s.inference.default_max_batch_size = 512).await;
+    // 400 rows × 4096 FP32 = 6.25 MiB in one message.
+    let x = vec![1.0f32; 400 * 4096];
+    let r = app
+        .client()
+        .model_infer(f32_request("wide", "input", 400, &x))
+        .await
+        .expect("a 6 MiB request")
+        .into_inner();
+    let (shape, y) = output_f32(&r, "output");
+    assert_eq!(shape, vec![400, 1]);
+    assert!(y.iter().all(|&v| v == 2048.0), "{:?}", &y[..4]);
+    app.stop().await;
+}
