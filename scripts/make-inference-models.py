@@ -131,7 +131,7 @@ save_npz(
 backend: "mlmesh_npz"
 max_batch_size: 256
 dynamic_batching {
-  max_queue_delay_microseconds: 100
+  max_queue_delay_microseconds: 0
   default_queue_policy { max_queue_size: 4096 }
 }
 """,

@@ -44,8 +44,9 @@ pub struct InferenceArgs {
     duration: f64,
     #[arg(long, default_value_t = 3)]
     rounds: usize,
-    /// Rows per request of the batched-throughput cell.
-    #[arg(long, default_value_t = 256)]
+    /// Rows per request of the batched-throughput cell (at most 64: the
+    /// ONNX model's derived max_batch_size).
+    #[arg(long, default_value_t = 64)]
     big_batch: usize,
     /// Folder holding the pinned MLServer install (scripts/mlserver.txt);
     /// absent: the MLServer column is skipped with a note.
@@ -53,6 +54,9 @@ pub struct InferenceArgs {
     mlserver: PathBuf,
     #[arg(long, default_value = DEFAULT_ORT_DYLIB)]
     ort_dylib: PathBuf,
+    /// Only the memory measurement (RSS per loaded model).
+    #[arg(long)]
+    memory_only: bool,
 }
 
 /// One measured target.
@@ -328,7 +332,8 @@ async fn rss_per_model(model: &str) -> anyhow::Result<f64> {
                 dir.path().display().to_string(),
             ),
             ("MLMESH_INFERENCE__LOAD_MODELS", "m00".into()),
-            ("MLMESH_TELEMETRY__LOG_LEVEL", "warn".into()),
+            // The harness waits for the runtime's "listening" line.
+            ("MLMESH_TELEMETRY__LOG_LEVEL", "warn,mlmesh_runtime=info".into()),
         ],
     );
     let addr = svc.addr.to_string();
@@ -361,6 +366,9 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()>
 pub async fn run(args: InferenceArgs) -> anyhow::Result<()> {
     if args.concurrency.contains(&0) {
         bail!("--concurrency values must be at least 1");
+    }
+    if args.memory_only {
+        return memory().await;
     }
     let rows = digit_rows()?;
     let svc = Service::start(
@@ -505,6 +513,10 @@ pub async fn run(args: InferenceArgs) -> anyhow::Result<()> {
         );
     }
     drop(svc);
+    memory().await
+}
+
+async fn memory() -> anyhow::Result<()> {
     let per_onnx = rss_per_model("digits-mlp").await?;
     let per_npz = rss_per_model("digits-mlp-npz").await?;
     let per_iris = rss_per_model("iris-logreg").await?;
