@@ -11,6 +11,7 @@
 //! 5) and the resident memory each extra loaded small model adds.
 
 use std::{
+    os::unix::process::CommandExt as _,
     path::PathBuf,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -226,6 +227,11 @@ struct MlServer {
 
 impl Drop for MlServer {
     fn drop(&mut self) {
+        // MLServer's inference workers are child processes: stop the
+        // whole process group, or they outlive the run (and skew the next).
+        let _ = Command::new("kill")
+            .args(["-KILL", &format!("-{}", self.child.id())])
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -254,6 +260,8 @@ async fn start_mlserver(site: &std::path::Path) -> anyhow::Result<MlServer> {
         .env("MLSERVER_HOST", "127.0.0.1")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
+        // Its own process group, so Drop can stop its workers too.
+        .process_group(0)
         .spawn()
         .context("starting MLServer")?;
     let mut s = MlServer {
@@ -333,7 +341,10 @@ async fn rss_per_model(model: &str) -> anyhow::Result<f64> {
             ),
             ("MLMESH_INFERENCE__LOAD_MODELS", "m00".into()),
             // The harness waits for the runtime's "listening" line.
-            ("MLMESH_TELEMETRY__LOG_LEVEL", "warn,mlmesh_runtime=info".into()),
+            (
+                "MLMESH_TELEMETRY__LOG_LEVEL",
+                "warn,mlmesh_runtime=info".into(),
+            ),
         ],
     );
     let addr = svc.addr.to_string();
