@@ -58,6 +58,10 @@ pub struct InferenceArgs {
     /// Only the memory measurement (RSS per loaded model).
     #[arg(long)]
     memory_only: bool,
+    /// ONNX Runtime idle spinning in the started service and the floor
+    /// (`inference.allow_spinning`).
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+    allow_spinning: bool,
 }
 
 /// One measured target.
@@ -401,7 +405,7 @@ pub async fn run(args: InferenceArgs) -> anyhow::Result<()> {
     let ort = OrtOptions {
         dylib: repo_root().join(&args.ort_dylib),
         intra_op_threads: 1,
-        allow_spinning: false,
+        allow_spinning: args.allow_spinning,
     };
     let mut npz = backend::load(
         Backend::Npz,
@@ -418,7 +422,8 @@ pub async fn run(args: InferenceArgs) -> anyhow::Result<()> {
 
     println!("# mlmesh-bench inference");
     println!(
-        "model: digits MLP (64 → 32 → 10, scikit-learn MLPClassifier); mlmesh serves it as .npz (ndarray) and ONNX (ONNX Runtime, 1 intra-op thread), MLServer {} the same fitted estimator (mlserver-sklearn); {} s per cell and target in {} alternating rounds; {} cores",
+        "model: digits MLP (64 → 32 → 10, scikit-learn MLPClassifier); mlmesh serves it as .npz (ndarray) and ONNX (ONNX Runtime, 1 intra-op thread, allow_spinning {}), MLServer {} the same fitted estimator (mlserver-sklearn); {} s per cell and target in {} alternating rounds; {} cores",
+        args.allow_spinning,
         if ml.is_some() {
             "serves"
         } else {

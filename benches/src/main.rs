@@ -88,6 +88,10 @@ struct EmbedArgs {
     /// (`embedding.shrink_arena`).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     shrink_arena: bool,
+    /// ONNX Runtime's CPU arena in the started service
+    /// (`embedding.cpu_arena`).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    cpu_arena: bool,
     /// Texts: `short` (16 short sentences) or `mixed` (3–40 words each).
     #[arg(long, default_value = "short")]
     texts: String,
@@ -373,6 +377,7 @@ async fn embed(args: EmbedArgs) -> anyhow::Result<()> {
                     "MLMESH_EMBEDDING__SHRINK_ARENA",
                     args.shrink_arena.to_string(),
                 ),
+                ("MLMESH_EMBEDDING__CPU_ARENA", args.cpu_arena.to_string()),
                 (
                     "MLMESH_TELEMETRY__LOG_LEVEL",
                     "warn,mlmesh_runtime=info".into(),
@@ -392,10 +397,11 @@ async fn embed(args: EmbedArgs) -> anyhow::Result<()> {
 
     println!("# mlmesh-bench embed");
     println!(
-        "model {DEFAULT_MODEL_NAME} (int8), service: intra_op_threads {}, allow_spinning {}, shrink_arena {}; floor: ONNX Runtime defaults on the unmodified file; texts {}; {} s per cell and side in {} alternating rounds, {} cores",
+        "model {DEFAULT_MODEL_NAME} (int8), service: intra_op_threads {}, allow_spinning {}, shrink_arena {}, cpu_arena {}; floor: ONNX Runtime defaults on the unmodified file; texts {}; {} s per cell and side in {} alternating rounds, {} cores",
         args.intra_op_threads,
         args.allow_spinning,
         args.shrink_arena,
+        args.cpu_arena,
         args.texts,
         args.duration,
         args.rounds,

@@ -29,6 +29,7 @@ Settings (file key / environment variable / default):
   embedding.intra_op_threads MLMESH_EMBEDDING__INTRA_OP_THREADS  2
   embedding.allow_spinning   MLMESH_EMBEDDING__ALLOW_SPINNING    false (ONNX Runtime idle spinning)
   embedding.shrink_arena     MLMESH_EMBEDDING__SHRINK_ARENA      true (give arena memory back after each run)
+  embedding.cpu_arena        MLMESH_EMBEDDING__CPU_ARENA         true (false: no ONNX Runtime arena)
   embedding.sessions_per_model MLMESH_EMBEDDING__SESSIONS_PER_MODEL 1
   embedding.max_batch_size   MLMESH_EMBEDDING__MAX_BATCH_SIZE    32   inputs per model run
   embedding.max_batch_tokens MLMESH_EMBEDDING__MAX_BATCH_TOKENS  8192 padded tokens per model run

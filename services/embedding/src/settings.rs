@@ -80,6 +80,8 @@ pub struct EmbeddingSettings {
     /// Return ONNX Runtime's unused arena memory after each run (bounds
     /// the resident set after large batches; README, "Tuning").
     pub shrink_arena: bool,
+    /// Use ONNX Runtime's CPU memory arena (false: allocate per run).
+    pub cpu_arena: bool,
     /// Model runs in parallel per model (each its own session and thread).
     pub sessions_per_model: usize,
     /// Most inputs in one model run.
@@ -114,6 +116,7 @@ impl Default for EmbeddingSettings {
             intra_op_threads: 2,
             allow_spinning: false,
             shrink_arena: true,
+            cpu_arena: true,
             sessions_per_model: 1,
             max_batch_size: 32,
             max_batch_tokens: 8192,

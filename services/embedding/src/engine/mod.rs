@@ -103,6 +103,7 @@ impl Engine {
                         intra_op_threads: settings.intra_op_threads,
                         allow_spinning: settings.allow_spinning,
                         shrink_arena: settings.shrink_arena,
+                        cpu_arena: settings.cpu_arena,
                     },
                 )?;
                 batcher

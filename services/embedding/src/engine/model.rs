@@ -305,6 +305,9 @@ pub struct RunnerOptions {
     /// Give the CPU arena's unused memory back after every run, so a large
     /// batch does not keep its buffers for the life of the process.
     pub shrink_arena: bool,
+    /// Use ONNX Runtime's CPU memory arena at all (false: plain allocations
+    /// per run).
+    pub cpu_arena: bool,
 }
 
 pub struct Runner {
@@ -377,6 +380,13 @@ impl Runner {
                 // tokenizer and gRPC share (embedding.allow_spinning).
                 .with_intra_op_spinning(o.allow_spinning)
                 .map_err(|e| fail(e.to_string()))?;
+            if !o.cpu_arena {
+                builder = builder
+                    .with_execution_providers([ort::ep::CPU::default()
+                        .with_arena_allocator(false)
+                        .build()])
+                    .map_err(|e| fail(e.to_string()))?;
+            }
         }
         let session = builder
             .commit_from_memory(&bytes)
@@ -397,7 +407,7 @@ impl Runner {
             .position(|o| o.name() == "last_hidden_state" || o.name() == "token_embeddings")
             .unwrap_or(0);
         let run_options = match options {
-            Some(o) if o.shrink_arena => {
+            Some(o) if o.shrink_arena && o.cpu_arena => {
                 let mut r = ort::session::RunOptions::new().map_err(|e| fail(e.to_string()))?;
                 r.set("memory.enable_memory_arena_shrinkage", "cpu:0")
                     .map_err(|e| fail(e.to_string()))?;

@@ -261,3 +261,31 @@ async fn the_memory_budget_evicts_the_least_recently_used_model() {
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_with_a_call_in_flight_is_never_evicted() {
+    let repo = TempRepo::with(&[]);
+    for (name, w) in [("a", 1.0f32), ("b", 2.0), ("c", 3.0), ("d", 4.0)] {
+        repo.write(&format!("{name}/1/model.npz"), &linear_npz(200, 1024, w));
+    }
+    let app = spawn_app(repo.path(), |s| {
+        s.inference.memory_budget_mb = 3;
+        s.inference.load_models = vec!["a".into(), "b".into(), "c".into()];
+    })
+    .await;
+    // `a` is the least recently used, but a call holds it.
+    let lease = app.models.try_acquire("a", "").expect("a is loaded");
+    let x = vec![1.0f32; 200];
+    app.client()
+        .model_infer(f32_request("d", "input", 1, &x))
+        .await
+        .expect("d loads");
+    let state = |n: &'static str| {
+        let app = &app;
+        async move { app.index(n).await[0].state.clone() }
+    };
+    assert_eq!(state("a").await, "READY", "evicted while in use");
+    assert_eq!(state("b").await, "UNAVAILABLE");
+    drop(lease);
+    app.stop().await;
+}
