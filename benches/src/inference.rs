@@ -30,7 +30,7 @@ use mlmesh_proto::inference::{
     grpc_inference_service_client::GrpcInferenceServiceClient,
     model_infer_request::{InferInputTensor, InferRequestedOutputTensor},
 };
-use mlmesh_tests::{Service, TempDir, repo_root};
+use mlmesh_tests::{Service, TempDir, copy_dir, repo_root};
 use tonic::transport::Channel;
 
 use crate::{Stats, median, ms, pooled, rss_kib, stats};
@@ -363,19 +363,6 @@ async fn rss_per_model(model: &str) -> anyhow::Result<f64> {
     }
     let after = rss_kib(svc.child.id()).map_or(0, |r| r.0);
     Ok((after.saturating_sub(before)) as f64 / 19.0 / 1024.0)
-}
-
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(to)?;
-    for e in std::fs::read_dir(from)? {
-        let e = e?;
-        if e.path().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()))?;
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name()))?;
-        }
-    }
-    Ok(())
 }
 
 pub async fn run(args: InferenceArgs) -> anyhow::Result<()> {

@@ -82,6 +82,20 @@ pub fn scrape(addr: SocketAddr) -> String {
     text
 }
 
+/// Copies the folder `from` into `to`, recursively (test fixtures).
+pub fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()))?;
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name()))?;
+        }
+    }
+    Ok(())
+}
+
 /// A fresh, empty folder under the system temp dir, removed on drop.
 #[derive(Debug)]
 pub struct TempDir(PathBuf);

@@ -38,7 +38,7 @@ impl TempRepo {
         let dir = TempDir::new("infer-repo");
         let src = repo_root().join("services/inference/models");
         for m in models {
-            copy_dir(&src.join(m), &dir.path().join(m));
+            mlmesh_tests::copy_dir(&src.join(m), &dir.path().join(m)).expect("copy model");
         }
         Self { dir }
     }
@@ -54,18 +54,6 @@ impl TempRepo {
         let tmp = p.with_extension("part");
         std::fs::write(&tmp, bytes).expect("write");
         std::fs::rename(&tmp, &p).expect("rename");
-    }
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for e in std::fs::read_dir(from).expect("read_dir").flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            copy_dir(&p, &to.join(e.file_name()));
-        } else {
-            std::fs::copy(&p, to.join(e.file_name())).expect("copy");
-        }
     }
 }
 
