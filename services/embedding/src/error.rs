@@ -92,3 +92,12 @@ impl From<EmbedError> for Status {
         Status::new(code, e.to_string())
     }
 }
+
+impl From<mlmesh_onnx::RuntimeError> for LoadError {
+    fn from(e: mlmesh_onnx::RuntimeError) -> Self {
+        LoadError::Runtime {
+            path: e.path,
+            reason: e.reason,
+        }
+    }
+}

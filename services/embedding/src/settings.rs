@@ -98,7 +98,7 @@ pub struct EmbeddingSettings {
 
 /// Where `make models` puts things, relative to the repository root.
 pub const DEFAULT_MODEL_DIR: &str = ".cache/mlmesh/models/all-MiniLM-L6-v2";
-pub const DEFAULT_ORT_DYLIB: &str = ".cache/mlmesh/onnxruntime/libonnxruntime.so.1.31.1";
+pub use mlmesh_onnx::DEFAULT_ORT_DYLIB;
 pub const DEFAULT_MODEL_NAME: &str = "all-MiniLM-L6-v2";
 
 impl Default for EmbeddingSettings {
@@ -130,10 +130,7 @@ impl Default for EmbeddingSettings {
 impl EmbeddingSettings {
     /// The ONNX Runtime library to load.
     pub fn ort_dylib(&self) -> PathBuf {
-        self.ort_dylib_path
-            .clone()
-            .or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from))
-            .unwrap_or_else(|| DEFAULT_ORT_DYLIB.into())
+        mlmesh_onnx::resolve_dylib(self.ort_dylib_path.as_deref())
     }
 
     /// Checks what the types cannot; errors name the key.

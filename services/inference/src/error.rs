@@ -94,6 +94,15 @@ pub enum LoadError {
     Runtime { path: String, reason: String },
 }
 
+impl From<mlmesh_onnx::RuntimeError> for LoadError {
+    fn from(e: mlmesh_onnx::RuntimeError) -> Self {
+        LoadError::Runtime {
+            path: e.path,
+            reason: e.reason,
+        }
+    }
+}
+
 impl LoadError {
     pub fn file(path: &std::path::Path, reason: impl std::fmt::Display) -> Self {
         LoadError::File {

@@ -413,10 +413,10 @@ impl Shared {
                             }));
                         }
                     }
-                    Err(e) => self.fail_all(jobs, &e.to_string(), start),
+                    Err(e) => self.fail_all(jobs, &e.to_string()),
                 }
             }
-            Err(e) => self.fail_all(jobs, &e.to_string(), start),
+            Err(e) => self.fail_all(jobs, &e.to_string()),
         }
     }
 
@@ -431,14 +431,13 @@ impl Shared {
             .fetch_add(queued.as_nanos() as u64, Ordering::Relaxed);
     }
 
-    fn fail_all(&self, jobs: Vec<Job>, reason: &str, start: Instant) {
+    fn fail_all(&self, jobs: Vec<Job>, reason: &str) {
         tracing::error!(model = %self.model, version = self.version, %reason, "model run failed");
         for job in jobs {
             let _ = job.reply.send(Err(InferError::Run {
                 model: self.model.clone(),
                 reason: reason.to_owned(),
             }));
-            let _ = start;
         }
     }
 }

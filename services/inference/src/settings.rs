@@ -12,7 +12,7 @@ pub const DEFAULT_GRPC_PORT: u16 = 50053;
 pub const DEFAULT_METRICS_PORT: u16 = 9053;
 /// The bundled demo models, relative to the repository root.
 pub const DEFAULT_MODEL_REPOSITORY: &str = "services/inference/models";
-pub const DEFAULT_ORT_DYLIB: &str = ".cache/mlmesh/onnxruntime/libonnxruntime.so.1.31.1";
+pub use mlmesh_onnx::DEFAULT_ORT_DYLIB;
 
 /// Everything the inference service can be told.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -98,10 +98,7 @@ impl Default for InferenceSettings {
 impl InferenceSettings {
     /// The ONNX Runtime library to load.
     pub fn ort_dylib(&self) -> PathBuf {
-        self.ort_dylib_path
-            .clone()
-            .or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from))
-            .unwrap_or_else(|| DEFAULT_ORT_DYLIB.into())
+        mlmesh_onnx::resolve_dylib(self.ort_dylib_path.as_deref())
     }
 
     /// Checks what the types cannot; errors name the key.

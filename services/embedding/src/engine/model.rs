@@ -4,10 +4,7 @@
 //!
 //! Everything here blocks; callers run it on dedicated threads.
 
-use std::{
-    path::{Path, PathBuf},
-    sync::OnceLock,
-};
+use std::path::{Path, PathBuf};
 
 use ndarray::Axis;
 use ort::{
@@ -273,27 +270,9 @@ impl ModelFolder {
     }
 }
 
-static RUNTIME: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
-
-/// Loads ONNX Runtime from `dylib` once per process; later calls reuse it.
+/// Loads ONNX Runtime once per process (see `mlmesh_onnx`).
 pub fn init_runtime(dylib: &Path) -> Result<ort::environment::Environment, LoadError> {
-    RUNTIME
-        .get_or_init(|| {
-            if !dylib.is_file() {
-                return Err("file not found".to_owned());
-            }
-            ort::init_from(dylib)
-                .map_err(|e| e.to_string())?
-                .with_name("mlmesh")
-                .with_telemetry(false)
-                .build()
-                .map_err(|e| e.to_string())
-        })
-        .clone()
-        .map_err(|reason| LoadError::Runtime {
-            path: dylib.display().to_string(),
-            reason,
-        })
+    Ok(mlmesh_onnx::init_runtime(dylib)?)
 }
 
 /// One ONNX Runtime session; runs batches of token ids to pooled vectors.

@@ -1,7 +1,7 @@
 //! ONNX models through ONNX Runtime (`ort`, the library `make models`
 //! fetches): inputs, outputs, datatypes and shapes are read from the model.
 
-use std::{path::Path, sync::OnceLock};
+use std::path::Path;
 
 use ort::{
     session::{Session, builder::GraphOptimizationLevel},
@@ -14,27 +14,9 @@ use crate::{
     tensor::{Data, DataType, Tensor},
 };
 
-static RUNTIME: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
-
-/// Loads ONNX Runtime from `dylib` once per process.
+/// Loads ONNX Runtime once per process (see `mlmesh_onnx`).
 pub fn init_runtime(dylib: &Path) -> Result<ort::environment::Environment, LoadError> {
-    RUNTIME
-        .get_or_init(|| {
-            if !dylib.is_file() {
-                return Err("file not found".to_owned());
-            }
-            ort::init_from(dylib)
-                .map_err(|e| e.to_string())?
-                .with_name("mlmesh-inference")
-                .with_telemetry(false)
-                .build()
-                .map_err(|e| e.to_string())
-        })
-        .clone()
-        .map_err(|reason| LoadError::Runtime {
-            path: dylib.display().to_string(),
-            reason,
-        })
+    Ok(mlmesh_onnx::init_runtime(dylib)?)
 }
 
 fn dtype(t: TensorElementType) -> Option<DataType> {
