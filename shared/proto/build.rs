@@ -11,6 +11,7 @@ const PROTOS: &[&str] = &[
     "mlmesh/vector/v1/vector.proto",
     "mlmesh/gateway/v1/gateway.proto",
     "inference/grpc_service.proto",
+    "mlmesh/registry/v1/registry.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -25,6 +26,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         // Tensor payloads: `Bytes` slices of the received buffer, no copy.
         .bytes(".inference")
+        // Artifact chunks, likewise.
+        .bytes(".mlmesh.registry")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -31,6 +31,14 @@ pub mod gateway {
     }
 }
 
+/// `mlmesh.registry.v1`: the model registry.
+pub mod registry {
+    pub mod v1 {
+        #![allow(clippy::all, missing_docs)]
+        tonic::include_proto!("mlmesh.registry.v1");
+    }
+}
+
 /// `inference`: the Open Inference Protocol (KServe v2) as Triton publishes
 /// it, served by the inference service and called by tritonclient.
 pub mod inference {

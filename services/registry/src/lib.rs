@@ -1,0 +1,115 @@
+//! The mlmesh model registry: models, immutable content-addressed versions
+//! (a manifest of files with sizes and SHA-256 digests), aliases moved by
+//! compare-and-set with a history and one-call rollback, and a gap-free,
+//! resumable watch stream of every change.
+//!
+//! Layout: [`settings`], [`names`] and [`manifest`] (what clients may
+//! send), [`store`] (metadata and the event log; SQLite embedded),
+//! [`blobs`] (file contents by digest; a local folder embedded),
+//! [`registry`] (the protocol-free core: models, versions, aliases),
+//! [`uploads`], [`download`], [`watch`], [`housekeeping`], [`api`] (the
+//! tonic face), [`convert`], [`error`], [`metrics`].
+//! [`Application`]: `build(settings)` → `local_addr()` →
+//! `run_until_stopped(shutdown)`.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod blobs;
+pub mod convert;
+pub mod download;
+pub mod error;
+pub mod housekeeping;
+pub mod manifest;
+pub mod metrics;
+pub mod names;
+pub mod registry;
+pub mod settings;
+pub mod store;
+pub mod uploads;
+pub mod watch;
+
+use std::{future::Future, net::SocketAddr, sync::Arc};
+
+use mlmesh_proto::registry::v1::registry_server::{RegistryServer, SERVICE_NAME};
+use mlmesh_runtime::{GrpcServer, ServerError};
+use tonic::service::Routes;
+
+pub use crate::settings::Settings;
+use crate::{api::RegistryApi, metrics::Metrics, registry::Registry};
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    #[error("cannot register metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("cannot open the registry's storage: {0}")]
+    Storage(#[from] error::RegistryError),
+}
+
+/// A built, bound, not yet serving registry.
+pub struct Application {
+    server: GrpcServer,
+    registry: Arc<Registry>,
+    max_request_bytes: usize,
+}
+
+impl Application {
+    /// Opens the storage and binds the listeners.
+    pub async fn build(settings: Settings) -> Result<Self, BuildError> {
+        let metrics = Metrics::new()?;
+        let reg_settings = settings.registry.clone();
+        let registry =
+            tokio::task::spawn_blocking(move || Registry::open(&reg_settings, metrics.clone()))
+                .await
+                .map_err(error::RegistryError::from)??;
+        let registry = Arc::new(registry);
+        let server = GrpcServer::bind(&settings.server, registry.metrics.registry.clone()).await?;
+        Ok(Self {
+            server,
+            registry,
+            max_request_bytes: settings.server.max_request_bytes,
+        })
+    }
+
+    /// The gRPC address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    /// The Prometheus `/metrics` address, when enabled.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.server.metrics_addr()
+    }
+
+    /// The core (tests reach in to run housekeeping).
+    pub fn registry(&self) -> Arc<Registry> {
+        Arc::clone(&self.registry)
+    }
+
+    /// Serves until `shutdown` completes: watch streams end, then in-flight
+    /// calls drain.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        self.registry.spawn_housekeeping();
+        let registry = Arc::clone(&self.registry);
+        let shutdown = async move {
+            shutdown.await;
+            registry.close();
+        };
+        let api = RegistryServer::new(RegistryApi::new(Arc::clone(&self.registry)))
+            .max_decoding_message_size(self.max_request_bytes)
+            .max_encoding_message_size(usize::MAX);
+        self.server
+            .serve(
+                Routes::new(api),
+                &[SERVICE_NAME],
+                &[mlmesh_proto::FILE_DESCRIPTOR_SET],
+                shutdown,
+            )
+            .await
+    }
+}

@@ -1,0 +1,401 @@
+//! Uploads: a manifest declared first, then file bytes streamed in chunks,
+//! hashed as they arrive, kept in a staging folder until every file is
+//! whole and verified; only then is the version committed.
+//!
+//! A broken stream loses nothing that was written: the staged bytes stay,
+//! `GetUpload` reports how much of each file is held, and a new stream goes
+//! on from there. A file whose content the registry already holds counts as
+//! received at once and is never sent.
+
+use std::{
+    collections::HashMap,
+    fs::{self, File, OpenOptions},
+    io::{Read, Write},
+    path::{Path, PathBuf},
+};
+
+use futures::{Stream, StreamExt};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::{
+    error::{RegistryError, Result},
+    manifest::{self, FileEntry},
+    registry::{Registry, check_metadata, now_ms},
+    store::{Lineage, UploadRecord, VersionRecord},
+};
+
+/// The folder of uploads in progress: `<dir>/<upload id>/<file index>`.
+#[derive(Debug)]
+pub struct Staging {
+    root: PathBuf,
+}
+
+impl Staging {
+    pub fn open(root: &Path) -> Result<Self> {
+        fs::create_dir_all(root)
+            .map_err(|e| RegistryError::Blobs(format!("cannot create {}: {e}", root.display())))?;
+        Ok(Self {
+            root: root.to_path_buf(),
+        })
+    }
+
+    fn dir(&self, id: &str) -> PathBuf {
+        self.root.join(id)
+    }
+
+    pub fn file(&self, id: &str, idx: usize) -> PathBuf {
+        self.dir(id).join(idx.to_string())
+    }
+
+    /// Bytes of file `idx` held so far.
+    pub fn received(&self, id: &str, idx: usize) -> u64 {
+        fs::metadata(self.file(id, idx)).map_or(0, |m| m.len())
+    }
+
+    pub fn remove(&self, id: &str) {
+        let _ = fs::remove_dir_all(self.dir(id));
+    }
+
+    /// Upload ids with a staging folder.
+    pub fn ids(&self) -> Vec<String> {
+        fs::read_dir(&self.root)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// A new upload as a client declares it.
+#[derive(Debug)]
+pub struct UploadSpec {
+    pub model: String,
+    pub files: Vec<FileEntry>,
+    pub metadata: Map<String, Value>,
+    pub lineage: Lineage,
+}
+
+/// An upload and how much of each file is held.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    pub upload: UploadRecord,
+    pub received: Vec<u64>,
+}
+
+impl Progress {
+    pub fn complete(&self) -> bool {
+        self.upload
+            .files
+            .iter()
+            .zip(&self.received)
+            .all(|(f, r)| f.size == *r)
+    }
+}
+
+/// One chunk of an upload stream.
+#[derive(Debug)]
+pub struct Chunk {
+    pub upload_id: String,
+    pub path: String,
+    pub offset: u64,
+    pub data: bytes::Bytes,
+}
+
+/// A file being written by the current stream.
+struct Open {
+    idx: usize,
+    file: File,
+    hasher: Sha256,
+}
+
+/// Releases the one-writer claim on an upload.
+struct Claim<'a> {
+    registry: &'a Registry,
+    id: String,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut w) = self.registry.writing.lock() {
+            w.remove(&self.id);
+        }
+    }
+}
+
+impl Registry {
+    pub async fn start_upload(&self, spec: UploadSpec) -> Result<Progress> {
+        crate::names::check("model", &spec.model)?;
+        manifest::check(&spec.files, self.settings.max_files)?;
+        check_metadata("metadata", &spec.metadata)?;
+        let now = now_ms();
+        let upload = UploadRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            model: spec.model,
+            files: spec.files,
+            metadata: spec.metadata,
+            lineage: spec.lineage,
+            created_ms: now,
+            expires_ms: now + self.settings.upload_expiry().as_millis() as i64,
+        };
+        let record = upload.clone();
+        self.meta(move |s| s.start_upload(&record)).await?;
+        self.metrics.uploads_started.inc();
+        self.progress(upload).await
+    }
+
+    pub async fn get_upload(&self, id: String) -> Result<Progress> {
+        let upload = self.meta(move |s| s.get_upload(&id)).await?;
+        self.progress(upload).await
+    }
+
+    pub async fn abort_upload(&self, id: String) -> Result<()> {
+        let upload = self.meta({
+            let id = id.clone();
+            move |s| s.get_upload(&id)
+        });
+        upload.await?;
+        let _claim = self.claim(&id)?;
+        self.drop_upload(&id).await
+    }
+
+    async fn drop_upload(&self, id: &str) -> Result<()> {
+        let owned = id.to_owned();
+        self.meta(move |s| s.delete_upload(&owned)).await?;
+        self.staging.remove(id);
+        Ok(())
+    }
+
+    /// How much of each file is held: a content already stored counts
+    /// whole, otherwise the staged bytes.
+    async fn progress(&self, upload: UploadRecord) -> Result<Progress> {
+        let mut received = Vec::with_capacity(upload.files.len());
+        for (i, f) in upload.files.iter().enumerate() {
+            let staged = self.staging.received(&upload.id, i);
+            let held = if staged == 0 {
+                let sha = f.sha256.clone();
+                let known = self.meta(move |s| s.knows_blob(&sha)).await?;
+                let sha = f.sha256.clone();
+                known && self.blob(move |b| b.size(&sha)).await? == Some(f.size)
+            } else {
+                false
+            };
+            received.push(if held { f.size } else { staged });
+        }
+        Ok(Progress { upload, received })
+    }
+
+    fn claim(&self, id: &str) -> Result<Claim<'_>> {
+        let mut w = self
+            .writing
+            .lock()
+            .map_err(|_| RegistryError::Store("upload lock poisoned".into()))?;
+        if !w.insert(id.to_owned()) {
+            return Err(RegistryError::Aborted(format!(
+                "upload {id:?} is being written by another call; wait for it, then GetUpload and resume"
+            )));
+        }
+        Ok(Claim {
+            registry: self,
+            id: id.to_owned(),
+        })
+    }
+
+    /// Writes a stream of chunks into their upload; when the stream ends
+    /// with every file whole, commits the version.
+    pub async fn upload_files<S>(&self, chunks: S) -> Result<(Progress, Option<VersionRecord>)>
+    where
+        S: Stream<Item = Result<Chunk>> + Send,
+    {
+        let mut chunks = std::pin::pin!(chunks);
+        let Some(first) = chunks.next().await else {
+            return Err(RegistryError::invalid(
+                "the stream is empty: its first message names the upload (upload_id)",
+            ));
+        };
+        let first = first?;
+        if first.upload_id.is_empty() {
+            return Err(RegistryError::invalid(
+                "upload_id: required in the first message",
+            ));
+        }
+        let id = first.upload_id.clone();
+        let _claim = self.claim(&id)?;
+        let fetched = self.meta({
+            let id = id.clone();
+            move |s| s.get_upload(&id)
+        });
+        let mut progress = self.progress(fetched.await?).await?;
+        let index: HashMap<String, usize> = progress
+            .upload
+            .files
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.path.clone(), i))
+            .collect();
+        let mut open: Option<Open> = None;
+        let mut next = Some(first);
+        loop {
+            let chunk = match next.take() {
+                Some(c) => c,
+                None => match chunks.next().await {
+                    Some(c) => c?,
+                    None => break,
+                },
+            };
+            if let Err(e) = self
+                .write_chunk(&mut progress, &index, &mut open, chunk)
+                .await
+            {
+                if matches!(e, RegistryError::Corrupt(_)) {
+                    self.drop_upload(&id).await?;
+                }
+                return Err(e);
+            }
+        }
+        drop(open);
+        if !progress.complete() {
+            return Ok((progress, None));
+        }
+        let version = self.commit(&progress).await?;
+        Ok((progress, Some(version)))
+    }
+
+    async fn write_chunk(
+        &self,
+        progress: &mut Progress,
+        index: &HashMap<String, usize>,
+        open: &mut Option<Open>,
+        chunk: Chunk,
+    ) -> Result<()> {
+        let id = progress.upload.id.clone();
+        let Some(&idx) = index.get(&chunk.path) else {
+            return Err(RegistryError::invalid(format!(
+                "path {:?} is not a file of upload {id:?}",
+                chunk.path
+            )));
+        };
+        if chunk.data.len() > self.settings.max_chunk_bytes {
+            return Err(RegistryError::invalid(format!(
+                "data: {} bytes in one message, more than registry.max_chunk_bytes ({})",
+                chunk.data.len(),
+                self.settings.max_chunk_bytes
+            )));
+        }
+        let entry = progress.upload.files[idx].clone();
+        let held = progress.received[idx];
+        if chunk.offset != held {
+            return Err(RegistryError::invalid(format!(
+                "offset {} of file {:?}: the registry holds {held} bytes of it; send from offset {held}",
+                chunk.offset, entry.path
+            )));
+        }
+        let end = held + chunk.data.len() as u64;
+        if end > entry.size {
+            return Err(RegistryError::Corrupt(format!(
+                "file {:?}: {end} bytes sent, more than its declared size of {}; the upload is dropped",
+                entry.path, entry.size
+            )));
+        }
+        if chunk.data.is_empty() {
+            return Ok(());
+        }
+        // Switch files: open the new one and hash what it already holds.
+        let current = open.take().filter(|o| o.idx == idx);
+        let path = self.staging.file(&id, idx);
+        let mut writer = tokio::task::spawn_blocking(move || -> Result<Open> {
+            let mut o = match current {
+                Some(o) => o,
+                None => open_staged(&path, idx, held)?,
+            };
+            o.file.write_all(&chunk.data).map_err(|e| {
+                RegistryError::Blobs(format!("cannot write {}: {e}", path.display()))
+            })?;
+            o.hasher.update(&chunk.data);
+            Ok(o)
+        })
+        .await??;
+        progress.received[idx] = end;
+        self.metrics.upload_bytes.inc_by(end - held);
+        if end == entry.size {
+            writer
+                .file
+                .flush()
+                .map_err(|e| RegistryError::Blobs(e.to_string()))?;
+            let got = hex::encode(std::mem::take(&mut writer.hasher).finalize());
+            if got != entry.sha256 {
+                return Err(RegistryError::Corrupt(format!(
+                    "file {:?}: its bytes have sha256 {got}, not the declared {}; the upload is dropped",
+                    entry.path, entry.sha256
+                )));
+            }
+        } else {
+            *open = Some(writer);
+        }
+        Ok(())
+    }
+
+    /// Moves every staged file into the blob store, then commits the
+    /// version in one metadata transaction.
+    async fn commit(&self, progress: &Progress) -> Result<VersionRecord> {
+        let id = progress.upload.id.clone();
+        let _blobs = self.blob_lock.lock().await;
+        for (i, f) in progress.upload.files.iter().enumerate() {
+            let staged = self.staging.file(&id, i);
+            let sha = f.sha256.clone();
+            let size = f.size;
+            let path = f.path.clone();
+            self.blob(move |b| {
+                if staged.is_file() {
+                    b.put(&sha, &staged)
+                } else if b.size(&sha)? == Some(size) {
+                    Ok(())
+                } else {
+                    Err(RegistryError::FailedPrecondition(format!(
+                        "file {path:?}: its content is no longer stored; start a new upload"
+                    )))
+                }
+            })
+            .await?;
+        }
+        let committed = self.meta({
+            let id = id.clone();
+            move |s| s.commit_upload(&id, now_ms())
+        });
+        let version = committed.await?;
+        drop(_blobs);
+        self.staging.remove(&id);
+        self.metrics.versions_committed.inc();
+        self.changed().await;
+        tracing::info!(model = %version.model, version = version.version, files = version.files.len(), bytes = version.total_size(), "version committed");
+        Ok(version)
+    }
+}
+
+/// Opens a staged file for appending, hashing the `held` bytes it has.
+fn open_staged(path: &Path, idx: usize, held: u64) -> Result<Open> {
+    let io = |e: std::io::Error| RegistryError::Blobs(format!("{}: {e}", path.display()));
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(io)?;
+    }
+    let mut hasher = Sha256::new();
+    if held > 0 {
+        let mut f = File::open(path).map_err(io)?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = f.read(&mut buf).map_err(io)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+    }
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(io)?;
+    Ok(Open { idx, file, hasher })
+}
