@@ -16,6 +16,9 @@ pub struct FileEntry {
     pub sha256: String,
 }
 
+/// SHA-256 of no bytes.
+pub const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
 /// Most bytes in a manifest path.
 pub const MAX_PATH: usize = 1024;
 
@@ -82,6 +85,12 @@ pub fn check(files: &[FileEntry], max_files: usize) -> Result<()> {
     for (i, f) in files.iter().enumerate() {
         check_path(&format!("files[{i}].path"), &f.path)?;
         check_sha256(&format!("files[{i}].sha256"), &f.sha256)?;
+        if f.size == 0 && f.sha256 != EMPTY_SHA256 {
+            return Err(RegistryError::invalid(format!(
+                "files[{i}].sha256 {:?} is not the digest of an empty file (size 0): {EMPTY_SHA256}",
+                f.sha256
+            )));
+        }
         if !seen.insert(f.path.as_str()) {
             return Err(RegistryError::invalid(format!(
                 "files[{i}].path {:?} is given twice",

@@ -235,6 +235,15 @@ impl Registry {
             .enumerate()
             .map(|(i, f)| (f.path.clone(), i))
             .collect();
+        // Files whole before this stream began: chunks of them are skipped,
+        // so a client may resend what the registry already holds.
+        let whole_at_start: Vec<bool> = progress
+            .upload
+            .files
+            .iter()
+            .zip(&progress.received)
+            .map(|(f, r)| f.size == *r)
+            .collect();
         let mut open: Option<Open> = None;
         let mut next = Some(first);
         loop {
@@ -245,6 +254,9 @@ impl Registry {
                     None => break,
                 },
             };
+            if index.get(&chunk.path).is_some_and(|&i| whole_at_start[i]) {
+                continue;
+            }
             if let Err(e) = self
                 .write_chunk(&mut progress, &index, &mut open, chunk)
                 .await
@@ -348,6 +360,16 @@ impl Registry {
             let size = f.size;
             let path = f.path.clone();
             self.blob(move |b| {
+                if size == 0 && !staged.is_file() {
+                    // Nothing was ever sent for an empty file.
+                    if let Some(dir) = staged.parent() {
+                        fs::create_dir_all(dir)
+                            .and_then(|()| File::create(&staged).map(|_| ()))
+                            .map_err(|e| {
+                                RegistryError::Blobs(format!("{}: {e}", staged.display()))
+                            })?;
+                    }
+                }
                 if staged.is_file() {
                     b.put(&sha, &staged)
                 } else if b.size(&sha)? == Some(size) {

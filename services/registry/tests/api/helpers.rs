@@ -1,0 +1,240 @@
+//! `spawn_app()` over a temp data folder, and a client-side push/pull.
+
+use std::{net::SocketAddr, path::Path, sync::Arc};
+
+use mlmesh_proto::registry::v1::{self as pb, registry_client::RegistryClient};
+use mlmesh_registry::{Application, Settings, registry::Registry};
+use mlmesh_runtime::ServerSettings;
+use mlmesh_tests::TempDir;
+use sha2::{Digest, Sha256};
+use tokio::{sync::oneshot, task::JoinHandle};
+use tonic::{Code, transport::Channel};
+
+pub type Client = RegistryClient<Channel>;
+
+pub struct TestApp {
+    #[allow(dead_code)]
+    pub addr: SocketAddr,
+    pub client: Client,
+    pub registry: Arc<Registry>,
+    stop: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+pub fn settings(data: &Path) -> Settings {
+    let mut s = Settings {
+        server: ServerSettings::ephemeral(),
+        ..Settings::default()
+    };
+    s.registry.data_dir = data.to_path_buf();
+    // Housekeeping runs when a test asks for it.
+    s.registry.housekeeping_secs = 3600;
+    s
+}
+
+pub async fn spawn_app(data: &Path, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let mut s = settings(data);
+    tweak(&mut s);
+    let app = Application::build(s).await.expect("registry builds");
+    let addr = app.local_addr();
+    let registry = app.registry();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let handle = tokio::spawn(async move {
+        app.run_until_stopped(async {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("server runs");
+    });
+    let client = RegistryClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connects");
+    TestApp {
+        addr,
+        client,
+        registry,
+        stop: Some(stop),
+        handle: Some(handle),
+    }
+}
+
+/// A registry over a fresh temp folder (kept while the pair lives).
+pub async fn fresh() -> (TestApp, TempDir) {
+    let dir = TempDir::new("registry");
+    (spawn_app(dir.path(), |_| {}).await, dir)
+}
+
+impl TestApp {
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(h) = self.handle.take() {
+            let _ = h.await;
+        }
+    }
+
+    pub async fn create(&self, name: &str) -> pb::Model {
+        self.client()
+            .create_model(pb::CreateModelRequest {
+                name: name.into(),
+                ..Default::default()
+            })
+            .await
+            .expect("create model")
+            .into_inner()
+    }
+
+    /// Declares `files` and uploads them whole; returns the committed version.
+    pub async fn push(&self, model: &str, files: &[(&str, Vec<u8>)]) -> pb::Version {
+        let up = self.start(model, files).await.expect("start upload");
+        let resp = self
+            .send(&up.upload_id, files, 64 * 1024)
+            .await
+            .expect("upload");
+        resp.version.expect("committed")
+    }
+
+    pub async fn start(
+        &self,
+        model: &str,
+        files: &[(&str, Vec<u8>)],
+    ) -> Result<pb::Upload, tonic::Status> {
+        self.client()
+            .start_upload(pb::StartUploadRequest {
+                model: model.into(),
+                files: manifest(files),
+                ..Default::default()
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// Sends every file in chunks of `chunk` bytes.
+    pub async fn send(
+        &self,
+        upload_id: &str,
+        files: &[(&str, Vec<u8>)],
+        chunk: usize,
+    ) -> Result<pb::UploadFilesResponse, tonic::Status> {
+        let mut msgs = Vec::new();
+        for (path, bytes) in files {
+            let mut off = 0;
+            loop {
+                let end = (off + chunk).min(bytes.len());
+                msgs.push(pb::UploadChunk {
+                    upload_id: upload_id.into(),
+                    path: (*path).into(),
+                    offset: off as u64,
+                    data: bytes[off..end].to_vec().into(),
+                });
+                off = end;
+                if off >= bytes.len() {
+                    break;
+                }
+            }
+        }
+        self.send_chunks(msgs).await
+    }
+
+    pub async fn send_chunks(
+        &self,
+        msgs: Vec<pb::UploadChunk>,
+    ) -> Result<pb::UploadFilesResponse, tonic::Status> {
+        self.client()
+            .upload_files(tokio_stream::iter(msgs))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// Every byte of every file of a version, by path.
+    pub async fn pull(&self, model: &str, version: i64) -> Vec<(String, Vec<u8>)> {
+        let mut stream = self
+            .client()
+            .download(pb::DownloadRequest {
+                model: model.into(),
+                selector: Some(pb::download_request::Selector::Version(version)),
+                ..Default::default()
+            })
+            .await
+            .expect("download")
+            .into_inner();
+        let mut out: Vec<(String, Vec<u8>)> = Vec::new();
+        while let Some(c) = stream.message().await.expect("chunk") {
+            match out.last_mut() {
+                Some((p, bytes)) if *p == c.path => {
+                    assert_eq!(c.offset as usize, bytes.len(), "offsets follow on");
+                    bytes.extend_from_slice(&c.data);
+                }
+                _ => out.push((c.path, c.data.to_vec())),
+            }
+        }
+        out
+    }
+
+    pub async fn set_alias(
+        &self,
+        model: &str,
+        alias: &str,
+        version: i64,
+        expected: Option<i64>,
+    ) -> Result<pb::SetAliasesResponse, tonic::Status> {
+        self.client()
+            .set_aliases(pb::SetAliasesRequest {
+                model: model.into(),
+                aliases: vec![pb::AliasTarget {
+                    alias: alias.into(),
+                    version,
+                    expected_version: expected,
+                }],
+                reason: "test".into(),
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+}
+
+pub fn sha256(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+pub fn manifest(files: &[(&str, Vec<u8>)]) -> Vec<pb::FileEntry> {
+    files
+        .iter()
+        .map(|(p, b)| pb::FileEntry {
+            path: (*p).into(),
+            size: b.len() as u64,
+            sha256: sha256(b),
+        })
+        .collect()
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Asserts a status code and that the message names every `needle`.
+pub fn assert_status<T: std::fmt::Debug>(
+    r: Result<T, tonic::Status>,
+    code: Code,
+    needles: &[&str],
+) {
+    let s = r.expect_err("an error status");
+    assert_eq!(s.code(), code, "{s:?}");
+    for n in needles {
+        assert!(s.message().contains(n), "{n:?} not in {:?}", s.message());
+    }
+}

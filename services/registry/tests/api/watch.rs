@@ -1,0 +1,154 @@
+//! Watch: every change in order without gaps, resumable from a revision,
+//! filtered, with progress for idle watchers and a clear error for a
+//! revision no longer kept.
+
+use std::time::Duration;
+
+use mlmesh_proto::registry::v1::{self as pb, EventKind};
+use tonic::{Code, Streaming};
+
+use crate::helpers::{fresh, spawn_app};
+
+async fn next(s: &mut Streaming<pb::WatchEvent>) -> pb::WatchEvent {
+    tokio::time::timeout(Duration::from_secs(10), s.message())
+        .await
+        .expect("an event within 10 s")
+        .expect("stream ok")
+        .expect("stream open")
+}
+
+async fn watch(app: &crate::helpers::TestApp, req: pb::WatchRequest) -> Streaming<pb::WatchEvent> {
+    app.client().watch(req).await.expect("watch").into_inner()
+}
+
+#[tokio::test]
+async fn watch_replays_from_a_revision_then_follows_live() {
+    let (app, _dir) = fresh().await;
+    app.create("m").await; // 1
+    app.push("m", &[("a", vec![1])]).await; // 2
+    app.set_alias("m", "production", 1, None)
+        .await
+        .expect("alias"); // 3
+    let mut all = watch(
+        &app,
+        pb::WatchRequest {
+            start_revision: 1,
+            filter: None,
+        },
+    )
+    .await;
+    let kinds: Vec<(i64, i32)> = [
+        next(&mut all).await,
+        next(&mut all).await,
+        next(&mut all).await,
+    ]
+    .iter()
+    .map(|e| (e.revision, e.kind))
+    .collect();
+    assert_eq!(
+        kinds,
+        [
+            (1, EventKind::ModelCreated as i32),
+            (2, EventKind::VersionCreated as i32),
+            (3, EventKind::AliasMoved as i32)
+        ]
+    );
+    // Only alias moves of `production`, from now on.
+    let mut prod = watch(
+        &app,
+        pb::WatchRequest {
+            start_revision: 0,
+            filter: Some(pb::WatchFilter {
+                models: vec!["m".into()],
+                aliases: vec!["production".into()],
+                kinds: vec![],
+            }),
+        },
+    )
+    .await;
+    app.push("m", &[("a", vec![2])]).await; // 4
+    app.set_alias("m", "staging", 2, None)
+        .await
+        .expect("staging"); // 5
+    app.set_alias("m", "production", 2, Some(1))
+        .await
+        .expect("promote"); // 6
+    let e = next(&mut prod).await;
+    assert_eq!(
+        (
+            e.revision,
+            e.kind,
+            e.alias.as_str(),
+            e.from_version,
+            e.version
+        ),
+        (6, EventKind::AliasMoved as i32, "production", 1, 2)
+    );
+    // The unfiltered watcher saw every revision, gap-free.
+    for want in 4..=6 {
+        assert_eq!(next(&mut all).await.revision, want);
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn idle_watchers_get_progress_and_old_revisions_are_refused() {
+    let dir = mlmesh_tests::TempDir::new("registry");
+    let app = spawn_app(dir.path(), |s| {
+        s.registry.watch_progress_secs = 1;
+        s.registry.event_retention = 2;
+    })
+    .await;
+    app.create("m").await;
+    app.create("n").await;
+    app.create("o").await; // revisions 1..=3
+    let mut idle = watch(
+        &app,
+        pb::WatchRequest {
+            start_revision: 0,
+            filter: None,
+        },
+    )
+    .await;
+    let p = next(&mut idle).await;
+    assert_eq!((p.kind, p.revision), (EventKind::Progress as i32, 3));
+    // Keep the 2 newest events: revision 1 is gone.
+    app.registry.housekeep().await.expect("housekeeping");
+    let err = app
+        .client()
+        .watch(pb::WatchRequest {
+            start_revision: 1,
+            filter: None,
+        })
+        .await
+        .expect_err("compacted");
+    assert_eq!(err.code(), Code::OutOfRange);
+    assert!(
+        err.message().contains("oldest kept: 2"),
+        "{}",
+        err.message()
+    );
+    // From the oldest kept revision it works.
+    let mut ok = watch(
+        &app,
+        pb::WatchRequest {
+            start_revision: 2,
+            filter: None,
+        },
+    )
+    .await;
+    assert_eq!(next(&mut ok).await.revision, 2);
+    // The watch stream ends with the service.
+    app.stop().await;
+    let end = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match idle.message().await {
+                Ok(Some(_)) => continue,
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("the stream ends on shutdown");
+    assert!(end.is_err() || end.expect("ok").is_none());
+}
