@@ -1,4 +1,4 @@
-//! `mlmesh up` (what `make run` calls): it starts the four services, loads
+//! `mlmesh up` (what `make run` calls): it starts the five services, loads
 //! the demo corpus, answers a search over it, and stops everything with
 //! exit 0 on SIGTERM.
 
@@ -18,8 +18,20 @@ fn free_port() -> String {
 #[test]
 fn mlmesh_up_serves_the_demo_corpus_and_stops_cleanly() {
     let data = TempDir::new("launcher");
-    let [gateway, http, embedding, vector, inference, gm, em, vm, im] =
-        [(); 9].map(|()| free_port());
+    let [
+        gateway,
+        http,
+        embedding,
+        vector,
+        inference,
+        registry,
+        gm,
+        em,
+        vm,
+        im,
+        rm,
+    ] = [(); 11].map(|()| free_port());
+    let registry_data = TempDir::new("launcher-registry");
     let mut child = Command::new(binary("mlmesh"))
         .current_dir(repo_root())
         .args([
@@ -34,6 +46,9 @@ fn mlmesh_up_serves_the_demo_corpus_and_stops_cleanly() {
         .args(["--vector-search", &vector, "--gateway-metrics", &gm])
         .args(["--embedding-metrics", &em, "--vector-search-metrics", &vm])
         .args(["--inference", &inference, "--inference-metrics", &im])
+        .args(["--registry", &registry, "--registry-metrics", &rm])
+        .arg("--registry-dir")
+        .arg(registry_data.path())
         .arg("--data-dir")
         .arg(data.path())
         .env_remove("RUST_LOG")
@@ -88,6 +103,42 @@ fn mlmesh_up_serves_the_demo_corpus_and_stops_cleanly() {
     assert_eq!(probs.len(), 3);
     assert!((probs.iter().sum::<f32>() - 1.0).abs() < 1e-4, "{probs:?}");
 
+    // The registry, through the `mlmesh registry` command line: push a
+    // model folder, promote it, pull it back verified.
+    let cli = |args: &[&str]| {
+        let out = Command::new(binary("mlmesh"))
+            .current_dir(repo_root())
+            .args(["registry", "--addr", &registry])
+            .args(args)
+            .output()
+            .expect("run mlmesh registry");
+        assert!(
+            out.status.success(),
+            "mlmesh registry {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(printed.contains("mlmesh registry push"), "{printed}");
+    cli(&["create", "iris"]);
+    let pushed = cli(&["push", "iris", "services/inference/models/iris-logreg"]);
+    assert!(pushed.contains("iris version 1 committed"), "{pushed}");
+    cli(&["alias", "set", "iris", "production", "1", "--expect", "0"]);
+    let pulled_to = TempDir::new("launcher-pull");
+    let out = pulled_to.path().join("iris");
+    let pulled = cli(&["pull", "iris", "@production", out.to_str().expect("utf-8")]);
+    assert!(pulled.contains("version 1 written"), "{pulled}");
+    let src = repo_root().join("services/inference/models/iris-logreg");
+    for rel in ["config.pbtxt", "1/model.onnx"] {
+        assert_eq!(
+            std::fs::read(out.join(rel)).expect("pulled file"),
+            std::fs::read(src.join(rel)).expect("source file"),
+            "{rel}"
+        );
+    }
+    let history = cli(&["alias", "history", "iris", "production"]);
+    assert!(history.contains("v0 -> v1"), "{history}");
+
     let ok = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -107,7 +158,7 @@ fn mlmesh_up_serves_the_demo_corpus_and_stops_cleanly() {
     };
     assert!(status.success(), "{status}");
     // Every service is gone: their ports are free again.
-    for addr in [&gateway, &embedding, &vector, &inference] {
+    for addr in [&gateway, &embedding, &vector, &inference, &registry] {
         assert!(
             std::net::TcpStream::connect(addr.as_str()).is_err(),
             "{addr} still answers"

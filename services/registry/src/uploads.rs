@@ -254,7 +254,9 @@ impl Registry {
                     None => break,
                 },
             };
-            if index.get(&chunk.path).is_some_and(|&i| whole_at_start[i]) {
+            // An empty message only names the upload (nothing left to send).
+            let naming_only = chunk.path.is_empty() && chunk.data.is_empty();
+            if naming_only || index.get(&chunk.path).is_some_and(|&i| whole_at_start[i]) {
                 continue;
             }
             if let Err(e) = self
