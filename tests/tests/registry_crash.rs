@@ -14,6 +14,9 @@ use mlmesh_tests::{Service, TempDir};
 use sha2::{Digest, Sha256};
 use tonic::transport::Channel;
 
+/// A version the registry acknowledged, with the digests of its files.
+type Acked = (i64, Vec<String>);
+
 fn sha256(b: &[u8]) -> String {
     hex::encode(Sha256::digest(b))
 }
@@ -147,7 +150,7 @@ fn kill_9_never_shows_a_half_made_version_and_keeps_every_acknowledged_one() {
             .await
             .expect("create");
     });
-    let acked: Arc<Mutex<Vec<(i64, Vec<String>)>>> = Arc::default();
+    let acked: Arc<Mutex<Vec<Acked>>> = Arc::default();
     let mut seed = 0u64;
     for round in 0..5u64 {
         let mut c = rt.block_on(client(&svc));
