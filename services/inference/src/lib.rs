@@ -7,7 +7,8 @@
 //! `config.pbtxt`), [`backend`] (ONNX Runtime and ndarray engines),
 //! [`tensor`] (protocol tensors), [`scheduler`] (per-version queue, dynamic
 //! batching, worker threads), [`models`] (load, reload, unload, memory
-//! budget), [`api`] (the tonic service), [`error`], [`metrics`].
+//! budget), [`follow`] (models that follow a registry alias), [`api`]
+//! (the tonic service), [`error`], [`metrics`].
 //! [`Application`]: `build(settings)` → `local_addr()` →
 //! `run_until_stopped(shutdown)`.
 #![forbid(unsafe_code)]
@@ -15,6 +16,7 @@
 pub mod api;
 pub mod backend;
 pub mod error;
+pub mod follow;
 pub mod metrics;
 pub mod models;
 pub mod repository;
@@ -69,6 +71,7 @@ impl Application {
         let server = GrpcServer::bind(&settings.server, metrics.registry.clone()).await?;
         models.load_startup().await;
         models.spawn_poller();
+        follow::spawn_all(&settings.inference, &models, &metrics);
         Ok(Self {
             server,
             models,

@@ -39,6 +39,9 @@ Settings (file key / environment variable / default):
   inference.max_queue_size   MLMESH_INFERENCE__MAX_QUEUE_SIZE    1024 requests waiting per model version
   inference.stream_concurrency MLMESH_INFERENCE__STREAM_CONCURRENCY 16
   inference.default_max_batch_size MLMESH_INFERENCE__DEFAULT_MAX_BATCH_SIZE 64 (models without config.pbtxt)
+  inference.registry_models  MLMESH_INFERENCE__REGISTRY_MODELS   (none) registry://<model>@<alias|version>, comma-separated
+  inference.registry_addr    MLMESH_INFERENCE__REGISTRY_ADDR     (none) the model registry's host:port
+  inference.registry_cache_dir MLMESH_INFERENCE__REGISTRY_CACHE_DIR .cache/mlmesh/inference-registry (pulled versions)
 
 Trace export: OTEL_EXPORTER_OTLP_ENDPOINT (off when unset), OTEL_SERVICE_NAME.";
 

@@ -27,6 +27,11 @@ pub struct Metrics {
     pub evictions: IntCounterVec,
     /// Load duration, warm-up included.
     pub load_seconds: HistogramVec,
+    /// Registry syncs (pull + load of the version an alias names) by
+    /// model and outcome (success, failure).
+    pub registry_syncs: IntCounterVec,
+    /// The registry version each registry-sourced model serves.
+    pub registry_version: IntGaugeVec,
 }
 
 impl Metrics {
@@ -104,6 +109,22 @@ impl Metrics {
             .buckets(secs),
             &["model"],
         )?;
+        let registry_syncs = IntCounterVec::new(
+            Opts::new(
+                "registry_syncs_total",
+                "Switches to the version a registry alias names, by outcome",
+            ),
+            &["model", "outcome"],
+        )?;
+        let registry_version = IntGaugeVec::new(
+            Opts::new(
+                "registry_version",
+                "Registry version served, per registry-sourced model",
+            ),
+            &["model"],
+        )?;
+        registry.register(Box::new(registry_syncs.clone()))?;
+        registry.register(Box::new(registry_version.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(request_seconds.clone()))?;
         registry.register(Box::new(queue_seconds.clone()))?;
@@ -128,6 +149,8 @@ impl Metrics {
             unloads,
             evictions,
             load_seconds,
+            registry_syncs,
+            registry_version,
         })
     }
 }

@@ -70,6 +70,16 @@ pub struct InferenceSettings {
     pub max_queue_size: usize,
     /// Requests of one ModelStreamInfer processed at once.
     pub stream_concurrency: usize,
+    /// Models served from the model registry, each
+    /// `registry://<model>@<alias>` (follows the alias) or
+    /// `registry://<model>@<version>` (a fixed version).
+    pub registry_models: Vec<String>,
+    /// The registry's gRPC address (`host:port`), needed by
+    /// `registry_models`.
+    pub registry_addr: String,
+    /// Where versions pulled from the registry are kept
+    /// (`<dir>/models/<model>/<version>/`), verified by digest.
+    pub registry_cache_dir: PathBuf,
     /// `max_batch_size` of a model without config.pbtxt whose inputs and
     /// outputs all have a variable first axis (Triton's autocomplete does
     /// the same); such models also get dynamic batching.
@@ -91,6 +101,9 @@ impl Default for InferenceSettings {
             max_queue_size: 1024,
             stream_concurrency: 16,
             default_max_batch_size: 64,
+            registry_models: Vec::new(),
+            registry_addr: String::new(),
+            registry_cache_dir: PathBuf::from(".cache/mlmesh/inference-registry"),
         }
     }
 }
@@ -113,6 +126,17 @@ impl InferenceSettings {
             return bad(
                 "model_repository",
                 format!("{} is not a folder", self.model_repository.display()),
+            );
+        }
+        for (i, source) in self.registry_models.iter().enumerate() {
+            if let Err(reason) = crate::follow::Source::parse(source) {
+                return bad(&format!("registry_models[{i}]"), reason);
+            }
+        }
+        if !self.registry_models.is_empty() && self.registry_addr.is_empty() {
+            return bad(
+                "registry_addr",
+                "required by inference.registry_models (the registry's host:port)".into(),
             );
         }
         for (key, v) in [
@@ -138,7 +162,11 @@ impl Settings {
         let s: Self = settings::load(
             file,
             env,
-            &["inference.load_models", "inference.pinned_models"],
+            &[
+                "inference.load_models",
+                "inference.pinned_models",
+                "inference.registry_models",
+            ],
         )?;
         s.server.validate()?;
         s.inference.validate()?;

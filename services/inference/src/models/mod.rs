@@ -90,12 +90,16 @@ pub struct ModelManager {
     entries: Mutex<HashMap<String, Entry>>,
     /// One load at a time (memory measurement, budget decisions).
     load_lock: tokio::sync::Mutex<()>,
+    /// Models whose served version is chosen outside the config's policy
+    /// (a registry alias): name → version.
+    pins: Mutex<HashMap<String, i64>>,
 }
 
 impl ModelManager {
     pub fn new(settings: &InferenceSettings, metrics: Metrics) -> Self {
         Self {
-            repo: Repository::new(&settings.model_repository),
+            repo: Repository::new(&settings.model_repository)
+                .with_pulled(settings.registry_cache_dir.join("models")),
             ort: OrtOptions {
                 dylib: settings.ort_dylib(),
                 intra_op_threads: settings.intra_op_threads,
@@ -105,7 +109,37 @@ impl ModelManager {
             metrics,
             entries: Mutex::new(HashMap::new()),
             load_lock: tokio::sync::Mutex::new(()),
+            pins: Mutex::new(HashMap::new()),
         }
+    }
+
+    fn pin_of(&self, name: &str) -> Option<i64> {
+        self.pins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .copied()
+    }
+
+    /// Serves exactly `version` of `name` (loaded beside the running
+    /// version, then swapped in); on failure the running version keeps
+    /// serving and the pin goes back to it.
+    pub async fn load_version(&self, name: &str, version: i64) -> Result<(), InferError> {
+        let _one_at_a_time = self.load_lock.lock().await;
+        let before = self
+            .pins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_owned(), version);
+        let r = self.load_locked(name).await;
+        if r.is_err() {
+            let mut pins = self.pins.lock().unwrap_or_else(|p| p.into_inner());
+            match before {
+                Some(v) => pins.insert(name.to_owned(), v),
+                None => pins.remove(name),
+            };
+        }
+        r
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
@@ -115,6 +149,20 @@ impl ModelManager {
     /// Models in the repository folder.
     pub fn repository_models(&self) -> Vec<String> {
         self.repo.model_names().unwrap_or_default()
+    }
+
+    /// Models of the repository folder itself (those pulled from the
+    /// registry are loaded by their follower, at the version it pins).
+    fn own_models(&self) -> Vec<String> {
+        self.repository_models()
+            .into_iter()
+            .filter(|n| !self.is_pulled(n))
+            .collect()
+    }
+
+    fn is_pulled(&self, name: &str) -> bool {
+        let own = self.repo.root.join(name).is_dir();
+        !own && self.repo.dir(name).is_some()
     }
 
     fn unknown(&self, name: &str) -> InferError {
@@ -129,7 +177,7 @@ impl ModelManager {
     /// others serve.
     pub async fn load_startup(&self) {
         let names = if self.settings.load_models.is_empty() {
-            self.repository_models()
+            self.own_models()
         } else {
             self.settings.load_models.clone()
         };
@@ -147,12 +195,19 @@ impl ModelManager {
     }
 
     async fn load_locked(&self, name: &str) -> Result<(), InferError> {
+        if self.is_pulled(name) && self.pin_of(name).is_none() {
+            return Err(InferError::Unavailable {
+                name: name.to_owned(),
+                state: "its registry source has not chosen a version yet".into(),
+            });
+        }
         let repo = self.repo.clone();
         let n = name.to_owned();
-        let source = match tokio::task::spawn_blocking(move || repo.read(&n)).await {
+        let pin = self.pin_of(name);
+        let source = match tokio::task::spawn_blocking(move || repo.read_version(&n, pin)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
-                if !self.repo.root.join(name).is_dir() {
+                if self.repo.dir(name).is_none() {
                     return Err(self.unknown(name));
                 }
                 return Err(self.failed(name, e));
@@ -314,7 +369,7 @@ impl ModelManager {
         let mut entries = self.lock();
         let Some(e) = entries.get_mut(name) else {
             drop(entries);
-            if self.repo.root.join(name).is_dir() {
+            if self.repo.dir(name).is_some() {
                 return Ok(());
             }
             return Err(self.unknown(name));
@@ -364,7 +419,7 @@ impl ModelManager {
         let mut entries = self.lock();
         let Some(e) = entries.get_mut(name) else {
             drop(entries);
-            if self.repo.root.join(name).is_dir() {
+            if self.repo.dir(name).is_some() {
                 return Err(InferError::NotLoaded {
                     name: name.to_owned(),
                     state: "never loaded".into(),
@@ -493,8 +548,11 @@ impl ModelManager {
         for (name, fp) in loaded {
             let repo = self.repo.clone();
             let n = name.clone();
-            let now =
-                tokio::task::spawn_blocking(move || repo.read(&n).map(|s| s.fingerprint)).await;
+            let pin = self.pin_of(&name);
+            let now = tokio::task::spawn_blocking(move || {
+                repo.read_version(&n, pin).map(|s| s.fingerprint)
+            })
+            .await;
             if let Ok(Ok(now)) = now
                 && now != fp
             {
@@ -503,7 +561,7 @@ impl ModelManager {
             }
         }
         if self.settings.load_models.is_empty() {
-            for name in self.repository_models() {
+            for name in self.own_models() {
                 let known = self.lock().contains_key(&name);
                 if !known {
                     let _ = self.load(&name).await;

@@ -73,40 +73,75 @@ pub struct ModelSource {
     pub fingerprint: Vec<(PathBuf, u64, Option<SystemTime>)>,
 }
 
-/// The repository folder.
+/// The repository: the model repository folder, and (when models come
+/// from the registry) the folder their pulled versions are kept in.
 #[derive(Clone, Debug)]
 pub struct Repository {
     pub root: PathBuf,
+    /// Models pulled from the registry: their config's `name` may differ
+    /// from the registry model's name, which is the one served.
+    pub pulled: Option<PathBuf>,
 }
 
 impl Repository {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self {
+            root: root.into(),
+            pulled: None,
+        }
+    }
+
+    /// Adds the folder of models pulled from the registry.
+    pub fn with_pulled(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.pulled = Some(dir.into());
+        self
+    }
+
+    /// The folder of model `name`, in the repository or among the pulled.
+    pub fn dir(&self, name: &str) -> Option<PathBuf> {
+        std::iter::once(&self.root)
+            .chain(self.pulled.as_ref())
+            .map(|r| r.join(name))
+            .find(|d| d.is_dir())
     }
 
     /// Names of the model folders (sorted). Hidden folders are skipped.
     pub fn model_names(&self) -> Result<Vec<String>, LoadError> {
         let mut names = Vec::new();
         let rd = std::fs::read_dir(&self.root).map_err(|e| LoadError::file(&self.root, e))?;
-        for entry in rd.flatten() {
+        let pulled = self
+            .pulled
+            .iter()
+            .flat_map(|p| std::fs::read_dir(p).into_iter().flatten());
+        for entry in rd.flatten().chain(pulled.flatten()) {
             let name = entry.file_name().to_string_lossy().into_owned();
             if !name.starts_with('.') && entry.path().is_dir() {
                 names.push(name);
             }
         }
         names.sort();
+        names.dedup();
         Ok(names)
     }
 
     /// Reads one model folder.
     pub fn read(&self, name: &str) -> Result<ModelSource, LoadError> {
+        self.read_version(name, None)
+    }
+
+    /// Reads one model folder; `pinned`: serve exactly that version
+    /// whatever the config's policy says (a registry alias chose it).
+    pub fn read_version(&self, name: &str, pinned: Option<i64>) -> Result<ModelSource, LoadError> {
         if name.is_empty() || name.contains('/') || name.contains("..") {
             return Err(LoadError::Invalid(format!("{name:?} is not a model name")));
         }
-        let dir = self.root.join(name);
-        if !dir.is_dir() {
-            return Err(LoadError::file(&dir, "no such model folder"));
-        }
+        let Some(dir) = self.dir(name) else {
+            return Err(LoadError::file(
+                &self.root.join(name),
+                "no such model folder",
+            ));
+        };
+        let from_registry = self.pulled.as_ref().is_some_and(|p| dir.starts_with(p));
         let config_path = dir.join("config.pbtxt");
         let mut fingerprint = Vec::new();
         let (config, skipped_fields) = if config_path.is_file() {
@@ -120,7 +155,7 @@ impl Repository {
         } else {
             (pb::ModelConfig::default(), Vec::new())
         };
-        if !config.name.is_empty() && config.name != name {
+        if !config.name.is_empty() && config.name != name && !from_registry {
             return Err(LoadError::Config {
                 path: config_path.display().to_string(),
                 reason: format!(
@@ -138,7 +173,16 @@ impl Repository {
             .filter(|v| *v > 0)
             .collect();
         all_versions.sort_unstable();
-        let served = select_versions(&config, &all_versions);
+        let served = match pinned {
+            Some(v) if all_versions.contains(&v) => vec![v],
+            Some(v) => {
+                return Err(LoadError::file(
+                    &dir,
+                    format!("version {v} is not present (present: {all_versions:?})"),
+                ));
+            }
+            None => select_versions(&config, &all_versions),
+        };
         if served.is_empty() {
             return Err(LoadError::file(
                 &dir,

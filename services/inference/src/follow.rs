@@ -1,0 +1,414 @@
+//! Models that come from the model registry: `registry://<model>@<alias>`
+//! follows an alias, `registry://<model>@<version>` serves a fixed version.
+//!
+//! A follower watches the registry for moves of its alias. Events only wake
+//! it: it then reads where the alias points (so a missed or repeated event
+//! cannot leave it on the wrong version), pulls that version into the local
+//! cache with every file checked against its SHA-256, and has the model
+//! manager load it beside the running version and swap. When the new
+//! version fails to load, the running one keeps serving and the failure is
+//! visible (RepositoryIndex reason, `registry_syncs_total{outcome="failure"}`,
+//! an error log). A lost connection is retried with backoff.
+
+use std::{
+    collections::HashMap,
+    fs::{self, File},
+    io::Write,
+    path::{Component, Path, PathBuf},
+    sync::{Arc, Weak},
+    time::Duration,
+};
+
+use mlmesh_proto::registry::v1::{self as pb, registry_client::RegistryClient};
+use sha2::{Digest, Sha256};
+use tonic::transport::Channel;
+
+use crate::{metrics::Metrics, models::ModelManager, settings::InferenceSettings};
+
+/// What a `registry://` source names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Source {
+    pub model: String,
+    pub selector: Selector,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Selector {
+    Alias(String),
+    Version(i64),
+}
+
+impl Source {
+    /// `registry://<model>@<alias>` or `registry://<model>@<version>`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let rest = s
+            .strip_prefix("registry://")
+            .ok_or_else(|| format!("{s:?} does not start with registry://"))?;
+        let (model, at) = rest
+            .split_once('@')
+            .ok_or_else(|| format!("{s:?}: expected registry://<model>@<alias or version>"))?;
+        let ok = |n: &str| {
+            !n.is_empty()
+                && !n.starts_with(['.', '-'])
+                && n.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        };
+        if !ok(model) || !ok(at) {
+            return Err(format!(
+                "{s:?}: model and alias are names of A-Z a-z 0-9 . _ - (not starting with . or -)"
+            ));
+        }
+        let selector = match at.parse::<i64>() {
+            Ok(v) if v > 0 => Selector::Version(v),
+            Ok(_) => return Err(format!("{s:?}: versions start at 1")),
+            Err(_) => Selector::Alias(at.to_owned()),
+        };
+        Ok(Self {
+            model: model.to_owned(),
+            selector,
+        })
+    }
+}
+
+/// Starts a follower for every `inference.registry_models` entry.
+pub fn spawn_all(settings: &InferenceSettings, models: &Arc<ModelManager>, metrics: &Metrics) {
+    for s in &settings.registry_models {
+        // Validated with the settings.
+        let Ok(source) = Source::parse(s) else {
+            continue;
+        };
+        let f = Follower {
+            source,
+            addr: settings.registry_addr.clone(),
+            cache: settings.registry_cache_dir.join("models"),
+            models: Arc::downgrade(models),
+            metrics: metrics.clone(),
+            serving: None,
+        };
+        tokio::spawn(f.run());
+    }
+}
+
+struct Follower {
+    source: Source,
+    addr: String,
+    /// `<cache>/<model>/<version>/`: what the model manager reads.
+    cache: PathBuf,
+    models: Weak<ModelManager>,
+    metrics: Metrics,
+    /// The registry version being served.
+    serving: Option<i64>,
+}
+
+type Client = RegistryClient<Channel>;
+
+impl Follower {
+    async fn run(mut self) {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            if self.models.strong_count() == 0 {
+                return; // the service is gone
+            }
+            match self.session().await {
+                Ok(()) => return, // a fixed version, served
+                Err(e) => {
+                    tracing::warn!(model = %self.source.model, error = %e, retry_in_ms = backoff.as_millis() as u64, "registry follower: retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+
+    /// Connects, syncs, then (for an alias) re-syncs on every move of it.
+    async fn session(&mut self) -> Result<(), String> {
+        let mut c = Client::connect(format!("http://{}", self.addr))
+            .await
+            .map_err(|e| format!("cannot reach the registry at {}: {e}", self.addr))?;
+        let alias = match &self.source.selector {
+            Selector::Version(_) => {
+                return self.sync(&mut c).await;
+            }
+            Selector::Alias(a) => a.clone(),
+        };
+        // Subscribed before reading the alias: no move can fall between.
+        let mut events = c
+            .watch(pb::WatchRequest {
+                start_revision: 0,
+                filter: Some(pb::WatchFilter {
+                    models: vec![self.source.model.clone()],
+                    aliases: vec![alias],
+                    kinds: vec![pb::EventKind::AliasMoved as i32],
+                }),
+            })
+            .await
+            .map_err(|e| format!("watch: {}", e.message()))?
+            .into_inner();
+        // A failed sync (say, a version that does not load) is reported and
+        // waits for the next move; the running version keeps serving.
+        let _ = self.sync(&mut c).await;
+        loop {
+            match events.message().await {
+                Ok(Some(e)) if e.kind == pb::EventKind::AliasMoved as i32 => {
+                    let _ = self.sync(&mut c).await;
+                }
+                Ok(Some(_)) => {} // progress
+                Ok(None) => return Err("the watch stream ended".into()),
+                Err(e) => return Err(format!("watch: {}", e.message())),
+            }
+        }
+    }
+
+    /// Serves the version the source names now.
+    async fn sync(&mut self, c: &mut Client) -> Result<(), String> {
+        let model = self.source.model.clone();
+        let selector = match &self.source.selector {
+            Selector::Alias(a) => pb::get_version_request::Selector::Alias(a.clone()),
+            Selector::Version(v) => pb::get_version_request::Selector::Version(*v),
+        };
+        let v = match c
+            .get_version(pb::GetVersionRequest {
+                model: model.clone(),
+                selector: Some(selector),
+            })
+            .await
+        {
+            Ok(v) => v.into_inner(),
+            Err(s) if s.code() == tonic::Code::NotFound => {
+                // An alias not set (yet): nothing to serve, wait for a move.
+                tracing::warn!(%model, reason = %s.message(), "registry source names no version yet");
+                return Ok(());
+            }
+            Err(s) => return Err(format!("get version: {}", s.message())),
+        };
+        if self.serving == Some(v.version) {
+            return Ok(());
+        }
+        let outcome = self.switch(c, &v).await;
+        let label = if outcome.is_ok() {
+            "success"
+        } else {
+            "failure"
+        };
+        self.metrics
+            .registry_syncs
+            .with_label_values(&[&model, label])
+            .inc();
+        match &outcome {
+            Ok(()) => {
+                tracing::info!(%model, version = v.version, previous = ?self.serving, "serving the registry version");
+                self.serving = Some(v.version);
+                self.metrics
+                    .registry_version
+                    .with_label_values(&[&model])
+                    .set(v.version);
+            }
+            Err(e) => {
+                tracing::error!(%model, version = v.version, serving = ?self.serving, error = %e, "registry version not served; the running version keeps serving");
+            }
+        }
+        outcome
+    }
+
+    async fn switch(&self, c: &mut Client, v: &pb::Version) -> Result<(), String> {
+        let model_dir = self.cache.join(&v.model);
+        let version_dir = model_dir.join(v.version.to_string());
+        if !version_dir.is_dir() {
+            self.pull(c, v, &model_dir).await?;
+        }
+        // The config of the version served next becomes the model's.
+        let config = version_dir.join(CONFIG_KEPT);
+        let target = model_dir.join("config.pbtxt");
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            if config.is_file() {
+                let tmp = target.with_extension("pbtxt.tmp");
+                fs::copy(&config, &tmp)?;
+                fs::rename(&tmp, &target)
+            } else {
+                match fs::remove_file(&target) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                    _ => Ok(()),
+                }
+            }
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("writing the config: {e}"))?;
+        let Some(models) = self.models.upgrade() else {
+            return Err("the service is stopping".into());
+        };
+        models
+            .load_version(&v.model, v.version)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Downloads every file of `v`, checks sizes and digests, and moves the
+    /// whole version into place at once.
+    async fn pull(&self, c: &mut Client, v: &pb::Version, model_dir: &Path) -> Result<(), String> {
+        let layout = Layout::of(&v.files)?;
+        let staging = model_dir.join(format!(".pull-{}-{}", v.version, std::process::id()));
+        let _ = fs::remove_dir_all(&staging);
+        let mut stream = c
+            .download(pb::DownloadRequest {
+                model: v.model.clone(),
+                selector: Some(pb::download_request::Selector::Version(v.version)),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| format!("download: {}", e.message()))?
+            .into_inner();
+        let want: HashMap<&str, &pb::FileEntry> =
+            v.files.iter().map(|f| (f.path.as_str(), f)).collect();
+        let mut open: Option<(String, File, Sha256, u64)> = None;
+        let close = |o: Option<(String, File, Sha256, u64)>| -> Result<(), String> {
+            if let Some((path, f, h, n)) = o {
+                f.sync_all().map_err(|e| e.to_string())?;
+                let entry = want[path.as_str()];
+                let got = hex::encode(h.finalize());
+                if got != entry.sha256 || n != entry.size {
+                    return Err(format!(
+                        "{path}: {n} bytes with sha256 {got}, the registry's manifest says {} bytes, {}",
+                        entry.size, entry.sha256
+                    ));
+                }
+            }
+            Ok(())
+        };
+        let result: Result<(), String> = async {
+            while let Some(ch) = stream
+                .message()
+                .await
+                .map_err(|e| format!("download: {}", e.message()))?
+            {
+                if open.as_ref().is_none_or(|o| o.0 != ch.path) {
+                    close(open.take())?;
+                    if !want.contains_key(ch.path.as_str()) {
+                        return Err(format!("{:?} is not in the version's manifest", ch.path));
+                    }
+                    let dest = staging.join(layout.place(&ch.path)?);
+                    if let Some(p) = dest.parent() {
+                        fs::create_dir_all(p).map_err(|e| e.to_string())?;
+                    }
+                    let f = File::create(&dest).map_err(|e| format!("{}: {e}", dest.display()))?;
+                    open = Some((ch.path.clone(), f, Sha256::new(), 0));
+                }
+                if let Some((_, f, h, n)) = open.as_mut() {
+                    f.write_all(&ch.data).map_err(|e| e.to_string())?;
+                    h.update(&ch.data);
+                    *n += ch.data.len() as u64;
+                }
+            }
+            close(open.take())?;
+            for f in &v.files {
+                if !staging.join(layout.place(&f.path)?).is_file() {
+                    return Err(format!("{} was not received", f.path));
+                }
+            }
+            fs::rename(&staging, model_dir.join(v.version.to_string()))
+                .map_err(|e| format!("moving the version into place: {e}"))
+        }
+        .await;
+        if result.is_err() {
+            let _ = fs::remove_dir_all(&staging);
+        }
+        result
+    }
+}
+
+/// A version's `config.pbtxt` is kept inside its version folder under this
+/// name, and copied to the model folder when that version is served.
+const CONFIG_KEPT: &str = "config.pbtxt";
+
+/// Where a registry file goes inside `<model>/<version>/`: a Triton model
+/// folder pushed as is (`config.pbtxt`, `<n>/model.onnx`) loses its own
+/// version folder; a bare model file (`model.onnx`) stays as it is.
+struct Layout {
+    strip: Option<String>,
+}
+
+impl Layout {
+    fn of(files: &[pb::FileEntry]) -> Result<Self, String> {
+        let tops: std::collections::BTreeSet<&str> = files
+            .iter()
+            .filter(|f| f.path != "config.pbtxt")
+            .map(|f| f.path.split('/').next().unwrap_or(""))
+            .collect();
+        let nested = files
+            .iter()
+            .filter(|f| f.path != "config.pbtxt")
+            .all(|f| f.path.contains('/'));
+        let strip = match (tops.len(), tops.iter().next()) {
+            (1, Some(t)) if nested && t.parse::<u64>().is_ok() => Some(format!("{t}/")),
+            _ => None,
+        };
+        Ok(Self { strip })
+    }
+
+    fn place(&self, path: &str) -> Result<PathBuf, String> {
+        let rel = match &self.strip {
+            Some(prefix) => path.strip_prefix(prefix.as_str()).unwrap_or(path),
+            None => path,
+        };
+        let p = Path::new(rel);
+        if rel.is_empty() || p.components().any(|c| !matches!(c, Component::Normal(_))) {
+            return Err(format!("{path:?} is not a plain relative path"));
+        }
+        Ok(p.to_path_buf())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_parse() {
+        assert_eq!(
+            Source::parse("registry://iris@production"),
+            Ok(Source {
+                model: "iris".into(),
+                selector: Selector::Alias("production".into())
+            })
+        );
+        assert_eq!(
+            Source::parse("registry://iris@3").map(|s| s.selector),
+            Ok(Selector::Version(3))
+        );
+        for bad in [
+            "iris@prod",
+            "registry://iris",
+            "registry://@x",
+            "registry://a/b@x",
+            "registry://a@0",
+        ] {
+            assert!(Source::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    fn f(path: &str) -> pb::FileEntry {
+        pb::FileEntry {
+            path: path.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_triton_folder_loses_its_version_folder() {
+        let l = Layout::of(&[f("config.pbtxt"), f("1/model.onnx")]).expect("layout");
+        assert_eq!(
+            l.place("1/model.onnx").expect("ok"),
+            PathBuf::from("model.onnx")
+        );
+        assert_eq!(
+            l.place("config.pbtxt").expect("ok"),
+            PathBuf::from("config.pbtxt")
+        );
+        let bare = Layout::of(&[f("model.npz")]).expect("layout");
+        assert_eq!(
+            bare.place("model.npz").expect("ok"),
+            PathBuf::from("model.npz")
+        );
+        assert!(bare.place("../x").is_err());
+    }
+}

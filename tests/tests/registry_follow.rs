@@ -1,0 +1,368 @@
+//! The inference service follows a registry alias, both as processes: push
+//! v1, point `production` at it, serve it; push v2 and move the alias while
+//! a client sends requests continuously → answers switch to v2's outputs
+//! with zero failed calls; roll back → v1's outputs again. Outputs are
+//! checked against scikit-learn / NumPy references. Then a version that
+//! cannot load: the running one keeps serving and the failure is counted
+//! and reported. References:
+//! (`services/inference/tests/data/references.json`).
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use mlmesh_proto::{
+    inference::{
+        self as ipb, grpc_inference_service_client::GrpcInferenceServiceClient,
+        model_infer_request::InferInputTensor,
+    },
+    registry::v1::{self as pb, registry_client::RegistryClient},
+};
+use mlmesh_tests::{Service, TempDir, repo_root};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+fn flat(v: &Value) -> Vec<f32> {
+    match v {
+        Value::Array(a) => a.iter().flat_map(flat).collect(),
+        Value::Number(n) => vec![n.as_f64().unwrap_or(f64::NAN) as f32],
+        other => panic!("not numeric: {other}"),
+    }
+}
+
+struct Refs {
+    row: Vec<f32>,
+    v1: Vec<f32>,
+    v2: Vec<f32>,
+}
+
+fn refs() -> Refs {
+    let p = repo_root().join("services/inference/tests/data/references.json");
+    let r: Value =
+        serde_json::from_str(&std::fs::read_to_string(p).expect("references")).expect("json");
+    let m = &r["models"];
+    Refs {
+        row: flat(&m["digits-mlp"]["input"]["data"][0]),
+        v1: flat(&m["digits-mlp"]["sklearn"]["probabilities"])[..10].to_vec(),
+        v2: flat(&m["digits-mlp-npz-v2"]["numpy"]["probabilities"])[..10].to_vec(),
+    }
+}
+
+fn close(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-4)
+}
+
+async fn push(c: &mut RegistryClient<tonic::transport::Channel>, files: &[(&str, Vec<u8>)]) -> i64 {
+    let up = c
+        .start_upload(pb::StartUploadRequest {
+            model: "digits".into(),
+            files: files
+                .iter()
+                .map(|(p, b)| pb::FileEntry {
+                    path: (*p).into(),
+                    size: b.len() as u64,
+                    sha256: hex::encode(Sha256::digest(b)),
+                })
+                .collect(),
+            ..Default::default()
+        })
+        .await
+        .expect("start")
+        .into_inner();
+    let msgs: Vec<pb::UploadChunk> = files
+        .iter()
+        .map(|(p, b)| pb::UploadChunk {
+            upload_id: up.upload_id.clone(),
+            path: (*p).into(),
+            offset: 0,
+            data: b.clone().into(),
+        })
+        .collect();
+    c.upload_files(tokio_stream::iter(msgs))
+        .await
+        .expect("upload")
+        .into_inner()
+        .version
+        .expect("committed")
+        .version
+}
+
+fn request(row: &[f32]) -> ipb::ModelInferRequest {
+    ipb::ModelInferRequest {
+        model_name: "digits".into(),
+        inputs: vec![InferInputTensor {
+            name: "input".into(),
+            datatype: "FP32".into(),
+            shape: vec![1, row.len() as i64],
+            ..Default::default()
+        }],
+        raw_input_contents: vec![
+            row.iter()
+                .flat_map(|x| x.to_le_bytes())
+                .collect::<Vec<u8>>()
+                .into(),
+        ],
+        ..Default::default()
+    }
+}
+
+fn probabilities(r: &ipb::ModelInferResponse) -> Vec<f32> {
+    let i = r
+        .outputs
+        .iter()
+        .position(|o| o.name == "probabilities")
+        .expect("probabilities output");
+    r.raw_output_contents[i]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+#[test]
+fn the_inference_service_follows_an_alias_with_zero_failed_calls() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (reg_data, cache, repo) = (
+        TempDir::new("follow-registry"),
+        TempDir::new("follow-cache"),
+        TempDir::new("follow-repo"),
+    );
+    let registry = Service::start(
+        "mlmesh-registry",
+        &[(
+            "MLMESH_REGISTRY__DATA_DIR",
+            reg_data.path().display().to_string(),
+        )],
+    );
+    let refs = refs();
+    let v1_file =
+        std::fs::read(repo_root().join("services/inference/models/digits-mlp-npz/1/model.npz"))
+            .expect("v1 model");
+    let v2_file =
+        std::fs::read(repo_root().join("services/inference/tests/data/digits-mlp-npz-v2.npz"))
+            .expect("v2 model");
+    let mut reg = rt.block_on(async {
+        let mut c = RegistryClient::connect(format!("http://{}", registry.addr))
+            .await
+            .expect("registry");
+        c.create_model(pb::CreateModelRequest {
+            name: "digits".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("create");
+        // A Triton-style folder: the version folder inside is dropped.
+        assert_eq!(push(&mut c, &[("1/model.npz", v1_file)]).await, 1);
+        c.set_aliases(pb::SetAliasesRequest {
+            model: "digits".into(),
+            aliases: vec![pb::AliasTarget {
+                alias: "production".into(),
+                version: 1,
+                expected_version: Some(0),
+            }],
+            reason: "first release".into(),
+        })
+        .await
+        .expect("alias");
+        c
+    });
+    let inference = Service::start(
+        "mlmesh-inference",
+        &[
+            (
+                "MLMESH_INFERENCE__MODEL_REPOSITORY",
+                repo.path().display().to_string(),
+            ),
+            ("MLMESH_INFERENCE__REGISTRY_ADDR", registry.addr.to_string()),
+            (
+                "MLMESH_INFERENCE__REGISTRY_MODELS",
+                "registry://digits@production".into(),
+            ),
+            (
+                "MLMESH_INFERENCE__REGISTRY_CACHE_DIR",
+                cache.path().display().to_string(),
+            ),
+        ],
+    );
+    let addr = inference.addr;
+    let inf = &inference;
+    rt.block_on(async move {
+        let mut ic = GrpcInferenceServiceClient::connect(format!("http://{addr}"))
+            .await
+            .expect("inference");
+        // Serving version 1 once the follower has synced.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = ic.model_infer(request(&refs.row)).await {
+                let r = r.into_inner();
+                assert_eq!(r.model_version, "1");
+                assert!(close(&probabilities(&r), &refs.v1), "v1's outputs");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "digits@production was not served within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+
+        // A client sends continuously from here on.
+        let stop = Arc::new(AtomicBool::new(false));
+        // (client, version whose outputs came back), in arrival order.
+        let answers: Arc<Mutex<Vec<(usize, u8)>>> = Arc::default();
+        let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+        let mut clients = Vec::new();
+        for client in 0..3 {
+            let (mut c, stop, answers, failures, row) = (
+                ic.clone(),
+                stop.clone(),
+                answers.clone(),
+                failures.clone(),
+                refs.row.clone(),
+            );
+            let (v1, v2) = (refs.v1.clone(), refs.v2.clone());
+            clients.push(tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    match c.model_infer(request(&row)).await {
+                        Ok(r) => {
+                            let p = probabilities(r.get_ref());
+                            let which = if close(&p, &v1) {
+                                1
+                            } else if close(&p, &v2) {
+                                2
+                            } else {
+                                0
+                            };
+                            answers.lock().expect("lock").push((client, which));
+                        }
+                        Err(e) => failures.lock().expect("lock").push(e.to_string()),
+                    }
+                }
+            }));
+        }
+        let latest = || answers.lock().expect("lock").last().map_or(0, |a| a.1);
+        let wait_for = |want: u8, what: &'static str| {
+            let latest = &latest;
+            async move {
+                let t0 = Instant::now();
+                while latest() != want {
+                    assert!(
+                        t0.elapsed() < Duration::from_secs(30),
+                        "{what} not seen within 30 s"
+                    );
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                t0.elapsed()
+            }
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(push(&mut reg, &[("model.npz", v2_file)]).await, 2);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(latest(), 1, "pushing v2 alone changes nothing");
+        reg.set_aliases(pb::SetAliasesRequest {
+            model: "digits".into(),
+            aliases: vec![pb::AliasTarget {
+                alias: "production".into(),
+                version: 2,
+                expected_version: Some(1),
+            }],
+            reason: "v2".into(),
+        })
+        .await
+        .expect("promote");
+        let promoted = wait_for(2, "v2's outputs").await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        reg.rollback_alias(pb::RollbackAliasRequest {
+            model: "digits".into(),
+            alias: "production".into(),
+            expected_version: Some(2),
+            reason: "roll back".into(),
+        })
+        .await
+        .expect("rollback");
+        let rolled_back = wait_for(1, "v1's outputs again").await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+
+        // A version that cannot load: v1 keeps serving, the failure shows.
+        let failed = r#"mlmesh_inference_registry_syncs_total{model="digits",outcome="failure"}"#;
+        assert_eq!(inf.metric(failed), 0.0);
+        assert_eq!(
+            push(&mut reg, &[("model.npz", b"not a zip archive".to_vec())]).await,
+            3
+        );
+        reg.set_aliases(pb::SetAliasesRequest {
+            model: "digits".into(),
+            aliases: vec![pb::AliasTarget {
+                alias: "production".into(),
+                version: 3,
+                expected_version: Some(1),
+            }],
+            reason: "broken".into(),
+        })
+        .await
+        .expect("move to the broken version");
+        let t0 = Instant::now();
+        while inf.metric(failed) < 1.0 {
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "the failed sync was not counted"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let index = ic
+            .repository_index(ipb::RepositoryIndexRequest::default())
+            .await
+            .expect("index")
+            .into_inner();
+        let row = index
+            .models
+            .iter()
+            .find(|m| m.name == "digits")
+            .expect("digits in the index");
+        assert_eq!(row.state, "READY", "{row:?}");
+        assert!(
+            row.reason.contains("model.npz"),
+            "the reason names the file: {row:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        stop.store(true, Ordering::Relaxed);
+        for c in clients {
+            c.await.expect("client");
+        }
+        let failures = failures.lock().expect("lock").clone();
+        assert!(failures.is_empty(), "failed calls: {failures:?}");
+        let answers = answers.lock().expect("lock").clone();
+        assert!(
+            answers.iter().all(|a| a.1 != 0),
+            "every answer is v1's or v2's"
+        );
+        // Each client's own answers (its calls are sequential): 1…1 2…2
+        // 1…1, each switch once, never back and forth, and v1 throughout
+        // the failed load. (Across clients a call that started on the old
+        // version may finish after another client's first new answer.)
+        for client in 0..3 {
+            let mut phases: Vec<u8> = answers
+                .iter()
+                .filter(|a| a.0 == client)
+                .map(|a| a.1)
+                .collect();
+            phases.dedup();
+            assert_eq!(phases, [1, 2, 1], "client {client}");
+        }
+        eprintln!(
+            "{} answers, 0 failed; alias move → v2 answers in {:?}, rollback → v1 answers in {:?}",
+            answers.len(),
+            promoted,
+            rolled_back
+        );
+    });
+    drop(inference);
+    drop(registry);
+}
