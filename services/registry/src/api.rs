@@ -10,6 +10,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument as _;
 
 use crate::{
+    backup::Piece,
     convert,
     download::DownloadSpec,
     error::RegistryError,
@@ -338,6 +339,74 @@ impl registry_server::Registry for RegistryApi {
                 .rollback_alias(r.model, r.alias, r.expected_version, r.reason)
                 .await
                 .map(convert::alias_move)
+        })
+        .await
+    }
+
+    type BackupStream = BoxStream<pb::BackupChunk>;
+
+    async fn backup(
+        &self,
+        _req: Request<pb::BackupRequest>,
+    ) -> Result<Response<Self::BackupStream>, Status> {
+        let rx = self
+            .call("Backup", self.registry.backup())
+            .await?
+            .into_inner();
+        let stream = ReceiverStream::new(rx).map(|p| {
+            p.map(|p| pb::BackupChunk {
+                part: Some(match p {
+                    Piece::Metadata(b) => pb::backup_chunk::Part::Metadata(b),
+                    Piece::Blob {
+                        sha256,
+                        size,
+                        offset,
+                        data,
+                    } => pb::backup_chunk::Part::Blob(pb::BlobChunk {
+                        sha256,
+                        size,
+                        offset,
+                        data,
+                    }),
+                }),
+            })
+            .map_err(Status::from)
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn restore(
+        &self,
+        req: Request<Streaming<pb::BackupChunk>>,
+    ) -> Result<Response<pb::RestoreResponse>, Status> {
+        let pieces = req.into_inner().map(|m| match m {
+            Ok(pb::BackupChunk {
+                part: Some(pb::backup_chunk::Part::Metadata(b)),
+            }) => Ok(Piece::Metadata(b)),
+            Ok(pb::BackupChunk {
+                part: Some(pb::backup_chunk::Part::Blob(b)),
+            }) => Ok(Piece::Blob {
+                sha256: b.sha256,
+                size: b.size,
+                offset: b.offset,
+                data: b.data,
+            }),
+            Ok(pb::BackupChunk { part: None }) => Err(RegistryError::invalid(
+                "part: each message carries metadata or a blob",
+            )),
+            Err(s) => Err(RegistryError::Aborted(format!(
+                "the restore stream broke: {}",
+                s.message()
+            ))),
+        });
+        self.call("Restore", async {
+            let r = self.registry.restore(pieces).await?;
+            Ok(pb::RestoreResponse {
+                models: r.models as i64,
+                versions: r.versions as i64,
+                blobs: r.blobs as i64,
+                revision: r.revision,
+            })
         })
         .await
     }

@@ -53,6 +53,9 @@ impl Registry {
         let before = now - grace.as_millis() as i64;
         let _blobs = self.blob_lock.lock().await;
         for sha in self.meta(move |s| s.releasable_blobs(before)).await? {
+            if self.is_protected(&sha) {
+                continue;
+            }
             let key = sha.clone();
             if self.meta(move |s| s.forget_blob(&key)).await? {
                 self.blob(move |b| b.delete(&sha)).await?;
@@ -64,7 +67,7 @@ impl Registry {
             .checked_sub(grace)
             .unwrap_or(SystemTime::UNIX_EPOCH);
         for (sha, stored) in self.blob(|b| b.list()).await? {
-            if stored > cutoff {
+            if stored > cutoff || self.is_protected(&sha) {
                 continue;
             }
             let key = sha.clone();
@@ -80,6 +83,10 @@ impl Registry {
         let keep = self.settings.event_retention;
         report.events_pruned = self.meta(move |s| s.prune_events(keep)).await?;
         Ok(report)
+    }
+
+    fn is_protected(&self, sha: &str) -> bool {
+        self.protected.lock().map_or(true, |p| p.contains(sha))
     }
 
     /// Runs [`Registry::housekeep`] every `registry.housekeeping_secs` until

@@ -7,13 +7,15 @@
 //! send), [`store`] (metadata and the event log; SQLite embedded),
 //! [`blobs`] (file contents by digest; a local folder embedded),
 //! [`registry`] (the protocol-free core: models, versions, aliases),
-//! [`uploads`], [`download`], [`watch`], [`housekeeping`], [`api`] (the
+//! [`uploads`], [`download`], [`watch`], [`housekeeping`], [`backup`],
+//! [`api`] (the
 //! tonic face), [`convert`], [`error`], [`metrics`].
 //! [`Application`]: `build(settings)` → `local_addr()` →
 //! `run_until_stopped(shutdown)`.
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod backup;
 pub mod blobs;
 pub mod convert;
 pub mod download;

@@ -53,6 +53,9 @@ pub struct Registry {
     /// while housekeeping removes contents: a commit never references a
     /// content that is being removed.
     pub(crate) blob_lock: tokio::sync::Mutex<()>,
+    /// Contents a backup or restore in progress needs: housekeeping keeps
+    /// them whatever the metadata says.
+    pub(crate) protected: Mutex<HashSet<String>>,
     /// Set when the service stops: watchers and housekeeping end.
     pub(crate) closing: watch::Sender<bool>,
 }
@@ -98,6 +101,7 @@ impl Registry {
             head: watch::Sender::new(head),
             writing: Mutex::new(HashSet::new()),
             blob_lock: tokio::sync::Mutex::new(()),
+            protected: Mutex::new(HashSet::new()),
             closing: watch::Sender::new(false),
         })
     }

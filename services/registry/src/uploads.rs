@@ -40,7 +40,7 @@ impl Staging {
         })
     }
 
-    fn dir(&self, id: &str) -> PathBuf {
+    pub fn dir(&self, id: &str) -> PathBuf {
         self.root.join(id)
     }
 
@@ -112,7 +112,7 @@ struct Open {
 }
 
 /// Releases the one-writer claim on an upload.
-struct Claim<'a> {
+pub(crate) struct Claim<'a> {
     registry: &'a Registry,
     id: String,
 }
@@ -187,7 +187,7 @@ impl Registry {
         Ok(Progress { upload, received })
     }
 
-    fn claim(&self, id: &str) -> Result<Claim<'_>> {
+    pub(crate) fn claim(&self, id: &str) -> Result<Claim<'_>> {
         let mut w = self
             .writing
             .lock()

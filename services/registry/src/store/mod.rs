@@ -6,7 +6,9 @@
 //! and has no gaps. Calls block (run them off the reactor); [`sqlite`] is
 //! the embedded implementation.
 
+pub mod snapshot;
 pub mod sqlite;
+mod sqlite_backup;
 
 use std::collections::BTreeMap;
 
@@ -257,6 +259,11 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Forgets a content if still nothing holds it; true when forgotten
     /// (the caller then removes the bytes).
     fn forget_blob(&self, sha256: &str) -> Result<bool>;
+
+    /// Every table as a [`snapshot::Snapshot`], read in one transaction.
+    fn export(&self) -> Result<snapshot::Snapshot>;
+    /// Fills an empty store from a snapshot, in one transaction.
+    fn import(&self, snapshot: &snapshot::Snapshot) -> Result<()>;
 
     /// Checks that the store answers.
     fn ping(&self) -> Result<()>;

@@ -16,6 +16,7 @@ use serde_json::{Map, Value};
 use super::{
     AliasChange, AliasMoveRecord, EventKind, EventRecord, MetaStore, ModelFilter, ModelRecord,
     ModelSpec, Revisions, Selector, UploadRecord, VersionFilter, VersionRecord, VersionStatus,
+    snapshot::Snapshot,
 };
 use crate::{
     error::{RegistryError, Result},
@@ -137,11 +138,11 @@ impl SqliteStore {
     }
 }
 
-fn json_text(m: &Map<String, Value>) -> String {
+pub(super) fn json_text(m: &Map<String, Value>) -> String {
     Value::Object(m.clone()).to_string()
 }
 
-fn json_map(text: &str) -> Map<String, Value> {
+pub(super) fn json_map(text: &str) -> Map<String, Value> {
     match serde_json::from_str(text) {
         Ok(Value::Object(m)) => m,
         _ => Map::new(),
@@ -172,7 +173,7 @@ fn next_revision(tx: &Transaction<'_>) -> Result<i64> {
     )?)
 }
 
-fn meta_value(tx: &Transaction<'_>, key: &str) -> Result<i64> {
+pub(super) fn meta_value(tx: &Transaction<'_>, key: &str) -> Result<i64> {
     Ok(tx.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))?)
 }
 
@@ -926,6 +927,14 @@ impl MetaStore for SqliteStore {
             )?;
             Ok(n > 0)
         })
+    }
+
+    fn export(&self) -> Result<Snapshot> {
+        self.with(false, super::sqlite_backup::export)
+    }
+
+    fn import(&self, snapshot: &Snapshot) -> Result<()> {
+        self.with(true, |tx| super::sqlite_backup::import(tx, snapshot))
     }
 
     fn ping(&self) -> Result<()> {

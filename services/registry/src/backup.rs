@@ -1,0 +1,276 @@
+//! Backup and restore of a running registry. A backup is the metadata
+//! snapshot (one read transaction) followed by every content a version of
+//! it refers to; while it streams, those contents are protected from
+//! housekeeping. A restore writes and verifies every content first and the
+//! metadata last, in one transaction, into an empty registry: an
+//! interrupted restore leaves the registry empty (its contents are removed
+//! by housekeeping as orphans).
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    fs::{self, File},
+    io::{Read, Write},
+    sync::Arc,
+};
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use crate::{
+    error::{RegistryError, Result},
+    manifest::check_sha256,
+    registry::Registry,
+    store::{ModelFilter, snapshot::Snapshot},
+};
+
+/// One piece of a backup stream.
+#[derive(Debug)]
+pub enum Piece {
+    Metadata(Bytes),
+    Blob {
+        sha256: String,
+        size: u64,
+        offset: u64,
+        data: Bytes,
+    },
+}
+
+/// What a restore brought in.
+#[derive(Debug, Default)]
+pub struct Restored {
+    pub models: usize,
+    pub versions: usize,
+    pub blobs: usize,
+    pub revision: i64,
+}
+
+const PIECE: usize = 1 << 20;
+
+/// Removes its digests from the protected set when dropped.
+struct Protect {
+    registry: Arc<Registry>,
+    digests: Vec<String>,
+}
+
+impl Drop for Protect {
+    fn drop(&mut self) {
+        if let Ok(mut p) = self.registry.protected.lock() {
+            for d in &self.digests {
+                p.remove(d);
+            }
+        }
+    }
+}
+
+impl Registry {
+    fn protect(self: &Arc<Self>, digests: Vec<String>) -> Protect {
+        if let Ok(mut p) = self.protected.lock() {
+            p.extend(digests.iter().cloned());
+        }
+        Protect {
+            registry: Arc::clone(self),
+            digests,
+        }
+    }
+
+    pub async fn backup(self: &Arc<Self>) -> Result<mpsc::Receiver<Result<Piece>>> {
+        let mut snap = self.meta(|s| s.export()).await?;
+        let referenced: BTreeMap<String, u64> = snap
+            .versions
+            .iter()
+            .flat_map(|v| v.files.iter().map(|f| (f.sha256.clone(), f.size)))
+            .collect();
+        snap.blobs.retain(|b| referenced.contains_key(&b.sha256));
+        let guard = self.protect(referenced.keys().cloned().collect());
+        let doc = serde_json::to_vec(&snap)
+            .map_err(|e| RegistryError::Store(format!("encoding the snapshot: {e}")))?;
+        let (tx, rx) = mpsc::channel(4);
+        let blobs = Arc::clone(&self.blobs);
+        tokio::task::spawn_blocking(move || {
+            let _guard = guard;
+            for piece in doc.chunks(PIECE) {
+                if tx
+                    .blocking_send(Ok(Piece::Metadata(Bytes::copy_from_slice(piece))))
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            for (sha256, size) in referenced {
+                let mut reader = match blobs.read(&sha256, 0, size) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(e));
+                        return;
+                    }
+                };
+                let mut offset = 0u64;
+                loop {
+                    let want = PIECE.min((size - offset) as usize);
+                    let mut buf = vec![0u8; want];
+                    if let Err(e) = reader.read_exact(&mut buf) {
+                        let _ = tx.blocking_send(Err(RegistryError::Blobs(format!(
+                            "reading {sha256}: {e}"
+                        ))));
+                        return;
+                    }
+                    let piece = Piece::Blob {
+                        sha256: sha256.clone(),
+                        size,
+                        offset,
+                        data: Bytes::from(buf),
+                    };
+                    offset += want as u64;
+                    if tx.blocking_send(Ok(piece)).is_err() {
+                        return;
+                    }
+                    if offset >= size {
+                        break;
+                    }
+                }
+            }
+        });
+        Ok(rx)
+    }
+
+    pub async fn restore<S>(self: &Arc<Self>, pieces: S) -> Result<Restored>
+    where
+        S: Stream<Item = Result<Piece>> + Send,
+    {
+        let filter = ModelFilter {
+            limit: 1,
+            ..Default::default()
+        };
+        let (models, _) = self.meta(move |s| s.list_models(&filter)).await?;
+        if !models.is_empty() {
+            return Err(RegistryError::FailedPrecondition(
+                "the registry holds models; restore fills an empty registry only".into(),
+            ));
+        }
+        let id = format!("restore-{}", uuid::Uuid::new_v4());
+        // Claimed like an upload, so housekeeping leaves its folder alone.
+        let _claim = self.claim(&id)?;
+        let dir = self.staging.dir(&id);
+        let result = self.receive(pieces, &dir).await;
+        let _ = fs::remove_dir_all(&dir);
+        let (snap, stored, _guard) = result?;
+        for b in &snap.blobs {
+            if !stored.contains(&b.sha256) {
+                let sha = b.sha256.clone();
+                let size = b.size;
+                if self.blob(move |bl| bl.size(&sha)).await? != Some(size) {
+                    return Err(RegistryError::invalid(format!(
+                        "the backup lists content {} but does not carry it",
+                        b.sha256
+                    )));
+                }
+            }
+        }
+        let restored = Restored {
+            models: snap.models.len(),
+            versions: snap.versions.len(),
+            blobs: snap.blobs.len(),
+            revision: snap.revision,
+        };
+        self.meta(move |s| s.import(&snap)).await?;
+        self.head.send_replace(restored.revision);
+        tracing::info!(?restored, "registry restored");
+        Ok(restored)
+    }
+
+    /// Reads the stream: the metadata document, then contents written to
+    /// `dir`, verified, and moved into the blob store.
+    async fn receive<S>(
+        self: &Arc<Self>,
+        pieces: S,
+        dir: &std::path::Path,
+    ) -> Result<(Snapshot, HashSet<String>, Protect)>
+    where
+        S: Stream<Item = Result<Piece>> + Send,
+    {
+        let mut pieces = std::pin::pin!(pieces);
+        fs::create_dir_all(dir).map_err(|e| RegistryError::Blobs(e.to_string()))?;
+        let mut doc = Vec::new();
+        let mut stored = HashSet::new();
+        let guard = self.protect(Vec::new());
+        let mut open: Option<(String, u64, File, Sha256, u64)> = None;
+        while let Some(piece) = pieces.next().await {
+            match piece? {
+                Piece::Metadata(b) => {
+                    if !stored.is_empty() || open.is_some() {
+                        return Err(RegistryError::invalid(
+                            "metadata: comes before every content",
+                        ));
+                    }
+                    doc.extend_from_slice(&b);
+                }
+                Piece::Blob {
+                    sha256,
+                    size,
+                    offset,
+                    data,
+                } => {
+                    check_sha256("blob.sha256", &sha256)?;
+                    if open.as_ref().is_none_or(|o| o.0 != sha256) {
+                        if let Some(o) = open.take() {
+                            return Err(RegistryError::invalid(format!(
+                                "content {} ended after {} of {} bytes",
+                                o.0, o.4, o.1
+                            )));
+                        }
+                        let path = dir.join(&sha256);
+                        let f = File::create(&path).map_err(|e| {
+                            RegistryError::Blobs(format!("{}: {e}", path.display()))
+                        })?;
+                        open = Some((sha256.clone(), size, f, Sha256::new(), 0));
+                    }
+                    let Some(o) = open.as_mut() else {
+                        continue;
+                    };
+                    if offset != o.4 || o.4 + data.len() as u64 > o.1 {
+                        return Err(RegistryError::invalid(format!(
+                            "content {sha256}: piece at {offset}, expected {} (size {})",
+                            o.4, o.1
+                        )));
+                    }
+                    o.2.write_all(&data)
+                        .map_err(|e| RegistryError::Blobs(e.to_string()))?;
+                    o.3.update(&data);
+                    o.4 += data.len() as u64;
+                    if o.4 == o.1 {
+                        let Some((sha, _, f, h, _)) = open.take() else {
+                            continue;
+                        };
+                        drop(f);
+                        let got = hex::encode(h.finalize());
+                        if got != sha {
+                            return Err(RegistryError::Corrupt(format!(
+                                "content {sha}: its bytes have sha256 {got}"
+                            )));
+                        }
+                        if let Ok(mut p) = self.protected.lock() {
+                            p.insert(sha.clone());
+                        }
+                        let path = dir.join(&sha);
+                        let key = sha.clone();
+                        self.blob(move |b| b.put(&key, &path)).await?;
+                        stored.insert(sha);
+                    }
+                }
+            }
+        }
+        if let Some(o) = open {
+            return Err(RegistryError::invalid(format!(
+                "content {} ended after {} of {} bytes",
+                o.0, o.4, o.1
+            )));
+        }
+        let snap: Snapshot = serde_json::from_slice(&doc)
+            .map_err(|e| RegistryError::invalid(format!("metadata: not a registry backup: {e}")))?;
+        let mut guard = guard;
+        guard.digests = stored.iter().cloned().collect();
+        Ok((snap, stored, guard))
+    }
+}
