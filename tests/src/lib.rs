@@ -435,3 +435,10 @@ impl MeshProcesses {
         }
     }
 }
+
+/// Serializes the cross-process tests of one test binary: each starts
+/// services that want the machine's cores to themselves.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}

@@ -17,6 +17,7 @@ fn free_port() -> String {
 
 #[test]
 fn mlmesh_up_serves_the_demo_corpus_and_stops_cleanly() {
+    let _serial = mlmesh_tests::serial();
     let data = TempDir::new("launcher");
     let [
         gateway,

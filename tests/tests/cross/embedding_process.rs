@@ -8,6 +8,7 @@ use mlmesh_tests::{Service, binary};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_finishes_every_accepted_call_then_exits_0() {
+    let _serial = mlmesh_tests::serial();
     let mut svc = Service::start(
         "mlmesh-embedding",
         &[
@@ -73,6 +74,7 @@ async fn sigterm_under_load_finishes_every_accepted_call_then_exits_0() {
 
 #[test]
 fn help_documents_every_setting() {
+    let _serial = mlmesh_tests::serial();
     let out = Command::new(binary("mlmesh-embedding"))
         .arg("--help")
         .output()
@@ -99,6 +101,7 @@ fn help_documents_every_setting() {
 
 #[test]
 fn bad_configuration_fails_at_start_naming_the_key() {
+    let _serial = mlmesh_tests::serial();
     for (key, value, expect) in [
         (
             "MLMESH_EMBEDDING__MAX_BATCH_SIZE",

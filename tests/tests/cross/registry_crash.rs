@@ -137,6 +137,7 @@ async fn pulled_digests(c: &mut RegistryClient<Channel>, version: i64) -> Vec<St
 
 #[test]
 fn kill_9_never_shows_a_half_made_version_and_keeps_every_acknowledged_one() {
+    let _serial = mlmesh_tests::serial();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let data = TempDir::new("registry-crash");
     let mut svc = start(&data);

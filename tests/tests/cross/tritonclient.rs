@@ -17,6 +17,7 @@ use serde_json::Value;
 
 #[test]
 fn the_official_tritonclient_works_unchanged() {
+    let _serial = mlmesh_tests::serial();
     let site = repo_root().join(".cache/mlmesh/py/tritonclient");
     if !site.join(".mlmesh-stamp").is_file() {
         eprintln!(

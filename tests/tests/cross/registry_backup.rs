@@ -131,6 +131,7 @@ async fn state(c: &mut RegistryClient<Channel>) -> String {
 
 #[test]
 fn backup_of_a_running_registry_restores_into_an_empty_one() {
+    let _serial = mlmesh_tests::serial();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let (a_data, b_data, backup_parent) = (
         TempDir::new("backup-a"),

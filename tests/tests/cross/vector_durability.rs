@@ -117,6 +117,7 @@ async fn assert_exactly(c: &mut VectorSearchClient<Channel>, name: &str, expecte
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_kill_9() {
+    let _serial = mlmesh_tests::serial();
     let data = TempDir::new("vector-kill9");
     let name = "durable";
 
@@ -214,6 +215,7 @@ async fn acknowledged_writes_survive_kill_9() {
 
 #[test]
 fn help_documents_every_setting() {
+    let _serial = mlmesh_tests::serial();
     let out = std::process::Command::new(mlmesh_tests::binary("mlmesh-vector-search"))
         .arg("--help")
         .output()
@@ -239,6 +241,7 @@ fn help_documents_every_setting() {
 
 #[test]
 fn bad_configuration_fails_at_start_naming_the_key() {
+    let _serial = mlmesh_tests::serial();
     let data = TempDir::new("vector-badconfig");
     for (key, value, expect) in [
         ("MLMESH_VECTOR__BACKEND", "faiss", "backend"),

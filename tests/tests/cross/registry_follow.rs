@@ -124,6 +124,7 @@ fn probabilities(r: &ipb::ModelInferResponse) -> Vec<f32> {
 
 #[test]
 fn the_inference_service_follows_an_alias_with_zero_failed_calls() {
+    let _serial = mlmesh_tests::serial();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

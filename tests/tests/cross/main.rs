@@ -1,0 +1,19 @@
+//! Cross-process tests: real mlmesh binaries (built by `cargo build
+//! --workspace --bins` first, as `make test` does) started as processes and
+//! driven over loopback, plus the official clients of other ecosystems.
+//!
+//! One test binary (linking one per file cost minutes of CI); each test
+//! holds [`mlmesh_tests::serial`] so that, as before, they do not compete
+//! for this machine's two cores.
+
+mod embedding_process;
+mod launcher;
+mod mesh_e2e;
+mod mesh_tracing;
+mod openai_client;
+mod otlp_export;
+mod registry_backup;
+mod registry_crash;
+mod registry_follow;
+mod tritonclient;
+mod vector_durability;
