@@ -7,7 +7,7 @@ VECTOR_DATA_DIR ?= .cache/mlmesh/vector-data
 GATEWAY_LISTEN ?= 127.0.0.1:50050
 HTTP_LISTEN ?= 127.0.0.1:8080
 
-.PHONY: run test models openai-client tritonclient mlserver bench-inference build check fmt clippy bench bench-embed bench-vector bench-gateway bench-gateway-pinned help
+.PHONY: run test models openai-client tritonclient mlserver bench-inference bench-registry build check fmt clippy bench bench-embed bench-vector bench-gateway bench-gateway-pinned help
 
 help:
 	@echo "make run    set up (models, release build), start the mesh (gateway gRPC $(GATEWAY_LISTEN), HTTP $(HTTP_LISTEN)), load the demo corpus"
@@ -56,7 +56,8 @@ BENCH_ARGS ?= --concurrency 1,4,16 --batch 1,32 --duration 10
 VECTOR_BENCH_ARGS ?= --points 10000,100000 --dim 384 --concurrency 1,8 --duration 6
 GATEWAY_BENCH_ARGS ?= --concurrency 1,8 --duration 6 --rounds 3
 INFERENCE_BENCH_ARGS ?= --concurrency 1,16 --duration 6 --rounds 3
-bench: bench-embed bench-vector bench-gateway bench-inference
+REGISTRY_BENCH_ARGS ?= --sizes 100,500 --rounds 3 --promotions 20
+bench: bench-embed bench-vector bench-gateway bench-inference bench-registry
 
 bench-embed: models
 	$(CARGO) run --release -q -p mlmesh-bench -- embed $(BENCH_ARGS)
@@ -78,3 +79,7 @@ bench-gateway-pinned: build
 # same protocol, same load generator). Needs the release binaries.
 bench-inference: build mlserver
 	$(CARGO) run --release -q -p mlmesh-bench -- inference $(INFERENCE_BENCH_ARGS)
+
+# Needs the release registry and inference binaries beside the load generator.
+bench-registry: build
+	$(CARGO) run --release -q -p mlmesh-bench -- registry $(REGISTRY_BENCH_ARGS)

@@ -15,6 +15,7 @@
 
 mod gateway;
 mod inference;
+mod registry;
 mod vector;
 
 use std::{
@@ -49,6 +50,8 @@ enum Workload {
     Gateway(gateway::GatewayArgs),
     /// Inference: the service vs. the in-process floor and MLServer.
     Inference(inference::InferenceArgs),
+    /// Registry: artifact upload/download vs. cp + sha256sum; alias move → inference.
+    Registry(registry::RegistryArgs),
 }
 
 #[derive(Parser)]
@@ -334,6 +337,7 @@ async fn main() -> anyhow::Result<()> {
             Workload::Vector(args) => vector::run(args).await,
             Workload::Gateway(args) => gateway::run(args).await,
             Workload::Inference(args) => inference::run(args).await,
+            Workload::Registry(args) => registry::run(args).await,
         }
     });
     tokio::select! {

@@ -3,12 +3,15 @@
 //!
 //! Every change is one transaction that also appends its event(s) with the
 //! next revision(s), so the event log is exactly the order of the changes
-//! and has no gaps. Calls block (run them off the reactor); [`sqlite`] is
-//! the embedded implementation.
+//! and has no gaps. Calls block (run them off the reactor). The logic is
+//! written once ([`queries`]) against a small SQL surface ([`sql`]);
+//! [`sqlite`] is the embedded backend.
 
+mod backup_sql;
+pub mod queries;
 pub mod snapshot;
+pub mod sql;
 pub mod sqlite;
-mod sqlite_backup;
 
 use std::collections::BTreeMap;
 
