@@ -7,7 +7,7 @@ VECTOR_DATA_DIR ?= .cache/mlmesh/vector-data
 GATEWAY_LISTEN ?= 127.0.0.1:50050
 HTTP_LISTEN ?= 127.0.0.1:8080
 
-.PHONY: run test models openai-client tritonclient mlserver bench-inference bench-registry build check fmt clippy bench bench-embed bench-vector bench-gateway bench-gateway-pinned help
+.PHONY: run test models postgres openai-client tritonclient mlserver bench-inference bench-registry build check fmt clippy bench bench-embed bench-vector bench-gateway bench-gateway-pinned help
 
 help:
 	@echo "make run    set up (models, release build), start the mesh (gateway gRPC $(GATEWAY_LISTEN), HTTP $(HTTP_LISTEN)), load the demo corpus"
@@ -41,13 +41,17 @@ build: models
 run: build
 	$(CARGO) run --release -q -p mlmesh-cli -- up --gateway $(GATEWAY_LISTEN) --http $(HTTP_LISTEN) --embedding $(LISTEN) --vector-search $(VECTOR_LISTEN) --data-dir $(VECTOR_DATA_DIR)
 
+# PostgreSQL for the registry's conformance suite (Debian package).
+postgres:
+	scripts/install-postgres.sh
+
 fmt:
 	$(CARGO) fmt --all -- --check
 
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-test: models openai-client tritonclient fmt clippy
+test: models openai-client tritonclient postgres fmt clippy
 	# Binaries first: the cross-process tests in tests/ start them.
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod otlp;
+pub mod postgres;
 
 use std::{
     io::{BufRead as _, BufReader},

@@ -21,7 +21,7 @@ use crate::{
     settings::{MAX_PAGE_SIZE, RegistrySettings},
     store::{
         AliasChange, AliasMoveRecord, MetaStore, ModelFilter, ModelRecord, ModelSpec, Selector,
-        VersionFilter, VersionRecord, VersionStatus, sqlite::SqliteStore,
+        VersionFilter, VersionRecord, VersionStatus, postgres::PostgresStore, sqlite::SqliteStore,
     },
     uploads::Staging,
 };
@@ -69,7 +69,9 @@ impl std::fmt::Debug for Registry {
 }
 
 impl Registry {
-    /// Opens the embedded storage under `settings.data_dir`.
+    /// Opens the storage: metadata in SQLite under `settings.data_dir` or
+    /// in PostgreSQL (`metadata_url`), contents under `data_dir`. Call from a
+    /// blocking context of the service's runtime.
     pub fn open(settings: &RegistrySettings, metrics: Metrics) -> Result<Self> {
         let dir = &settings.data_dir;
         std::fs::create_dir_all(dir).map_err(|e| {
@@ -78,7 +80,21 @@ impl Registry {
                 dir.display()
             ))
         })?;
-        let store: Arc<dyn MetaStore> = Arc::new(SqliteStore::open(&dir.join("registry.db"))?);
+        let store: Arc<dyn MetaStore> = if settings.metadata_url.is_empty() {
+            Arc::new(SqliteStore::open(&dir.join("registry.db"))?)
+        } else {
+            let handle = tokio::runtime::Handle::try_current().map_err(|_| {
+                RegistryError::Store("PostgreSQL needs the service's runtime".into())
+            })?;
+            Arc::new(
+                PostgresStore::connect(&settings.metadata_url.0, handle).map_err(|e| {
+                    RegistryError::Store(format!(
+                        "registry.metadata_url ({}): {e}",
+                        settings.metadata_url.redacted()
+                    ))
+                })?,
+            )
+        };
         let blobs: Arc<dyn BlobStore> = Arc::new(LocalBlobs::open(&dir.join("blobs"))?);
         Self::with_stores(settings, metrics, store, blobs, &dir.join("uploads"))
     }

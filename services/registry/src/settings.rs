@@ -43,6 +43,12 @@ pub struct RegistrySettings {
     /// versions, aliases, events), `blobs/` (file contents by digest) and
     /// `uploads/` (bytes of uploads not yet committed).
     pub data_dir: PathBuf,
+    /// Where models, versions, aliases and events are kept: empty for
+    /// SQLite in `data_dir`, or a PostgreSQL connection string
+    /// (`postgres://user:password@host/db`, or `host=/run/postgresql
+    /// dbname=registry user=…`) shared by several replicas. Never logged
+    /// with its password.
+    pub metadata_url: DbUrl,
     /// Most files in one version.
     pub max_files: usize,
     /// Most bytes in one upload message's `data`.
@@ -70,6 +76,7 @@ impl Default for RegistrySettings {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from(".mlmesh/registry"),
+            metadata_url: DbUrl::default(),
             max_files: 10_000,
             max_chunk_bytes: 4 * 1024 * 1024,
             download_chunk_bytes: 1024 * 1024,
@@ -80,6 +87,50 @@ impl Default for RegistrySettings {
             watch_progress_secs: 10,
             page_size: 100,
         }
+    }
+}
+
+/// A database connection string; its password never reaches a log.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DbUrl(pub String);
+
+impl DbUrl {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The string with any password replaced by `***`.
+    pub fn redacted(&self) -> String {
+        let s = &self.0;
+        if let Some(rest) = s
+            .strip_prefix("postgres://")
+            .or_else(|| s.strip_prefix("postgresql://"))
+        {
+            if let Some((cred, host)) = rest.split_once('@')
+                && let Some((user, _)) = cred.split_once(':')
+            {
+                let scheme = &s[..s.len() - rest.len()];
+                return format!("{scheme}{user}:***@{host}");
+            }
+            return s.clone();
+        }
+        s.split_whitespace()
+            .map(|kv| {
+                if kv.starts_with("password=") {
+                    "password=***".to_owned()
+                } else {
+                    kv.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+impl std::fmt::Debug for DbUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.redacted())
     }
 }
 
@@ -116,6 +167,17 @@ impl RegistrySettings {
             if v == 0 {
                 return bad(key, "must be at least 1".into());
             }
+        }
+        let url = &self.metadata_url.0;
+        if !url.is_empty()
+            && !url.starts_with("postgres://")
+            && !url.starts_with("postgresql://")
+            && !url.contains("host=")
+        {
+            return bad(
+                "metadata_url",
+                "expected empty (SQLite in data_dir), a postgres:// URL or a key=value string with host=".into(),
+            );
         }
         if self.page_size > MAX_PAGE_SIZE {
             return bad("page_size", format!("must be at most {MAX_PAGE_SIZE}"));
@@ -162,6 +224,25 @@ mod tests {
         let s = Settings::load(None, env(&[("MLMESH_REGISTRY__DATA_DIR", "/tmp/r")])).expect("ok");
         assert_eq!(s.registry.data_dir, PathBuf::from("/tmp/r"));
         assert_eq!(s.server.listen.port(), DEFAULT_GRPC_PORT);
+    }
+
+    #[test]
+    fn passwords_are_never_printed() {
+        for (url, shown) in [
+            (
+                "postgres://reg:s3cret@db:5432/r",
+                "postgres://reg:***@db:5432/r",
+            ),
+            (
+                "host=/run/pg user=reg password=s3cret dbname=r",
+                "host=/run/pg user=reg password=*** dbname=r",
+            ),
+            ("postgres://db/r", "postgres://db/r"),
+        ] {
+            let u = DbUrl(url.into());
+            assert_eq!(u.redacted(), shown);
+            assert!(!format!("{u:?}").contains("s3cret"));
+        }
     }
 
     #[test]

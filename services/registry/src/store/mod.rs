@@ -5,9 +5,11 @@
 //! next revision(s), so the event log is exactly the order of the changes
 //! and has no gaps. Calls block (run them off the reactor). The logic is
 //! written once ([`queries`]) against a small SQL surface ([`sql`]);
-//! [`sqlite`] is the embedded backend.
+//! [`sqlite`] is the embedded backend, [`postgres`] the one several
+//! replicas share.
 
 mod backup_sql;
+pub mod postgres;
 pub mod queries;
 pub mod snapshot;
 pub mod sql;

@@ -3,11 +3,13 @@
 use mlmesh_proto::registry::v1 as pb;
 use tonic::Code;
 
-use crate::helpers::{assert_status, fresh};
+use crate::helpers::{Store, assert_status};
 
-#[tokio::test]
-async fn aliases_move_by_compare_and_set_and_roll_back() {
-    let (app, _dir) = fresh().await;
+async fn aliases_move_by_compare_and_set_and_roll_back(store: Store) {
+    let Some(env) = store.env("aliases_move_by_compare_and_set_and_roll_back") else {
+        return;
+    };
+    let app = env.spawn(|_| {}).await;
     app.create("m").await;
     for i in 1..=3u8 {
         app.push("m", &[("a", vec![i])]).await;
@@ -170,9 +172,11 @@ async fn aliases_move_by_compare_and_set_and_roll_back() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn bad_alias_requests_get_clear_statuses() {
-    let (app, _dir) = fresh().await;
+async fn bad_alias_requests_get_clear_statuses(store: Store) {
+    let Some(env) = store.env("bad_alias_requests_get_clear_statuses") else {
+        return;
+    };
+    let app = env.spawn(|_| {}).await;
     app.create("m").await;
     app.push("m", &[("a", vec![1])]).await;
     assert_status(
@@ -216,3 +220,8 @@ async fn bad_alias_requests_get_clear_statuses() {
     );
     app.stop().await;
 }
+
+crate::helpers::on_every_store!(
+    aliases_move_by_compare_and_set_and_roll_back,
+    bad_alias_requests_get_clear_statuses,
+);

@@ -58,11 +58,71 @@ pub async fn spawn_app(data: &Path, tweak: impl FnOnce(&mut Settings)) -> TestAp
     }
 }
 
-/// A registry over a fresh temp folder (kept while the pair lives).
-pub async fn fresh() -> (TestApp, TempDir) {
-    let dir = TempDir::new("registry");
-    (spawn_app(dir.path(), |_| {}).await, dir)
+/// The metadata store a test runs on.
+#[derive(Clone, Copy, Debug)]
+pub enum Store {
+    Sqlite,
+    Postgres,
 }
+
+/// A test's storage: a temp folder (contents; SQLite) and, on PostgreSQL,
+/// a database of its own in the shared test server.
+pub struct Env {
+    pub dir: TempDir,
+    pub url: String,
+}
+
+impl Store {
+    /// None (the reason printed) when this store cannot run here.
+    pub fn env(self, label: &str) -> Option<Env> {
+        let url = match self {
+            Store::Sqlite => String::new(),
+            Store::Postgres => mlmesh_tests::postgres::Postgres::shared()?.database(label),
+        };
+        Some(Env {
+            dir: TempDir::new("registry"),
+            url,
+        })
+    }
+}
+
+impl Env {
+    /// A registry over this storage (again after a stop: same data).
+    pub async fn spawn(&self, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+        let url = self.url.clone();
+        spawn_app(self.dir.path(), move |s| {
+            s.registry.metadata_url = mlmesh_registry::settings::DbUrl(url);
+            tweak(s);
+        })
+        .await
+    }
+}
+
+/// Generates `sqlite::<test>` and `postgres::<test>` for each test
+/// function (`async fn name(store: Store)`): one conformance suite, both
+/// metadata stores. The PostgreSQL ones print why they skip when no server
+/// can be started.
+macro_rules! on_every_store {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name($crate::helpers::Store::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name($crate::helpers::Store::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+pub(crate) use on_every_store;
 
 impl TestApp {
     pub fn client(&self) -> Client {

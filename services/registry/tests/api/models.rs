@@ -3,7 +3,7 @@
 use mlmesh_proto::registry::v1 as pb;
 use tonic::Code;
 
-use crate::helpers::{assert_status, fresh};
+use crate::helpers::{Store, assert_status};
 
 fn metadata(pairs: &[(&str, serde_json::Value)]) -> prost_types::Struct {
     let m: serde_json::Map<String, serde_json::Value> = pairs
@@ -13,9 +13,11 @@ fn metadata(pairs: &[(&str, serde_json::Value)]) -> prost_types::Struct {
     mlmesh_proto::json::json_to_struct(m)
 }
 
-#[tokio::test]
-async fn models_are_created_read_updated_and_searched() {
-    let (app, _dir) = fresh().await;
+async fn models_are_created_read_updated_and_searched(store: Store) {
+    let Some(env) = store.env("models_are_created_read_updated_and_searched") else {
+        return;
+    };
+    let app = env.spawn(|_| {}).await;
     let mut c = app.client();
     for (name, team, task) in [
         ("fraud", "risk", "classification"),
@@ -168,9 +170,11 @@ async fn models_are_created_read_updated_and_searched() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn bad_model_requests_get_clear_statuses() {
-    let (app, _dir) = fresh().await;
+async fn bad_model_requests_get_clear_statuses(store: Store) {
+    let Some(env) = store.env("bad_model_requests_get_clear_statuses") else {
+        return;
+    };
+    let app = env.spawn(|_| {}).await;
     let mut c = app.client();
     for bad in ["", "../x", "a/b", ".hidden", "-x"] {
         assert_status(
@@ -213,3 +217,8 @@ async fn bad_model_requests_get_clear_statuses() {
     );
     app.stop().await;
 }
+
+crate::helpers::on_every_store!(
+    models_are_created_read_updated_and_searched,
+    bad_model_requests_get_clear_statuses,
+);

@@ -2,17 +2,17 @@
 //! after their grace period and never while an upload may use them.
 
 use mlmesh_proto::registry::v1 as pb;
-use mlmesh_tests::TempDir;
 
 use crate::{
-    helpers::{bytes, spawn_app},
+    helpers::{Store, bytes},
     versions::count_files,
 };
 
-#[tokio::test]
-async fn everything_survives_a_restart() {
-    let dir = TempDir::new("registry");
-    let app = spawn_app(dir.path(), |_| {}).await;
+async fn everything_survives_a_restart(store: Store) {
+    let Some(env) = store.env("everything_survives_a_restart") else {
+        return;
+    };
+    let app = env.spawn(|_| {}).await;
     app.create("m").await;
     let files = vec![("w", bytes(10, 70_000))];
     app.push("m", &files).await;
@@ -33,7 +33,7 @@ async fn everything_survives_a_restart() {
     .expect("partial");
     app.stop().await;
 
-    let app = spawn_app(dir.path(), |_| {}).await;
+    let app = env.spawn(|_| {}).await;
     let m = app
         .client()
         .get_model(pb::GetModelRequest { name: "m".into() })
@@ -54,11 +54,12 @@ async fn everything_survives_a_restart() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn released_contents_go_after_the_grace_period_only() {
-    let dir = TempDir::new("registry");
-    let app = spawn_app(dir.path(), |s| s.registry.blob_grace_secs = 0).await;
-    let blobs = dir.path().join("blobs");
+async fn released_contents_go_after_the_grace_period_only(store: Store) {
+    let Some(env) = store.env("released_contents_go_after_the_grace_period_only") else {
+        return;
+    };
+    let app = env.spawn(|s| s.registry.blob_grace_secs = 0).await;
+    let blobs = env.dir.path().join("blobs");
     app.create("m").await;
     let shared = bytes(20, 5000);
     app.push("m", &[("a", shared.clone()), ("b", bytes(21, 10))])
@@ -107,3 +108,8 @@ async fn released_contents_go_after_the_grace_period_only() {
     assert_eq!(count_files(&blobs), 0);
     app.stop().await;
 }
+
+crate::helpers::on_every_store!(
+    everything_survives_a_restart,
+    released_contents_go_after_the_grace_period_only,
+);

@@ -4,11 +4,13 @@
 use mlmesh_proto::registry::v1 as pb;
 use tonic::Code;
 
-use crate::helpers::{assert_status, bytes, fresh, manifest, sha256};
+use crate::helpers::{Store, assert_status, bytes, manifest, sha256};
 
-#[tokio::test]
-async fn a_pushed_version_downloads_byte_for_byte() {
-    let (app, _dir) = fresh().await;
+async fn a_pushed_version_downloads_byte_for_byte(store: Store) {
+    let Some(env) = store.env("a_pushed_version_downloads_byte_for_byte") else {
+        return;
+    };
+    let app = env.spawn(|_| {}).await;
     app.create("iris").await;
     let files = vec![
         ("model.onnx", bytes(1, 300_000)),
@@ -75,9 +77,11 @@ async fn a_pushed_version_downloads_byte_for_byte() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn an_upload_resumes_where_the_broken_stream_stopped() {
-    let (app, _dir) = fresh().await;
+async fn an_upload_resumes_where_the_broken_stream_stopped(store: Store) {
+    let Some(env) = store.env("an_upload_resumes_where_the_broken_stream_stopped") else {
+        return;
+    };
+    let app = env.spawn(|_| {}).await;
     app.create("big").await;
     let files = vec![
         ("weights", bytes(3, 200_000)),
@@ -166,9 +170,11 @@ async fn an_upload_resumes_where_the_broken_stream_stopped() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn a_stored_content_is_stored_once_and_never_resent() {
-    let (app, dir) = fresh().await;
+async fn a_stored_content_is_stored_once_and_never_resent(store: Store) {
+    let Some(env) = store.env("a_stored_content_is_stored_once_and_never_resent") else {
+        return;
+    };
+    let app = env.spawn(|_| {}).await;
     app.create("m").await;
     let shared = bytes(5, 50_000);
     app.push("m", &[("a", shared.clone())]).await;
@@ -183,7 +189,7 @@ async fn a_stored_content_is_stored_once_and_never_resent() {
         .expect("send");
     let v = done.version.expect("committed");
     assert_eq!(app.pull("m", v.version).await[0].1, shared);
-    let stored = count_files(&dir.path().join("blobs"));
+    let stored = count_files(&env.dir.path().join("blobs"));
     assert_eq!(stored, 2, "two distinct contents, stored once each");
     app.stop().await;
 }
@@ -201,9 +207,12 @@ pub fn count_files(dir: &std::path::Path) -> usize {
     n
 }
 
-#[tokio::test]
-async fn a_digest_or_size_mismatch_fails_the_upload_and_commits_nothing() {
-    let (app, dir) = fresh().await;
+async fn a_digest_or_size_mismatch_fails_the_upload_and_commits_nothing(store: Store) {
+    let Some(env) = store.env("a_digest_or_size_mismatch_fails_the_upload_and_commits_nothing")
+    else {
+        return;
+    };
+    let app = env.spawn(|_| {}).await;
     app.create("m").await;
     let good = vec![("ok", bytes(7, 1000)), ("model.bin", bytes(8, 1000))];
     // Declared digest of other bytes.
@@ -246,14 +255,16 @@ async fn a_digest_or_size_mismatch_fails_the_upload_and_commits_nothing() {
         Code::InvalidArgument,
         &["\"x\"", "declared size of 10"],
     );
-    assert_eq!(count_files(&dir.path().join("blobs")), 0);
-    assert_eq!(count_files(&dir.path().join("uploads")), 0);
+    assert_eq!(count_files(&env.dir.path().join("blobs")), 0);
+    assert_eq!(count_files(&env.dir.path().join("uploads")), 0);
     app.stop().await;
 }
 
-#[tokio::test]
-async fn bad_manifests_and_chunks_are_refused() {
-    let (app, _dir) = fresh().await;
+async fn bad_manifests_and_chunks_are_refused(store: Store) {
+    let Some(env) = store.env("bad_manifests_and_chunks_are_refused") else {
+        return;
+    };
+    let app = env.spawn(|_| {}).await;
     app.create("m").await;
     let entry = |path: &str| pb::FileEntry {
         path: path.into(),
@@ -347,9 +358,11 @@ async fn bad_manifests_and_chunks_are_refused() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn status_changes_and_deletion() {
-    let (app, _dir) = fresh().await;
+async fn status_changes_and_deletion(store: Store) {
+    let Some(env) = store.env("status_changes_and_deletion") else {
+        return;
+    };
+    let app = env.spawn(|_| {}).await;
     app.create("m").await;
     app.push("m", &[("a", vec![1])]).await;
     app.push("m", &[("a", vec![2])]).await;
@@ -410,3 +423,12 @@ async fn status_changes_and_deletion() {
     assert_eq!(app.push("m", &[("a", vec![3])]).await.version, 3);
     app.stop().await;
 }
+
+crate::helpers::on_every_store!(
+    a_pushed_version_downloads_byte_for_byte,
+    an_upload_resumes_where_the_broken_stream_stopped,
+    a_stored_content_is_stored_once_and_never_resent,
+    a_digest_or_size_mismatch_fails_the_upload_and_commits_nothing,
+    bad_manifests_and_chunks_are_refused,
+    status_changes_and_deletion,
+);

@@ -7,7 +7,7 @@ use std::time::Duration;
 use mlmesh_proto::registry::v1::{self as pb, EventKind};
 use tonic::{Code, Streaming};
 
-use crate::helpers::{fresh, spawn_app};
+use crate::helpers::Store;
 
 async fn next(s: &mut Streaming<pb::WatchEvent>) -> pb::WatchEvent {
     tokio::time::timeout(Duration::from_secs(10), s.message())
@@ -21,9 +21,11 @@ async fn watch(app: &crate::helpers::TestApp, req: pb::WatchRequest) -> Streamin
     app.client().watch(req).await.expect("watch").into_inner()
 }
 
-#[tokio::test]
-async fn watch_replays_from_a_revision_then_follows_live() {
-    let (app, _dir) = fresh().await;
+async fn watch_replays_from_a_revision_then_follows_live(store: Store) {
+    let Some(env) = store.env("watch_replays_from_a_revision_then_follows_live") else {
+        return;
+    };
+    let app = env.spawn(|_| {}).await;
     app.create("m").await; // 1
     app.push("m", &[("a", vec![1])]).await; // 2
     app.set_alias("m", "production", 1, None)
@@ -91,14 +93,16 @@ async fn watch_replays_from_a_revision_then_follows_live() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn idle_watchers_get_progress_and_old_revisions_are_refused() {
-    let dir = mlmesh_tests::TempDir::new("registry");
-    let app = spawn_app(dir.path(), |s| {
-        s.registry.watch_progress_secs = 1;
-        s.registry.event_retention = 2;
-    })
-    .await;
+async fn idle_watchers_get_progress_and_old_revisions_are_refused(store: Store) {
+    let Some(env) = store.env("idle_watchers_get_progress_and_old_revisions_are_refused") else {
+        return;
+    };
+    let app = env
+        .spawn(|s| {
+            s.registry.watch_progress_secs = 1;
+            s.registry.event_retention = 2;
+        })
+        .await;
     app.create("m").await;
     app.create("n").await;
     app.create("o").await; // revisions 1..=3
@@ -152,3 +156,8 @@ async fn idle_watchers_get_progress_and_old_revisions_are_refused() {
     .expect("the stream ends on shutdown");
     assert!(end.is_err() || end.expect("ok").is_none());
 }
+
+crate::helpers::on_every_store!(
+    watch_replays_from_a_revision_then_follows_live,
+    idle_watchers_get_progress_and_old_revisions_are_refused,
+);
