@@ -438,8 +438,15 @@ impl MeshProcesses {
 }
 
 /// Serializes the cross-process tests of one test binary: each starts
-/// services that want the machine's cores to themselves.
-pub fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+/// services that want the machine's cores to themselves. For `#[test]`
+/// functions; async tests use [`serial_async`] (the same lock).
+pub fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    SERIAL.blocking_lock()
 }
+
+/// [`serial`] for `#[tokio::test]` functions.
+pub async fn serial_async() -> tokio::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().await
+}
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

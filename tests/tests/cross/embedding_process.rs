@@ -8,7 +8,7 @@ use mlmesh_tests::{Service, binary};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_finishes_every_accepted_call_then_exits_0() {
-    let _serial = mlmesh_tests::serial();
+    let _serial = mlmesh_tests::serial_async().await;
     let mut svc = Service::start(
         "mlmesh-embedding",
         &[

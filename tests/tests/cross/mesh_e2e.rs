@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn held_out_questions_find_their_document_first() {
-    let _serial = mlmesh_tests::serial();
+    let _serial = mlmesh_tests::serial_async().await;
     let data: Value = serde_json::from_str(
         &std::fs::read_to_string(repo_root().join("tests/data/e2e-corpus.json")).expect("corpus"),
     )

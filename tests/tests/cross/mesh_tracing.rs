@@ -13,7 +13,7 @@ use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_search_is_one_trace_across_three_processes() {
-    let _serial = mlmesh_tests::serial();
+    let _serial = mlmesh_tests::serial_async().await;
     let (collector, otlp) = OtlpCollector::start().await;
     let mesh = MeshProcesses::start(&[("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{otlp}"))]);
 

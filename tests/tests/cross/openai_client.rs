@@ -44,7 +44,7 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_openai_python_client_works_unchanged() {
-    let _serial = mlmesh_tests::serial();
+    let _serial = mlmesh_tests::serial_async().await;
     let site = repo_root().join(".cache/mlmesh/py/openai");
     if !site.join(".mlmesh-stamp").is_file() {
         eprintln!(

@@ -10,7 +10,7 @@ use mlmesh_tests::{Service, otlp::OtlpCollector};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedding_spans_reach_an_otlp_collector_in_the_callers_trace() {
-    let _serial = mlmesh_tests::serial();
+    let _serial = mlmesh_tests::serial_async().await;
     let (collector, addr) = OtlpCollector::start().await;
     let mut svc = Service::start(
         "mlmesh-embedding",
@@ -68,7 +68,7 @@ async fn embedding_spans_reach_an_otlp_collector_in_the_callers_trace() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inference_spans_show_the_queue_and_the_batch_run() {
-    let _serial = mlmesh_tests::serial();
+    let _serial = mlmesh_tests::serial_async().await;
     use mlmesh_proto::inference::{
         InferTensorContents, ModelInferRequest,
         grpc_inference_service_client::GrpcInferenceServiceClient,

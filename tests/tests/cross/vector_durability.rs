@@ -117,7 +117,7 @@ async fn assert_exactly(c: &mut VectorSearchClient<Channel>, name: &str, expecte
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_kill_9() {
-    let _serial = mlmesh_tests::serial();
+    let _serial = mlmesh_tests::serial_async().await;
     let data = TempDir::new("vector-kill9");
     let name = "durable";
 
