@@ -30,6 +30,8 @@ Settings (file key / environment variable / default):
   registry.housekeeping_secs MLMESH_REGISTRY__HOUSEKEEPING_SECS  60
   registry.event_retention   MLMESH_REGISTRY__EVENT_RETENTION    100000 events kept for Watch
   registry.watch_progress_secs MLMESH_REGISTRY__WATCH_PROGRESS_SECS 10
+  registry.watch_poll_ms     MLMESH_REGISTRY__WATCH_POLL_MS      1000 (log re-read: other replicas' commits)
+  registry.metadata_url      MLMESH_REGISTRY__METADATA_URL       (empty: SQLite in data_dir; else PostgreSQL)
   registry.page_size         MLMESH_REGISTRY__PAGE_SIZE          100 (at most 1000)
 
 Trace export: OTEL_EXPORTER_OTLP_ENDPOINT (off when unset), OTEL_SERVICE_NAME.";

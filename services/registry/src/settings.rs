@@ -68,6 +68,10 @@ pub struct RegistrySettings {
     pub event_retention: u64,
     /// Seconds between PROGRESS events sent to an idle watcher.
     pub watch_progress_secs: u64,
+    /// Milliseconds between reads of the event log by an idle watcher, to
+    /// see commits of other replicas (a shared PostgreSQL); this replica's
+    /// own commits wake watchers at once.
+    pub watch_poll_ms: u64,
     /// Default page size of the list calls (at most 1000).
     pub page_size: u32,
 }
@@ -85,6 +89,7 @@ impl Default for RegistrySettings {
             housekeeping_secs: 60,
             event_retention: 100_000,
             watch_progress_secs: 10,
+            watch_poll_ms: 1000,
             page_size: 100,
         }
     }
@@ -162,6 +167,7 @@ impl RegistrySettings {
             ("housekeeping_secs", self.housekeeping_secs),
             ("event_retention", self.event_retention),
             ("watch_progress_secs", self.watch_progress_secs),
+            ("watch_poll_ms", self.watch_poll_ms),
             ("page_size", u64::from(self.page_size)),
         ] {
             if v == 0 {

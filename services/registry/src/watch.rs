@@ -86,6 +86,11 @@ impl Registry {
         tx: &mpsc::Sender<Result<WatchItem>>,
     ) -> Result<()> {
         let progress = Duration::from_secs(self.settings.watch_progress_secs);
+        // Commits of this replica wake the watcher at once; those of other
+        // replicas (a shared PostgreSQL) are found by reading the log again
+        // every `watch_poll_ms`.
+        let poll = Duration::from_millis(self.settings.watch_poll_ms).min(progress);
+        let mut quiet_since = tokio::time::Instant::now();
         let mut head = self.head.subscribe();
         let mut closing = self.closing.subscribe();
         loop {
@@ -105,8 +110,11 @@ impl Registry {
             let full = events.len() == BATCH as usize;
             for e in events {
                 after = e.revision;
-                if spec.wants(&e) && tx.send(Ok(WatchItem::Event(e))).await.is_err() {
-                    return Ok(());
+                if spec.wants(&e) {
+                    if tx.send(Ok(WatchItem::Event(e))).await.is_err() {
+                        return Ok(());
+                    }
+                    quiet_since = tokio::time::Instant::now();
                 }
             }
             if full {
@@ -119,9 +127,12 @@ impl Registry {
                     }
                 }
                 _ = async { closing.wait_for(|c| *c).await.is_ok() } => return Err(RegistryError::ShuttingDown),
-                () = tokio::time::sleep(progress) => {
-                    if tx.send(Ok(WatchItem::Progress(after))).await.is_err() {
-                        return Ok(());
+                () = tokio::time::sleep(poll) => {
+                    if quiet_since.elapsed() >= progress {
+                        if tx.send(Ok(WatchItem::Progress(after))).await.is_err() {
+                            return Ok(());
+                        }
+                        quiet_since = tokio::time::Instant::now();
                     }
                 }
                 () = tx.closed() => return Ok(()),

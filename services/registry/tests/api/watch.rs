@@ -161,3 +161,46 @@ crate::helpers::on_every_store!(
     watch_replays_from_a_revision_then_follows_live,
     idle_watchers_get_progress_and_old_revisions_are_refused,
 );
+
+/// Two replicas on one PostgreSQL database: a watcher on one sees what is
+/// committed through the other, and a compare-and-set made through one is
+/// seen by the other.
+#[tokio::test]
+async fn replicas_sharing_postgres_see_each_others_changes() {
+    let Some(env) = Store::Postgres.env("replicas") else {
+        return;
+    };
+    let a = env.spawn(|s| s.registry.watch_poll_ms = 100).await;
+    let b = env.spawn(|s| s.registry.watch_poll_ms = 100).await;
+    let mut w = watch(
+        &a,
+        pb::WatchRequest {
+            start_revision: 0,
+            filter: None,
+        },
+    )
+    .await;
+    b.create("shared").await;
+    let e = next(&mut w).await;
+    assert_eq!(
+        (e.kind, e.model.as_str()),
+        (EventKind::ModelCreated as i32, "shared")
+    );
+    a.push("shared", &[("m", vec![1])]).await;
+    b.set_alias("shared", "production", 1, Some(0))
+        .await
+        .expect("first");
+    let lost = a.set_alias("shared", "production", 1, Some(0)).await;
+    assert_eq!(
+        lost.expect_err("lost race").code(),
+        Code::FailedPrecondition
+    );
+    // Revisions stay gap-free across replicas.
+    let revs: Vec<i64> = [next(&mut w).await, next(&mut w).await]
+        .iter()
+        .map(|e| e.revision)
+        .collect();
+    assert_eq!(revs, [e.revision + 1, e.revision + 2]);
+    a.stop().await;
+    b.stop().await;
+}
