@@ -15,5 +15,6 @@ mod otlp_export;
 mod registry_backup;
 mod registry_crash;
 mod registry_follow;
+mod registry_support;
 mod tritonclient;
 mod vector_durability;

@@ -30,42 +30,13 @@ fn cli(addr: &str, args: &[&str]) -> std::process::Output {
 }
 
 async fn push(c: &mut RegistryClient<Channel>, model: &str, files: &[(&str, Vec<u8>)]) -> i64 {
-    let up = c
-        .start_upload(pb::StartUploadRequest {
-            model: model.into(),
-            files: files
-                .iter()
-                .map(|(p, b)| pb::FileEntry {
-                    path: (*p).into(),
-                    size: b.len() as u64,
-                    sha256: hex::encode(Sha256::digest(b)),
-                })
-                .collect(),
-            lineage: Some(pb::Lineage {
-                task: "classification".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
+    let lineage = pb::Lineage {
+        task: "classification".into(),
+        ..Default::default()
+    };
+    crate::registry_support::push(c, model, files, Some(lineage), usize::MAX)
         .await
-        .expect("start")
-        .into_inner();
-    let msgs: Vec<pb::UploadChunk> = files
-        .iter()
-        .map(|(p, b)| pb::UploadChunk {
-            upload_id: up.upload_id.clone(),
-            path: (*p).into(),
-            offset: 0,
-            data: b.clone().into(),
-        })
-        .collect();
-    c.upload_files(tokio_stream::iter(msgs))
-        .await
-        .expect("upload")
-        .into_inner()
-        .version
-        .expect("committed")
-        .version
+        .expect("push")
 }
 
 /// Everything observable about a registry, for comparison.

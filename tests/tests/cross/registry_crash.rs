@@ -14,12 +14,10 @@ use mlmesh_tests::{Service, TempDir};
 use sha2::{Digest, Sha256};
 use tonic::transport::Channel;
 
+use crate::registry_support::{push, sha256};
+
 /// A version the registry acknowledged, with the digests of its files.
 type Acked = (i64, Vec<String>);
-
-fn sha256(b: &[u8]) -> String {
-    hex::encode(Sha256::digest(b))
-}
 
 fn content(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -56,7 +54,7 @@ async fn client(svc: &Service) -> RegistryClient<Channel> {
 }
 
 /// Pushes one version of two files; Ok(version) once acknowledged.
-async fn push(
+async fn push_seeded(
     c: &mut RegistryClient<Channel>,
     seed: u64,
 ) -> Result<(i64, Vec<String>), tonic::Status> {
@@ -67,47 +65,18 @@ async fn push(
         ),
         ("config.json", format!("{{\"seed\": {seed}}}").into_bytes()),
     ];
-    let up = c
-        .start_upload(pb::StartUploadRequest {
-            model: "m".into(),
-            files: files
-                .iter()
-                .map(|(p, b)| pb::FileEntry {
-                    path: (*p).into(),
-                    size: b.len() as u64,
-                    sha256: sha256(b),
-                })
-                .collect(),
-            ..Default::default()
-        })
-        .await?
-        .into_inner();
-    let mut msgs = Vec::new();
-    for (p, b) in &files {
-        for (i, part) in b.chunks(32 * 1024).enumerate() {
-            msgs.push(pb::UploadChunk {
-                upload_id: up.upload_id.clone(),
-                path: (*p).into(),
-                offset: (i * 32 * 1024) as u64,
-                data: part.to_vec().into(),
-            });
-        }
-    }
-    let r = c.upload_files(tokio_stream::iter(msgs)).await?.into_inner();
-    let v = r
-        .version
-        .ok_or_else(|| tonic::Status::internal("not committed"))?;
+    let version = push(c, "m", &files, None, 32 * 1024).await?;
     c.set_aliases(pb::SetAliasesRequest {
         model: "m".into(),
         aliases: vec![pb::AliasTarget {
             alias: "production".into(),
-            version: v.version,
+            version,
             expected_version: None,
         }],
         reason: String::new(),
     })
     .await?;
-    Ok((v.version, files.iter().map(|(_, b)| sha256(b)).collect()))
+    Ok((version, files.iter().map(|(_, b)| sha256(b)).collect()))
 }
 
 /// Every byte of a version's files, hashed per file in manifest order.
@@ -162,7 +131,7 @@ fn kill_9_never_shows_a_half_made_version_and_keeps_every_acknowledged_one() {
                 let mut s = first;
                 loop {
                     s += 1;
-                    match push(&mut c, s).await {
+                    match push_seeded(&mut c, s).await {
                         Ok(v) => acked.lock().expect("lock").push(v),
                         Err(_) => return s, // the process died mid-call
                     }

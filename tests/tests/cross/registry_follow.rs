@@ -24,7 +24,6 @@ use mlmesh_proto::{
 };
 use mlmesh_tests::{Service, TempDir, repo_root};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 fn flat(v: &Value) -> Vec<f32> {
     match v {
@@ -57,38 +56,9 @@ fn close(a: &[f32], b: &[f32]) -> bool {
 }
 
 async fn push(c: &mut RegistryClient<tonic::transport::Channel>, files: &[(&str, Vec<u8>)]) -> i64 {
-    let up = c
-        .start_upload(pb::StartUploadRequest {
-            model: "digits".into(),
-            files: files
-                .iter()
-                .map(|(p, b)| pb::FileEntry {
-                    path: (*p).into(),
-                    size: b.len() as u64,
-                    sha256: hex::encode(Sha256::digest(b)),
-                })
-                .collect(),
-            ..Default::default()
-        })
+    crate::registry_support::push(c, "digits", files, None, usize::MAX)
         .await
-        .expect("start")
-        .into_inner();
-    let msgs: Vec<pb::UploadChunk> = files
-        .iter()
-        .map(|(p, b)| pb::UploadChunk {
-            upload_id: up.upload_id.clone(),
-            path: (*p).into(),
-            offset: 0,
-            data: b.clone().into(),
-        })
-        .collect();
-    c.upload_files(tokio_stream::iter(msgs))
-        .await
-        .expect("upload")
-        .into_inner()
-        .version
-        .expect("committed")
-        .version
+        .expect("push")
 }
 
 fn request(row: &[f32]) -> ipb::ModelInferRequest {
