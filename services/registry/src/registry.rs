@@ -192,9 +192,7 @@ impl Registry {
         filter.limit = self.page_size(filter.limit);
         let limit = filter.limit as usize;
         let (models, rev) = self.meta(move |s| s.list_models(&filter)).await?;
-        let next = (models.len() == limit)
-            .then(|| models.last().map(|m| m.spec.name.clone()))
-            .flatten();
+        let next = next_page(&models, limit, |m| m.spec.name.clone());
         Ok((models, next, rev))
     }
 
@@ -212,9 +210,7 @@ impl Registry {
         filter.limit = self.page_size(filter.limit);
         let limit = filter.limit as usize;
         let (versions, rev) = self.meta(move |s| s.list_versions(&model, &filter)).await?;
-        let next = (versions.len() == limit)
-            .then(|| versions.last().map(|v| v.version))
-            .flatten();
+        let next = next_page(&versions, limit, |v| v.version);
         Ok((versions, next, rev))
     }
 
@@ -306,10 +302,18 @@ impl Registry {
                 )
             })
             .await?;
-        let next = (moves.len() == limit as usize)
-            .then(|| moves.last().map(|m| m.revision))
-            .flatten();
+        let next = next_page(&moves, limit as usize, |m| m.revision);
         Ok((moves, next))
+    }
+}
+
+/// The key the next page starts after: the last item's, when the page is
+/// full (a short page is the last one).
+fn next_page<T, K>(items: &[T], limit: usize, key: impl Fn(&T) -> K) -> Option<K> {
+    if items.len() == limit {
+        items.last().map(key)
+    } else {
+        None
     }
 }
 

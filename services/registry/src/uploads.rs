@@ -12,6 +12,7 @@ use std::{
     fs::{self, File, OpenOptions},
     io::{Read, Write},
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use futures::{Stream, StreamExt};
@@ -46,11 +47,6 @@ impl Staging {
 
     pub fn file(&self, id: &str, idx: usize) -> PathBuf {
         self.dir(id).join(idx.to_string())
-    }
-
-    /// Bytes of file `idx` held so far.
-    pub fn received(&self, id: &str, idx: usize) -> u64 {
-        fs::metadata(self.file(id, idx)).map_or(0, |m| m.len())
     }
 
     pub fn remove(&self, id: &str) {
@@ -141,14 +137,14 @@ impl Registry {
             expires_ms: now + self.settings.upload_expiry().as_millis() as i64,
         };
         let record = upload.clone();
-        self.meta(move |s| s.start_upload(&record)).await?;
+        let known = self.meta(move |s| s.start_upload(&record)).await?;
         self.metrics.uploads_started.inc();
-        self.progress(upload).await
+        self.progress(upload, Some(known)).await
     }
 
     pub async fn get_upload(&self, id: String) -> Result<Progress> {
         let upload = self.meta(move |s| s.get_upload(&id)).await?;
-        self.progress(upload).await
+        self.progress(upload, None).await
     }
 
     pub async fn abort_upload(&self, id: String) -> Result<()> {
@@ -169,21 +165,33 @@ impl Registry {
     }
 
     /// How much of each file is held: a content already stored counts
-    /// whole, otherwise the staged bytes.
-    async fn progress(&self, upload: UploadRecord) -> Result<Progress> {
-        let mut received = Vec::with_capacity(upload.files.len());
-        for (i, f) in upload.files.iter().enumerate() {
-            let staged = self.staging.received(&upload.id, i);
-            let held = if staged == 0 {
-                let sha = f.sha256.clone();
-                let known = self.meta(move |s| s.knows_blob(&sha)).await?;
-                let sha = f.sha256.clone();
-                known && self.blob(move |b| b.size(&sha)).await? == Some(f.size)
-            } else {
-                false
-            };
-            received.push(if held { f.size } else { staged });
-        }
+    /// whole, otherwise the staged bytes. `known`: which contents the
+    /// metadata store holds, when the caller already asked it (StartUpload
+    /// does, in its transaction). One trip to the blocking pool.
+    async fn progress(&self, upload: UploadRecord, known: Option<Vec<bool>>) -> Result<Progress> {
+        let staged: Vec<PathBuf> = (0..upload.files.len())
+            .map(|i| self.staging.file(&upload.id, i))
+            .collect();
+        let (store, blobs) = (Arc::clone(&self.store), Arc::clone(&self.blobs));
+        let files = upload.files.clone();
+        let received = tokio::task::spawn_blocking(move || -> Result<Vec<u64>> {
+            let mut received = Vec::with_capacity(files.len());
+            for (i, (f, path)) in files.iter().zip(&staged).enumerate() {
+                let on_disk = fs::metadata(path).map_or(0, |m| m.len());
+                if on_disk > 0 {
+                    received.push(on_disk);
+                    continue;
+                }
+                let known = match &known {
+                    Some(k) => k.get(i).copied().unwrap_or(false),
+                    None => store.knows_blob(&f.sha256)?,
+                };
+                let held = known && blobs.size(&f.sha256)? == Some(f.size);
+                received.push(if held { f.size } else { 0 });
+            }
+            Ok(received)
+        })
+        .await??;
         Ok(Progress { upload, received })
     }
 
@@ -227,7 +235,7 @@ impl Registry {
             let id = id.clone();
             move |s| s.get_upload(&id)
         });
-        let mut progress = self.progress(fetched.await?).await?;
+        let mut progress = self.progress(fetched.await?, None).await?;
         let index: HashMap<String, usize> = progress
             .upload
             .files

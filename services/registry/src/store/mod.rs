@@ -11,6 +11,7 @@
 mod backup_sql;
 pub mod postgres;
 pub mod queries;
+mod schema;
 pub mod snapshot;
 pub mod sql;
 pub mod sqlite;

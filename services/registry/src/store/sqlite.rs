@@ -13,79 +13,6 @@ use super::{
 };
 use crate::error::{RegistryError, Result};
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-INSERT OR IGNORE INTO meta VALUES ('schema', 1), ('revision', 0), ('pruned_through', 0);
-CREATE TABLE IF NOT EXISTS models (
-  id INTEGER PRIMARY KEY,
-  name TEXT NOT NULL UNIQUE,
-  description TEXT NOT NULL,
-  metadata TEXT NOT NULL,
-  latest_version INTEGER NOT NULL,
-  created_ms INTEGER NOT NULL,
-  updated_ms INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS model_tags (
-  model_id INTEGER NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
-  PRIMARY KEY (model_id, key)
-);
--- Top-level metadata fields, for search: strings as they are, other values
--- as JSON text.
-CREATE TABLE IF NOT EXISTS model_meta (
-  model_id INTEGER NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
-  PRIMARY KEY (model_id, key)
-);
-CREATE TABLE IF NOT EXISTS versions (
-  model_id INTEGER NOT NULL,
-  version INTEGER NOT NULL,
-  status INTEGER NOT NULL,
-  manifest_digest TEXT NOT NULL,
-  metadata TEXT NOT NULL,
-  lineage TEXT NOT NULL,
-  task TEXT NOT NULL,
-  created_ms INTEGER NOT NULL,
-  PRIMARY KEY (model_id, version)
-);
-CREATE TABLE IF NOT EXISTS version_files (
-  model_id INTEGER NOT NULL, version INTEGER NOT NULL, idx INTEGER NOT NULL,
-  path TEXT NOT NULL, size INTEGER NOT NULL, sha256 TEXT NOT NULL,
-  PRIMARY KEY (model_id, version, idx)
-);
-CREATE INDEX IF NOT EXISTS version_files_sha256 ON version_files (sha256);
-CREATE TABLE IF NOT EXISTS aliases (
-  model_id INTEGER NOT NULL, alias TEXT NOT NULL, version INTEGER NOT NULL,
-  PRIMARY KEY (model_id, alias)
-);
-CREATE TABLE IF NOT EXISTS alias_history (
-  revision INTEGER PRIMARY KEY,
-  model_id INTEGER NOT NULL, alias TEXT NOT NULL,
-  from_version INTEGER NOT NULL, to_version INTEGER NOT NULL,
-  moved_ms INTEGER NOT NULL, reason TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS alias_history_alias ON alias_history (model_id, alias, revision);
-CREATE TABLE IF NOT EXISTS events (
-  revision INTEGER PRIMARY KEY,
-  kind INTEGER NOT NULL, model TEXT NOT NULL, version INTEGER NOT NULL,
-  alias TEXT NOT NULL, from_version INTEGER NOT NULL, time_ms INTEGER NOT NULL
-);
--- Contents held by the blob store. released_ms: when the last version
--- holding it went (NULL while held).
-CREATE TABLE IF NOT EXISTS blobs (
-  sha256 TEXT PRIMARY KEY, size INTEGER NOT NULL, released_ms INTEGER
-);
-CREATE TABLE IF NOT EXISTS uploads (
-  id TEXT PRIMARY KEY, model_id INTEGER NOT NULL,
-  metadata TEXT NOT NULL, lineage TEXT NOT NULL,
-  created_ms INTEGER NOT NULL, expires_ms INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS upload_files (
-  upload_id TEXT NOT NULL, idx INTEGER NOT NULL,
-  path TEXT NOT NULL, size INTEGER NOT NULL, sha256 TEXT NOT NULL,
-  PRIMARY KEY (upload_id, idx)
-);
-CREATE INDEX IF NOT EXISTS upload_files_sha256 ON upload_files (sha256);
-";
-
 /// The SQLite metadata store.
 pub type SqliteStore = SqlStore<Sqlite>;
 
@@ -108,7 +35,7 @@ impl SqliteStore {
         conn.busy_timeout(Duration::from_secs(30))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(&super::schema::schema("INTEGER PRIMARY KEY"))?;
         Ok(SqlStore::new(Sqlite {
             conn: Mutex::new(conn),
         }))
