@@ -24,7 +24,7 @@ use mlmesh_proto::{
     },
     registry::v1::{self as pb, registry_client::RegistryClient},
 };
-use mlmesh_tests::{Service, repo_root};
+use mlmesh_tests::{Service, TempDir, repo_root};
 use sha2::{Digest, Sha256};
 use tonic::transport::Channel;
 
@@ -355,8 +355,10 @@ async fn promotions(reg: &Service, c: &mut Client, n: usize) -> anyhow::Result<(
         }
     };
     set(c, served[0]).await?;
-    let repo = tempdir("bench-infer-repo")?;
-    let cache = tempdir("bench-infer-cache")?;
+    let (repo, cache) = (
+        TempDir::new("bench-infer-repo"),
+        TempDir::new("bench-infer-cache"),
+    );
     let inf = Service::start(
         "mlmesh-inference",
         &[
@@ -366,7 +368,7 @@ async fn promotions(reg: &Service, c: &mut Client, n: usize) -> anyhow::Result<(
             ),
             (
                 "MLMESH_INFERENCE__MODEL_REPOSITORY",
-                repo.display().to_string(),
+                repo.path().display().to_string(),
             ),
             ("MLMESH_INFERENCE__REGISTRY_ADDR", reg.addr.to_string()),
             (
@@ -375,7 +377,7 @@ async fn promotions(reg: &Service, c: &mut Client, n: usize) -> anyhow::Result<(
             ),
             (
                 "MLMESH_INFERENCE__REGISTRY_CACHE_DIR",
-                cache.display().to_string(),
+                cache.path().display().to_string(),
             ),
         ],
     );
@@ -428,14 +430,5 @@ async fn promotions(reg: &Service, c: &mut Client, n: usize) -> anyhow::Result<(
         median(times)
     );
     drop(inf);
-    let _ = std::fs::remove_dir_all(&repo);
-    let _ = std::fs::remove_dir_all(&cache);
     Ok(())
-}
-
-fn tempdir(label: &str) -> anyhow::Result<PathBuf> {
-    let p = std::env::temp_dir().join(format!("mlmesh-{label}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&p);
-    std::fs::create_dir_all(&p)?;
-    Ok(p)
 }
