@@ -246,7 +246,7 @@ impl Follower {
     /// Downloads every file of `v`, checks sizes and digests, and moves the
     /// whole version into place at once.
     async fn pull(&self, c: &mut Client, v: &pb::Version, model_dir: &Path) -> Result<(), String> {
-        let layout = Layout::of(&v.files)?;
+        let layout = Layout::of(&v.files);
         let staging = model_dir.join(format!(".pull-{}-{}", v.version, std::process::id()));
         let _ = fs::remove_dir_all(&staging);
         let mut stream = c
@@ -328,7 +328,7 @@ struct Layout {
 }
 
 impl Layout {
-    fn of(files: &[pb::FileEntry]) -> Result<Self, String> {
+    fn of(files: &[pb::FileEntry]) -> Self {
         let tops: std::collections::BTreeSet<&str> = files
             .iter()
             .filter(|f| f.path != "config.pbtxt")
@@ -342,7 +342,7 @@ impl Layout {
             (1, Some(t)) if nested && t.parse::<u64>().is_ok() => Some(format!("{t}/")),
             _ => None,
         };
-        Ok(Self { strip })
+        Self { strip }
     }
 
     fn place(&self, path: &str) -> Result<PathBuf, String> {
@@ -395,7 +395,7 @@ mod tests {
 
     #[test]
     fn a_triton_folder_loses_its_version_folder() {
-        let l = Layout::of(&[f("config.pbtxt"), f("1/model.onnx")]).expect("layout");
+        let l = Layout::of(&[f("config.pbtxt"), f("1/model.onnx")]);
         assert_eq!(
             l.place("1/model.onnx").expect("ok"),
             PathBuf::from("model.onnx")
@@ -404,7 +404,7 @@ mod tests {
             l.place("config.pbtxt").expect("ok"),
             PathBuf::from("config.pbtxt")
         );
-        let bare = Layout::of(&[f("model.npz")]).expect("layout");
+        let bare = Layout::of(&[f("model.npz")]);
         assert_eq!(
             bare.place("model.npz").expect("ok"),
             PathBuf::from("model.npz")
