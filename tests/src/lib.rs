@@ -5,6 +5,7 @@
 
 pub mod otlp;
 pub mod postgres;
+pub mod s3;
 
 use std::{
     io::{BufRead as _, BufReader},

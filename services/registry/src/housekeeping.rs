@@ -62,7 +62,9 @@ impl Registry {
                 report.blobs_removed += 1;
             }
         }
-        // Contents moved in by a commit that crashed before its transaction.
+        // Contents moved in by a commit that crashed before its transaction
+        // (and that no upload in progress, here or on another replica
+        // sharing the stores, may be about to commit).
         let cutoff = SystemTime::now()
             .checked_sub(grace)
             .unwrap_or(SystemTime::UNIX_EPOCH);
@@ -71,7 +73,7 @@ impl Registry {
                 continue;
             }
             let key = sha.clone();
-            if !self.meta(move |s| s.knows_blob(&key)).await? {
+            if !self.meta(move |s| s.refers_to_blob(&key)).await? {
                 self.blob(move |b| b.delete(&sha)).await?;
                 report.blobs_removed += 1;
             }

@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 use tokio::sync::watch;
 
 use crate::{
-    blobs::{BlobStore, local::LocalBlobs},
+    blobs::{BlobStore, local::LocalBlobs, s3::S3Blobs},
     error::{RegistryError, Result},
     metrics::Metrics,
     names,
@@ -95,7 +95,14 @@ impl Registry {
                 })?,
             )
         };
-        let blobs: Arc<dyn BlobStore> = Arc::new(LocalBlobs::open(&dir.join("blobs"))?);
+        let blobs: Arc<dyn BlobStore> = if settings.blob_url.is_empty() {
+            Arc::new(LocalBlobs::open(&dir.join("blobs"))?)
+        } else {
+            let handle = tokio::runtime::Handle::try_current().map_err(|_| {
+                RegistryError::Blobs("the S3 blob store needs the service's runtime".into())
+            })?;
+            Arc::new(S3Blobs::open(&settings.blob_url, &settings.s3, handle)?)
+        };
         Self::with_stores(settings, metrics, store, blobs, &dir.join("uploads"))
     }
 
@@ -120,6 +127,11 @@ impl Registry {
             protected: Mutex::new(HashSet::new()),
             closing: watch::Sender::new(false),
         })
+    }
+
+    /// The blob store (for operations tools and tests; its calls block).
+    pub fn blob_store(&self) -> Arc<dyn BlobStore> {
+        Arc::clone(&self.blobs)
     }
 
     /// Ends watch streams and housekeeping (the service is stopping).

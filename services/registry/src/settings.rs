@@ -49,6 +49,13 @@ pub struct RegistrySettings {
     /// dbname=registry user=…`) shared by several replicas. Never logged
     /// with its password.
     pub metadata_url: DbUrl,
+    /// Where file contents are kept: empty for the `blobs/` folder in
+    /// `data_dir`, or `s3://bucket` / `s3://bucket/prefix` for an
+    /// S3-compatible object store shared by several replicas (see
+    /// `registry.s3`).
+    pub blob_url: String,
+    /// How to reach the object store of an `s3://` `blob_url`.
+    pub s3: S3Settings,
     /// Most files in one version.
     pub max_files: usize,
     /// Most bytes in one upload message's `data`.
@@ -81,6 +88,8 @@ impl Default for RegistrySettings {
         Self {
             data_dir: PathBuf::from(".mlmesh/registry"),
             metadata_url: DbUrl::default(),
+            blob_url: String::new(),
+            s3: S3Settings::default(),
             max_files: 10_000,
             max_chunk_bytes: 4 * 1024 * 1024,
             download_chunk_bytes: 1024 * 1024,
@@ -92,6 +101,59 @@ impl Default for RegistrySettings {
             watch_poll_ms: 1000,
             page_size: 100,
         }
+    }
+}
+
+/// Section `[registry.s3]`. Empty values fall back to the standard AWS
+/// environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+/// `AWS_SESSION_TOKEN`, `AWS_REGION`, `AWS_ENDPOINT`, web identity and
+/// instance credentials), as the AWS tools read it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Settings {
+    /// The endpoint of an S3-compatible server (MinIO, Ceph, R2, …), e.g.
+    /// `http://minio:9000`; empty for AWS itself.
+    pub endpoint: String,
+    /// The bucket's region; empty for the environment's or `us-east-1`.
+    pub region: String,
+    pub access_key_id: String,
+    /// Never logged.
+    pub secret_access_key: Secret,
+    /// Allows `http://` endpoints (a server inside the cluster).
+    pub allow_http: bool,
+    /// `https://bucket.host/key` requests instead of `https://host/bucket/key`
+    /// (AWS prefers it; most other servers want the path style).
+    pub virtual_hosted_style: bool,
+    /// Contents larger than this are sent as a multipart upload in parts of
+    /// this many bytes (S3 allows 5 MiB to 5 GiB per part).
+    pub part_bytes: usize,
+    /// Parts of one content in flight at once (memory: this × part_bytes).
+    pub part_concurrency: usize,
+}
+
+impl Default for S3Settings {
+    fn default() -> Self {
+        Self {
+            endpoint: String::new(),
+            region: String::new(),
+            access_key_id: String::new(),
+            secret_access_key: Secret::default(),
+            allow_http: false,
+            virtual_hosted_style: false,
+            part_bytes: 8 * 1024 * 1024,
+            part_concurrency: 4,
+        }
+    }
+}
+
+/// A credential; `Debug` shows only whether it is set.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"***\"" })
     }
 }
 
@@ -185,6 +247,25 @@ impl RegistrySettings {
                 "expected empty (SQLite in data_dir), a postgres:// URL or a key=value string with host=".into(),
             );
         }
+        if !self.blob_url.is_empty() {
+            let rest = self.blob_url.strip_prefix("s3://").unwrap_or_default();
+            if rest.split('/').next().is_none_or(str::is_empty) {
+                return bad(
+                    "blob_url",
+                    "expected empty (a folder in data_dir) or s3://bucket[/prefix]".into(),
+                );
+            }
+        }
+        const MIN_PART: usize = 5 * 1024 * 1024;
+        if self.s3.part_bytes < MIN_PART {
+            return bad(
+                "s3.part_bytes",
+                format!("must be at least {MIN_PART} (S3's smallest part)"),
+            );
+        }
+        if self.s3.part_concurrency == 0 {
+            return bad("s3.part_concurrency", "must be at least 1".into());
+        }
         if self.page_size > MAX_PAGE_SIZE {
             return bad("page_size", format!("must be at most {MAX_PAGE_SIZE}"));
         }
@@ -261,5 +342,29 @@ mod tests {
         assert!(e.to_string().contains("registry.max_chunk_bytes"), "{e}");
         let e = Settings::load(None, env(&[("MLMESH_REGISTRY__PAGE_SIZE", "0")])).expect_err("0");
         assert!(e.to_string().contains("registry.page_size"), "{e}");
+        let e = Settings::load(None, env(&[("MLMESH_REGISTRY__BLOB_URL", "gs://b")]))
+            .expect_err("scheme");
+        assert!(e.to_string().contains("registry.blob_url"), "{e}");
+        let e = Settings::load(None, env(&[("MLMESH_REGISTRY__S3__PART_BYTES", "1024")]))
+            .expect_err("small part");
+        assert!(e.to_string().contains("registry.s3.part_bytes"), "{e}");
+    }
+
+    #[test]
+    fn s3_settings_from_env_and_secret_hidden() {
+        let s = Settings::load(
+            None,
+            env(&[
+                ("MLMESH_REGISTRY__BLOB_URL", "s3://models/prod"),
+                ("MLMESH_REGISTRY__S3__ENDPOINT", "http://minio:9000"),
+                ("MLMESH_REGISTRY__S3__ALLOW_HTTP", "true"),
+                ("MLMESH_REGISTRY__S3__SECRET_ACCESS_KEY", "s3cret"),
+            ]),
+        )
+        .expect("ok");
+        assert_eq!(s.registry.s3.endpoint, "http://minio:9000");
+        assert!(s.registry.s3.allow_http);
+        assert_eq!(s.registry.s3.secret_access_key.0, "s3cret");
+        assert!(!format!("{s:?}").contains("s3cret"));
     }
 }

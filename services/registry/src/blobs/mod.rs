@@ -1,8 +1,10 @@
 //! The blob store: file contents by SHA-256, each stored once whichever
 //! versions hold it. Calls block (run them off the reactor); [`local`] is
-//! the embedded implementation (a folder).
+//! the embedded implementation (a folder), [`s3`] the shared one (an
+//! S3-compatible object store).
 
 pub mod local;
+pub mod s3;
 
 use std::{io::Read, path::Path, time::SystemTime};
 

@@ -260,6 +260,10 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Whether the store knows the content `sha256` (held or in its grace
     /// period).
     fn knows_blob(&self, sha256: &str) -> Result<bool>;
+    /// Whether anything refers to the content: the store knows it, or a
+    /// file of an upload in progress declares it (that upload's commit may
+    /// be about to use a stored copy, possibly on another replica).
+    fn refers_to_blob(&self, sha256: &str) -> Result<bool>;
     /// Contents no version and no upload holds, released before the time.
     fn releasable_blobs(&self, released_before_ms: i64) -> Result<Vec<String>>;
     /// Forgets a content if still nothing holds it; true when forgotten

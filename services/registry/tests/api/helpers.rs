@@ -58,30 +58,47 @@ pub async fn spawn_app(data: &Path, tweak: impl FnOnce(&mut Settings)) -> TestAp
     }
 }
 
-/// The metadata store a test runs on.
+/// The storage a test runs on: the embedded default (SQLite and a local
+/// folder), PostgreSQL metadata, S3 contents, or both shared ones (what
+/// several replicas use).
 #[derive(Clone, Copy, Debug)]
 pub enum Store {
     Sqlite,
     Postgres,
+    S3,
+    PostgresS3,
 }
 
-/// A test's storage: a temp folder (contents; SQLite) and, on PostgreSQL,
-/// a database of its own in the shared test server.
+/// A test's storage: a temp folder (staging; SQLite; local contents), on
+/// PostgreSQL a database of its own in the shared test server, on S3 a key
+/// prefix of its own in the shared test server's bucket.
 pub struct Env {
     pub dir: TempDir,
     pub url: String,
+    /// `(blob_url, endpoint)` on S3.
+    pub s3: Option<(String, String)>,
 }
 
 impl Store {
     /// None (the reason printed) when this store cannot run here.
     pub fn env(self, label: &str) -> Option<Env> {
         let url = match self {
-            Store::Sqlite => String::new(),
-            Store::Postgres => mlmesh_tests::postgres::Postgres::shared()?.database(label),
+            Store::Sqlite | Store::S3 => String::new(),
+            Store::Postgres | Store::PostgresS3 => {
+                mlmesh_tests::postgres::Postgres::shared()?.database(label)
+            }
+        };
+        let s3 = match self {
+            Store::Sqlite | Store::Postgres => None,
+            Store::S3 | Store::PostgresS3 => {
+                let server = mlmesh_tests::s3::S3Server::shared()?;
+                Some((server.prefix_url(label), server.endpoint.clone()))
+            }
         };
         Some(Env {
             dir: TempDir::new("registry"),
             url,
+            s3,
         })
     }
 }
@@ -89,19 +106,40 @@ impl Store {
 impl Env {
     /// A registry over this storage (again after a stop: same data).
     pub async fn spawn(&self, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+        self.spawn_in(self.dir.path(), tweak).await
+    }
+
+    /// A registry over this storage's shared parts with its own local
+    /// folder (another replica).
+    pub async fn spawn_in(&self, dir: &Path, tweak: impl FnOnce(&mut Settings)) -> TestApp {
         let url = self.url.clone();
-        spawn_app(self.dir.path(), move |s| {
+        let s3 = self.s3.clone();
+        spawn_app(dir, move |s| {
             s.registry.metadata_url = mlmesh_registry::settings::DbUrl(url);
+            if let Some((blob_url, endpoint)) = s3 {
+                use_s3(s, blob_url, endpoint);
+            }
             tweak(s);
         })
         .await
     }
 }
 
-/// Generates `sqlite::<test>` and `postgres::<test>` for each test
-/// function (`async fn name(store: Store)`): one conformance suite, both
-/// metadata stores. The PostgreSQL ones print why they skip when no server
-/// can be started.
+/// Points `s` at the test S3 server's `blob_url`.
+pub fn use_s3(s: &mut Settings, blob_url: String, endpoint: String) {
+    use mlmesh_tests::s3::{ACCESS_KEY_ID, SECRET_ACCESS_KEY};
+    s.registry.blob_url = blob_url;
+    s.registry.s3.endpoint = endpoint;
+    s.registry.s3.allow_http = true;
+    s.registry.s3.region = "us-east-1".into();
+    s.registry.s3.access_key_id = ACCESS_KEY_ID.into();
+    s.registry.s3.secret_access_key = mlmesh_registry::settings::Secret(SECRET_ACCESS_KEY.into());
+}
+
+/// Generates `sqlite::<test>`, `postgres::<test>` and `s3::<test>` for
+/// each test function (`async fn name(store: Store)`): one conformance
+/// suite over both metadata stores and both blob stores. Those that need a
+/// server print why they skip when it cannot be started.
 macro_rules! on_every_store {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -120,6 +158,14 @@ macro_rules! on_every_store {
                 }
             )*
         }
+        mod s3 {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name($crate::helpers::Store::S3).await;
+                }
+            )*
+        }
     };
 }
 pub(crate) use on_every_store;
@@ -135,6 +181,28 @@ impl TestApp {
         }
         if let Some(h) = self.handle.take() {
             let _ = h.await;
+        }
+    }
+
+    /// How many contents the blob store holds (whichever store it is).
+    pub async fn stored_blobs(&self) -> usize {
+        let blobs = self.registry.blob_store();
+        tokio::task::spawn_blocking(move || blobs.list())
+            .await
+            .expect("list task")
+            .expect("list blobs")
+            .len()
+    }
+
+    pub async fn delete_versions(&self, model: &str, versions: &[i64]) {
+        for &version in versions {
+            self.client()
+                .delete_version(pb::DeleteVersionRequest {
+                    model: model.into(),
+                    version,
+                })
+                .await
+                .expect("delete version");
         }
     }
 

@@ -189,7 +189,7 @@ async fn a_stored_content_is_stored_once_and_never_resent(store: Store) {
         .expect("send");
     let v = done.version.expect("committed");
     assert_eq!(app.pull("m", v.version).await[0].1, shared);
-    let stored = count_files(&env.dir.path().join("blobs"));
+    let stored = app.stored_blobs().await;
     assert_eq!(stored, 2, "two distinct contents, stored once each");
     app.stop().await;
 }
@@ -255,7 +255,7 @@ async fn a_digest_or_size_mismatch_fails_the_upload_and_commits_nothing(store: S
         Code::InvalidArgument,
         &["\"x\"", "declared size of 10"],
     );
-    assert_eq!(count_files(&env.dir.path().join("blobs")), 0);
+    assert_eq!(app.stored_blobs().await, 0);
     assert_eq!(count_files(&env.dir.path().join("uploads")), 0);
     app.stop().await;
 }

@@ -358,6 +358,17 @@ impl<B: Backend> MetaStore for SqlStore<B> {
         })
     }
 
+    fn refers_to_blob(&self, sha256: &str) -> Result<bool> {
+        self.db.with(false, |tx| {
+            Ok(tx
+                .query_opt(
+                    "SELECT 1 FROM blobs WHERE sha256 = ?1 UNION ALL SELECT 1 FROM upload_files WHERE sha256 = ?1 LIMIT 1",
+                    args![sha256],
+                )?
+                .is_some())
+        })
+    }
+
     fn releasable_blobs(&self, released_before_ms: i64) -> Result<Vec<String>> {
         self.db.with(false, |tx| {
             tx.query(
