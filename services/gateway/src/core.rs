@@ -286,8 +286,18 @@ impl std::fmt::Debug for Core {
 impl Core {
     pub fn new(settings: Settings, metrics: Metrics) -> Result<Self, String> {
         let d = &settings.downstream;
-        let embedding = Pool::new("embedding", &d.embedding, d, metrics.clone())?;
-        let vector = Pool::new("vector-search", &d.vector_search, d, metrics.clone())?;
+        // Discovered pools start empty and are filled by their watchers.
+        let fixed = |list: &[String]| match d.discovery {
+            crate::settings::Discovery::Static => list.to_vec(),
+            crate::settings::Discovery::Kubernetes => Vec::new(),
+        };
+        let embedding = Pool::new("embedding", &fixed(&d.embedding), d, metrics.clone())?;
+        let vector = Pool::new(
+            "vector-search",
+            &fixed(&d.vector_search),
+            d,
+            metrics.clone(),
+        )?;
         Ok(Self {
             embedding,
             vector,
@@ -1016,23 +1026,20 @@ impl Core {
     pub async fn readiness(&self) -> Vec<(&'static str, String, String)> {
         use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
         let checks = self.pools().into_iter().flat_map(|p| {
-            p.channels().map(move |(addr, ch)| {
-                let addr = addr.to_owned();
-                async move {
-                    let mut rq = Request::new(HealthCheckRequest::default());
-                    rq.set_timeout(Duration::from_secs(1));
-                    let status = match tokio::time::timeout(
-                        Duration::from_secs(1),
-                        HealthClient::new(ch).check(rq),
-                    )
-                    .await
-                    {
-                        Ok(Ok(r)) => r.into_inner().status().as_str_name().to_owned(),
-                        Ok(Err(s)) => format!("{:?}: {}", s.code(), s.message()),
-                        Err(_) => "no answer within 1 s".to_owned(),
-                    };
-                    (p.service(), addr, status)
-                }
+            p.channels().into_iter().map(move |(addr, ch)| async move {
+                let mut rq = Request::new(HealthCheckRequest::default());
+                rq.set_timeout(Duration::from_secs(1));
+                let status = match tokio::time::timeout(
+                    Duration::from_secs(1),
+                    HealthClient::new(ch).check(rq),
+                )
+                .await
+                {
+                    Ok(Ok(r)) => r.into_inner().status().as_str_name().to_owned(),
+                    Ok(Err(s)) => format!("{:?}: {}", s.code(), s.message()),
+                    Err(_) => "no answer within 1 s".to_owned(),
+                };
+                (p.service(), addr, status)
             })
         });
         futures::future::join_all(checks).await

@@ -19,7 +19,7 @@
 use std::{
     future::Future,
     sync::{
-        Arc,
+        Arc, RwLock,
         atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
@@ -117,10 +117,17 @@ struct Replica {
     failures: AtomicU32,
 }
 
-/// The replicas of one downstream service.
+/// The replicas of a pool at one moment. A call works on one snapshot:
+/// a replica removed meanwhile (its endpoint went away) finishes the calls
+/// it has and gets no new ones; its connection closes with the last of them.
+type Replicas = Arc<Vec<Arc<Replica>>>;
+
+/// The replicas of one downstream service: a fixed list, or one kept up to
+/// date by discovery ([`Pool::set_replicas`]).
 pub struct Pool {
     service: &'static str,
-    replicas: Vec<Replica>,
+    replicas: RwLock<Replicas>,
+    h2: H2Settings,
     epoch: Instant,
     max_attempts: u32,
     eject: Duration,
@@ -138,58 +145,78 @@ impl std::fmt::Debug for Pool {
 }
 
 impl Pool {
-    /// Channels to `addrs` (validated by the settings); nothing connects
-    /// until the first call.
+    /// Channels to `addrs` (validated by the settings; empty when discovery
+    /// fills the pool); nothing connects until the first call.
     pub fn new(
         service: &'static str,
         addrs: &[String],
         settings: &DownstreamSettings,
         metrics: Metrics,
     ) -> Result<Arc<Self>, String> {
-        let replicas = addrs
-            .iter()
-            .map(|a| {
-                let uri = endpoint_uri(a)?;
-                let channel = H2Channel::lazy(
-                    uri,
-                    H2Settings {
-                        connect_timeout: Duration::from_millis(settings.connect_timeout_ms),
-                        keep_alive: Duration::from_secs(30),
-                    },
-                )?;
-                Ok(Replica {
-                    addr: a.trim().to_owned(),
-                    channel: ClientTraceLayer.layer(channel),
-                    in_flight: AtomicUsize::new(0),
-                    ejected_until_ms: AtomicU64::new(0),
-                    failures: AtomicU32::new(0),
-                })
-            })
-            .collect::<Result<Vec<_>, String>>()?;
-        Ok(Arc::new(Self {
+        let pool = Arc::new(Self {
             service,
-            replicas,
+            replicas: RwLock::new(Arc::new(Vec::new())),
+            h2: H2Settings {
+                connect_timeout: Duration::from_millis(settings.connect_timeout_ms),
+                keep_alive: Duration::from_secs(30),
+            },
             epoch: Instant::now(),
             max_attempts: settings.max_attempts,
             eject: Duration::from_millis(settings.eject_ms),
             rng: AtomicU64::new(0x9E37_79B9_7F4A_7C15),
             metrics,
-        }))
+        });
+        pool.set_replicas(addrs)?;
+        Ok(pool)
+    }
+
+    /// Makes `addrs` the replicas: those already present keep their
+    /// connection and state, new ones get a lazily-connected channel, and
+    /// those absent get no new calls (calls in flight on them finish).
+    pub fn set_replicas(&self, addrs: &[String]) -> Result<(), String> {
+        let old = self.snapshot();
+        let mut next = Vec::with_capacity(addrs.len());
+        for a in addrs {
+            let addr = a.trim();
+            if let Some(r) = old.iter().find(|r| r.addr == addr) {
+                next.push(Arc::clone(r));
+                continue;
+            }
+            let channel = H2Channel::lazy(endpoint_uri(addr)?, self.h2)?;
+            next.push(Arc::new(Replica {
+                addr: addr.to_owned(),
+                channel: ClientTraceLayer.layer(channel),
+                in_flight: AtomicUsize::new(0),
+                ejected_until_ms: AtomicU64::new(0),
+                failures: AtomicU32::new(0),
+            }));
+        }
+        self.metrics
+            .replicas
+            .with_label_values(&[self.service])
+            .set(next.len() as i64);
+        *self.replicas.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
+        Ok(())
+    }
+
+    fn snapshot(&self) -> Replicas {
+        Arc::clone(&self.replicas.read().unwrap_or_else(|e| e.into_inner()))
     }
 
     pub fn service(&self) -> &'static str {
         self.service
     }
 
-    pub fn addrs(&self) -> Vec<&str> {
-        self.replicas.iter().map(|r| r.addr.as_str()).collect()
+    pub fn addrs(&self) -> Vec<String> {
+        self.snapshot().iter().map(|r| r.addr.clone()).collect()
     }
 
     /// Each replica's channel, for per-replica calls (readiness checks).
-    pub fn channels(&self) -> impl Iterator<Item = (&str, TracedChannel)> {
-        self.replicas
+    pub fn channels(&self) -> Vec<(String, TracedChannel)> {
+        self.snapshot()
             .iter()
-            .map(|r| (r.addr.as_str(), r.channel.clone()))
+            .map(|r| (r.addr.clone(), r.channel.clone()))
+            .collect()
     }
 
     fn now_ms(&self) -> u64 {
@@ -208,23 +235,23 @@ impl Pool {
         z ^ (z >> 31)
     }
 
-    /// Power of two choices among healthy replicas other than `avoid`; if
-    /// none is healthy, the one whose ejection ends first (a dead service
-    /// fails fast instead of waiting out its ejection).
-    fn pick(&self, avoid: Option<usize>) -> usize {
-        let n = self.replicas.len();
-        if n == 1 {
-            return 0;
+    /// Power of two choices among healthy replicas of `set` other than
+    /// `avoid`; if none is healthy, the one whose ejection ends first (a dead
+    /// service fails fast instead of waiting out its ejection). None when
+    /// the set is empty.
+    fn pick(&self, set: &[Arc<Replica>], avoid: Option<&str>) -> Option<usize> {
+        let n = set.len();
+        if n <= 1 {
+            return (n == 1).then_some(0);
         }
         let now = self.now_ms();
-        let healthy: Vec<usize> = (0..n)
-            .filter(|&i| Some(i) != avoid)
-            .filter(|&i| self.replicas[i].ejected_until_ms.load(Ordering::Relaxed) <= now)
+        let others = || (0..n).filter(|&i| Some(set[i].addr.as_str()) != avoid);
+        let healthy: Vec<usize> = others()
+            .filter(|&i| set[i].ejected_until_ms.load(Ordering::Relaxed) <= now)
             .collect();
-        match healthy.len() {
-            0 => (0..n)
-                .filter(|&i| Some(i) != avoid)
-                .min_by_key(|&i| self.replicas[i].ejected_until_ms.load(Ordering::Relaxed))
+        Some(match healthy.len() {
+            0 => others()
+                .min_by_key(|&i| set[i].ejected_until_ms.load(Ordering::Relaxed))
                 .unwrap_or(0),
             1 => healthy[0],
             h => {
@@ -234,14 +261,13 @@ impl Pool {
                 if b == a {
                     b = healthy[h - 1];
                 }
-                let load = |i: usize| self.replicas[i].in_flight.load(Ordering::Relaxed);
+                let load = |i: usize| set[i].in_flight.load(Ordering::Relaxed);
                 if load(b) < load(a) { b } else { a }
             }
-        }
+        })
     }
 
-    fn eject(&self, i: usize) {
-        let r = &self.replicas[i];
+    fn eject(&self, r: &Replica) {
         let f = r.failures.fetch_add(1, Ordering::Relaxed).min(4);
         let until = self.now_ms() + (self.eject.as_millis() as u64) * (1 << f);
         r.ejected_until_ms.store(until, Ordering::Relaxed);
@@ -251,8 +277,7 @@ impl Pool {
             .inc();
     }
 
-    fn healed(&self, i: usize) {
-        let r = &self.replicas[i];
+    fn healed(&self, r: &Replica) {
         if r.failures.load(Ordering::Relaxed) != 0 {
             r.failures.store(0, Ordering::Relaxed);
             r.ejected_until_ms.store(0, Ordering::Relaxed);
@@ -276,7 +301,7 @@ impl Pool {
     {
         let short = method.rsplit('/').next().unwrap_or(method);
         let max = if idempotent { self.max_attempts } else { 1 };
-        let mut tried: Vec<usize> = Vec::new();
+        let mut tried: Vec<String> = Vec::new();
         let mut last = String::new();
         for attempt in 1..=max {
             let remaining = deadline.remaining();
@@ -285,9 +310,14 @@ impl Pool {
                     service: self.service,
                 });
             }
-            let i = self.pick(tried.last().copied());
-            tried.push(i);
-            let replica = &self.replicas[i];
+            let set = self.snapshot();
+            let Some(i) = self.pick(&set, tried.last().map(String::as_str)) else {
+                last = "no ready replicas (none discovered yet, or all are terminating)".into();
+                break;
+            };
+            let replica = Arc::clone(&set[i]);
+            drop(set);
+            tried.push(replica.addr.clone());
             let span = tracing::info_span!(
                 "grpc.client",
                 otel.name = method,
@@ -321,11 +351,11 @@ impl Pool {
                 .inc();
             match result {
                 Ok(Ok(resp)) => {
-                    self.healed(i);
+                    self.healed(&replica);
                     return Ok(resp.into_inner());
                 }
                 Ok(Err(status)) if status.code() == Code::Unavailable => {
-                    self.eject(i);
+                    self.eject(&replica);
                     last = status.message().to_owned();
                     tracing::warn!(
                         service = self.service,
@@ -368,11 +398,7 @@ impl Pool {
         tried.dedup();
         Err(DownstreamError::Unavailable {
             service: self.service,
-            tried: tried
-                .iter()
-                .map(|&i| self.replicas[i].addr.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
+            tried: tried.join(", "),
             message: last,
         })
     }
@@ -410,31 +436,48 @@ mod tests {
     #[test]
     fn p2c_prefers_the_less_loaded_and_skips_ejected_replicas() {
         let p = pool(3);
-        p.replicas[0].in_flight.store(100, Ordering::Relaxed);
+        let set = p.snapshot();
+        let pick = |avoid: Option<&str>| p.pick(&set, avoid).expect("a replica");
+        set[0].in_flight.store(100, Ordering::Relaxed);
         let mut counts = [0; 3];
         for _ in 0..3000 {
-            counts[p.pick(None)] += 1;
+            counts[pick(None)] += 1;
         }
         // Replica 0 wins only when both choices are replica 0: never, as
         // the two choices are distinct.
         assert_eq!(counts[0], 0, "{counts:?}");
         assert!(counts[1] > 500 && counts[2] > 500, "{counts:?}");
 
-        p.replicas[0].in_flight.store(0, Ordering::Relaxed);
-        p.eject(1);
+        set[0].in_flight.store(0, Ordering::Relaxed);
+        p.eject(&set[1]);
         for _ in 0..200 {
-            assert_ne!(p.pick(None), 1);
+            assert_ne!(pick(None), 1);
         }
         // A retry avoids the replica that just failed.
         for _ in 0..200 {
-            assert_eq!(p.pick(Some(0)), 2);
+            assert_eq!(pick(Some(set[0].addr.as_str())), 2);
         }
         // All ejected: the one whose ejection ends first.
         for (i, until) in [(0, 5_000), (1, 3_000), (2, 9_000)] {
-            p.replicas[i]
-                .ejected_until_ms
-                .store(until, Ordering::Relaxed);
+            set[i].ejected_until_ms.store(until, Ordering::Relaxed);
         }
-        assert_eq!(p.pick(None), 1);
+        assert_eq!(pick(None), 1);
+    }
+
+    #[test]
+    fn replicas_change_without_losing_the_state_of_those_that_stay() {
+        let p = pool(2);
+        let before = p.snapshot();
+        before[1].in_flight.store(7, Ordering::Relaxed);
+        p.set_replicas(&["127.0.0.1:2".into(), "127.0.0.1:9".into()])
+            .expect("set");
+        let after = p.snapshot();
+        assert_eq!(p.addrs(), ["127.0.0.1:2", "127.0.0.1:9"]);
+        assert!(Arc::ptr_eq(&before[1], &after[0]), "kept, not rebuilt");
+        assert_eq!(after[0].in_flight.load(Ordering::Relaxed), 7);
+        // The removed replica is still whole for whoever holds it.
+        assert_eq!(before[0].addr, "127.0.0.1:1");
+        p.set_replicas(&[]).expect("empty");
+        assert_eq!(p.pick(&p.snapshot(), None), None);
     }
 }

@@ -3,7 +3,8 @@
 //! `/v1/embeddings`, collections, documents, search, RAG retrieval).
 //!
 //! Layout: [`settings`], [`downstream`] (balanced, retried, traced calls to
-//! the embedding and vector-search replicas), [`chunk`] (token and
+//! the embedding and vector-search replicas), [`discovery`] (those replicas
+//! from Kubernetes EndpointSlices), [`chunk`] (token and
 //! character windows), [`core`] (what each call does, protocol-free),
 //! [`grpc`] and [`http`] (the two faces), [`error`], [`metrics`].
 //! [`Application`] follows the other services: `build(settings)` →
@@ -12,6 +13,7 @@
 
 pub mod chunk;
 pub mod core;
+pub mod discovery;
 pub mod downstream;
 pub mod error;
 pub mod grpc;
@@ -52,6 +54,8 @@ pub struct Application {
     http: Option<TcpListener>,
     core: Arc<Core>,
     max_request_bytes: usize,
+    /// Kubernetes discovery's watchers; they stop with the gateway.
+    watchers: discovery::Watchers,
 }
 
 impl Application {
@@ -71,11 +75,25 @@ impl Application {
         };
         let max_request_bytes = settings.server.max_request_bytes;
         let core = Core::new(settings, metrics).map_err(BuildError::Downstream)?;
+        let d = &core.settings().downstream;
+        let watchers = match d.discovery {
+            settings::Discovery::Static => discovery::Watchers::default(),
+            settings::Discovery::Kubernetes => discovery::start(
+                d,
+                [
+                    (core.pools()[0], d.embedding.as_slice()),
+                    (core.pools()[1], d.vector_search.as_slice()),
+                ],
+            )
+            .await
+            .map_err(BuildError::Downstream)?,
+        };
         Ok(Self {
             server,
             http,
             core: Arc::new(core),
             max_request_bytes,
+            watchers,
         })
     }
 
@@ -139,6 +157,8 @@ impl Application {
         if let Some(t) = http_task {
             let _ = t.await;
         }
+        // Discovery runs as long as calls may be made; it ends with them.
+        drop(self.watchers);
         result
     }
 }

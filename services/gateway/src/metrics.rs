@@ -2,7 +2,8 @@
 //! (served on `/metrics` by the runtime crate).
 
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, exponential_buckets,
+    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    exponential_buckets,
 };
 
 /// All gateway metrics; cheap to clone (handles into one registry).
@@ -22,6 +23,8 @@ pub struct Metrics {
     pub retries: IntCounterVec,
     /// Times a replica was taken out of rotation after UNAVAILABLE.
     pub ejections: IntCounterVec,
+    /// Replicas each downstream pool calls now (fixed, or as discovered).
+    pub replicas: IntGaugeVec,
     /// Chunks stored by Ingest, by collection.
     pub chunks_ingested: IntCounterVec,
 }
@@ -69,6 +72,13 @@ impl Metrics {
                 Opts::new("downstream_retries_total", "Retries on another replica"),
                 &["service"],
             )?,
+            replicas: IntGaugeVec::new(
+                Opts::new(
+                    "downstream_replicas",
+                    "Replicas that may get new calls, by downstream service",
+                ),
+                &["service"],
+            )?,
             ejections: IntCounterVec::new(
                 Opts::new(
                     "downstream_ejections_total",
@@ -90,6 +100,7 @@ impl Metrics {
             .register(Box::new(m.downstream_seconds.clone()))?;
         m.registry.register(Box::new(m.retries.clone()))?;
         m.registry.register(Box::new(m.ejections.clone()))?;
+        m.registry.register(Box::new(m.replicas.clone()))?;
         m.registry.register(Box::new(m.chunks_ingested.clone()))?;
         Ok(m)
     }

@@ -59,16 +59,38 @@ impl Default for HttpSettings {
     }
 }
 
+/// How the gateway finds the replicas of the services it calls.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Discovery {
+    /// Fixed addresses.
+    #[default]
+    Static,
+    /// A Service's ready endpoints, from its EndpointSlices.
+    Kubernetes,
+}
+
 /// Section `[downstream]`: where the services the gateway calls are, and
 /// how it calls them.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DownstreamSettings {
+    /// Where the replica lists come from: `static` (the addresses below)
+    /// or `kubernetes` (each entry below names a Service and its port,
+    /// `mlmesh-embedding:grpc`, and the replicas are its ready endpoints,
+    /// watched through the EndpointSlices API).
+    pub discovery: Discovery,
     /// Embedding service replicas (`host:port` or `http://host:port`);
     /// calls are balanced across them.
     pub embedding: Vec<String>,
     /// Vector-search service replicas.
     pub vector_search: Vec<String>,
+    /// `kubernetes` discovery: the Services' namespace; empty for this
+    /// pod's own (its service account's), else `default`.
+    pub namespace: String,
+    /// `kubernetes` discovery: the API server's URL; empty for the pod's
+    /// in-cluster configuration (or `KUBECONFIG` outside a cluster).
+    pub kubernetes_api: String,
     /// Deadline of a gateway call whose caller sent none, in milliseconds.
     /// A caller's shorter deadline wins; a longer one is cut to this.
     pub request_timeout_ms: u64,
@@ -86,8 +108,11 @@ pub struct DownstreamSettings {
 impl Default for DownstreamSettings {
     fn default() -> Self {
         Self {
+            discovery: Discovery::Static,
             embedding: vec!["127.0.0.1:50051".into()],
             vector_search: vec!["127.0.0.1:50052".into()],
+            namespace: String::new(),
+            kubernetes_api: String::new(),
             request_timeout_ms: 30_000,
             connect_timeout_ms: 1_000,
             max_attempts: 3,
@@ -233,8 +258,18 @@ impl Settings {
             if list.is_empty() {
                 return Err(invalid(key, "at least one address is required"));
             }
+            if d.discovery == Discovery::Kubernetes && list.len() > 1 {
+                return Err(invalid(
+                    key,
+                    "with kubernetes discovery, one Service (<service>:<port>) whose endpoints are the replicas",
+                ));
+            }
             for a in list {
-                crate::downstream::endpoint_uri(a).map_err(|reason| invalid(key, reason))?;
+                match d.discovery {
+                    Discovery::Static => crate::downstream::endpoint_uri(a).map(|_| ()),
+                    Discovery::Kubernetes => mlmesh_discovery::Target::parse(a).map(|_| ()),
+                }
+                .map_err(|reason| invalid(key, reason))?;
             }
         }
         if d.max_attempts == 0 {
@@ -346,5 +381,36 @@ mod tests {
                 .to_string();
             assert!(e.contains(key), "{k}: {e}");
         }
+    }
+
+    #[test]
+    fn kubernetes_discovery_takes_service_and_port_names() {
+        let s = Settings::load(
+            None,
+            env(&[
+                ("MLMESH_DOWNSTREAM__DISCOVERY", "kubernetes"),
+                ("MLMESH_DOWNSTREAM__EMBEDDING", "mlmesh-embedding:grpc"),
+                (
+                    "MLMESH_DOWNSTREAM__VECTOR_SEARCH",
+                    "mlmesh-vector-search:50052",
+                ),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(s.downstream.discovery, Discovery::Kubernetes);
+        let e = Settings::load(
+            None,
+            env(&[
+                ("MLMESH_DOWNSTREAM__DISCOVERY", "kubernetes"),
+                ("MLMESH_DOWNSTREAM__EMBEDDING", "http://10.0.0.1:50051"),
+            ]),
+        )
+        .expect_err("an address is not a Service")
+        .to_string();
+        assert!(e.contains("downstream.embedding"), "{e}");
+        let e = Settings::load(None, env(&[("MLMESH_DOWNSTREAM__DISCOVERY", "dns")]))
+            .expect_err("unknown mode")
+            .to_string();
+        assert!(e.contains("discovery"), "{e}");
     }
 }

@@ -7,6 +7,7 @@
 //! for this machine's two cores.
 
 mod embedding_process;
+mod image;
 mod launcher;
 mod mesh_e2e;
 mod mesh_tracing;

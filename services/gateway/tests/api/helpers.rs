@@ -13,6 +13,8 @@ use tonic::transport::Channel;
 /// A server running on this test's runtime; stopped on `stop()`.
 pub struct Running {
     pub addr: SocketAddr,
+    /// Its Prometheus `/metrics` address, when it serves one.
+    pub metrics: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<()>>,
 }
@@ -25,6 +27,7 @@ impl Running {
         let (stop, stopped) = oneshot::channel();
         Self {
             addr,
+            metrics: None,
             stop: Some(stop),
             handle: Some(tokio::spawn(run(stopped))),
         }
@@ -55,13 +58,16 @@ pub async fn spawn_embedding() -> Running {
     let app = mlmesh_embedding::Application::build(s)
         .await
         .expect("embedding builds");
-    Running::spawn(app.local_addr(), |stopped| async move {
+    let metrics = app.metrics_addr();
+    let mut running = Running::spawn(app.local_addr(), |stopped| async move {
         app.run_until_stopped(async {
             let _ = stopped.await;
         })
         .await
         .expect("embedding runs");
-    })
+    });
+    running.metrics = metrics;
+    running
 }
 
 pub async fn spawn_vector(data: &TempDir) -> Running {

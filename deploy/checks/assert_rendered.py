@@ -1,0 +1,109 @@
+"""Assertions on the chart's rendered manifests (make deploy-check):
+
+    python3 assert_rendered.py RENDERED.yaml [--discovering SERVICE ...]
+
+Every workload has native gRPC startup/readiness/liveness probes, requests
+and limits, the security context (non-root, read-only root, no privilege
+escalation, every capability dropped, seccomp RuntimeDefault), a preStop
+pause, a termination grace period above preStop + drain, and a
+PodDisruptionBudget selecting it. RBAC exists only for the service accounts
+of the services named by --discovering, grants only list/watch on
+EndpointSlices, and only those pods mount a token. Exits 1 naming every
+failure.
+"""
+
+import argparse
+import sys
+
+import yaml
+
+failures: list[str] = []
+
+
+def check(cond: bool, what: str) -> None:
+    if not cond:
+        failures.append(what)
+
+
+def env_value(container: dict, name: str):
+    for e in container.get("env", []):
+        if e["name"] == name:
+            return e.get("value")
+    return None
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("rendered")
+    ap.add_argument("--discovering", nargs="*", default=[])
+    args = ap.parse_args()
+    with open(args.rendered) as f:
+        docs = [d for d in yaml.safe_load_all(f) if d]
+    by_kind: dict[str, list[dict]] = {}
+    for d in docs:
+        by_kind.setdefault(d["kind"], []).append(d)
+    workloads = by_kind.get("Deployment", []) + by_kind.get("StatefulSet", [])
+    check(bool(workloads), "no workloads rendered")
+    pdbs = by_kind.get("PodDisruptionBudget", [])
+    discovering_sas = set()
+    for w in workloads:
+        name = f'{w["kind"]}/{w["metadata"]["name"]}'
+        component = w["metadata"]["labels"]["app.kubernetes.io/component"]
+        pod = w["spec"]["template"]["spec"]
+        psc = pod.get("securityContext", {})
+        check(psc.get("runAsNonRoot") is True, f"{name}: pod runAsNonRoot")
+        check(psc.get("seccompProfile", {}).get("type") == "RuntimeDefault", f"{name}: seccomp RuntimeDefault")
+        check(w["metadata"].get("namespace") is not None, f"{name}: namespace set")
+        if component in args.discovering:
+            discovering_sas.add(pod["serviceAccountName"])
+            check(pod.get("automountServiceAccountToken") is True, f"{name}: discovers, so mounts its token")
+        else:
+            check(pod.get("automountServiceAccountToken") is False, f"{name}: mounts no token")
+        for c in pod["containers"]:
+            cname = f"{name}/{c['name']}"
+            for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+                p = c.get(probe, {})
+                check("grpc" in p, f"{cname}: {probe} is a native gRPC probe")
+                ports = {pt["name"]: pt["containerPort"] for pt in c.get("ports", [])}
+                check(p.get("grpc", {}).get("port") == ports.get("grpc"), f"{cname}: {probe} on the gRPC port")
+            res = c.get("resources", {})
+            for kind in ("requests", "limits"):
+                for r in ("cpu", "memory"):
+                    check(r in res.get(kind, {}), f"{cname}: resources.{kind}.{r}")
+            sc = c.get("securityContext", {})
+            check(sc.get("readOnlyRootFilesystem") is True, f"{cname}: read-only root")
+            check(sc.get("allowPrivilegeEscalation") is False, f"{cname}: no privilege escalation")
+            check(sc.get("capabilities", {}).get("drop") == ["ALL"], f"{cname}: drops ALL capabilities")
+            pre = c.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+            grace = int(env_value(c, "MLMESH_SERVER__SHUTDOWN_GRACE_SECS") or 0)
+            check(pre > 0, f"{cname}: preStop pause")
+            check(grace > 0, f"{cname}: drain time set")
+            check(pod.get("terminationGracePeriodSeconds", 30) > pre + grace,
+                  f"{cname}: terminationGracePeriodSeconds above preStop + drain")
+            check(env_value(c, "MLMESH_SERVER__LISTEN", ) is not None, f"{cname}: listen address set")
+        labels = w["spec"]["selector"]["matchLabels"]
+        check(any(p["spec"]["selector"]["matchLabels"] == labels for p in pdbs), f"{name}: a PodDisruptionBudget selects it")
+        if w["kind"] == "StatefulSet":
+            check(bool(w["spec"].get("volumeClaimTemplates")), f"{name}: a volume per pod")
+    for svc in by_kind.get("Service", []):
+        for port in svc["spec"]["ports"]:
+            if port["name"] == "grpc":
+                check(port.get("appProtocol") == "grpc", f"Service/{svc['metadata']['name']}: appProtocol grpc")
+    # RBAC: only the discovering services' accounts, only EndpointSlices, read-only.
+    for role in by_kind.get("Role", []) + by_kind.get("ClusterRole", []):
+        for rule in role.get("rules", []):
+            check(rule.get("apiGroups") == ["discovery.k8s.io"] and rule.get("resources") == ["endpointslices"],
+                  f"{role['kind']}/{role['metadata']['name']}: grants only EndpointSlices")
+            check(sorted(rule.get("verbs", [])) == ["list", "watch"],
+                  f"{role['kind']}/{role['metadata']['name']}: only list and watch")
+    bound = {s["name"] for b in by_kind.get("RoleBinding", []) + by_kind.get("ClusterRoleBinding", [])
+             for s in b.get("subjects", [])}
+    check(bound == discovering_sas, f"RBAC bound to {sorted(bound)}, expected exactly {sorted(discovering_sas)}")
+    check(not by_kind.get("ClusterRole") and not by_kind.get("ClusterRoleBinding"), "no cluster-wide RBAC")
+    for f in failures:
+        print(f"FAIL {args.rendered}: {f}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
