@@ -1,0 +1,237 @@
+//! Ingest: documents checked against the limits, chunked, embedded in
+//! batches and upserted as points (a document's old chunks beyond its new
+//! count deleted).
+
+use super::{collections::merge_chunking, search::keyword, *};
+
+impl Core {
+    pub(super) fn check_documents(&self, docs: &[gw::Document]) -> Result<()> {
+        let l = &self.settings.limits;
+        if docs.is_empty() {
+            return Err(GatewayError::invalid(
+                "documents",
+                "at least one document is required",
+            ));
+        }
+        if docs.len() > l.max_documents {
+            return Err(GatewayError::invalid(
+                "documents",
+                format!(
+                    "{} documents; the limit is {} (limits.max_documents)",
+                    docs.len(),
+                    l.max_documents
+                ),
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, d) in docs.iter().enumerate() {
+            if d.text.trim().is_empty() {
+                return Err(GatewayError::invalid(
+                    format!("documents[{i}].text"),
+                    "is empty",
+                ));
+            }
+            if d.text.len() > l.max_document_bytes {
+                return Err(GatewayError::invalid(
+                    format!("documents[{i}].text"),
+                    format!(
+                        "{} bytes; the limit is {} (limits.max_document_bytes)",
+                        d.text.len(),
+                        l.max_document_bytes
+                    ),
+                ));
+            }
+            if d.id.len() > MAX_DOCUMENT_ID_BYTES {
+                return Err(GatewayError::invalid(
+                    format!("documents[{i}].id"),
+                    format!("{} bytes; the limit is {MAX_DOCUMENT_ID_BYTES}", d.id.len()),
+                ));
+            }
+            if !d.id.is_empty() && !seen.insert(d.id.as_str()) {
+                return Err(GatewayError::invalid(
+                    format!("documents[{i}].id"),
+                    format!("{:?} appears twice in the request", d.id),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn ingest(
+        &self,
+        r: gw::IngestRequest,
+        deadline: Deadline,
+    ) -> Result<gw::IngestResponse> {
+        self.check_documents(&r.documents)?;
+        let coll = self.collection(&r.collection, deadline).await?;
+        let chunking = merge_chunking("chunking", coll.chunking, r.chunking.as_ref())?;
+        let (models, model) = self.model(&coll.model, deadline).await?;
+        let batch = models.max_client_batch;
+
+        // Cut every document into byte ranges.
+        let ranges: Vec<Vec<Range<usize>>> = match chunking.unit {
+            ChunkUnit::Characters => r
+                .documents
+                .iter()
+                .map(|d| {
+                    chunk::by_characters(&d.text, chunking.size as usize, chunking.overlap as usize)
+                })
+                .collect(),
+            ChunkUnit::Tokens => {
+                let mut out = Vec::with_capacity(r.documents.len());
+                for group in r.documents.chunks(batch) {
+                    let texts = group.iter().map(|d| d.text.clone()).collect();
+                    let (toks, specials) = self.tokenize(&model.name, texts, deadline).await?;
+                    Self::check_chunk_size("chunking", chunking, &model, specials)?;
+                    out.extend(toks.iter().map(|t| {
+                        chunk::by_tokens(t, chunking.size as usize, chunking.overlap as usize)
+                    }));
+                }
+                out
+            }
+        };
+        let total: usize = ranges.iter().map(Vec::len).sum();
+        if total > self.settings.limits.max_chunks {
+            return Err(GatewayError::invalid(
+                "documents",
+                format!(
+                    "would make {total} chunks; the limit is {} (limits.max_chunks): send fewer or larger chunks",
+                    self.settings.limits.max_chunks
+                ),
+            ));
+        }
+
+        // Document ids, chunk texts and payloads.
+        let ids: Vec<String> = r
+            .documents
+            .iter()
+            .map(|d| {
+                if d.id.is_empty() {
+                    uuid::Uuid::new_v4().to_string()
+                } else {
+                    d.id.clone()
+                }
+            })
+            .collect();
+        let mut texts = Vec::with_capacity(total);
+        let mut payloads = Vec::with_capacity(total);
+        let mut out_docs = Vec::with_capacity(r.documents.len());
+        for (i, (doc, rs)) in r.documents.iter().zip(&ranges).enumerate() {
+            let metadata = match doc.metadata.clone() {
+                Some(s) => {
+                    json::struct_to_json(&format!("documents[{i}].metadata"), s).map_err(|e| {
+                        GatewayError::invalid(e.field, format!("{} is not a JSON number", e.value))
+                    })?
+                }
+                None => Map::new(),
+            };
+            let mut chunk_ids = Vec::with_capacity(rs.len());
+            for (j, range) in rs.iter().enumerate() {
+                let text = doc.text.get(range.clone()).ok_or_else(|| {
+                    GatewayError::Internal(format!(
+                        "the tokenizer returned offsets {range:?} that do not fall on characters of documents[{i}]"
+                    ))
+                })?;
+                let mut p = Map::new();
+                p.insert(P_DOCUMENT_ID.into(), Json::String(ids[i].clone()));
+                p.insert(P_CHUNK_INDEX.into(), Json::from(j as u64));
+                p.insert(P_TEXT.into(), Json::String(text.to_owned()));
+                p.insert(P_METADATA.into(), Json::Object(metadata.clone()));
+                texts.push(text.to_owned());
+                payloads.push(p);
+                chunk_ids.push(chunk_id(&ids[i], j));
+            }
+            out_docs.push(gw::IngestedDocument {
+                id: ids[i].clone(),
+                chunk_ids,
+            });
+        }
+
+        // Embed, several batches in flight.
+        let batches: Vec<Vec<String>> = texts.chunks(batch).map(<[String]>::to_vec).collect();
+        let embedded: Vec<(Vec<Vec<f32>>, u64)> = futures::stream::iter(batches)
+            .map(|b| self.embed_texts(&model.name, b, deadline))
+            .buffered(self.settings.limits.ingest_concurrency)
+            .try_collect()
+            .await?;
+        let prompt_tokens = embedded.iter().map(|(_, t)| t).sum();
+        let vectors = embedded.into_iter().flat_map(|(v, _)| v);
+
+        // Store: deterministic ids make the upsert safe to retry.
+        let points: Vec<vec::Point> = out_docs
+            .iter()
+            .flat_map(|d| d.chunk_ids.iter())
+            .zip(vectors)
+            .zip(payloads)
+            .map(|((id, vector), payload)| vec::Point {
+                id: Some(vec::PointId {
+                    kind: Some(vec::point_id::Kind::Uuid(id.clone())),
+                }),
+                vector,
+                payload: Some(json::json_to_struct(payload)),
+            })
+            .collect();
+        for group in points.chunks(UPSERT_BATCH) {
+            let m = vec::UpsertRequest {
+                collection: coll.name.clone(),
+                points: group.to_vec(),
+            };
+            self.vector
+                .call(V_UPSERT, deadline, true, |ch, t| {
+                    let m = m.clone();
+                    async move { VectorSearchClient::new(ch).upsert(req(m, t)).await }
+                })
+                .await
+                .inspect_err(|_| self.forget(&coll.name))?;
+        }
+
+        // A re-ingested document may have had more chunks before: delete
+        // those past its new end (after the upsert, so it is never absent).
+        for group in out_docs.chunks(DELETE_BATCH) {
+            let should = group
+                .iter()
+                .map(|d| vec::Condition {
+                    condition: Some(vec::condition::Condition::Filter(vec::Filter {
+                        must: vec![
+                            keyword(P_DOCUMENT_ID, &d.id),
+                            vec::Condition {
+                                condition: Some(vec::condition::Condition::Field(
+                                    vec::FieldCondition {
+                                        key: P_CHUNK_INDEX.into(),
+                                        test: Some(vec::field_condition::Test::Range(vec::Range {
+                                            gte: Some(d.chunk_ids.len() as f64),
+                                            ..Default::default()
+                                        })),
+                                    },
+                                )),
+                            },
+                        ],
+                        ..Default::default()
+                    })),
+                })
+                .collect();
+            let m = vec::DeleteRequest {
+                collection: coll.name.clone(),
+                selector: Some(vec::delete_request::Selector::Filter(vec::Filter {
+                    should,
+                    ..Default::default()
+                })),
+            };
+            self.vector
+                .call(V_DELETE, deadline, true, |ch, t| {
+                    let m = m.clone();
+                    async move { VectorSearchClient::new(ch).delete(req(m, t)).await }
+                })
+                .await?;
+        }
+        self.metrics
+            .chunks_ingested
+            .with_label_values(&[&coll.name])
+            .inc_by(total as u64);
+        Ok(gw::IngestResponse {
+            documents: out_docs,
+            chunks: total as u64,
+            prompt_tokens,
+        })
+    }
+}

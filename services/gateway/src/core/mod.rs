@@ -1,0 +1,328 @@
+//! What the gateway does, independent of the protocol it is asked in: both
+//! the gRPC service and the HTTP/JSON API call [`Core`].
+//!
+//! A gateway collection is a vector-search collection whose metadata
+//! records the embedding model and chunking defaults (`mlmesh.*` keys), so
+//! every gateway replica agrees on them without a store of its own. Each
+//! chunk is one point whose payload is
+//! `{document_id, chunk_index, text, metadata}`; its id is a UUID v5 of the
+//! document id and chunk index, so re-ingesting a document overwrites its
+//! chunks in place.
+//!
+//! One `impl Core` per capability: `embeddings` (the embedding service),
+//! `collections`, `ingest`, `search` (search and RAG context); this module
+//! holds the state they share, the helpers, and readiness.
+
+use std::{
+    collections::HashMap,
+    ops::Range,
+    sync::{Arc, RwLock},
+    time::{Duration, Instant},
+};
+
+use futures::{StreamExt as _, TryStreamExt as _};
+use mlmesh_proto::{
+    embedding::v1::{self as emb, embedding_service_client::EmbeddingServiceClient},
+    gateway::v1 as gw,
+    json,
+    vector::v1::{self as vec, vector_search_client::VectorSearchClient},
+};
+use serde_json::{Map, Value as Json};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tonic::Request;
+
+use crate::{
+    chunk,
+    downstream::{Deadline, Pool},
+    error::GatewayError,
+    metrics::Metrics,
+    settings::{ChunkUnit, ChunkingSettings, Settings},
+};
+
+mod collections;
+mod embeddings;
+mod ingest;
+mod search;
+
+pub use collections::{CollectionView, chunking_to_pb};
+pub use search::assemble;
+
+pub type Result<T, E = GatewayError> = std::result::Result<T, E>;
+
+const EMBED: &str = "mlmesh.embedding.v1.EmbeddingService/Embed";
+const SIMILARITY: &str = "mlmesh.embedding.v1.EmbeddingService/Similarity";
+const TOKENIZE: &str = "mlmesh.embedding.v1.EmbeddingService/Tokenize";
+const INFO: &str = "mlmesh.embedding.v1.EmbeddingService/Info";
+const V_CREATE: &str = "mlmesh.vector.v1.VectorSearch/CreateCollection";
+const V_DELETE_COLLECTION: &str = "mlmesh.vector.v1.VectorSearch/DeleteCollection";
+const V_LIST: &str = "mlmesh.vector.v1.VectorSearch/ListCollections";
+const V_GET_COLLECTION: &str = "mlmesh.vector.v1.VectorSearch/GetCollection";
+const V_UPSERT: &str = "mlmesh.vector.v1.VectorSearch/Upsert";
+const V_DELETE: &str = "mlmesh.vector.v1.VectorSearch/Delete";
+const V_SEARCH: &str = "mlmesh.vector.v1.VectorSearch/Search";
+
+/// Collection metadata keys the gateway writes.
+const META_MODEL: &str = "mlmesh.model";
+const META_UNIT: &str = "mlmesh.chunk_unit";
+const META_SIZE: &str = "mlmesh.chunk_size";
+const META_OVERLAP: &str = "mlmesh.chunk_overlap";
+
+/// Payload keys of a chunk.
+const P_DOCUMENT_ID: &str = "document_id";
+const P_CHUNK_INDEX: &str = "chunk_index";
+const P_TEXT: &str = "text";
+const P_METADATA: &str = "metadata";
+
+/// How long a collection's model and chunking are reused before being
+/// read again (they only change by delete and re-create).
+const COLLECTION_TTL: Duration = Duration::from_secs(5);
+/// How long the embedding service's model list is reused.
+const MODELS_TTL: Duration = Duration::from_secs(30);
+/// Longest document id.
+const MAX_DOCUMENT_ID_BYTES: usize = 256;
+/// Points per Upsert call.
+const UPSERT_BATCH: usize = 256;
+/// Documents per stale-chunk Delete call (3 filter conditions each).
+const DELETE_BATCH: usize = 64;
+/// Responses from the embedding service can be large (Tokenize of a 1 MiB
+/// document); the service's own request limits bound them.
+const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
+
+/// Namespace of chunk ids (UUID v5 of `document_id`, NUL, chunk index).
+const CHUNK_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x6d6c_6d65_7368_4000_8000_6368_756e_6b73);
+
+/// The stable id of chunk `index` of `document_id`.
+pub fn chunk_id(document_id: &str, index: usize) -> String {
+    uuid::Uuid::new_v5(
+        &CHUNK_NAMESPACE,
+        format!("{document_id}\u{0}{index}").as_bytes(),
+    )
+    .to_string()
+}
+
+fn req<T>(msg: T, timeout: Duration) -> Request<T> {
+    let mut r = Request::new(msg);
+    r.set_timeout(timeout);
+    r
+}
+
+/// The embedding service's models, as Info reports them.
+#[derive(Debug)]
+struct Models {
+    fetched: Instant,
+    by_name: HashMap<String, emb::ModelInfo>,
+    default: String,
+    max_client_batch: usize,
+}
+
+/// One admitted call: its concurrency slot and its place in `in_flight`.
+#[derive(Debug)]
+pub struct Admission {
+    _permit: OwnedSemaphorePermit,
+    gauge: prometheus::IntGauge,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+/// The protocol-independent gateway.
+pub struct Core {
+    embedding: Arc<Pool>,
+    vector: Arc<Pool>,
+    settings: Settings,
+    models: RwLock<Option<Arc<Models>>>,
+    collections: RwLock<HashMap<String, (Instant, CollectionView)>>,
+    admission: Arc<Semaphore>,
+    pub metrics: Metrics,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core")
+            .field("embedding", &self.embedding)
+            .field("vector", &self.vector)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Core {
+    pub fn new(settings: Settings, metrics: Metrics) -> Result<Self, String> {
+        let d = &settings.downstream;
+        // Discovered pools start empty and are filled by their watchers.
+        let fixed = |list: &[String]| match d.discovery {
+            crate::settings::Discovery::Static => list.to_vec(),
+            crate::settings::Discovery::Kubernetes => Vec::new(),
+        };
+        let embedding = Pool::new("embedding", &fixed(&d.embedding), d, metrics.clone())?;
+        let vector = Pool::new(
+            "vector-search",
+            &fixed(&d.vector_search),
+            d,
+            metrics.clone(),
+        )?;
+        Ok(Self {
+            embedding,
+            vector,
+            admission: Arc::new(Semaphore::new(settings.limits.max_in_flight)),
+            settings,
+            models: RwLock::new(None),
+            collections: RwLock::new(HashMap::new()),
+            metrics,
+        })
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub fn pools(&self) -> [&Arc<Pool>; 2] {
+        [&self.embedding, &self.vector]
+    }
+
+    /// The deadline of a call whose caller allows `caller` (none: the
+    /// configured default; longer: cut to it).
+    pub fn deadline(&self, caller: Option<Duration>) -> Deadline {
+        let max = self.settings.downstream.request_timeout();
+        Deadline::after(caller.map_or(max, |c| c.min(max)))
+    }
+
+    /// A slot among `limits.max_in_flight`, or RESOURCE_EXHAUSTED at once.
+    /// Counted in `in_flight` until dropped, including when the caller
+    /// cancels and the call's future is dropped mid-way.
+    pub fn admit(&self) -> Result<Admission> {
+        let permit = Arc::clone(&self.admission)
+            .try_acquire_owned()
+            .map_err(|_| GatewayError::Overloaded {
+                limit: self.settings.limits.max_in_flight,
+            })?;
+        self.metrics.in_flight.inc();
+        Ok(Admission {
+            _permit: permit,
+            gauge: self.metrics.in_flight.clone(),
+        })
+    }
+
+    /// Whether each replica of each downstream service answers its health
+    /// check with SERVING: `(service, replica, status)`.
+    pub async fn readiness(&self) -> Vec<(&'static str, String, String)> {
+        use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+        let checks = self.pools().into_iter().flat_map(|p| {
+            p.channels().into_iter().map(move |(addr, ch)| async move {
+                let mut rq = Request::new(HealthCheckRequest::default());
+                rq.set_timeout(Duration::from_secs(1));
+                let status = match tokio::time::timeout(
+                    Duration::from_secs(1),
+                    HealthClient::new(ch).check(rq),
+                )
+                .await
+                {
+                    Ok(Ok(r)) => r.into_inner().status().as_str_name().to_owned(),
+                    Ok(Err(s)) => format!("{:?}: {}", s.code(), s.message()),
+                    Err(_) => "no answer within 1 s".to_owned(),
+                };
+                (p.service(), addr, status)
+            })
+        });
+        futures::future::join_all(checks).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{
+        collections::merge_chunking,
+        search::{keyword, payload_filter},
+        *,
+    };
+
+    fn h(doc: &str, idx: u32, score: f32, text: &str) -> gw::Hit {
+        gw::Hit {
+            chunk_id: chunk_id(doc, idx as usize),
+            score,
+            document_id: doc.into(),
+            chunk_index: idx,
+            text: text.into(),
+            metadata: None,
+        }
+    }
+
+    #[test]
+    fn chunk_ids_are_stable_and_distinct() {
+        assert_eq!(chunk_id("a", 0), chunk_id("a", 0));
+        assert_ne!(chunk_id("a", 0), chunk_id("a", 1));
+        assert_ne!(chunk_id("a1", 0), chunk_id("a", 10));
+    }
+
+    #[test]
+    fn context_is_bounded_and_numbered_and_sources_grouped() {
+        let hits = vec![
+            h("d1", 0, 0.9, "alpha beta"),
+            h("d2", 3, 0.8, &"x".repeat(100)),
+            h("d1", 1, 0.7, "gamma"),
+        ];
+        let r = assemble(hits, 40);
+        assert_eq!(r.context, "[1] alpha beta\n\n[2] gamma");
+        assert!(r.context.chars().count() <= 40);
+        assert!(r.truncated);
+        assert_eq!(r.used_chunks, 2);
+        assert_eq!(r.chunks.len(), 3);
+        assert_eq!(r.chunks[2].document_id, "d2", "left-out chunks come last");
+        assert_eq!(r.sources.len(), 1);
+        assert_eq!(r.sources[0].document_id, "d1");
+        assert_eq!(r.sources[0].chunk_indexes, [0, 1]);
+        let all = assemble(vec![h("d1", 0, 0.9, "a")], 1000);
+        assert!(!all.truncated);
+    }
+
+    #[test]
+    fn chunking_overrides_merge_and_are_checked() {
+        let base = ChunkingSettings::default();
+        assert_eq!(merge_chunking("c", base, None).expect("none"), base);
+        let o = gw::Chunking {
+            unit: gw::ChunkUnit::Characters.into(),
+            size: 500,
+            overlap: 50,
+        };
+        let m = merge_chunking("c", base, Some(&o)).expect("valid");
+        assert_eq!(
+            (m.unit, m.size, m.overlap),
+            (ChunkUnit::Characters, 500, 50)
+        );
+        let bad = gw::Chunking {
+            size: 10,
+            overlap: 10,
+            ..Default::default()
+        };
+        let e = merge_chunking("chunking", base, Some(&bad)).expect_err("overlap");
+        assert!(e.to_string().contains("chunking.overlap"), "{e}");
+    }
+
+    #[test]
+    fn filters_are_rewritten_onto_metadata() {
+        let f = vec::Filter {
+            must: vec![keyword("lang", "en"), keyword(P_DOCUMENT_ID, "d1")],
+            must_not: vec![vec::Condition {
+                condition: Some(vec::condition::Condition::Filter(vec::Filter {
+                    must: vec![keyword("a.b", "x")],
+                    ..Default::default()
+                })),
+            }],
+            ..Default::default()
+        };
+        let g = payload_filter(f);
+        let key = |c: &vec::Condition| match &c.condition {
+            Some(vec::condition::Condition::Field(f)) => f.key.clone(),
+            _ => String::new(),
+        };
+        assert_eq!(key(&g.must[0]), "metadata.lang");
+        assert_eq!(key(&g.must[1]), "document_id");
+        let Some(vec::condition::Condition::Filter(inner)) = &g.must_not[0].condition else {
+            panic!("nested")
+        };
+        assert_eq!(key(&inner.must[0]), "metadata.a.b");
+    }
+}
