@@ -4,14 +4,9 @@
 # nothing when a server is already installed; without root or apt-get it
 # says so and the PostgreSQL tests skip with a printed reason.
 set -euo pipefail
+source "$(dirname "$0")/lib/apt-install.sh"
 if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   exit 0
 fi
-if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
-  echo "install-postgres: not root or no apt-get; the PostgreSQL registry tests will be skipped" >&2
-  exit 0
-fi
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends postgresql-15 >/dev/null
-echo "install-postgres: $(ls -d /usr/lib/postgresql/*/bin) installed"
+apt_install "the PostgreSQL registry tests" --no-install-recommends postgresql-15
+ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sed 's/^/install-postgres: installed /' || true

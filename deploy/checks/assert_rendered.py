@@ -80,7 +80,7 @@ def main() -> int:
             check(grace > 0, f"{cname}: drain time set")
             check(pod.get("terminationGracePeriodSeconds", 30) > pre + grace,
                   f"{cname}: terminationGracePeriodSeconds above preStop + drain")
-            check(env_value(c, "MLMESH_SERVER__LISTEN", ) is not None, f"{cname}: listen address set")
+            check(env_value(c, "MLMESH_SERVER__LISTEN") is not None, f"{cname}: listen address set")
         labels = w["spec"]["selector"]["matchLabels"]
         check(any(p["spec"]["selector"]["matchLabels"] == labels for p in pdbs), f"{name}: a PodDisruptionBudget selects it")
         if w["kind"] == "StatefulSet":

@@ -80,14 +80,18 @@ impl Registry {
                 dir.display()
             ))
         })?;
+        // The shared stores' clients are async; their blocking calls drive
+        // them on the service's runtime.
+        let runtime = || {
+            tokio::runtime::Handle::try_current().map_err(|_| {
+                RegistryError::Store("PostgreSQL and S3 need the service's runtime".into())
+            })
+        };
         let store: Arc<dyn MetaStore> = if settings.metadata_url.is_empty() {
             Arc::new(SqliteStore::open(&dir.join("registry.db"))?)
         } else {
-            let handle = tokio::runtime::Handle::try_current().map_err(|_| {
-                RegistryError::Store("PostgreSQL needs the service's runtime".into())
-            })?;
             Arc::new(
-                PostgresStore::connect(&settings.metadata_url.0, handle).map_err(|e| {
+                PostgresStore::connect(&settings.metadata_url.0, runtime()?).map_err(|e| {
                     RegistryError::Store(format!(
                         "registry.metadata_url ({}): {e}",
                         settings.metadata_url.redacted()
@@ -98,10 +102,7 @@ impl Registry {
         let blobs: Arc<dyn BlobStore> = if settings.blob_url.is_empty() {
             Arc::new(LocalBlobs::open(&dir.join("blobs"))?)
         } else {
-            let handle = tokio::runtime::Handle::try_current().map_err(|_| {
-                RegistryError::Blobs("the S3 blob store needs the service's runtime".into())
-            })?;
-            Arc::new(S3Blobs::open(&settings.blob_url, &settings.s3, handle)?)
+            Arc::new(S3Blobs::open(&settings.blob_url, &settings.s3, runtime()?)?)
         };
         Self::with_stores(settings, metrics, store, blobs, &dir.join("uploads"))
     }

@@ -45,11 +45,12 @@ fn podman() -> Command {
     c
 }
 
-/// Removes the container and the image however the test ends.
+/// Removes the container, then the images newest first, however the test
+/// ends.
+#[derive(Default)]
 struct Cleanup {
-    image: String,
     container: Option<String>,
-    dangling: Vec<String>,
+    images: Vec<String>,
 }
 
 impl Drop for Cleanup {
@@ -57,11 +58,8 @@ impl Drop for Cleanup {
         if let Some(c) = &self.container {
             let _ = podman().args(["rm", "-f", c]).output();
         }
-        let _ = Command::new("buildah")
-            .args(["rmi", "-f", &self.image])
-            .output();
-        for id in &self.dangling {
-            let _ = Command::new("buildah").args(["rmi", "-f", id]).output();
+        for image in self.images.iter().rev() {
+            let _ = Command::new("buildah").args(["rmi", "-f", image]).output();
         }
     }
 }
@@ -102,17 +100,9 @@ async fn the_registry_image_runs_read_only_answers_health_and_stops_on_sigterm()
     let tag = std::process::id();
     let base = format!("localhost/mlmesh-runtime-base:test-{tag}");
     let image = format!("localhost/mlmesh-registry:test-{tag}");
-    let mut cleanup = Cleanup {
-        image: image.clone(),
-        container: None,
-        dangling: Vec::new(),
-    };
+    let mut cleanup = Cleanup::default();
+    cleanup.images.push(base.clone());
     run(Command::new(root.join("deploy/docker/make-runtime-base.sh")).arg(&base));
-    let _base_cleanup = Cleanup {
-        image: base.clone(),
-        container: None,
-        dangling: Vec::new(),
-    };
     // A build context holding only the staged files, as `make images` makes.
     let ctx = TempDir::new("image-context");
     let stage = ctx.path().join("deploy/docker/stage");
@@ -139,11 +129,13 @@ async fn the_registry_image_runs_read_only_answers_health_and_stops_on_sigterm()
         &ctx.path().to_string_lossy(),
     ]));
 
-    // The stage images the build made (untagged); ours only.
-    cleanup.dangling = dangling()
-        .into_iter()
-        .filter(|i| !dangling_before.contains(i))
-        .collect();
+    // Ours, and the stage images the build made (untagged; ours only).
+    cleanup.images.push(image.clone());
+    cleanup.images.extend(
+        dangling()
+            .into_iter()
+            .filter(|i| !dangling_before.contains(i)),
+    );
 
     let (nofile, nproc) = (host_limit("-Hn"), host_limit("-Hu").min(32_768));
     let out = run(podman().args([
