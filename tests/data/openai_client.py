@@ -31,7 +31,16 @@ out["float"] = [d.embedding for d in r.data]
 r = client.embeddings.create(model=model, input=texts[0], dimensions=64)
 out["dimensions_64"] = [d.embedding for d in r.data]
 
+# The model list and one model, as the client parses them.
+out["models"] = [{"id": m.id, "object": m.object, "owned_by": m.owned_by} for m in client.models.list()]
+out["model"] = client.models.retrieve(model).id
+
 errors = {}
+try:
+    client.models.retrieve("no-such-model")
+    errors["retrieve_unknown"] = {"class": None}
+except openai.APIStatusError as e:
+    errors["retrieve_unknown"] = {"class": type(e).__name__, "status": e.status_code}
 for name, kwargs in {
     "unknown_model": {"model": "no-such-model", "input": "x"},
     "empty_input": {"model": model, "input": []},

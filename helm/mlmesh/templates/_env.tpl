@@ -17,6 +17,10 @@
   value: {{ printf "%s:%v" (include "mlmesh.name" (dict "root" .root "service" "embedding")) (ternary "grpc" $v.embedding.ports.grpc $k8s) | quote }}
 - name: MLMESH_DOWNSTREAM__VECTOR_SEARCH
   value: {{ printf "%s:%v" (include "mlmesh.name" (dict "root" .root "service" "vector-search")) (ternary "grpc" $v.vectorSearch.ports.grpc $k8s) | quote }}
+{{- if $v.inference.enabled }}
+- name: MLMESH_DOWNSTREAM__INFERENCE
+  value: {{ printf "%s:%v" (include "mlmesh.name" (dict "root" .root "service" "inference")) (ternary "grpc" $v.inference.ports.grpc $k8s) | quote }}
+{{- end }}
 {{- end }}
 
 {{- define "mlmesh.env.embedding" -}}

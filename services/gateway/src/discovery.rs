@@ -27,7 +27,7 @@ impl Drop for Watchers {
 /// settings (`service:port`).
 pub async fn start(
     settings: &DownstreamSettings,
-    pools: [(&Arc<Pool>, &[String]); 2],
+    pools: Vec<(&Arc<Pool>, &[String])>,
 ) -> Result<Watchers, String> {
     let client = mlmesh_discovery::client(&settings.kubernetes_api)
         .await

@@ -11,8 +11,8 @@ pub enum GatewayError {
     /// A request field is out of range; names the field and the limit.
     #[error("`{field}`: {reason}")]
     Invalid { field: String, reason: String },
-    /// The embedding service does not serve this model.
-    #[error("model {model:?} is not served by the embedding service (served: {served})")]
+    /// No service of the mesh serves this model.
+    #[error("model {model:?} is not served (served: {served})")]
     ModelNotFound { model: String, served: String },
     /// The collection exists but has no embedding model recorded.
     #[error(
@@ -24,6 +24,12 @@ pub enum GatewayError {
         "the gateway is at its limit of {limit} calls in flight (limits.max_in_flight); retry with backoff"
     )]
     Overloaded { limit: usize },
+    /// This gateway is not configured to call the service.
+    #[error("this gateway has no {service} service configured (`{key}` is empty)")]
+    NotConfigured {
+        service: &'static str,
+        key: &'static str,
+    },
     /// A downstream service failed; it is named.
     #[error(transparent)]
     Downstream(#[from] DownstreamError),
@@ -47,6 +53,7 @@ impl GatewayError {
             GatewayError::ModelNotFound { .. } => Code::NotFound,
             GatewayError::NotAGatewayCollection { .. } => Code::FailedPrecondition,
             GatewayError::Overloaded { .. } => Code::ResourceExhausted,
+            GatewayError::NotConfigured { .. } => Code::Unimplemented,
             GatewayError::Downstream(d) => d.code(),
             GatewayError::Internal(_) => Code::Internal,
         }

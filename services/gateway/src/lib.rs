@@ -19,7 +19,9 @@ pub mod error;
 pub mod grpc;
 pub mod http;
 pub mod metrics;
+pub mod passthrough;
 pub mod settings;
+pub mod tensor;
 
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
@@ -30,7 +32,14 @@ use tokio::net::TcpListener;
 use tonic::service::Routes;
 
 pub use crate::settings::Settings;
-use crate::{core::Core, grpc::GatewayApi, metrics::Metrics};
+use crate::{
+    core::Core,
+    grpc::{GatewayApi, inference::InferenceProxy},
+    metrics::Metrics,
+};
+
+/// The Open Inference Protocol's gRPC service, forwarded to inference.
+const INFERENCE_SERVICE: &str = <InferenceProxy as tonic::server::NamedService>::NAME;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -78,15 +87,9 @@ impl Application {
         let d = &core.settings().downstream;
         let watchers = match d.discovery {
             settings::Discovery::Static => discovery::Watchers::default(),
-            settings::Discovery::Kubernetes => discovery::start(
-                d,
-                [
-                    (core.pools()[0], d.embedding.as_slice()),
-                    (core.pools()[1], d.vector_search.as_slice()),
-                ],
-            )
-            .await
-            .map_err(BuildError::Downstream)?,
+            settings::Discovery::Kubernetes => discovery::start(d, core.pools())
+                .await
+                .map_err(BuildError::Downstream)?,
         };
         Ok(Self {
             server,
@@ -142,14 +145,15 @@ impl Application {
             })
         });
         let max = self.max_request_bytes;
-        let api = GatewayServer::new(GatewayApi::new(self.core))
+        let api = GatewayServer::new(GatewayApi::new(Arc::clone(&self.core)))
             .max_decoding_message_size(max)
             .max_encoding_message_size(usize::MAX);
+        let inference = InferenceProxy::new(self.core, max);
         let result = self
             .server
             .serve(
-                Routes::new(api),
-                &[SERVICE_NAME],
+                Routes::new(api).add_service(inference),
+                &[SERVICE_NAME, INFERENCE_SERVICE],
                 &[mlmesh_proto::FILE_DESCRIPTOR_SET],
                 shutdown,
             )

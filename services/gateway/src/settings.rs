@@ -85,6 +85,9 @@ pub struct DownstreamSettings {
     pub embedding: Vec<String>,
     /// Vector-search service replicas.
     pub vector_search: Vec<String>,
+    /// Inference service replicas; empty when the mesh has none (its calls
+    /// then answer UNAVAILABLE naming this key).
+    pub inference: Vec<String>,
     /// `kubernetes` discovery: the Services' namespace; empty for this
     /// pod's own (its service account's), else `default`.
     pub namespace: String,
@@ -111,6 +114,7 @@ impl Default for DownstreamSettings {
             discovery: Discovery::Static,
             embedding: vec!["127.0.0.1:50051".into()],
             vector_search: vec!["127.0.0.1:50052".into()],
+            inference: Vec::new(),
             namespace: String::new(),
             kubernetes_api: String::new(),
             request_timeout_ms: 30_000,
@@ -241,7 +245,11 @@ impl Settings {
         let s: Self = settings::load(
             file,
             env,
-            &["downstream.embedding", "downstream.vector_search"],
+            &[
+                "downstream.embedding",
+                "downstream.vector_search",
+                "downstream.inference",
+            ],
         )?;
         s.validate()?;
         Ok(s)
@@ -254,8 +262,9 @@ impl Settings {
         for (key, list) in [
             ("downstream.embedding", &d.embedding),
             ("downstream.vector_search", &d.vector_search),
+            ("downstream.inference", &d.inference),
         ] {
-            if list.is_empty() {
+            if list.is_empty() && key != "downstream.inference" {
                 return Err(invalid(key, "at least one address is required"));
             }
             if d.discovery == Discovery::Kubernetes && list.len() > 1 {

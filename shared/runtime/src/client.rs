@@ -16,8 +16,11 @@
 //! control windows, and precise statuses: failing to connect or losing the
 //! connection is UNAVAILABLE naming the address, so callers can retry
 //! elsewhere. Generated tonic clients run on it unchanged
-//! (`FooClient::new(channel)`); streaming request bodies are collected first,
-//! so it is meant for unary calls.
+//! (`FooClient::new(channel)`). Request bodies are collected first (one
+//! frame, as unary calls send), except for a request carrying the
+//! [`StreamingBody`] extension: its body is sent frame by frame as the
+//! caller produces it, under HTTP/2 flow control (bidirectional streams
+//! forwarded by the gateway).
 
 use std::{
     pin::Pin,
@@ -38,6 +41,11 @@ use tower_service::Service;
 /// never stalls on WINDOW_UPDATE round trips (hyper's client defaults).
 const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
 const CONNECTION_WINDOW: u32 = 5 * 1024 * 1024;
+
+/// Marks a request whose body is a stream of messages to send as they come
+/// (`request.extensions_mut().insert(StreamingBody)`), not collected first.
+#[derive(Clone, Copy, Debug)]
+pub struct StreamingBody;
 
 /// Settings of an [`H2Channel`].
 #[derive(Clone, Copy, Debug)]
@@ -139,13 +147,19 @@ impl H2Channel {
         request: Request<tonic::body::Body>,
     ) -> Result<Response<RecvBody>, Status> {
         let (mut parts, body) = request.into_parts();
+        let streaming = parts.extensions.get::<StreamingBody>().is_some();
         // Unary bodies are one ready frame; collecting costs nothing and
         // lets HEADERS and DATA go out together.
-        let body = body
-            .collect()
-            .await
-            .map_err(|e| Status::internal(format!("cannot encode the request: {e}")))?
-            .to_bytes();
+        let (body, rest) = if streaming {
+            (Bytes::new(), Some(body))
+        } else {
+            let b = body
+                .collect()
+                .await
+                .map_err(|e| Status::internal(format!("cannot encode the request: {e}")))?
+                .to_bytes();
+            (b, None)
+        };
         let path = parts
             .uri
             .path_and_query()
@@ -180,12 +194,14 @@ impl H2Channel {
             }
         };
         let request = Request::from_parts(parts, ());
-        let end = body.is_empty();
+        let end = body.is_empty() && rest.is_none();
         let (response, mut stream) = sender.send_request(request, end).map_err(|e| {
             self.forget(generation);
             self.lost(&e)
         })?;
-        if !end {
+        if let Some(rest) = rest {
+            tokio::spawn(pump(rest, stream));
+        } else if !end {
             stream
                 .send_data(body, true)
                 .map_err(|e| self.h2_status(&e))?;
@@ -211,6 +227,35 @@ impl H2Channel {
     fn h2_status(&self, e: &h2::Error) -> Status {
         h2_status(&self.shared.addr, e)
     }
+}
+
+/// Sends a streaming request body as its frames come, each within the
+/// flow-control capacity the peer grants; ends the stream when the body
+/// ends, resets it when the body fails. Ends early when the peer resets.
+async fn pump(mut body: tonic::body::Body, mut stream: h2::SendStream<Bytes>) {
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            stream.send_reset(h2::Reason::CANCEL);
+            return;
+        };
+        let Ok(mut data) = frame.into_data() else {
+            continue;
+        };
+        while !data.is_empty() {
+            stream.reserve_capacity(data.len());
+            match std::future::poll_fn(|cx| stream.poll_capacity(cx)).await {
+                Some(Ok(n)) if n > 0 => {
+                    let chunk = data.split_to(n.min(data.len()));
+                    if stream.send_data(chunk, false).is_err() {
+                        return;
+                    }
+                }
+                Some(Ok(_)) => {}
+                _ => return,
+            }
+        }
+    }
+    let _ = stream.send_data(Bytes::new(), true);
 }
 
 fn forget(shared: &Shared, generation: u64) {

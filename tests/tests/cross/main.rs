@@ -8,6 +8,7 @@
 
 mod embedding_process;
 mod image;
+mod inference_rest;
 mod launcher;
 mod mesh_e2e;
 mod mesh_tracing;

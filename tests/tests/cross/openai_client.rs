@@ -118,8 +118,16 @@ async fn the_official_openai_python_client_works_unchanged() {
     assert_eq!(cut[0].len(), 64);
     assert!(max_abs_diff(&cut[0], &direct64.embeddings[0].values) < 1e-5);
 
+    // Every model of the mesh: here the embedding service's only.
+    assert_eq!(
+        got["models"],
+        serde_json::json!([{"id": MODEL, "object": "model", "owned_by": "mlmesh-embedding"}])
+    );
+    assert_eq!(got["model"], MODEL);
+
     // Errors arrive as the client's typed exceptions, with our message.
     let e = &got["errors"];
+    assert_eq!(e["retrieve_unknown"]["class"], "NotFoundError", "{e}");
     assert_eq!(e["unknown_model"]["class"], "NotFoundError", "{e}");
     assert_eq!(e["unknown_model"]["status"], 404);
     assert!(

@@ -7,6 +7,9 @@
 //! answer with the references onnxruntime and scikit-learn computed
 //! (`services/inference/tests/data/references.json`).
 //!
+//! The same checks run once more through the gateway, which forwards the
+//! service.
+//!
 //! `make test` installs the client (scripts/fetch-python-packages.sh); a
 //! bare `cargo test` without it says so and passes without running.
 
@@ -15,9 +18,7 @@ use std::process::Command;
 use mlmesh_tests::{Service, repo_root};
 use serde_json::Value;
 
-#[test]
-fn the_official_tritonclient_works_unchanged() {
-    let _serial = mlmesh_tests::serial();
+fn client_site() -> Option<std::path::PathBuf> {
     let site = repo_root().join(".cache/mlmesh/py/tritonclient");
     if !site.join(".mlmesh-stamp").is_file() {
         eprintln!(
@@ -25,14 +26,58 @@ fn the_official_tritonclient_works_unchanged() {
              scripts/fetch-python-packages.sh tritonclient scripts/tritonclient.txt (make test does)",
             site.display()
         );
-        return;
+        return None;
     }
+    Some(site)
+}
+
+#[test]
+fn the_official_tritonclient_works_unchanged() {
+    let _serial = mlmesh_tests::serial();
+    let Some(site) = client_site() else { return };
     let svc = Service::start("mlmesh-inference", &[]);
+    run_checks(&site, svc.addr);
+}
+
+/// The same client and checks, pointed at a gateway in front of the
+/// inference service: every call (streams, compression, load/unload,
+/// errors) crosses the gateway's forwarding.
+#[test]
+fn tritonclient_through_the_gateway_works_unchanged() {
+    let _serial = mlmesh_tests::serial();
+    let Some(site) = client_site() else { return };
+    let svc = Service::start("mlmesh-inference", &[]);
+    let gateway = Service::start(
+        "mlmesh-gateway",
+        &[
+            ("MLMESH_DOWNSTREAM__INFERENCE", svc.addr.to_string()),
+            // Not called by these checks.
+            ("MLMESH_DOWNSTREAM__EMBEDDING", "127.0.0.1:9".into()),
+            ("MLMESH_DOWNSTREAM__VECTOR_SEARCH", "127.0.0.1:9".into()),
+            ("MLMESH_HTTP__LISTEN", "off".into()),
+        ],
+    );
+    run_checks(&site, gateway.addr);
+    // The calls really went through the gateway, and each method is counted.
+    let infer = gateway.metric(
+        "mlmesh_gateway_requests_total{code=\"OK\",method=\"ModelInfer\",protocol=\"grpc\"}",
+    );
+    assert!(
+        infer >= 10.0,
+        "ModelInfer calls counted by the gateway: {infer}"
+    );
+    let stream = gateway.metric(
+        "mlmesh_gateway_requests_total{code=\"OK\",method=\"ModelStreamInfer\",protocol=\"grpc\"}",
+    );
+    assert!(stream >= 1.0, "streams counted by the gateway: {stream}");
+}
+
+fn run_checks(site: &std::path::Path, addr: std::net::SocketAddr) {
     let out = Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()))
         .arg(repo_root().join("tests/data/tritonclient_check.py"))
-        .arg(svc.addr.to_string())
+        .arg(addr.to_string())
         .arg(repo_root().join("services/inference/tests/data/references.json"))
-        .env("PYTHONPATH", &site)
+        .env("PYTHONPATH", site)
         .env("NO_PROXY", "127.0.0.1,localhost")
         .output()
         .expect("run python3");

@@ -40,6 +40,14 @@ impl Core {
             .await?)
     }
 
+    /// The embedding service's models, by name.
+    pub async fn embedding_models(&self, deadline: Deadline) -> Result<Vec<emb::ModelInfo>> {
+        let m = self.models(deadline, false).await?;
+        let mut v: Vec<emb::ModelInfo> = m.by_name.values().cloned().collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(v)
+    }
+
     pub(super) async fn models(&self, deadline: Deadline, refresh: bool) -> Result<Arc<Models>> {
         if !refresh
             && let Some(m) = self.models.read().ok().and_then(|m| m.clone())

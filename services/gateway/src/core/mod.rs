@@ -41,10 +41,14 @@ use crate::{
 
 mod collections;
 mod embeddings;
+mod inference;
 mod ingest;
+mod models;
 mod search;
 
 pub use collections::{CollectionView, chunking_to_pb};
+pub use inference::{Forwarding, InferenceMethod, RawStream};
+pub use models::{ModelKind, ServedModel};
 pub use search::assemble;
 
 pub type Result<T, E = GatewayError> = std::result::Result<T, E>;
@@ -133,6 +137,7 @@ impl Drop for Admission {
 pub struct Core {
     embedding: Arc<Pool>,
     vector: Arc<Pool>,
+    inference: Arc<Pool>,
     settings: Settings,
     models: RwLock<Option<Arc<Models>>>,
     collections: RwLock<HashMap<String, (Instant, CollectionView)>>,
@@ -164,9 +169,11 @@ impl Core {
             d,
             metrics.clone(),
         )?;
+        let inference = Pool::new("inference", &fixed(&d.inference), d, metrics.clone())?;
         Ok(Self {
             embedding,
             vector,
+            inference,
             admission: Arc::new(Semaphore::new(settings.limits.max_in_flight)),
             settings,
             models: RwLock::new(None),
@@ -179,8 +186,18 @@ impl Core {
         &self.settings
     }
 
-    pub fn pools(&self) -> [&Arc<Pool>; 2] {
-        [&self.embedding, &self.vector]
+    /// The pools of the services this gateway is configured to call,
+    /// with the settings key naming each one's replicas.
+    pub fn pools(&self) -> Vec<(&Arc<Pool>, &[String])> {
+        let d = &self.settings.downstream;
+        let mut v = vec![
+            (&self.embedding, d.embedding.as_slice()),
+            (&self.vector, d.vector_search.as_slice()),
+        ];
+        if !d.inference.is_empty() {
+            v.push((&self.inference, d.inference.as_slice()));
+        }
+        v
     }
 
     /// The deadline of a call whose caller allows `caller` (none: the
@@ -210,7 +227,7 @@ impl Core {
     /// check with SERVING: `(service, replica, status)`.
     pub async fn readiness(&self) -> Vec<(&'static str, String, String)> {
         use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
-        let checks = self.pools().into_iter().flat_map(|p| {
+        let checks = self.pools().into_iter().flat_map(|(p, _)| {
             p.channels().into_iter().map(move |(addr, ch)| async move {
                 let mut rq = Request::new(HealthCheckRequest::default());
                 rq.set_timeout(Duration::from_secs(1));

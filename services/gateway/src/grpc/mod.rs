@@ -1,5 +1,8 @@
-//! The gRPC face of the gateway (`mlmesh.gateway.v1.Gateway`): admission,
-//! the caller's deadline, metrics, then [`Core`].
+//! The gRPC faces of the gateway: `mlmesh.gateway.v1.Gateway` here and
+//! `inference.GRPCInferenceService` in [`inference`]; each call goes through
+//! admission, the caller's deadline and metrics ([`serve`]), then [`Core`].
+
+pub mod inference;
 
 use std::{
     future::Future,
@@ -52,34 +55,46 @@ impl GatewayApi {
         F: FnOnce(Arc<Core>, Deadline) -> Fut,
         Fut: Future<Output = Result<T, GatewayError>>,
     {
-        let started = Instant::now();
-        let m = &self.core.metrics;
-        let result = match self.core.admit() {
-            Ok(_admitted) => {
-                let deadline = self.core.deadline(grpc_timeout(md));
-                f(Arc::clone(&self.core), deadline).await
-            }
-            Err(e) => Err(e),
-        };
-        let code = result
-            .as_ref()
-            .map_or_else(GatewayError::code, |_| tonic::Code::Ok);
-        m.requests
-            .with_label_values(&["grpc", method, mlmesh_runtime::code_name(code)])
-            .inc();
-        m.request_seconds
-            .with_label_values(&["grpc", method])
-            .observe(started.elapsed().as_secs_f64());
-        match result {
-            Ok(v) => Ok(Response::new(v)),
-            Err(e) => {
-                if matches!(e.code(), tonic::Code::Internal | tonic::Code::Unavailable) {
-                    tracing::warn!(method, error = %e, "call failed");
-                }
-                Err(e.into())
-            }
-        }
+        serve(&self.core, method, md, f).await.map(Response::new)
     }
+}
+
+/// Runs one gRPC call: admission, the caller's deadline, metrics and the
+/// error's status. Shared by every service the gateway serves.
+pub(crate) async fn serve<T, F, Fut>(
+    core: &Arc<Core>,
+    method: &'static str,
+    md: &MetadataMap,
+    f: F,
+) -> Result<T, Status>
+where
+    F: FnOnce(Arc<Core>, Deadline) -> Fut,
+    Fut: Future<Output = Result<T, GatewayError>>,
+{
+    let started = Instant::now();
+    let m = &core.metrics;
+    let result = match core.admit() {
+        Ok(_admitted) => {
+            let deadline = core.deadline(grpc_timeout(md));
+            f(Arc::clone(core), deadline).await
+        }
+        Err(e) => Err(e),
+    };
+    let code = result
+        .as_ref()
+        .map_or_else(GatewayError::code, |_| tonic::Code::Ok);
+    m.requests
+        .with_label_values(&["grpc", method, mlmesh_runtime::code_name(code)])
+        .inc();
+    m.request_seconds
+        .with_label_values(&["grpc", method])
+        .observe(started.elapsed().as_secs_f64());
+    result.map_err(|e| {
+        if matches!(e.code(), tonic::Code::Internal | tonic::Code::Unavailable) {
+            tracing::warn!(method, error = %e, "call failed");
+        }
+        e.into()
+    })
 }
 
 #[tonic::async_trait]

@@ -1,0 +1,374 @@
+//! Inference through the gateway: the inference service's
+//! `inference.GRPCInferenceService` (the Open Inference Protocol as Triton
+//! publishes it), balanced over its replicas.
+//!
+//! Two ways in: [`Core::forward_inference`] passes a gRPC call's message
+//! bytes through undecoded (the gRPC face, so tritonclient pointed at the
+//! gateway sees the inference service's own answers), and the typed calls
+//! below serve the HTTP face and pipelines. Model loads and unloads go to
+//! every replica, so the mesh agrees on what it serves.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{Stream, stream::BoxStream};
+use http::uri::PathAndQuery;
+use mlmesh_proto::inference::{
+    self as pb, grpc_inference_service_client::GrpcInferenceServiceClient,
+};
+use mlmesh_runtime::client::StreamingBody;
+use tonic::{Request, Status, Streaming};
+use tracing::Instrument as _;
+
+use super::{Core, MAX_RESPONSE_BYTES, Result, req};
+use crate::{
+    downstream::{Deadline, DownstreamError, Pool, TracedChannel},
+    error::GatewayError,
+    passthrough::Passthrough,
+};
+
+/// How the gateway forwards one method.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Forwarding {
+    /// To one replica; retried on another after UNAVAILABLE.
+    Idempotent,
+    /// To every replica (model load and unload).
+    Broadcast,
+    /// A bidirectional stream, to one replica for its whole life.
+    Stream,
+}
+
+/// One method of `inference.GRPCInferenceService`.
+#[derive(Debug)]
+pub struct InferenceMethod {
+    /// The method's name (`ModelInfer`), for metrics.
+    pub name: &'static str,
+    /// Its gRPC path.
+    pub path: &'static str,
+    pub forwarding: Forwarding,
+}
+
+macro_rules! methods {
+    ($($name:literal => $fw:ident),* $(,)?) => {
+        /// Every method of the service, as the gateway forwards it.
+        pub const METHODS: &[InferenceMethod] = &[$(InferenceMethod {
+            name: $name,
+            path: concat!("/inference.GRPCInferenceService/", $name),
+            forwarding: Forwarding::$fw,
+        }),*];
+    };
+}
+
+methods! {
+    "ServerLive" => Idempotent,
+    "ServerReady" => Idempotent,
+    "ModelReady" => Idempotent,
+    "ServerMetadata" => Idempotent,
+    "ModelMetadata" => Idempotent,
+    "ModelInfer" => Idempotent,
+    "ModelStreamInfer" => Stream,
+    "ModelConfig" => Idempotent,
+    "ModelStatistics" => Idempotent,
+    "RepositoryIndex" => Idempotent,
+    "RepositoryModelLoad" => Broadcast,
+    "RepositoryModelUnload" => Broadcast,
+}
+
+impl InferenceMethod {
+    /// The method a request path names, if the service has it.
+    pub fn from_path(path: &str) -> Option<&'static Self> {
+        METHODS.iter().find(|m| m.path == path)
+    }
+
+    fn path_and_query(&self) -> PathAndQuery {
+        PathAndQuery::from_static(self.path)
+    }
+}
+
+/// The answers of a forwarded stream, as undecoded messages.
+pub type RawStream = BoxStream<'static, std::result::Result<Bytes, Status>>;
+
+fn client(ch: TracedChannel) -> GrpcInferenceServiceClient<TracedChannel> {
+    GrpcInferenceServiceClient::new(ch).max_decoding_message_size(MAX_RESPONSE_BYTES)
+}
+
+const READY: &str = "/inference.GRPCInferenceService/ServerReady";
+const LIVE: &str = "/inference.GRPCInferenceService/ServerLive";
+const SERVER_METADATA: &str = "/inference.GRPCInferenceService/ServerMetadata";
+const MODEL_READY: &str = "/inference.GRPCInferenceService/ModelReady";
+const MODEL_METADATA: &str = "/inference.GRPCInferenceService/ModelMetadata";
+const MODEL_INFER: &str = "/inference.GRPCInferenceService/ModelInfer";
+const REPOSITORY_INDEX: &str = "/inference.GRPCInferenceService/RepositoryIndex";
+
+impl Core {
+    /// The inference pool, or UNIMPLEMENTED when this gateway has none.
+    fn inference_pool(&self) -> Result<&Pool> {
+        if self.settings.downstream.inference.is_empty() {
+            return Err(GatewayError::NotConfigured {
+                service: "inference",
+                key: "downstream.inference",
+            });
+        }
+        Ok(&self.inference)
+    }
+
+    /// Forwards one unary call's message bytes and returns the answer's.
+    pub async fn forward_inference(
+        &self,
+        m: &'static InferenceMethod,
+        body: Bytes,
+        deadline: Deadline,
+    ) -> Result<Bytes> {
+        let pool = self.inference_pool()?;
+        if m.forwarding == Forwarding::Broadcast {
+            return self.broadcast(pool, m, body, deadline).await;
+        }
+        let resp = pool
+            .call(m.path, deadline, true, |ch, remaining| {
+                let body = body.clone();
+                async move {
+                    let mut g =
+                        tonic::client::Grpc::new(ch).max_decoding_message_size(MAX_RESPONSE_BYTES);
+                    g.ready().await.map_err(|e| {
+                        Status::unavailable(format!("inference replica not ready: {e}"))
+                    })?;
+                    g.unary(req(body, remaining), m.path_and_query(), Passthrough)
+                        .await
+                }
+            })
+            .await?;
+        Ok(resp)
+    }
+
+    /// Sends `body` to every replica at once; the first failure (naming its
+    /// replica) fails the call. The answers are alike (empty messages).
+    async fn broadcast(
+        &self,
+        pool: &Pool,
+        m: &'static InferenceMethod,
+        body: Bytes,
+        deadline: Deadline,
+    ) -> Result<Bytes> {
+        let replicas = pool.channels();
+        if replicas.is_empty() {
+            return Err(DownstreamError::Unavailable {
+                service: "inference",
+                tried: String::new(),
+                message: "no ready replicas".into(),
+            }
+            .into());
+        }
+        let calls = replicas.into_iter().map(|(addr, ch)| {
+            let body = body.clone();
+            let span = tracing::info_span!(
+                "grpc.client",
+                otel.name = m.path,
+                otel.kind = "client",
+                rpc.system = "grpc",
+                rpc.method = m.name,
+                peer.service = "inference",
+                server.address = %addr,
+            );
+            async move {
+                let remaining = deadline.remaining();
+                let mut g = tonic::client::Grpc::new(ch);
+                let r = match tokio::time::timeout(remaining, async {
+                    g.ready()
+                        .await
+                        .map_err(|e| Status::unavailable(e.to_string()))?;
+                    g.unary(req(body, remaining), m.path_and_query(), Passthrough)
+                        .await
+                })
+                .await
+                {
+                    Ok(r) => r,
+                    Err(_) => Err(Status::deadline_exceeded("deadline exceeded")),
+                };
+                r.map(tonic::Response::into_inner)
+                    .map_err(|s| Status::new(s.code(), format!("replica {addr}: {}", s.message())))
+            }
+            .instrument(span)
+        });
+        let mut last = Bytes::new();
+        for r in futures::future::join_all(calls).await {
+            last = r.map_err(|status| DownstreamError::Status {
+                service: "inference",
+                status,
+            })?;
+        }
+        Ok(last)
+    }
+
+    /// Opens a forwarded `ModelStreamInfer` on one replica: `inbound` are
+    /// the caller's messages; the answer is the replica's stream. The
+    /// caller's own timeout (if any) bounds the whole stream; `deadline`
+    /// bounds opening it.
+    pub async fn forward_inference_stream(
+        &self,
+        m: &'static InferenceMethod,
+        inbound: impl Stream<Item = Bytes> + Send + 'static,
+        caller_timeout: Option<Duration>,
+        deadline: Deadline,
+    ) -> Result<Streaming<Bytes>> {
+        let pool = self.inference_pool()?;
+        let mut inbound = Some(inbound);
+        let resp = pool
+            .call(m.path, deadline, false, move |ch, _| {
+                let inbound = inbound.take();
+                async move {
+                    let inbound = inbound.ok_or_else(|| Status::internal("stream already sent"))?;
+                    let mut g =
+                        tonic::client::Grpc::new(ch).max_decoding_message_size(MAX_RESPONSE_BYTES);
+                    g.ready().await.map_err(|e| {
+                        Status::unavailable(format!("inference replica not ready: {e}"))
+                    })?;
+                    let mut rq = Request::new(inbound);
+                    rq.extensions_mut().insert(StreamingBody);
+                    if let Some(t) = caller_timeout {
+                        rq.set_timeout(t);
+                    }
+                    g.streaming(rq, m.path_and_query(), Passthrough).await
+                }
+            })
+            .await?;
+        Ok(resp)
+    }
+
+    /// One inference, typed.
+    pub async fn model_infer(
+        &self,
+        r: pb::ModelInferRequest,
+        deadline: Deadline,
+    ) -> Result<pb::ModelInferResponse> {
+        let pool = self.inference_pool()?;
+        Ok(pool
+            .call(MODEL_INFER, deadline, true, |ch, t| {
+                let r = r.clone();
+                async move { client(ch).model_infer(req(r, t)).await }
+            })
+            .await?)
+    }
+
+    /// A model's inputs and outputs.
+    pub async fn model_metadata(
+        &self,
+        name: &str,
+        version: &str,
+        deadline: Deadline,
+    ) -> Result<pb::ModelMetadataResponse> {
+        let pool = self.inference_pool()?;
+        let r = pb::ModelMetadataRequest {
+            name: name.into(),
+            version: version.into(),
+        };
+        Ok(pool
+            .call(MODEL_METADATA, deadline, true, |ch, t| {
+                let r = r.clone();
+                async move { client(ch).model_metadata(req(r, t)).await }
+            })
+            .await?)
+    }
+
+    /// Whether a model (version) is ready on the replica asked.
+    pub async fn model_ready(&self, name: &str, version: &str, deadline: Deadline) -> Result<bool> {
+        let pool = self.inference_pool()?;
+        let r = pb::ModelReadyRequest {
+            name: name.into(),
+            version: version.into(),
+        };
+        Ok(pool
+            .call(MODEL_READY, deadline, true, |ch, t| {
+                let r = r.clone();
+                async move { client(ch).model_ready(req(r, t)).await }
+            })
+            .await?
+            .ready)
+    }
+
+    /// Whether the inference service is live (`ready = false`) or ready.
+    pub async fn inference_server_ok(&self, ready: bool, deadline: Deadline) -> Result<bool> {
+        let pool = self.inference_pool()?;
+        if ready {
+            Ok(pool
+                .call(READY, deadline, true, |ch, t| async move {
+                    client(ch)
+                        .server_ready(req(pb::ServerReadyRequest {}, t))
+                        .await
+                })
+                .await?
+                .ready)
+        } else {
+            Ok(pool
+                .call(LIVE, deadline, true, |ch, t| async move {
+                    client(ch)
+                        .server_live(req(pb::ServerLiveRequest {}, t))
+                        .await
+                })
+                .await?
+                .live)
+        }
+    }
+
+    /// The inference service's name, version and protocol extensions.
+    pub async fn inference_server_metadata(
+        &self,
+        deadline: Deadline,
+    ) -> Result<pb::ServerMetadataResponse> {
+        let pool = self.inference_pool()?;
+        Ok(pool
+            .call(SERVER_METADATA, deadline, true, |ch, t| async move {
+                client(ch)
+                    .server_metadata(req(pb::ServerMetadataRequest {}, t))
+                    .await
+            })
+            .await?)
+    }
+
+    /// The models the inference service has ready (empty when the gateway
+    /// has no inference service).
+    pub async fn inference_models(
+        &self,
+        deadline: Deadline,
+    ) -> Result<Vec<pb::repository_index_response::ModelIndex>> {
+        if self.settings.downstream.inference.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(self
+            .inference
+            .call(REPOSITORY_INDEX, deadline, true, |ch, t| async move {
+                client(ch)
+                    .repository_index(req(
+                        pb::RepositoryIndexRequest {
+                            repository_name: String::new(),
+                            ready: true,
+                        },
+                        t,
+                    ))
+                    .await
+            })
+            .await?
+            .models)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_method_has_a_path_and_loads_go_everywhere() {
+        let m = InferenceMethod::from_path("/inference.GRPCInferenceService/ModelInfer")
+            .expect("ModelInfer");
+        assert_eq!(m.name, "ModelInfer");
+        assert_eq!(m.forwarding, Forwarding::Idempotent);
+        for name in ["RepositoryModelLoad", "RepositoryModelUnload"] {
+            let p = format!("/inference.GRPCInferenceService/{name}");
+            assert_eq!(
+                InferenceMethod::from_path(&p).map(|m| m.forwarding),
+                Some(Forwarding::Broadcast)
+            );
+        }
+        assert!(InferenceMethod::from_path("/inference.GRPCInferenceService/Nope").is_none());
+        assert_eq!(METHODS.len(), 12);
+    }
+}
