@@ -70,6 +70,10 @@ pub struct Up {
     log_level: String,
 }
 
+/// The gateway's settings: the demo pipelines (compiled in, written beside
+/// the data folders at start).
+const DEMO_GATEWAY: &str = include_str!("../../deploy/demo/gateway.toml");
+
 /// The demo corpus: mlmesh's own docs, compiled in so `mlmesh up` works
 /// from any folder.
 const DEMO: &[(&str, &str)] = &[
@@ -278,7 +282,20 @@ mlmesh is up. Try:
   grpcurl -plaintext -d '{{"collection": "{coll}", "query": "chunking", "limit": 2}}' \
     {grpc} mlmesh.gateway.v1.Gateway/Search
 
-  # model serving (Open Inference Protocol; Triton's and KServe's clients work)
+  # a pipeline: text → MiniLM embedding → topic classifier (v2, fallback v1)
+  curl -s http://{http}/v1/pipelines/topic -H 'content-type: application/json' \
+    -d '{{"inputs": {{"text": ["Heavy snow is expected tonight", "Whisk the eggs with sugar"]}}}}'
+  # …with an A/B split between two versions, sticky per caller
+  curl -s http://{http}/v1/pipelines/topic-ab -H 'content-type: application/json' \
+    -d '{{"inputs": {{"text": "The striker scored twice"}}, "sticky_key": "alice"}}'
+
+  # every model of the mesh; inference through the gateway (REST, OIP)
+  curl -s http://{http}/v1/models
+  curl -s http://{http}/v2/models/iris-logreg/infer -H 'content-type: application/json' \
+    -d '{{"inputs": [{{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}}]}}'
+
+  # model serving (Open Inference Protocol; Triton's and KServe's clients work,
+  # against the inference service or the gateway, which forwards it)
   python3 -c 'import numpy as np, tritonclient.grpc as g
   c = g.InferenceServerClient("{inference}")
   x = g.InferInput("input", [1, 4], "FP32"); x.set_data_from_numpy(np.array([[5.1, 3.5, 1.4, 0.2]], np.float32))
@@ -355,9 +372,21 @@ pub async fn up(u: Up) -> anyhow::Result<()> {
             )],
             &log,
         )?);
+        let gateway_config = u
+            .data_dir
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join("gateway-demo.toml");
+        if let Some(dir) = gateway_config.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&gateway_config, DEMO_GATEWAY)
+            .with_context(|| format!("writing {}", gateway_config.display()))?;
         procs.push(spawn(
             "mlmesh-gateway",
             &[
+                "--config".into(),
+                gateway_config.display().to_string(),
                 "--listen".into(),
                 u.gateway.clone(),
                 "--metrics-listen".into(),
@@ -368,6 +397,7 @@ pub async fn up(u: Up) -> anyhow::Result<()> {
             &[
                 ("MLMESH_DOWNSTREAM__EMBEDDING", u.embedding.clone()),
                 ("MLMESH_DOWNSTREAM__VECTOR_SEARCH", u.vector_search.clone()),
+                ("MLMESH_DOWNSTREAM__INFERENCE", u.inference.clone()),
             ],
             &log,
         )?);

@@ -30,6 +30,19 @@ pub enum GatewayError {
         service: &'static str,
         key: &'static str,
     },
+    /// No pipeline of that name is declared.
+    #[error("no pipeline {name:?} (declared: {declared})")]
+    PipelineNotFound { name: String, declared: String },
+    /// A step of a pipeline failed; the pipeline fails with its code.
+    #[error("pipeline {pipeline:?}, step {step:?}: {source}")]
+    Step {
+        pipeline: String,
+        step: String,
+        source: Box<GatewayError>,
+    },
+    /// A pipeline step's own timeout passed before its service answered.
+    #[error("no answer within the step's timeout_ms of {timeout_ms} ms")]
+    StepTimeout { timeout_ms: u64 },
     /// A downstream service failed; it is named.
     #[error(transparent)]
     Downstream(#[from] DownstreamError),
@@ -54,6 +67,9 @@ impl GatewayError {
             GatewayError::NotAGatewayCollection { .. } => Code::FailedPrecondition,
             GatewayError::Overloaded { .. } => Code::ResourceExhausted,
             GatewayError::NotConfigured { .. } => Code::Unimplemented,
+            GatewayError::PipelineNotFound { .. } => Code::NotFound,
+            GatewayError::StepTimeout { .. } => Code::DeadlineExceeded,
+            GatewayError::Step { source, .. } => source.code(),
             GatewayError::Downstream(d) => d.code(),
             GatewayError::Internal(_) => Code::Internal,
         }
@@ -63,6 +79,7 @@ impl GatewayError {
     pub fn field(&self) -> Option<&str> {
         match self {
             GatewayError::Invalid { field, .. } => Some(field),
+            GatewayError::Step { source, .. } => source.field(),
             _ if self.is_model_not_found() => Some("model"),
             _ => None,
         }

@@ -20,6 +20,7 @@ pub mod grpc;
 pub mod http;
 pub mod metrics;
 pub mod passthrough;
+pub mod pipeline;
 pub mod settings;
 pub mod tensor;
 

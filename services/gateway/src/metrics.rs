@@ -27,6 +27,13 @@ pub struct Metrics {
     pub replicas: IntGaugeVec,
     /// Chunks stored by Ingest, by collection.
     pub chunks_ingested: IntCounterVec,
+    /// Pipeline runs by pipeline and status code.
+    pub pipeline_runs: IntCounterVec,
+    pub pipeline_seconds: HistogramVec,
+    /// Calls made by pipeline steps, by the model (version) that answered
+    /// and outcome (`ok`, `fallback` when a fallback answered, else the
+    /// code). Bounded: pipelines and their models are declared in settings.
+    pub pipeline_steps: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -65,7 +72,7 @@ impl Metrics {
                     "downstream_request_duration_seconds",
                     "Downstream call duration, per attempt",
                 )
-                .buckets(secs),
+                .buckets(secs.clone()),
                 &["service", "method"],
             )?,
             retries: IntCounterVec::new(
@@ -90,6 +97,22 @@ impl Metrics {
                 Opts::new("chunks_ingested_total", "Chunks stored by Ingest"),
                 &["collection"],
             )?,
+            pipeline_runs: IntCounterVec::new(
+                Opts::new("pipeline_runs_total", "Pipeline runs by outcome"),
+                &["pipeline", "code"],
+            )?,
+            pipeline_seconds: HistogramVec::new(
+                HistogramOpts::new("pipeline_duration_seconds", "Pipeline run duration")
+                    .buckets(secs),
+                &["pipeline"],
+            )?,
+            pipeline_steps: IntCounterVec::new(
+                Opts::new(
+                    "pipeline_steps_total",
+                    "Pipeline step calls by the model version that answered and outcome",
+                ),
+                &["pipeline", "step", "model", "version", "outcome"],
+            )?,
             registry,
         };
         m.registry.register(Box::new(m.requests.clone()))?;
@@ -102,6 +125,9 @@ impl Metrics {
         m.registry.register(Box::new(m.ejections.clone()))?;
         m.registry.register(Box::new(m.replicas.clone()))?;
         m.registry.register(Box::new(m.chunks_ingested.clone()))?;
+        m.registry.register(Box::new(m.pipeline_runs.clone()))?;
+        m.registry.register(Box::new(m.pipeline_seconds.clone()))?;
+        m.registry.register(Box::new(m.pipeline_steps.clone()))?;
         Ok(m)
     }
 }

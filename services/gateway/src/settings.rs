@@ -1,8 +1,12 @@
 //! Typed settings of the gateway (sections `[server]`, `[telemetry]`,
-//! `[http]`, `[downstream]`, `[chunking]`, `[limits]`, `[rag]`), loaded by
-//! `mlmesh_runtime::settings::load`.
+//! `[http]`, `[downstream]`, `[chunking]`, `[limits]`, `[rag]`,
+//! `[pipelines.<name>]`), loaded by `mlmesh_runtime::settings::load`.
 
-use std::{collections::HashMap, net::SocketAddr, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::SocketAddr,
+    time::Duration,
+};
 
 use mlmesh_runtime::{ServerSettings, SettingsError, TelemetrySettings, settings};
 use serde::{Deserialize, Serialize};
@@ -23,6 +27,8 @@ pub struct Settings {
     pub chunking: ChunkingSettings,
     pub limits: LimitSettings,
     pub rag: RagSettings,
+    /// Pipelines by name (see `pipeline::spec`).
+    pub pipelines: BTreeMap<String, crate::pipeline::PipelineSpec>,
 }
 
 impl Default for Settings {
@@ -35,6 +41,7 @@ impl Default for Settings {
             chunking: ChunkingSettings::default(),
             limits: LimitSettings::default(),
             rag: RagSettings::default(),
+            pipelines: BTreeMap::new(),
         }
     }
 }
@@ -319,6 +326,10 @@ impl Settings {
         }
         if self.http.max_body_bytes < 1024 {
             return Err(invalid("http.max_body_bytes", "below the minimum of 1024"));
+        }
+        for (name, p) in &self.pipelines {
+            p.validate(name)
+                .map_err(|(key, reason)| invalid(&key, reason))?;
         }
         Ok(())
     }

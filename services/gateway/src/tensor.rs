@@ -7,10 +7,121 @@
 //! 4-byte little-endian length, then its bytes). A value that does not fit
 //! its datatype is an error naming the element (`inputs[0].data[7]`).
 
+use bytes::Bytes;
 use half::{bf16, f16};
-use serde_json::Value as Json;
+use serde_json::{Value as Json, json};
 
 use crate::error::GatewayError;
+
+/// One tensor: datatype, shape and raw little-endian row-major elements.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tensor {
+    pub datatype: String,
+    pub shape: Vec<i64>,
+    pub raw: Bytes,
+}
+
+impl Tensor {
+    /// Texts as a BYTES tensor of shape `[n]`.
+    pub fn texts<S: AsRef<str>>(texts: &[S]) -> Self {
+        let leaves: Vec<Json> = texts.iter().map(|t| json!(t.as_ref())).collect();
+        let refs: Vec<&Json> = leaves.iter().collect();
+        Self {
+            datatype: "BYTES".into(),
+            shape: vec![texts.len() as i64],
+            raw: to_raw("BYTES", &refs, "texts").unwrap_or_default().into(),
+        }
+    }
+
+    /// FP32 values of shape `shape`.
+    pub fn f32(shape: Vec<i64>, values: impl IntoIterator<Item = f32>) -> Self {
+        let raw: Vec<u8> = values.into_iter().flat_map(f32::to_le_bytes).collect();
+        Self {
+            datatype: "FP32".into(),
+            shape,
+            raw: raw.into(),
+        }
+    }
+
+    /// A tensor from JSON, named `field` in errors: a string or a list of
+    /// strings (BYTES `[n]`), or `{"datatype", "shape", "data"}`.
+    pub fn from_json(field: &str, v: &Json) -> Result<Self, GatewayError> {
+        match v {
+            Json::String(s) => Ok(Self::texts(&[s])),
+            Json::Array(items) if items.iter().all(Json::is_string) => {
+                let texts: Vec<&str> = items.iter().filter_map(Json::as_str).collect();
+                Ok(Self::texts(&texts))
+            }
+            Json::Object(o) => {
+                let datatype = o.get("datatype").and_then(Json::as_str).ok_or_else(|| {
+                    GatewayError::invalid(format!("{field}.datatype"), "a datatype is required")
+                })?;
+                let shape: Vec<i64> = o
+                    .get("shape")
+                    .and_then(Json::as_array)
+                    .and_then(|a| a.iter().map(Json::as_i64).collect())
+                    .ok_or_else(|| {
+                        GatewayError::invalid(
+                            format!("{field}.shape"),
+                            "a list of integers is required",
+                        )
+                    })?;
+                let count = element_count(&shape, &format!("{field}.shape"))?;
+                let leaves = flatten(o.get("data").unwrap_or(&Json::Null));
+                if leaves.len() != count {
+                    return Err(GatewayError::invalid(
+                        format!("{field}.data"),
+                        format!(
+                            "{} elements where shape {shape:?} holds {count}",
+                            leaves.len()
+                        ),
+                    ));
+                }
+                Ok(Self {
+                    raw: to_raw(datatype, &leaves, &format!("{field}.data"))?.into(),
+                    datatype: datatype.to_owned(),
+                    shape,
+                })
+            }
+            _ => Err(GatewayError::invalid(
+                field,
+                "a text, a list of texts, or {\"datatype\", \"shape\", \"data\"}",
+            )),
+        }
+    }
+
+    /// The elements as JSON values.
+    pub fn values(&self, what: &str) -> Result<Vec<Json>, GatewayError> {
+        from_raw(&self.datatype, &self.raw, what)
+    }
+
+    /// `{"datatype", "shape", "data"}` with the elements flat.
+    pub fn to_json(&self, what: &str) -> Result<Json, GatewayError> {
+        Ok(json!({
+            "datatype": self.datatype,
+            "shape": self.shape,
+            "data": self.values(what)?,
+        }))
+    }
+
+    /// The texts of a BYTES tensor; an error naming `what` otherwise.
+    pub fn strings(&self, what: &str) -> Result<Vec<String>, GatewayError> {
+        if self.datatype != "BYTES" {
+            return Err(GatewayError::invalid(
+                what,
+                format!("texts are a BYTES tensor, not {}", self.datatype),
+            ));
+        }
+        Ok(self
+            .values(what)?
+            .into_iter()
+            .map(|v| match v {
+                Json::String(s) => s,
+                other => other.to_string(),
+            })
+            .collect())
+    }
+}
 
 /// Bytes per element of a fixed-size datatype; `None` for BYTES and
 /// unknown names.

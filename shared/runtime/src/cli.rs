@@ -10,7 +10,7 @@ use crate::settings::ServerSettings;
 pub struct ServerArgs {
     /// Settings file (TOML), layered over the compiled
     /// defaults and under `MLMESH_*` environment variables.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "MLMESH_CONFIG")]
     pub config: Option<PathBuf>,
     /// gRPC listen address; overrides `server.listen`.
     #[arg(long, value_name = "ADDR")]

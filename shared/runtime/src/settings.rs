@@ -46,7 +46,7 @@ where
     // Only our own variables: OTEL_* and friends are read by telemetry.
     let ours: HashMap<String, String> = env
         .into_iter()
-        .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}_")))
+        .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}_")) && k != "MLMESH_CONFIG")
         .collect();
     let mut environment = Environment::with_prefix(ENV_PREFIX)
         .prefix_separator("_")

@@ -104,6 +104,25 @@ fn mlmesh_up_serves_the_demo_corpus_and_stops_cleanly() {
     assert_eq!(probs.len(), 3);
     assert!((probs.iter().sum::<f32>() - 1.0).abs() < 1e-4, "{probs:?}");
 
+    // The demo pipeline: texts → MiniLM → the topic classifier, labels as
+    // the reference implementation computed them for the held-out texts.
+    let refs: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_root().join("tests/data/topic-classifier.json"))
+            .expect("references"),
+    )
+    .expect("json");
+    assert!(printed.contains("/v1/pipelines/topic"), "{printed}");
+    let (status, body) = h.post_json(
+        "/v1/pipelines/topic",
+        &json!({"inputs": {"text": refs["texts"]}}),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["outputs"]["label"]["data"], refs["versions"]["2"]["label"],
+        "{body}"
+    );
+    assert_eq!(body["steps"][1]["model_version"], "2", "{body}");
+
     // The registry, through the `mlmesh registry` command line: push a
     // model folder, promote it, pull it back verified.
     let cli = |args: &[&str]| {

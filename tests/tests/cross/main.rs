@@ -14,6 +14,7 @@ mod mesh_e2e;
 mod mesh_tracing;
 mod openai_client;
 mod otlp_export;
+mod pipelines;
 mod registry_backup;
 mod registry_crash;
 mod registry_follow;

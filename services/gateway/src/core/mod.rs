@@ -44,11 +44,13 @@ mod embeddings;
 mod inference;
 mod ingest;
 mod models;
+mod pipelines;
 mod search;
 
 pub use collections::{CollectionView, chunking_to_pb};
 pub use inference::{Forwarding, InferenceMethod, RawStream};
 pub use models::{ModelKind, ServedModel};
+pub use pipelines::{PipelineRun, StepReport};
 pub use search::assemble;
 
 pub type Result<T, E = GatewayError> = std::result::Result<T, E>;

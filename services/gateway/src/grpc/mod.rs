@@ -5,6 +5,7 @@
 pub mod inference;
 
 use std::{
+    collections::HashMap,
     future::Future,
     sync::Arc,
     time::{Duration, Instant},
@@ -13,7 +14,12 @@ use std::{
 use mlmesh_proto::{embedding::v1 as emb, gateway::v1 as gw, gateway::v1::gateway_server::Gateway};
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 
-use crate::{core::Core, downstream::Deadline, error::GatewayError};
+use crate::{
+    core::{Core, PipelineRun},
+    downstream::Deadline,
+    error::GatewayError,
+    tensor::Tensor,
+};
 
 /// The caller's `grpc-timeout` (`100m`, `5S`, …), when it sent one.
 pub fn grpc_timeout(md: &MetadataMap) -> Option<Duration> {
@@ -184,6 +190,100 @@ impl Gateway for GatewayApi {
             |c, d| async move { c.rag_query(r, d).await },
         )
         .await
+    }
+
+    async fn run_pipeline(
+        &self,
+        request: Request<gw::RunPipelineRequest>,
+    ) -> Result<Response<gw::RunPipelineResponse>, Status> {
+        let (md, _, r) = request.into_parts();
+        self.serve("RunPipeline", &md, |c, d| async move {
+            let mut inputs: HashMap<String, Tensor> = r
+                .inputs
+                .into_iter()
+                .map(|(k, t)| {
+                    (
+                        k,
+                        Tensor {
+                            datatype: t.datatype,
+                            shape: t.shape,
+                            raw: t.raw.into(),
+                        },
+                    )
+                })
+                .collect();
+            for (k, t) in r.texts {
+                if inputs.insert(k.clone(), Tensor::texts(&t.values)).is_some() {
+                    return Err(GatewayError::invalid(
+                        format!("texts.{k}"),
+                        "given in both inputs and texts",
+                    ));
+                }
+            }
+            let run = c
+                .run_pipeline(&r.pipeline, inputs, &r.sticky_key, d)
+                .await?;
+            Ok(run_to_pb(r.pipeline, run))
+        })
+        .await
+    }
+
+    async fn list_pipelines(
+        &self,
+        request: Request<gw::ListPipelinesRequest>,
+    ) -> Result<Response<gw::ListPipelinesResponse>, Status> {
+        let md = request.metadata().clone();
+        self.serve("ListPipelines", &md, |c, _| async move {
+            Ok(gw::ListPipelinesResponse {
+                pipelines: c
+                    .pipelines()
+                    .iter()
+                    .map(|(name, p)| gw::PipelineInfo {
+                        name: name.clone(),
+                        description: p.description.clone(),
+                        inputs: p.inputs.clone(),
+                        outputs: p.outputs.keys().cloned().collect(),
+                        steps: p.steps.iter().map(|s| s.name().to_owned()).collect(),
+                    })
+                    .collect(),
+            })
+        })
+        .await
+    }
+}
+
+/// A finished run as the gRPC answer.
+pub fn run_to_pb(pipeline: String, run: PipelineRun) -> gw::RunPipelineResponse {
+    gw::RunPipelineResponse {
+        pipeline,
+        outputs: run
+            .outputs
+            .into_iter()
+            .map(|(k, t)| {
+                (
+                    k,
+                    gw::Tensor {
+                        datatype: t.datatype,
+                        shape: t.shape,
+                        raw: t.raw.to_vec(),
+                    },
+                )
+            })
+            .collect(),
+        steps: run
+            .steps
+            .into_iter()
+            .map(|s| gw::StepResult {
+                step: s.step,
+                service: s.service.to_owned(),
+                model: s.model,
+                model_version: s.version,
+                fallback: s.fallback,
+                arm: s.arm,
+                started_us: s.started.as_micros() as u64,
+                duration_us: s.duration.as_micros() as u64,
+            })
+            .collect(),
     }
 }
 

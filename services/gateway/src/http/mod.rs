@@ -12,6 +12,7 @@
 mod documents;
 mod oip;
 mod openai;
+mod pipelines;
 
 use std::{future::Future, sync::Arc, time::Instant};
 
@@ -274,6 +275,8 @@ pub fn router(core: Arc<Core>) -> Router {
         .route("/v1/collections/{name}/search", post(documents::search))
         .route("/v1/rag/query", post(documents::rag_query))
         .merge(oip::routes())
+        .route("/v1/pipelines", get(pipelines::list))
+        .route("/v1/pipelines/{name}", post(pipelines::run))
         .route("/v1/models", get(openai::list_models))
         .route("/v1/models/{id}", get(openai::get_model))
         .route("/healthz", get(healthz))

@@ -1,0 +1,109 @@
+//! Pipelines over HTTP/JSON: `GET /v1/pipelines` and
+//! `POST /v1/pipelines/{name}` with inputs as texts or
+//! `{"datatype", "shape", "data"}` tensors.
+
+#![allow(clippy::result_large_err)]
+
+use std::collections::HashMap;
+
+use axum::{
+    extract::{Path, Request, State},
+    http::HeaderMap,
+    response::Response,
+};
+use serde::Deserialize;
+use serde_json::{Map, Value as Json, json};
+
+use super::{App, err, handle, handle_json, ok};
+use crate::{
+    core::{PipelineRun, StepReport},
+    tensor::Tensor,
+};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunJson {
+    inputs: Map<String, Json>,
+    #[serde(default)]
+    sticky_key: String,
+}
+
+pub(crate) fn step_json(s: &StepReport) -> Json {
+    json!({
+        "step": s.step,
+        "service": s.service,
+        "model": s.model,
+        "model_version": s.version,
+        "fallback": s.fallback,
+        "arm": s.arm,
+        "started_us": s.started.as_micros() as u64,
+        "duration_us": s.duration.as_micros() as u64,
+    })
+}
+
+/// A finished run as JSON: outputs by name, then the calls made.
+pub(crate) fn run_json(
+    pipeline: &str,
+    run: &PipelineRun,
+) -> Result<Json, crate::error::GatewayError> {
+    let mut outputs = Map::new();
+    for (k, t) in &run.outputs {
+        outputs.insert(k.clone(), t.to_json(k)?);
+    }
+    Ok(json!({
+        "pipeline": pipeline,
+        "outputs": outputs,
+        "steps": run.steps.iter().map(step_json).collect::<Vec<_>>(),
+    }))
+}
+
+/// JSON inputs as tensors, each named `inputs.<name>` in errors.
+pub(crate) fn inputs_from_json(
+    inputs: &Map<String, Json>,
+) -> Result<HashMap<String, Tensor>, crate::error::GatewayError> {
+    inputs
+        .iter()
+        .map(|(k, v)| Ok((k.clone(), Tensor::from_json(&format!("inputs.{k}"), v)?)))
+        .collect()
+}
+
+pub(super) async fn list(State(app): State<App>, headers: HeaderMap) -> Response {
+    handle(&app, "/v1/pipelines", &headers, |core, _| async move {
+        let items: Vec<Json> = core
+            .pipelines()
+            .iter()
+            .map(|(name, p)| {
+                json!({
+                    "name": name,
+                    "description": p.description,
+                    "inputs": p.inputs,
+                    "outputs": p.outputs.keys().collect::<Vec<_>>(),
+                    "steps": p.steps.iter().map(|s| s.name()).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        ok(&json!({ "pipelines": items }))
+    })
+    .await
+}
+
+pub(super) async fn run(
+    State(app): State<App>,
+    Path(name): Path<String>,
+    req: Request,
+) -> Response {
+    handle_json(
+        &app,
+        "/v1/pipelines/{name}",
+        req,
+        |core, deadline, r: RunJson| async move {
+            let inputs = inputs_from_json(&r.inputs).map_err(err)?;
+            let run = core
+                .run_pipeline(&name, inputs, &r.sticky_key, deadline)
+                .await
+                .map_err(err)?;
+            ok(&run_json(&name, &run).map_err(err)?)
+        },
+    )
+    .await
+}
