@@ -43,6 +43,9 @@ pub enum GatewayError {
     /// A pipeline step's own timeout passed before its service answered.
     #[error("no answer within the step's timeout_ms of {timeout_ms} ms")]
     StepTimeout { timeout_ms: u64 },
+    /// Refused by authentication or a rate limit.
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
     /// A downstream service failed; it is named.
     #[error(transparent)]
     Downstream(#[from] DownstreamError),
@@ -69,6 +72,11 @@ impl GatewayError {
             GatewayError::NotConfigured { .. } => Code::Unimplemented,
             GatewayError::PipelineNotFound { .. } => Code::NotFound,
             GatewayError::StepTimeout { .. } => Code::DeadlineExceeded,
+            GatewayError::Auth(a) => match a {
+                crate::auth::AuthError::Unauthenticated(_) => Code::Unauthenticated,
+                crate::auth::AuthError::PermissionDenied { .. } => Code::PermissionDenied,
+                crate::auth::AuthError::RateLimited { .. } => Code::ResourceExhausted,
+            },
             GatewayError::Step { source, .. } => source.code(),
             GatewayError::Downstream(d) => d.code(),
             GatewayError::Internal(_) => Code::Internal,
@@ -100,7 +108,13 @@ impl GatewayError {
 
 impl From<GatewayError> for Status {
     fn from(e: GatewayError) -> Self {
-        Status::new(e.code(), e.to_string())
+        match e {
+            GatewayError::Auth(a) => crate::auth::layer::grpc_status(&a),
+            GatewayError::Step { source, .. } if matches!(*source, GatewayError::Auth(_)) => {
+                Status::from(*source)
+            }
+            e => Status::new(e.code(), e.to_string()),
+        }
     }
 }
 

@@ -11,6 +11,7 @@
 //! `local_addr()` / `http_addr()` → `run_until_stopped(shutdown)`.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod chunk;
 pub mod core;
 pub mod discovery;
@@ -34,6 +35,7 @@ use tonic::service::Routes;
 
 pub use crate::settings::Settings;
 use crate::{
+    auth::layer::{AuthLayer, Face},
     core::Core,
     grpc::{GatewayApi, inference::InferenceProxy},
     metrics::Metrics,
@@ -56,6 +58,8 @@ pub enum BuildError {
     Downstream(String),
     #[error("cannot register metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("invalid auth settings: {0}")]
+    Auth(#[from] auth::AuthConfigError),
 }
 
 /// A built, bound, not yet serving gateway.
@@ -84,7 +88,8 @@ impl Application {
             None => None,
         };
         let max_request_bytes = settings.server.max_request_bytes;
-        let core = Core::new(settings, metrics).map_err(BuildError::Downstream)?;
+        let auth = auth::Auth::from_settings(&settings)?;
+        let core = Core::new(settings, metrics, auth).map_err(BuildError::Downstream)?;
         let d = &core.settings().downstream;
         let watchers = match d.discovery {
             settings::Discovery::Static => discovery::Watchers::default(),
@@ -123,7 +128,14 @@ impl Application {
     ) -> Result<(), ServerError> {
         let shutdown = shutdown.boxed().shared();
         let http_task = self.http.map(|listener| {
-            let router = http::router(Arc::clone(&self.core));
+            let mut router = http::router(Arc::clone(&self.core));
+            if let Some(a) = &self.core.auth {
+                router = router.layer(AuthLayer::new(
+                    Arc::clone(a),
+                    Face::Http,
+                    self.core.metrics.auth.clone(),
+                ));
+            }
             let stop = shutdown.clone();
             // Logged before the gRPC "listening" line, so whoever waits
             // for that one has seen this one too.
@@ -149,11 +161,19 @@ impl Application {
         let api = GatewayServer::new(GatewayApi::new(Arc::clone(&self.core)))
             .max_decoding_message_size(max)
             .max_encoding_message_size(usize::MAX);
-        let inference = InferenceProxy::new(self.core, max);
+        let inference = InferenceProxy::new(Arc::clone(&self.core), max);
+        let mut routes = Routes::new(api).add_service(inference);
+        if let Some(a) = &self.core.auth {
+            routes = Routes::from(routes.into_axum_router().layer(AuthLayer::new(
+                Arc::clone(a),
+                Face::Grpc,
+                self.core.metrics.auth.clone(),
+            )));
+        }
         let result = self
             .server
             .serve(
-                Routes::new(api).add_service(inference),
+                routes,
                 &[SERVICE_NAME, INFERENCE_SERVICE],
                 &[mlmesh_proto::FILE_DESCRIPTOR_SET],
                 shutdown,

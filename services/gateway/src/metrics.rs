@@ -34,6 +34,9 @@ pub struct Metrics {
     /// and outcome (`ok`, `fallback` when a fallback answered, else the
     /// code). Bounded: pipelines and their models are declared in settings.
     pub pipeline_steps: IntCounterVec,
+    /// Authentication outcomes by caller (an API key's name, `jwt:<tier>`,
+    /// or `unauthenticated`): bounded by the settings.
+    pub auth: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -113,6 +116,13 @@ impl Metrics {
                 ),
                 &["pipeline", "step", "model", "version", "outcome"],
             )?,
+            auth: IntCounterVec::new(
+                Opts::new(
+                    "auth_requests_total",
+                    "Calls by caller and authentication outcome",
+                ),
+                &["caller", "outcome"],
+            )?,
             registry,
         };
         m.registry.register(Box::new(m.requests.clone()))?;
@@ -128,6 +138,7 @@ impl Metrics {
         m.registry.register(Box::new(m.pipeline_runs.clone()))?;
         m.registry.register(Box::new(m.pipeline_seconds.clone()))?;
         m.registry.register(Box::new(m.pipeline_steps.clone()))?;
+        m.registry.register(Box::new(m.auth.clone()))?;
         Ok(m)
     }
 }

@@ -29,6 +29,7 @@ pub struct Settings {
     pub rag: RagSettings,
     /// Pipelines by name (see `pipeline::spec`).
     pub pipelines: BTreeMap<String, crate::pipeline::PipelineSpec>,
+    pub auth: AuthSettings,
 }
 
 impl Default for Settings {
@@ -42,6 +43,7 @@ impl Default for Settings {
             limits: LimitSettings::default(),
             rag: RagSettings::default(),
             pipelines: BTreeMap::new(),
+            auth: AuthSettings::default(),
         }
     }
 }
@@ -230,6 +232,119 @@ impl Default for RagSettings {
         Self {
             max_context_chars: 4000,
             default_top_k: 5,
+        }
+    }
+}
+
+/// Whether callers must authenticate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Required when keys or JWT are configured; with neither, allowed only
+    /// when every listener is on loopback (the gateway refuses to start
+    /// otherwise).
+    #[default]
+    Auto,
+    /// Every caller must present a valid API key or JWT.
+    Required,
+    /// No authentication, on any address (say so explicitly).
+    None,
+}
+
+/// One API key: only its SHA-256 is stored.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKey {
+    /// Who it belongs to: in logs, traces and metrics labels.
+    pub name: String,
+    /// Hex SHA-256 of the key (`printf %s "$KEY" | sha256sum`).
+    pub sha256: String,
+    /// Its rate-limit tier (a key of `auth.tiers`).
+    #[serde(default = "default_tier")]
+    pub tier: String,
+    /// What it may call: embed, search, ingest, predict, admin.
+    pub scopes: Vec<String>,
+}
+
+fn default_tier() -> String {
+    "default".into()
+}
+
+/// A rate-limit tier; limits are per caller and per gateway replica.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tier {
+    /// Sustained calls per second (GCRA); 0 for no limit.
+    pub requests_per_second: f64,
+    /// Calls allowed at once above the sustained rate.
+    pub burst: u32,
+    /// Sustained embedding inputs (texts) per second; 0 for no limit.
+    pub inputs_per_second: f64,
+    /// Inputs allowed at once above that rate (at least the largest batch).
+    pub inputs_burst: u32,
+}
+
+impl Default for Tier {
+    fn default() -> Self {
+        Self {
+            requests_per_second: 50.0,
+            burst: 100,
+            inputs_per_second: 1000.0,
+            inputs_burst: 2048,
+        }
+    }
+}
+
+/// JWT bearer tokens checked against a JWKS.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JwtSettings {
+    /// Where the signing keys are (`https://issuer/.well-known/jwks.json`);
+    /// empty: no JWT.
+    pub jwks_url: String,
+    /// Required `iss`.
+    pub issuer: String,
+    /// Required `aud`.
+    pub audience: String,
+    /// Claim with the scopes (space-separated string or list).
+    pub scopes_claim: String,
+    /// Claim naming the tier; absent: `default_tier`.
+    pub tier_claim: String,
+    pub default_tier: String,
+    /// How long fetched keys are trusted, in seconds; an unknown `kid`
+    /// fetches again sooner (at most every 10 s).
+    pub cache_secs: u64,
+}
+
+/// Section `[auth]`: who may call, and how much.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    pub mode: AuthMode,
+    /// API keys inline.
+    pub keys: Vec<ApiKey>,
+    /// A TOML file with more keys (`[[keys]]`, same fields), kept out of
+    /// the main settings (a mounted Secret).
+    pub keys_file: Option<std::path::PathBuf>,
+    pub jwt: JwtSettings,
+    /// Tiers by name; `default` always exists.
+    pub tiers: BTreeMap<String, Tier>,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            mode: AuthMode::Auto,
+            keys: Vec::new(),
+            keys_file: None,
+            jwt: JwtSettings {
+                scopes_claim: "scope".into(),
+                tier_claim: "tier".into(),
+                default_tier: "default".into(),
+                cache_secs: 300,
+                ..JwtSettings::default()
+            },
+            tiers: BTreeMap::from([("default".to_owned(), Tier::default())]),
         }
     }
 }

@@ -11,6 +11,10 @@ impl Core {
         r: emb::EmbedRequest,
         deadline: Deadline,
     ) -> Result<emb::EmbedResponse> {
+        // Embedding inputs count against the caller's tier.
+        if let (Some(auth), Some(caller)) = (&self.auth, crate::auth::current_caller()) {
+            auth.limits.charge_inputs(&caller, r.inputs.len())?;
+        }
         Ok(self
             .embedding
             .call(EMBED, deadline, true, |ch, t| {

@@ -144,6 +144,8 @@ pub struct Core {
     models: RwLock<Option<Arc<Models>>>,
     collections: RwLock<HashMap<String, (Instant, CollectionView)>>,
     admission: Arc<Semaphore>,
+    /// Authentication and limits, when on.
+    pub auth: Option<Arc<crate::auth::Auth>>,
     pub metrics: Metrics,
 }
 
@@ -157,7 +159,11 @@ impl std::fmt::Debug for Core {
 }
 
 impl Core {
-    pub fn new(settings: Settings, metrics: Metrics) -> Result<Self, String> {
+    pub fn new(
+        settings: Settings,
+        metrics: Metrics,
+        auth: Option<Arc<crate::auth::Auth>>,
+    ) -> Result<Self, String> {
         let d = &settings.downstream;
         // Discovered pools start empty and are filled by their watchers.
         let fixed = |list: &[String]| match d.discovery {
@@ -180,6 +186,7 @@ impl Core {
             settings,
             models: RwLock::new(None),
             collections: RwLock::new(HashMap::new()),
+            auth,
             metrics,
         })
     }

@@ -1,0 +1,122 @@
+//! What each operation needs: the scope a gRPC method or an HTTP route
+//! requires, or none for health checks.
+
+/// A permission an API key or token grants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Embeddings and similarity.
+    Embed,
+    /// Reading collections, search, RAG retrieval.
+    Search,
+    /// Creating and deleting collections, ingesting documents.
+    Ingest,
+    /// Inference, pipelines, model lists.
+    Predict,
+    /// Loading and unloading models.
+    Admin,
+}
+
+impl Scope {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "embed" => Scope::Embed,
+            "search" => Scope::Search,
+            "ingest" => Scope::Ingest,
+            "predict" => Scope::Predict,
+            "admin" => Scope::Admin,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Embed => "embed",
+            Scope::Search => "search",
+            Scope::Ingest => "ingest",
+            Scope::Predict => "predict",
+            Scope::Admin => "admin",
+        }
+    }
+}
+
+/// The scope a gRPC call (`/package.Service/Method`) needs.
+pub fn for_grpc(path: &str) -> Option<Scope> {
+    let (service, method) = path.trim_start_matches('/').split_once('/')?;
+    Some(match (service, method) {
+        ("mlmesh.gateway.v1.Gateway", m) => match m {
+            "Embed" => Scope::Embed,
+            "Search" | "RagQuery" | "ListCollections" | "GetCollection" => Scope::Search,
+            "CreateCollection" | "DeleteCollection" | "Ingest" => Scope::Ingest,
+            _ => Scope::Predict,
+        },
+        ("inference.GRPCInferenceService", "RepositoryModelLoad" | "RepositoryModelUnload") => {
+            Scope::Admin
+        }
+        ("inference.GRPCInferenceService", _) => Scope::Predict,
+        // Health and reflection are open (probes, grpcurl).
+        _ => return None,
+    })
+}
+
+/// The scope an HTTP route needs; `None` for the open ones. MCP is checked
+/// per tool (see `mcp`): the endpoint itself needs a caller, no scope.
+pub fn for_http(method: &http::Method, path: &str) -> Option<Option<Scope>> {
+    let read = method == http::Method::GET;
+    Some(Some(match path {
+        "/healthz" | "/readyz" => return None,
+        "/mcp" => return Some(None),
+        "/v1/embeddings" | "/v1/similarity" => Scope::Embed,
+        "/v1/rag/query" => Scope::Search,
+        p if p.starts_with("/v1/collections") => {
+            if read || p.ends_with("/search") {
+                Scope::Search
+            } else {
+                Scope::Ingest
+            }
+        }
+        _ => Scope::Predict,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operations_map_to_scopes() {
+        assert_eq!(
+            for_grpc("/mlmesh.gateway.v1.Gateway/Embed"),
+            Some(Scope::Embed)
+        );
+        assert_eq!(
+            for_grpc("/mlmesh.gateway.v1.Gateway/Ingest"),
+            Some(Scope::Ingest)
+        );
+        assert_eq!(
+            for_grpc("/inference.GRPCInferenceService/ModelInfer"),
+            Some(Scope::Predict)
+        );
+        assert_eq!(
+            for_grpc("/inference.GRPCInferenceService/RepositoryModelUnload"),
+            Some(Scope::Admin)
+        );
+        assert_eq!(for_grpc("/grpc.health.v1.Health/Check"), None);
+        let get = http::Method::GET;
+        let post = http::Method::POST;
+        assert_eq!(for_http(&get, "/healthz"), None);
+        assert_eq!(
+            for_http(&post, "/v1/collections/x/search"),
+            Some(Some(Scope::Search))
+        );
+        assert_eq!(
+            for_http(&post, "/v1/collections/x/documents"),
+            Some(Some(Scope::Ingest))
+        );
+        assert_eq!(for_http(&get, "/v1/collections"), Some(Some(Scope::Search)));
+        assert_eq!(
+            for_http(&post, "/v2/models/m/infer"),
+            Some(Some(Scope::Predict))
+        );
+        assert_eq!(for_http(&post, "/mcp"), Some(None));
+    }
+}
