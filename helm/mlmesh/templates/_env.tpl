@@ -4,6 +4,8 @@
 {{- $v := .root.Values -}}
 - name: MLMESH_HTTP__LISTEN
   value: "0.0.0.0:{{ $v.gateway.ports.http }}"
+- name: MLMESH_AUTH__MODE
+  value: {{ $v.gateway.authMode | quote }}
 {{- if eq $v.gateway.discovery "kubernetes" }}
 - name: MLMESH_DOWNSTREAM__DISCOVERY
   value: kubernetes
