@@ -7,7 +7,7 @@ VECTOR_DATA_DIR ?= .cache/mlmesh/vector-data
 GATEWAY_LISTEN ?= 127.0.0.1:50050
 HTTP_LISTEN ?= 127.0.0.1:8080
 
-.PHONY: run test models postgres moto container-tools deploy-tools deploy-check images render-manifests openai-client tritonclient mlserver bench-inference bench-registry build check fmt clippy bench bench-embed bench-vector bench-gateway bench-gateway-pinned help
+.PHONY: run test models mcp-tools postgres moto container-tools deploy-tools deploy-check images render-manifests openai-client tritonclient mlserver bench-inference bench-registry build check fmt clippy bench bench-embed bench-vector bench-gateway bench-gateway-pinned help
 
 help:
 	@echo "make run    set up (models, release build), start the mesh (gateway gRPC $(GATEWAY_LISTEN), HTTP $(HTTP_LISTEN)), load the demo corpus"
@@ -40,6 +40,11 @@ build: models
 # prints curl examples; Ctrl-C stops all three cleanly.
 run: build
 	$(CARGO) run --release -q -p mlmesh-cli -- up --gateway $(GATEWAY_LISTEN) --http $(HTTP_LISTEN) --embedding $(LISTEN) --vector-search $(VECTOR_LISTEN) --data-dir $(VECTOR_DATA_DIR)
+
+## The MCP clients of the gateway's tests (pinned): the Python `mcp`
+## client (PyPI) and the MCP conformance suite with Node.js 22 (npm).
+mcp-tools:
+	./scripts/install-mcp-tools.sh
 
 # PostgreSQL for the registry's conformance suite (Debian package).
 postgres:
@@ -95,7 +100,7 @@ fmt:
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-test: models openai-client tritonclient postgres moto container-tools deploy-tools fmt clippy deploy-check
+test: models openai-client tritonclient mcp-tools postgres moto container-tools deploy-tools fmt clippy deploy-check
 	# Binaries first: the cross-process tests in tests/ start them.
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace

@@ -19,6 +19,7 @@ pub mod downstream;
 pub mod error;
 pub mod grpc;
 pub mod http;
+pub mod mcp;
 pub mod metrics;
 pub mod passthrough;
 pub mod pipeline;
@@ -128,7 +129,15 @@ impl Application {
     ) -> Result<(), ServerError> {
         let shutdown = shutdown.boxed().shared();
         let http_task = self.http.map(|listener| {
-            let mut router = http::router(Arc::clone(&self.core));
+            let mcp_stop = tokio_util::sync::CancellationToken::new();
+            let mcp = self.core.settings().mcp.enabled.then(|| {
+                mcp::service(
+                    Arc::clone(&self.core),
+                    &self.core.settings().mcp,
+                    mcp_stop.clone(),
+                )
+            });
+            let mut router = http::router(Arc::clone(&self.core), mcp);
             if let Some(a) = &self.core.auth {
                 router = router.layer(AuthLayer::new(
                     Arc::clone(a),
@@ -136,7 +145,7 @@ impl Application {
                     self.core.metrics.auth.clone(),
                 ));
             }
-            let stop = shutdown.clone();
+            let stop = shutdown.clone().map(move |()| mcp_stop.cancel());
             // Logged before the gRPC "listening" line, so whoever waits
             // for that one has seen this one too.
             if let Ok(addr) = listener.local_addr() {

@@ -30,6 +30,7 @@ pub struct Settings {
     /// Pipelines by name (see `pipeline::spec`).
     pub pipelines: BTreeMap<String, crate::pipeline::PipelineSpec>,
     pub auth: AuthSettings,
+    pub mcp: McpSettings,
 }
 
 impl Default for Settings {
@@ -44,6 +45,7 @@ impl Default for Settings {
             rag: RagSettings::default(),
             pipelines: BTreeMap::new(),
             auth: AuthSettings::default(),
+            mcp: McpSettings::default(),
         }
     }
 }
@@ -232,6 +234,30 @@ impl Default for RagSettings {
         Self {
             max_context_chars: 4000,
             default_top_k: 5,
+        }
+    }
+}
+
+/// Section `[mcp]`: the Model Context Protocol endpoint (`/mcp` on the
+/// HTTP port).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct McpSettings {
+    pub enabled: bool,
+    /// `Host` values accepted (DNS-rebinding protection): host names or
+    /// `host:port`. Add the names clients use beyond loopback.
+    pub allowed_hosts: Vec<String>,
+    /// Browser `Origin`s accepted (`https://app.example.com:443`); empty:
+    /// requests without an Origin only are checked by Host.
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for McpSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+            allowed_origins: Vec::new(),
         }
     }
 }

@@ -292,6 +292,9 @@ print(json.dumps(out))
         "team-b may not create: {raw}"
     );
     assert_eq!(h.request("GET", "/healthz", &[], &[]).expect("get").0, 200);
+    // The MCP endpoint sits behind the same layer.
+    let raw = raw_headers(http, "POST", "/mcp", "not-a-key", b"{}");
+    assert!(raw.starts_with("HTTP/1.1 401"), "{raw}");
 
     // JWT: signed by the published key.
     let t1 = first.token("alice", "embed predict", "mlmesh");

@@ -11,6 +11,7 @@ mod embedding_process;
 mod image;
 mod inference_rest;
 mod launcher;
+mod mcp;
 mod mesh_e2e;
 mod mesh_tracing;
 mod openai_client;

@@ -247,6 +247,9 @@ where
             };
             layer.outcomes.with_label_values(&[&caller.label, "ok"]).inc();
             tracing::Span::current().set_attribute("enduser.id", caller.name.clone());
+            // Also on the request, for handlers that leave this task (MCP).
+            let mut req = req;
+            req.extensions_mut().insert(Arc::clone(&caller));
             let mut resp = super::scoped(caller, inner.call(req)).await?;
             if layer.face == Face::Http
                 && let Some(s) = standing

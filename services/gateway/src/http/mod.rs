@@ -12,7 +12,7 @@
 mod documents;
 mod oip;
 mod openai;
-mod pipelines;
+pub(crate) mod pipelines;
 
 use std::{future::Future, sync::Arc, time::Instant};
 
@@ -259,9 +259,12 @@ async fn not_found(req: Request<Body>) -> Response {
 }
 
 /// The HTTP API's routes.
-pub fn router(core: Arc<Core>) -> Router {
-    Router::new()
-        .route("/v1/embeddings", post(openai::embeddings))
+pub fn router(core: Arc<Core>, mcp: Option<crate::mcp::McpService>) -> Router {
+    let mut r = Router::new();
+    if let Some(m) = mcp {
+        r = r.route_service("/mcp", m);
+    }
+    r.route("/v1/embeddings", post(openai::embeddings))
         .route("/v1/similarity", post(openai::similarity))
         .route(
             "/v1/collections",
