@@ -62,6 +62,27 @@ impl EmbeddingApi {
     }
 }
 
+/// Counts a call whose caller went away before the answer (its future
+/// dropped: the client cancelled or reset the stream) as CANCELLED, so
+/// cancellations from upstream are visible here.
+struct Unfinished<'a> {
+    api: Option<&'a EmbeddingApi>,
+    method: &'static str,
+    start: Instant,
+}
+
+impl Drop for Unfinished<'_> {
+    fn drop(&mut self) {
+        if let Some(api) = self.api {
+            api.observe::<()>(
+                self.method,
+                self.start,
+                &Err(Status::cancelled("the caller went away")),
+            );
+        }
+    }
+}
+
 /// `truncate` (default true) and its direction → the engine's option.
 fn truncation(
     truncate: Option<bool>,
@@ -125,7 +146,13 @@ impl EmbeddingService for EmbeddingApi {
         req: Request<pb::EmbedRequest>,
     ) -> Result<Response<pb::EmbedResponse>, Status> {
         let start = Instant::now();
+        let mut unfinished = Unfinished {
+            api: Some(self),
+            method: "Embed",
+            start,
+        };
         let result = self.embed_one(req.into_inner()).await;
+        unfinished.api = None;
         self.observe("Embed", start, &result);
         result.map(Response::new)
     }

@@ -104,6 +104,36 @@ impl Tensor {
         }))
     }
 
+    /// The tensor cut along its first dimension: one tensor per row, each
+    /// of shape `[1, rest…]`. `what` names it in errors.
+    pub fn rows(&self, what: &str) -> Result<Vec<Tensor>, GatewayError> {
+        let Some((&n, rest)) = self.shape.split_first() else {
+            return Err(GatewayError::invalid(
+                what,
+                "a scalar has no rows to stream over",
+            ));
+        };
+        let shape: Vec<i64> = std::iter::once(1).chain(rest.iter().copied()).collect();
+        let per_row = element_count(rest, what)?;
+        let values = self.values(what)?;
+        if values.len() != element_count(&self.shape, what)? {
+            return Err(GatewayError::invalid(
+                what,
+                "the data does not match the shape",
+            ));
+        }
+        (0..usize::try_from(n).unwrap_or(0))
+            .map(|r| {
+                let leaves: Vec<&Json> = values[r * per_row..(r + 1) * per_row].iter().collect();
+                Ok(Tensor {
+                    datatype: self.datatype.clone(),
+                    shape: shape.clone(),
+                    raw: to_raw(&self.datatype, &leaves, what)?.into(),
+                })
+            })
+            .collect()
+    }
+
     /// The texts of a BYTES tensor; an error naming `what` otherwise.
     pub fn strings(&self, what: &str) -> Result<Vec<String>, GatewayError> {
         if self.datatype != "BYTES" {

@@ -52,6 +52,15 @@ inputs = { input = "embed.embedding" }
 outputs = ["label"]
 fallback = { model = "topic-classifier", version = "1" }
 
+[pipelines.embed-only]
+inputs = ["text"]
+outputs = { embedding = "embed.embedding" }
+
+[[pipelines.embed-only.steps]]
+kind = "embed"
+name = "embed"
+input = "request.text"
+
 [pipelines.slow]
 inputs = ["text"]
 outputs = { embedding = "embed.embedding" }
@@ -316,6 +325,8 @@ async fn pipelines_run_across_the_mesh() {
     let (s, _) = h.post_json("/v1/pipelines/nope", &json!({"inputs": {}}));
     assert_eq!(s, 404);
 
+    streams(&mesh, &refs, &list);
+
     // Counted per pipeline, step, model version and outcome.
     let m = mlmesh_tests::scrape(mesh.gateway.metrics_addr.expect("metrics"));
     assert!(
@@ -363,5 +374,157 @@ fn a_pipeline_referring_to_a_missing_step_stops_the_gateway_at_start() {
     assert!(
         err.contains("pipelines.canary.steps[1].inputs.input") && err.contains("\"embedd\""),
         "{err}"
+    );
+}
+
+/// Opens a server-sent-events call; returns a reader of its events
+/// (`(event, data)`), after checking the status and content type.
+fn open_sse(
+    addr: std::net::SocketAddr,
+    path: &str,
+    body: &Value,
+) -> (
+    std::net::TcpStream,
+    impl Iterator<Item = (String, Value)> + use<>,
+) {
+    use std::io::{BufRead as _, Write as _};
+    let body = body.to_string();
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nhost: x\r\naccept: text/event-stream\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write");
+    let mut r = std::io::BufReader::new(s.try_clone().expect("clone"));
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line).expect("head");
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        head.push_str(&line);
+    }
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/event-stream"),
+        "{head}"
+    );
+    // Chunked framing lines are skipped; events are `event:` + `data:`.
+    let mut event = String::new();
+    let events = std::iter::from_fn(move || {
+        loop {
+            let mut line = String::new();
+            if r.read_line(&mut line).ok()? == 0 {
+                return None;
+            }
+            let line = line.trim_end();
+            if let Some(e) = line.strip_prefix("event: ") {
+                event = e.to_owned();
+            } else if let Some(d) = line.strip_prefix("data: ") {
+                let v: Value = serde_json::from_str(d).unwrap_or(Value::Null);
+                return Some((std::mem::take(&mut event), v));
+            }
+        }
+    });
+    (s, events)
+}
+
+/// Streaming: a pipeline over a list answers each row as it completes, an
+/// ingest reports each document, failures are `error` events, and a client
+/// that leaves cancels the calls downstream.
+fn streams(mesh: &MeshProcesses, refs: &Value, list: &[String]) {
+    let http = mesh.gateway.http_addr.expect("http");
+    let (_conn, events) = open_sse(
+        http,
+        "/v1/pipelines/topic",
+        &json!({"inputs": {"text": list}, "stream": true}),
+    );
+    let all: Vec<(String, Value)> = events.take(list.len() + 1).collect();
+    let mut seen = vec![false; list.len()];
+    for (name, v) in &all[..list.len()] {
+        assert_eq!(name, "result", "{v}");
+        let i = v["index"].as_u64().expect("index") as usize;
+        seen[i] = true;
+        assert_eq!(
+            v["outputs"]["label"]["data"][0], refs["labels"][i],
+            "row {i}: {v}"
+        );
+    }
+    assert!(seen.iter().all(|s| *s));
+    assert_eq!(all[list.len()].0, "done");
+    assert_eq!(all[list.len()].1["usage"]["succeeded"], list.len());
+
+    // Every row fails: each an `error` event after the stream began.
+    let (_conn, events) = open_sse(
+        http,
+        "/v1/pipelines/route",
+        &json!({"inputs": {"text": &list[..2], "lang": "broken"}, "stream": true, "stream_over": "text"}),
+    );
+    let all: Vec<(String, Value)> = events.take(3).collect();
+    assert_eq!(all[0].0, "error", "{all:?}");
+    assert_eq!(all[0].1["error"]["code"], "NOT_FOUND");
+    assert_eq!(all[2].1["usage"]["failed"], 2);
+
+    // Ingest, one event per stored document.
+    let mut h = HttpClient::new(http);
+    let (s, b) = h.post_json("/v1/collections", &json!({"name": "streamed"}));
+    assert_eq!(s, 201, "{b}");
+    let docs: Vec<Value> = list
+        .iter()
+        .enumerate()
+        .map(|(i, t)| json!({"id": format!("d{i}"), "text": t}))
+        .collect();
+    let (_conn, events) = open_sse(
+        http,
+        "/v1/collections/streamed/documents",
+        &json!({"documents": docs, "stream": true}),
+    );
+    let all: Vec<(String, Value)> = events.take(docs.len() + 1).collect();
+    assert!(
+        all[..docs.len()]
+            .iter()
+            .all(|(n, v)| n == "progress" && v["chunks"] == 1),
+        "{all:?}"
+    );
+    assert_eq!(all[docs.len()].1["chunks"], docs.len());
+
+    // A client that leaves after the first answer: the gateway stops, and
+    // the embedding service sees its calls in flight cancelled.
+    let embed = |code: &str| {
+        mesh.embedding.metric(&format!(
+            "mlmesh_embedding_requests_total{{code=\"{code}\",method=\"Embed\"}}"
+        ))
+    };
+    let before = embed("OK");
+    let long: Vec<String> = (0..200)
+        .map(|i| {
+            format!(
+                "{i} {}",
+                "the forecast calls for rain and wind along the coast ".repeat(25)
+            )
+        })
+        .collect();
+    let (conn, mut events) = open_sse(
+        http,
+        "/v1/pipelines/embed-only",
+        &json!({"inputs": {"text": long}, "stream": true}),
+    );
+    let (name, _) = events.next().expect("a first event");
+    assert_eq!(name, "result");
+    conn.shutdown(std::net::Shutdown::Both).expect("leave");
+    drop(events);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let answered = embed("OK") - before;
+    let cancelled = embed("CANCELLED");
+    assert!(
+        cancelled >= 1.0,
+        "the embedding service saw no cancellation (answered {answered})"
+    );
+    assert!(
+        answered < 100.0,
+        "the gateway kept calling after the client left: {answered} of 200"
     );
 }

@@ -54,6 +54,9 @@ struct DocumentsJson {
     documents: Vec<DocumentJson>,
     #[serde(default)]
     chunking: Option<ChunkingJson>,
+    /// Answer as server-sent events, one per stored document.
+    #[serde(default)]
+    stream: bool,
 }
 
 #[derive(Deserialize)]
@@ -363,6 +366,16 @@ pub(super) async fn ingest(
                     metadata: d.metadata.map(json::json_to_struct),
                 })
                 .collect();
+            if r.stream {
+                return super::stream::ingest(
+                    core,
+                    name,
+                    documents,
+                    chunking_pb(r.chunking)?,
+                    None,
+                )
+                .map_err(err);
+            }
             let resp = core
                 .ingest(
                     gw::IngestRequest {

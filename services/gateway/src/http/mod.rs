@@ -13,6 +13,7 @@ mod documents;
 mod oip;
 mod openai;
 pub(crate) mod pipelines;
+mod stream;
 
 use std::{future::Future, sync::Arc, time::Instant};
 

@@ -26,6 +26,12 @@ struct RunJson {
     inputs: Map<String, Json>,
     #[serde(default)]
     sticky_key: String,
+    /// Answer as server-sent events, one per row of `stream_over`.
+    #[serde(default)]
+    stream: bool,
+    /// The input whose rows are run one by one (default: the first).
+    #[serde(default)]
+    stream_over: Option<String>,
 }
 
 pub(crate) fn step_json(s: &StepReport) -> Json {
@@ -98,6 +104,17 @@ pub(super) async fn run(
         req,
         |core, deadline, r: RunJson| async move {
             let inputs = inputs_from_json(&r.inputs).map_err(err)?;
+            if r.stream {
+                return super::stream::pipeline(
+                    core,
+                    name,
+                    inputs,
+                    r.stream_over,
+                    r.sticky_key,
+                    None,
+                )
+                .map_err(err);
+            }
             let run = core
                 .run_pipeline(&name, inputs, &r.sticky_key, deadline)
                 .await
