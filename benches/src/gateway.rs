@@ -73,6 +73,11 @@ pub struct GatewayArgs {
     /// `http-search`, `direct-get`, `gateway-get`.
     #[arg(long)]
     only: Option<String>,
+    /// Which comparisons: `hop` (embed, search and the bare hop, above),
+    /// `front-door` (inference through the gateway, a pipeline vs. the
+    /// client's own calls, auth on vs. off: see `front_door`), or `all`.
+    #[arg(long, default_value = "all", value_parser = ["hop", "front-door", "all"])]
+    part: String,
 }
 
 const COLLECTION: &str = "bench";
@@ -412,6 +417,18 @@ fn measure(
 }
 
 pub async fn run(args: GatewayArgs) -> anyhow::Result<()> {
+    if args.part != "front-door" {
+        hop(&args).await?;
+    }
+    if args.part != "hop" {
+        let c = args.concurrency.iter().copied().max().unwrap_or(8);
+        let slice = args.duration / args.rounds.max(1) as f64;
+        crate::front_door::run(c, slice, args.rounds).await?;
+    }
+    Ok(())
+}
+
+async fn hop(args: &GatewayArgs) -> anyhow::Result<()> {
     println!("starting embedding, vector-search and gateway as processes…");
     let gateway_env: Vec<(String, String)> = args
         .gateway_env

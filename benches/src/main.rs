@@ -13,6 +13,7 @@
 //! [`gateway`]). `mlmesh-bench inference` measures the inference service
 //! against the in-process floor and MLServer (see [`inference`]).
 
+mod front_door;
 mod gateway;
 mod inference;
 mod registry;
