@@ -8,7 +8,8 @@
 //! - **pipeline**: the two-step `topic` pipeline (MiniLM embedding →
 //!   classifier) as one `RunPipeline` on the gateway vs. the client making
 //!   the same two calls itself (`Embed`, then `ModelInfer` with the vector),
-//!   directly on the services;
+//!   directly on the services, and the same two calls made through the
+//!   gateway (the client's alternative once the services sit behind it);
 //! - **auth**: the same `ModelInfer` through a gateway with API-key auth
 //!   and a (never reached) rate limit vs. an identical gateway without.
 //!
@@ -50,6 +51,7 @@ enum Path {
     InferDirect,
     InferGateway,
     PipelineClient,
+    PipelineClientViaGateway,
     PipelineGateway,
     AuthOff,
     AuthOn,
@@ -60,7 +62,8 @@ impl Path {
         match self {
             Path::InferDirect => "ModelInfer, inference service directly",
             Path::InferGateway => "ModelInfer through the gateway",
-            Path::PipelineClient => "Embed + ModelInfer made by the client",
+            Path::PipelineClient => "Embed + ModelInfer by the client, on the services",
+            Path::PipelineClientViaGateway => "Embed + ModelInfer by the client, via gateway",
             Path::PipelineGateway => "RunPipeline topic (same two steps)",
             Path::AuthOff => "ModelInfer via gateway, auth off",
             Path::AuthOn => "ModelInfer via gateway, API key + rate limit",
@@ -117,17 +120,23 @@ async fn call(c: &mut Clients, p: Path, i: usize) -> anyhow::Result<()> {
                 })
                 .await?;
         }
-        Path::PipelineClient => {
-            let e = c
-                .embedding
-                .embed(EmbedRequest {
-                    inputs: vec![text],
-                    ..Default::default()
-                })
-                .await?
-                .into_inner();
+        Path::PipelineClient | Path::PipelineClientViaGateway => {
+            let rq = EmbedRequest {
+                inputs: vec![text],
+                ..Default::default()
+            };
+            let e = if p == Path::PipelineClient {
+                c.embedding.embed(rq).await?.into_inner()
+            } else {
+                c.gateway.embed(rq).await?.into_inner()
+            };
             let v = &e.embeddings[0].values;
-            c.inference
+            let infer = if p == Path::PipelineClient {
+                &mut c.inference
+            } else {
+                &mut c.via_gateway
+            };
+            infer
                 .model_infer(pb::ModelInferRequest {
                     model_name: "topic-classifier".into(),
                     model_version: "2".into(),
@@ -214,7 +223,11 @@ pub async fn run(concurrency: usize, secs: f64, rounds: usize) -> anyhow::Result
              [auth.tiers.bench]\nrequests_per_second = 1000000.0\nburst = 1000000\n"
         ),
     )?;
-    let log = ("MLMESH_TELEMETRY__LOG_LEVEL", "warn".to_owned());
+    // The runtime's info lines say where each service listens.
+    let log = (
+        "MLMESH_TELEMETRY__LOG_LEVEL",
+        "warn,mlmesh_runtime=info,mlmesh_gateway=info".to_owned(),
+    );
     let (inference, mesh, auth_gw) = tokio::task::spawn_blocking(move || {
         let inference = Service::start("mlmesh-inference", std::slice::from_ref(&log));
         let mesh = MeshProcesses::start_with(
@@ -272,6 +285,7 @@ pub async fn run(concurrency: usize, secs: f64, rounds: usize) -> anyhow::Result
     for (base, other) in [
         (Path::InferDirect, Path::InferGateway),
         (Path::PipelineClient, Path::PipelineGateway),
+        (Path::PipelineClientViaGateway, Path::PipelineGateway),
         (Path::AuthOff, Path::AuthOn),
     ] {
         let (mut bq, mut bl, mut oq, mut ol) = (vec![], vec![], vec![], vec![]);
@@ -301,6 +315,23 @@ pub async fn run(concurrency: usize, secs: f64, rounds: usize) -> anyhow::Result
             (oq / bq - 1.0) * 100.0
         );
     }
+    // Streaming: time to the first `result` event of an 8-row streamed
+    // pipeline call vs. one unary run of the same pipeline on one row.
+    let http = mesh.gateway.http_addr.context("gateway HTTP")?;
+    let mut unary = Vec::new();
+    let mut first = Vec::new();
+    for r in 0..10 {
+        let mut c = (*clients).clone();
+        let t0 = Instant::now();
+        call(&mut c, Path::PipelineGateway, r).await?;
+        unary.push(t0.elapsed().as_secs_f64() * 1e3);
+        first.push(tokio::task::spawn_blocking(move || first_event_ms(http, r)).await??);
+    }
+    println!(
+        "\nSSE: first `result` event of an 8-row streamed `topic` call after {:.2} ms (median of 10); one unary RunPipeline: {:.2} ms",
+        median(first),
+        median(unary)
+    );
     tokio::task::spawn_blocking(move || {
         drop(auth_gw);
         mesh.stop();
@@ -308,4 +339,34 @@ pub async fn run(concurrency: usize, secs: f64, rounds: usize) -> anyhow::Result
     })
     .await?;
     Ok(())
+}
+
+/// Milliseconds from sending an 8-row streamed pipeline call to reading its
+/// first `result` event.
+fn first_event_ms(addr: std::net::SocketAddr, offset: usize) -> anyhow::Result<f64> {
+    use std::io::{BufRead as _, Write as _};
+    let texts: Vec<&str> = (0..8)
+        .map(|i| TEXTS[(offset * 8 + i) % TEXTS.len()])
+        .collect();
+    let body = serde_json::json!({"inputs": {"text": texts}, "stream": true}).to_string();
+    let t0 = Instant::now();
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_nodelay(true)?;
+    write!(
+        s,
+        "POST /v1/pipelines/topic HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut r = std::io::BufReader::new(s);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        anyhow::ensure!(
+            r.read_line(&mut line)? > 0,
+            "the stream ended before a result"
+        );
+        if line.starts_with("event: result") {
+            return Ok(t0.elapsed().as_secs_f64() * 1e3);
+        }
+    }
 }

@@ -31,6 +31,7 @@ Settings (file key / environment variable / default):
   http.max_body_bytes        MLMESH_HTTP__MAX_BODY_BYTES         16777216 larger: 413
   downstream.embedding       MLMESH_DOWNSTREAM__EMBEDDING        127.0.0.1:50051 (comma-separated replicas)
   downstream.vector_search   MLMESH_DOWNSTREAM__VECTOR_SEARCH    127.0.0.1:50052 (comma-separated replicas)
+  downstream.inference       MLMESH_DOWNSTREAM__INFERENCE        empty: no inference behind this gateway
   downstream.request_timeout_ms MLMESH_DOWNSTREAM__REQUEST_TIMEOUT_MS 30000 deadline when the caller sets none
   downstream.connect_timeout_ms MLMESH_DOWNSTREAM__CONNECT_TIMEOUT_MS 1000
   downstream.max_attempts    MLMESH_DOWNSTREAM__MAX_ATTEMPTS     3    idempotent calls, on UNAVAILABLE
@@ -47,6 +48,15 @@ Settings (file key / environment variable / default):
   limits.ingest_concurrency  MLMESH_LIMITS__INGEST_CONCURRENCY   4    embedding calls in flight per Ingest
   rag.max_context_chars      MLMESH_RAG__MAX_CONTEXT_CHARS       4000
   rag.default_top_k          MLMESH_RAG__DEFAULT_TOP_K           5
+  auth.mode                  MLMESH_AUTH__MODE                   auto (auto|required|none; auto on a
+                             non-loopback address needs keys or JWT, or refuses to start)
+  auth.keys_file             MLMESH_AUTH__KEYS_FILE              [[keys]] name, sha256, tier, scopes
+  auth.jwt.jwks_url          MLMESH_AUTH__JWT__JWKS_URL          empty (no JWT); also issuer, audience
+  auth.tiers.<tier>          (file)                              requests_per_second, burst, inputs_per_second, inputs_burst
+  mcp.enabled                MLMESH_MCP__ENABLED                 true (POST /mcp on the HTTP port)
+  mcp.allowed_hosts          MLMESH_MCP__ALLOWED_HOSTS           localhost,127.0.0.1,::1
+  pipelines.<name>           (file)                              see the README, 'The front door'
+  --config FILE              MLMESH_CONFIG                       the settings file
 
 Trace export: OTEL_EXPORTER_OTLP_ENDPOINT (off when unset), OTEL_SERVICE_NAME.";
 

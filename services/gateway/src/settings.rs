@@ -397,6 +397,8 @@ impl Settings {
                 "downstream.embedding",
                 "downstream.vector_search",
                 "downstream.inference",
+                "mcp.allowed_hosts",
+                "mcp.allowed_origins",
             ],
         )?;
         s.validate()?;

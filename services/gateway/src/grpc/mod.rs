@@ -97,7 +97,8 @@ where
         .observe(started.elapsed().as_secs_f64());
     result.map_err(|e| {
         if matches!(e.code(), tonic::Code::Internal | tonic::Code::Unavailable) {
-            tracing::warn!(method, error = %e, "call failed");
+            let caller = crate::auth::current_caller().map(|c| c.name.clone());
+            tracing::warn!(method, caller, error = %e, "call failed");
         }
         e.into()
     })

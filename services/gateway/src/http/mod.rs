@@ -155,7 +155,11 @@ where
         otel.kind = "server",
         http.route = route,
         http.response.status_code = tracing::field::Empty,
+        enduser.id = tracing::field::Empty,
     );
+    if let Some(c) = crate::auth::current_caller() {
+        span.record("enduser.id", c.name.as_str());
+    }
     let _ = span.set_parent(mlmesh_runtime::propagation::extract(headers));
     // HTTP callers may send a deadline as grpc-gateway reads it: a
     // `grpc-timeout` header (`500m`, `2S`).
