@@ -87,8 +87,15 @@ fn tensor_schema() -> Json {
     }, "required": ["datatype", "shape", "data"]})
 }
 
+/// Every tool with its scope, built once.
+fn catalog() -> &'static [(Tool, Scope)] {
+    static CATALOG: std::sync::LazyLock<Vec<(Tool, Scope)>> =
+        std::sync::LazyLock::new(build_catalog);
+    &CATALOG
+}
+
 /// Every tool: name, scope, description, input and output schemas.
-fn catalog() -> Vec<(Tool, Scope)> {
+fn build_catalog() -> Vec<(Tool, Scope)> {
     let tool = |name: &'static str, desc: &'static str, input: Json, output: Json| {
         Tool::new(name, desc, schema(input)).with_raw_output_schema(schema(output))
     };
@@ -415,15 +422,15 @@ impl ServerHandler for Tools {
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
         Ok(ListToolsResult::with_all_items(
-            catalog().into_iter().map(|(t, _)| t).collect(),
+            catalog().iter().map(|(t, _)| t.clone()).collect(),
         ))
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
         catalog()
-            .into_iter()
+            .iter()
             .find(|(t, _)| t.name == name)
-            .map(|(t, _)| t)
+            .map(|(t, _)| t.clone())
     }
 
     async fn call_tool(
@@ -433,12 +440,12 @@ impl ServerHandler for Tools {
     ) -> Result<CallToolResponse, ErrorData> {
         let started = Instant::now();
         let name = request.name.to_string();
-        let Some((_, scope)) = catalog().into_iter().find(|(t, _)| t.name == name) else {
+        let Some((tool, scope)) = catalog().iter().find(|(t, _)| t.name == name) else {
             return Err(ErrorData::invalid_params(format!("no tool {name:?}"), None));
         };
         let caller = caller_of(&context);
         let result = match (&self.core.auth, &caller) {
-            (Some(_), Some(c)) if !c.scopes.contains(&scope) => {
+            (Some(_), Some(c)) if !c.scopes.contains(scope) => {
                 Err(GatewayError::Auth(auth::AuthError::PermissionDenied {
                     caller: c.name.clone(),
                     label: c.label.clone(),
@@ -464,14 +471,10 @@ impl ServerHandler for Tools {
             .as_ref()
             .map_or_else(GatewayError::code, |_| tonic::Code::Ok);
         // Tool names are a fixed set: a bounded label.
-        let method: &'static str = catalog_name(&name);
-        let m = &self.core.metrics;
-        m.requests
-            .with_label_values(&["mcp", method, mlmesh_runtime::code_name(code)])
-            .inc();
-        m.request_seconds
-            .with_label_values(&["mcp", method])
-            .observe(started.elapsed().as_secs_f64());
+        let method: &str = &tool.name;
+        self.core
+            .metrics
+            .call("mcp", method, mlmesh_runtime::code_name(code), started);
         Ok(match result {
             Ok(v) => CallToolResult::structured(v),
             // The status name leads, so an agent can tell a bad argument
@@ -483,21 +486,4 @@ impl ServerHandler for Tools {
         }
         .into())
     }
-}
-
-fn catalog_name(name: &str) -> &'static str {
-    const NAMES: [&str; 7] = [
-        "embed",
-        "search",
-        "rag_context",
-        "predict",
-        "run_pipeline",
-        "list_models",
-        "list_collections",
-    ];
-    NAMES
-        .iter()
-        .find(|n| **n == name)
-        .copied()
-        .unwrap_or("unknown")
 }

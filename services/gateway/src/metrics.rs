@@ -141,4 +141,15 @@ impl Metrics {
         m.registry.register(Box::new(m.auth.clone()))?;
         Ok(m)
     }
+
+    /// Counts one call of any face: `protocol` (`grpc`, `http`, `mcp`),
+    /// `method` (a bounded name), its `code` and how long it took.
+    pub fn call(&self, protocol: &str, method: &str, code: &str, started: std::time::Instant) {
+        self.requests
+            .with_label_values(&[protocol, method, code])
+            .inc();
+        self.request_seconds
+            .with_label_values(&[protocol, method])
+            .observe(started.elapsed().as_secs_f64());
+    }
 }

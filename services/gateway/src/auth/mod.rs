@@ -116,7 +116,7 @@ impl Auth {
                     format!("cannot read {}: {e}", path.display()),
                 )
             })?;
-            let file: KeysFile = toml_edit_free_parse(&text)
+            let file: KeysFile = parse_keys_file(&text)
                 .map_err(|e| config_error("auth.keys_file", format!("{}: {e}", path.display())))?;
             keys.extend(file.keys);
         }
@@ -231,7 +231,7 @@ impl Auth {
 }
 
 /// Parses the keys file (TOML) with the settings' own parser.
-fn toml_edit_free_parse(text: &str) -> Result<KeysFile, String> {
+fn parse_keys_file(text: &str) -> Result<KeysFile, String> {
     config::Config::builder()
         .add_source(config::File::from_str(text, config::FileFormat::Toml))
         .build()

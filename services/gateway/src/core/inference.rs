@@ -330,11 +330,10 @@ impl Core {
         &self,
         deadline: Deadline,
     ) -> Result<Vec<pb::repository_index_response::ModelIndex>> {
-        if self.settings.downstream.inference.is_empty() {
+        let Ok(pool) = self.inference_pool() else {
             return Ok(Vec::new());
-        }
-        Ok(self
-            .inference
+        };
+        Ok(pool
             .call(REPOSITORY_INDEX, deadline, true, |ch, t| async move {
                 client(ch)
                     .repository_index(req(

@@ -159,7 +159,8 @@ impl Core {
         let result = self
             .run_inner(name, inputs, sticky, deadline, started)
             .await;
-        if let Some(p) = self.settings.pipelines.get(name).map(|_| name) {
+        if self.settings.pipelines.contains_key(name) {
+            let p = name;
             let code = result
                 .as_ref()
                 .map_or_else(GatewayError::code, |_| Code::Ok);

@@ -143,15 +143,8 @@ impl StreamingService<Bytes> for Stream {
             let code = opened
                 .as_ref()
                 .map_or_else(GatewayError::code, |_| tonic::Code::Ok);
-            let metrics = &core.metrics;
-            metrics
-                .requests
-                .with_label_values(&["grpc", m.name, mlmesh_runtime::code_name(code)])
-                .inc();
-            metrics
-                .request_seconds
-                .with_label_values(&["grpc", m.name])
-                .observe(started.elapsed().as_secs_f64());
+            core.metrics
+                .call("grpc", m.name, mlmesh_runtime::code_name(code), started);
             let (admitted, answers) = opened.map_err(Status::from)?;
             let answers = answers.map(move |item| {
                 let _held = &admitted;

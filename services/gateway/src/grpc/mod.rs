@@ -89,12 +89,7 @@ where
     let code = result
         .as_ref()
         .map_or_else(GatewayError::code, |_| tonic::Code::Ok);
-    m.requests
-        .with_label_values(&["grpc", method, mlmesh_runtime::code_name(code)])
-        .inc();
-    m.request_seconds
-        .with_label_values(&["grpc", method])
-        .observe(started.elapsed().as_secs_f64());
+    m.call("grpc", method, mlmesh_runtime::code_name(code), started);
     result.map_err(|e| {
         if matches!(e.code(), tonic::Code::Internal | tonic::Code::Unavailable) {
             let caller = crate::auth::current_caller().map(|c| c.name.clone());

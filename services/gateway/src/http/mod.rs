@@ -180,13 +180,9 @@ where
     .instrument(span.clone())
     .await;
     span.record("http.response.status_code", resp.status().as_u16());
-    let m = &app.core.metrics;
-    m.requests
-        .with_label_values(&["http", route, resp.status().as_str()])
-        .inc();
-    m.request_seconds
-        .with_label_values(&["http", route])
-        .observe(started.elapsed().as_secs_f64());
+    app.core
+        .metrics
+        .call("http", route, resp.status().as_str(), started);
     resp
 }
 
