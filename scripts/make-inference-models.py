@@ -204,6 +204,48 @@ out = ort_run(echo, feeds)
 for tname, _, _ in types:
     assert np.array_equal(out[f"OUT_{tname}"], feeds[f"IN_{tname}"]), tname
 
+# --- pair-diff: two inputs whose order matters, one optional -------------
+# diff = a - b + c and sum = a + b + c, with c optional (an initializer the
+# caller may override, zeros by default). Served with dynamic batching: the
+# scheduler tests send a/b in either order, with and without c, at once, and
+# a swap or a mixed batch shows in `diff`.
+pa = helper.make_tensor_value_info("a", TensorProto.FLOAT, ["batch", 4])
+pb = helper.make_tensor_value_info("b", TensorProto.FLOAT, ["batch", 4])
+pc = helper.make_tensor_value_info("c", TensorProto.FLOAT, ["c_rows", 4])
+c_default = helper.make_tensor("c", TensorProto.FLOAT, [1, 4], [0.0] * 4)
+pair_nodes = [
+    helper.make_node("Sub", ["a", "b"], ["a_minus_b"]),
+    helper.make_node("Add", ["a_minus_b", "c"], ["diff"]),
+    helper.make_node("Add", ["a", "b"], ["a_plus_b"]),
+    helper.make_node("Add", ["a_plus_b", "c"], ["sum"]),
+]
+pair_graph = helper.make_graph(
+    pair_nodes, "pair_diff", [pa, pb, pc],
+    [helper.make_tensor_value_info("diff", TensorProto.FLOAT, ["batch", 4]),
+     helper.make_tensor_value_info("sum", TensorProto.FLOAT, ["batch", 4])],
+    initializer=[c_default])
+pair = helper.make_model(pair_graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="mlmesh")
+pair.ir_version = 8
+onnx.checker.check_model(pair)
+save_onnx(pair, "pair-diff", config="""name: "pair-diff"
+platform: "onnxruntime_onnx"
+max_batch_size: 64
+input [
+  { name: "a" data_type: TYPE_FP32 dims: [ 4 ] },
+  { name: "b" data_type: TYPE_FP32 dims: [ 4 ] },
+  { name: "c" data_type: TYPE_FP32 dims: [ 4 ] optional: true }
+]
+output [
+  { name: "diff" data_type: TYPE_FP32 dims: [ 4 ] },
+  { name: "sum" data_type: TYPE_FP32 dims: [ 4 ] }
+]
+dynamic_batching { max_queue_delay_microseconds: 5000 }
+instance_group [ { count: 1 kind: KIND_CPU } ]
+""")
+pr = np.arange(8, dtype=np.float32).reshape(2, 4)
+out = ort_run(pair, {"a": pr, "b": pr * 3})
+assert np.array_equal(out["diff"], pr - pr * 3)
+
 # A second version of digits-mlp-npz with different weights, for the reload
 # tests (the test copies it in as version 2 while the model serves).
 arrays2 = {k: (v * 0.5 if k.startswith("W") else v) for k, v in arrays.items()}

@@ -46,12 +46,15 @@ Settings (file key / environment variable / default):
   limits.max_top_k           MLMESH_LIMITS__MAX_TOP_K            100
   limits.max_in_flight       MLMESH_LIMITS__MAX_IN_FLIGHT        256  beyond: RESOURCE_EXHAUSTED / 429
   limits.ingest_concurrency  MLMESH_LIMITS__INGEST_CONCURRENCY   4    embedding calls in flight per Ingest
+  limits.max_tensor_rows     MLMESH_LIMITS__MAX_TENSOR_ROWS      4096 first dimension of a client tensor
+  limits.max_tensor_elements MLMESH_LIMITS__MAX_TENSOR_ELEMENTS  16777216 product of dimensions (0 counts as 1)
   rag.max_context_chars      MLMESH_RAG__MAX_CONTEXT_CHARS       4000
   rag.default_top_k          MLMESH_RAG__DEFAULT_TOP_K           5
   auth.mode                  MLMESH_AUTH__MODE                   auto (auto|required|none; auto on a
                              non-loopback address needs keys or JWT, or refuses to start)
   auth.keys_file             MLMESH_AUTH__KEYS_FILE              [[keys]] name, sha256, tier, scopes
-  auth.jwt.jwks_url          MLMESH_AUTH__JWT__JWKS_URL          empty (no JWT); also issuer, audience
+  auth.jwt.jwks_url          MLMESH_AUTH__JWT__JWKS_URL          empty (no JWT); also issuer, audience (both
+                             required unless allow_any_issuer / allow_any_audience), leeway_secs (30)
   auth.tiers.<tier>          (file)                              requests_per_second, burst, inputs_per_second, inputs_burst
   mcp.enabled                MLMESH_MCP__ENABLED                 true (POST /mcp on the HTTP port)
   mcp.allowed_hosts          MLMESH_MCP__ALLOWED_HOSTS           localhost,127.0.0.1,::1

@@ -337,7 +337,11 @@ impl Tools {
                     ..Default::default()
                 };
                 for (i, v) in inputs.iter().enumerate() {
-                    let t = Tensor::from_json(&format!("inputs[{i}]"), v)?;
+                    let t = Tensor::from_json(
+                        &format!("inputs[{i}]"),
+                        v,
+                        &core.settings().limits.shapes(),
+                    )?;
                     let name = v.get("name").and_then(Json::as_str).ok_or_else(|| {
                         GatewayError::invalid(
                             format!("inputs[{i}].name"),
@@ -373,7 +377,12 @@ impl Tools {
                     .and_then(Json::as_str)
                     .unwrap_or_default();
                 let run = core
-                    .run_pipeline(&pipeline, inputs_from_json(inputs)?, sticky, d)
+                    .run_pipeline(
+                        &pipeline,
+                        inputs_from_json(inputs, &core.settings().limits.shapes())?,
+                        sticky,
+                        d,
+                    )
                     .await?;
                 run_json(&pipeline, &run)
             }

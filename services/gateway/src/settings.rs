@@ -202,6 +202,22 @@ pub struct LimitSettings {
     pub max_in_flight: usize,
     /// Embedding calls one Ingest keeps in flight.
     pub ingest_concurrency: usize,
+    /// Largest first (row) dimension of a tensor a client sends (OIP REST,
+    /// pipelines, MCP): rows a streamed pipeline walks one by one.
+    pub max_tensor_rows: usize,
+    /// Largest product of a client tensor's dimensions (zeros counted as
+    /// ones, so an empty tensor cannot declare a huge dimension).
+    pub max_tensor_elements: usize,
+}
+
+impl LimitSettings {
+    /// The shape limits every client tensor is checked against.
+    pub fn shapes(&self) -> crate::tensor::ShapeLimits {
+        crate::tensor::ShapeLimits {
+            max_rows: self.max_tensor_rows,
+            max_elements: self.max_tensor_elements,
+        }
+    }
 }
 
 impl Default for LimitSettings {
@@ -214,6 +230,8 @@ impl Default for LimitSettings {
             max_top_k: 100,
             max_in_flight: 256,
             ingest_concurrency: 4,
+            max_tensor_rows: 4096,
+            max_tensor_elements: 16 * 1024 * 1024,
         }
     }
 }
@@ -328,10 +346,18 @@ pub struct JwtSettings {
     /// Where the signing keys are (`https://issuer/.well-known/jwks.json`);
     /// empty: no JWT.
     pub jwks_url: String,
-    /// Required `iss`.
+    /// Required `iss`. Empty fails at start unless `allow_any_issuer`.
     pub issuer: String,
-    /// Required `aud`.
+    /// Required `aud`. Empty fails at start unless `allow_any_audience`:
+    /// without it, a token the issuer minted for any other service would
+    /// be accepted here.
     pub audience: String,
+    /// Accept tokens of any `iss` (explicit opt-out of the issuer check).
+    pub allow_any_issuer: bool,
+    /// Accept tokens of any `aud` (explicit opt-out of the audience check).
+    pub allow_any_audience: bool,
+    /// Clock skew allowed for `exp` and `nbf`, in seconds.
+    pub leeway_secs: u64,
     /// Claim with the scopes (space-separated string or list).
     pub scopes_claim: String,
     /// Claim naming the tier; absent: `default_tier`.
@@ -368,6 +394,7 @@ impl Default for AuthSettings {
                 tier_claim: "tier".into(),
                 default_tier: "default".into(),
                 cache_secs: 300,
+                leeway_secs: 30,
                 ..JwtSettings::default()
             },
             tiers: BTreeMap::from([("default".to_owned(), Tier::default())]),
@@ -456,6 +483,8 @@ impl Settings {
             ("limits.max_top_k", l.max_top_k as usize),
             ("limits.max_in_flight", l.max_in_flight),
             ("limits.ingest_concurrency", l.ingest_concurrency),
+            ("limits.max_tensor_rows", l.max_tensor_rows),
+            ("limits.max_tensor_elements", l.max_tensor_elements),
         ] {
             if v == 0 {
                 return Err(invalid(key, "must be at least 1"));

@@ -45,7 +45,7 @@ impl Tensor {
 
     /// A tensor from JSON, named `field` in errors: a string or a list of
     /// strings (BYTES `[n]`), or `{"datatype", "shape", "data"}`.
-    pub fn from_json(field: &str, v: &Json) -> Result<Self, GatewayError> {
+    pub fn from_json(field: &str, v: &Json, limits: &ShapeLimits) -> Result<Self, GatewayError> {
         match v {
             Json::String(s) => Ok(Self::texts(&[s])),
             Json::Array(items) if items.iter().all(Json::is_string) => {
@@ -66,7 +66,7 @@ impl Tensor {
                             "a list of integers is required",
                         )
                     })?;
-                let count = element_count(&shape, &format!("{field}.shape"))?;
+                let count = limits.count(&shape, &format!("{field}.shape"))?;
                 let leaves = flatten(o.get("data").unwrap_or(&Json::Null));
                 if leaves.len() != count {
                     return Err(GatewayError::invalid(
@@ -106,17 +106,19 @@ impl Tensor {
 
     /// The tensor cut along its first dimension: one tensor per row, each
     /// of shape `[1, rest…]`. `what` names it in errors.
-    pub fn rows(&self, what: &str) -> Result<Vec<Tensor>, GatewayError> {
+    pub fn rows(&self, what: &str, limits: &ShapeLimits) -> Result<Vec<Tensor>, GatewayError> {
         let Some((&n, rest)) = self.shape.split_first() else {
             return Err(GatewayError::invalid(
                 what,
                 "a scalar has no rows to stream over",
             ));
         };
+        // Checked first: `n` rows are walked below whatever the data holds.
+        let count = limits.count(&self.shape, what)?;
         let shape: Vec<i64> = std::iter::once(1).chain(rest.iter().copied()).collect();
-        let per_row = element_count(rest, what)?;
+        let per_row = limits.count(rest, what)?;
         let values = self.values(what)?;
-        if values.len() != element_count(&self.shape, what)? {
+        if values.len() != count {
             return Err(GatewayError::invalid(
                 what,
                 "the data does not match the shape",
@@ -169,16 +171,66 @@ fn known(datatype: &str) -> bool {
     datatype == "BYTES" || element_size(datatype).is_some()
 }
 
-/// Elements a shape holds; an error naming `field` for negative sizes or
-/// an overflow.
-pub fn element_count(shape: &[i64], field: &str) -> Result<usize, GatewayError> {
-    shape.iter().try_fold(1usize, |n, &d| {
-        let d = usize::try_from(d)
-            .map_err(|_| GatewayError::invalid(field, format!("dimension {d} is negative")))?;
-        n.checked_mul(d)
-            .ok_or_else(|| GatewayError::invalid(field, "the shape holds too many elements"))
-    })
+/// What one tensor a client sends may declare (settings
+/// `limits.max_tensor_rows`, `limits.max_tensor_elements`). Every shape
+/// from a client passes [`ShapeLimits::count`] before anything is allocated
+/// or looped over for it.
+#[derive(Clone, Copy, Debug)]
+pub struct ShapeLimits {
+    /// Largest first (row) dimension.
+    pub max_rows: usize,
+    /// Largest product of the dimensions, zeros counted as ones: a zero
+    /// dimension makes the tensor empty, but must not let another dimension
+    /// declare a trillion rows that a per-row step would then walk.
+    pub max_elements: usize,
 }
+
+impl ShapeLimits {
+    /// Elements `shape` holds, after checking it: no negative dimension,
+    /// rows ≤ `max_rows`, the product of the dimensions (zeros as ones)
+    /// ≤ `max_elements`. The error names `field` and the setting.
+    pub fn count(&self, shape: &[i64], field: &str) -> Result<usize, GatewayError> {
+        if shape.len() > MAX_RANK {
+            return Err(GatewayError::invalid(
+                field,
+                format!("{} dimensions; at most {MAX_RANK}", shape.len()),
+            ));
+        }
+        let mut declared = 1usize;
+        let mut count = 1usize;
+        for (i, &d) in shape.iter().enumerate() {
+            let d = usize::try_from(d)
+                .map_err(|_| GatewayError::invalid(field, format!("dimension {d} is negative")))?;
+            if i == 0 && d > self.max_rows {
+                return Err(GatewayError::invalid(
+                    field,
+                    format!(
+                        "{d} rows; at most {} (limits.max_tensor_rows)",
+                        self.max_rows
+                    ),
+                ));
+            }
+            declared = declared
+                .checked_mul(d.max(1))
+                .filter(|&n| n <= self.max_elements)
+                .ok_or_else(|| {
+                    GatewayError::invalid(
+                        field,
+                        format!(
+                            "shape {shape:?} declares more than {} elements (limits.max_tensor_elements)",
+                            self.max_elements
+                        ),
+                    )
+                })?;
+            count *= d;
+        }
+        Ok(count)
+    }
+}
+
+/// Most dimensions of a tensor (ONNX Runtime's own limit is far above any
+/// real model's; this bounds the work of checking a shape).
+pub const MAX_RANK: usize = 16;
 
 /// The leaves of `data` in row-major order (nested arrays are flattened;
 /// a bare scalar is one element).
@@ -351,8 +403,22 @@ mod tests {
         assert!(e.to_string().contains("inputs[0].data[0]"), "{e}");
         let e = to_raw("FP8", &[], "inputs[2].data").expect_err("no such type");
         assert!(e.to_string().contains("inputs[2].datatype"), "{e}");
-        assert!(element_count(&[2, -1], "inputs[0].shape").is_err());
-        assert_eq!(element_count(&[2, 3], "s").expect("6"), 6);
+        let limits = ShapeLimits {
+            max_rows: 8,
+            max_elements: 100,
+        };
+        assert!(limits.count(&[2, -1], "inputs[0].shape").is_err());
+        assert_eq!(limits.count(&[2, 3], "s").expect("6"), 6);
+        assert_eq!(limits.count(&[0, 3], "s").expect("empty"), 0);
+        // Empty, but declaring rows or elements beyond the limits.
+        let e = limits.count(&[9, 0], "s").expect_err("rows");
+        assert!(e.to_string().contains("limits.max_tensor_rows"), "{e}");
+        let e = limits.count(&[1, 0, 101], "s").expect_err("elements");
+        assert!(e.to_string().contains("limits.max_tensor_elements"), "{e}");
+        let e = limits.count(&[i64::MAX, 0], "s").expect_err("rows");
+        assert!(e.to_string().contains('s'), "{e}");
+        let e = limits.count(&[1; 17], "s").expect_err("rank");
+        assert!(e.to_string().contains("16"), "{e}");
         assert!(from_raw("BYTES", &[9, 0, 0, 0, b'a'], "out").is_err());
     }
 }

@@ -202,7 +202,18 @@ fn decode_inputs(
                 input.shape, spec.shape
             )));
         }
-        let r = if batched { input.shape[0] as usize } else { 1 };
+        let r = match input.shape.first() {
+            Some(&d) if batched => d as usize,
+            // A batched model's signature always has the batch axis first;
+            // a rank-0 tensor cannot say how many rows it carries.
+            None if batched => {
+                return Err(InferError::invalid(format!(
+                    "{what}: shape [] has no batch axis; model {model:?} is batched (max_batch_size {}), send [rows, …]",
+                    v.max_batch_size
+                )));
+            }
+            _ => 1,
+        };
         if batched {
             if r == 0 || r > v.max_batch_size {
                 return Err(InferError::invalid(format!(
@@ -253,6 +264,10 @@ fn decode_inputs(
             names()
         )));
     }
+    // Signature order, whatever order the request listed them in: the
+    // scheduler joins requests input by input, so every request of a batch
+    // must hold its tensors in the same order.
+    out.sort_by_key(|t| v.inputs.iter().position(|s| s.name == t.name));
     Ok((out, rows.unwrap_or(1)))
 }
 

@@ -96,8 +96,9 @@ struct Follower {
     cache: PathBuf,
     models: Weak<ModelManager>,
     metrics: Metrics,
-    /// The registry version being served.
-    serving: Option<i64>,
+    /// The registry version being served, with its manifest digest: a
+    /// registry restored or reset may reuse a number for other contents.
+    serving: Option<(i64, String)>,
 }
 
 type Client = RegistryClient<Channel>;
@@ -181,7 +182,11 @@ impl Follower {
             }
             Err(s) => return Err(format!("get version: {}", s.message())),
         };
-        if self.serving == Some(v.version) {
+        if self
+            .serving
+            .as_ref()
+            .is_some_and(|(n, d)| *n == v.version && *d == v.manifest_digest)
+        {
             return Ok(());
         }
         let outcome = self.switch(c, &v).await;
@@ -197,7 +202,7 @@ impl Follower {
         match &outcome {
             Ok(()) => {
                 tracing::info!(%model, version = v.version, previous = ?self.serving, "serving the registry version");
-                self.serving = Some(v.version);
+                self.serving = Some((v.version, v.manifest_digest.clone()));
                 self.metrics
                     .registry_version
                     .with_label_values(&[&model])
@@ -213,34 +218,59 @@ impl Follower {
     async fn switch(&self, c: &mut Client, v: &pb::Version) -> Result<(), String> {
         let model_dir = self.cache.join(&v.model);
         let version_dir = model_dir.join(v.version.to_string());
-        if !version_dir.is_dir() {
+        // The cached folder is this version only if its manifest is the
+        // one the registry names now; otherwise (a registry restored or
+        // reset reusing the number) it is pulled again.
+        let marker = version_dir.join(MANIFEST_KEPT);
+        let cached = tokio::task::spawn_blocking(move || fs::read_to_string(marker).ok())
+            .await
+            .map_err(|e| e.to_string())?;
+        if cached.as_deref().map(str::trim) != Some(v.manifest_digest.as_str()) {
+            if version_dir.exists() {
+                tracing::warn!(model = %v.model, version = v.version, cached = ?cached, registry = %v.manifest_digest, "cached version differs from the registry's; pulling it again");
+                let stale = model_dir.join(format!(".stale-{}-{}", v.version, std::process::id()));
+                let dir = version_dir.clone();
+                tokio::task::spawn_blocking(move || {
+                    let _ = fs::remove_dir_all(&stale);
+                    fs::rename(&dir, &stale)?;
+                    fs::remove_dir_all(&stale)
+                })
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("removing the stale cached version: {e}"))?;
+            }
             self.pull(c, v, &model_dir).await?;
         }
-        // The config of the version served next becomes the model's.
+        // The config of the version served next becomes the model's; if
+        // it fails to load, the config of the version still serving is put
+        // back, so the next poll or a restart reads the right one.
         let config = version_dir.join(CONFIG_KEPT);
         let target = model_dir.join("config.pbtxt");
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let t = target.clone();
+        let previous = tokio::task::spawn_blocking(move || fs::read(t).ok())
+            .await
+            .map_err(|e| e.to_string())?;
+        let t = target.clone();
+        run_blocking(move || {
             if config.is_file() {
-                let tmp = target.with_extension("pbtxt.tmp");
-                fs::copy(&config, &tmp)?;
-                fs::rename(&tmp, &target)
+                let bytes = fs::read(&config)?;
+                write_config(&t, Some(&bytes))
             } else {
-                match fs::remove_file(&target) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-                    _ => Ok(()),
-                }
+                write_config(&t, None)
             }
         })
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("writing the config: {e}"))?;
+        .await?;
         let Some(models) = self.models.upgrade() else {
             return Err("the service is stopping".into());
         };
-        models
+        let loaded = models
             .load_version(&v.model, v.version)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string());
+        if loaded.is_err() {
+            run_blocking(move || write_config(&target, previous.as_deref())).await?;
+        }
+        loaded
     }
 
     /// Downloads every file of `v`, checks sizes and digests, and moves the
@@ -293,7 +323,15 @@ impl Follower {
                     let f = File::create(&dest).map_err(|e| format!("{}: {e}", dest.display()))?;
                     open = Some((ch.path.clone(), f, Sha256::new(), 0));
                 }
-                if let Some((_, f, h, n)) = open.as_mut() {
+                if let Some((path, f, h, n)) = open.as_mut() {
+                    // Never more than the manifest declares (a hostile or
+                    // broken registry cannot fill the disk).
+                    let size = want.get(path.as_str()).map_or(0, |e| e.size);
+                    if *n + ch.data.len() as u64 > size {
+                        return Err(format!(
+                            "{path}: more bytes than the {size} the manifest declares"
+                        ));
+                    }
                     f.write_all(&ch.data).map_err(|e| e.to_string())?;
                     h.update(&ch.data);
                     *n += ch.data.len() as u64;
@@ -305,6 +343,8 @@ impl Follower {
                     return Err(format!("{} was not received", f.path));
                 }
             }
+            fs::write(staging.join(MANIFEST_KEPT), &v.manifest_digest)
+                .map_err(|e| format!("recording the manifest: {e}"))?;
             fs::rename(&staging, model_dir.join(v.version.to_string()))
                 .map_err(|e| format!("moving the version into place: {e}"))
         }
@@ -315,6 +355,36 @@ impl Follower {
         result
     }
 }
+
+/// Filesystem work off the reactor; an error says it was the config.
+async fn run_blocking(
+    f: impl FnOnce() -> std::io::Result<()> + Send + 'static,
+) -> Result<(), String> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("writing the config: {e}"))
+}
+
+/// The model folder's `config.pbtxt` becomes `bytes` (written whole, then
+/// renamed into place), or is removed for `None`.
+fn write_config(target: &Path, bytes: Option<&[u8]>) -> std::io::Result<()> {
+    match bytes {
+        Some(b) => {
+            let tmp = target.with_extension("pbtxt.tmp");
+            fs::write(&tmp, b)?;
+            fs::rename(&tmp, target)
+        }
+        None => match fs::remove_file(target) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        },
+    }
+}
+
+/// The manifest digest of a cached version, written into its folder once
+/// every file is verified.
+const MANIFEST_KEPT: &str = ".mlmesh-manifest";
 
 /// A version's `config.pbtxt` is kept inside its version folder under this
 /// name, and copied to the model folder when that version is served.

@@ -196,13 +196,33 @@ impl Drop for Scheduler {
     }
 }
 
-/// Same trailing shapes for every input: can share one batch.
+/// Can share one batch: the same set of inputs (names, in signature order,
+/// as the API decodes them), each of the same datatype, rank and trailing
+/// shape. Anything else runs in a batch of its own: a request sending an
+/// optional input must never be joined with one that leaves it out.
 fn compatible(a: &Job, b: &Job) -> bool {
     a.inputs.len() == b.inputs.len()
-        && a.inputs
-            .iter()
-            .zip(&b.inputs)
-            .all(|(x, y)| x.shape.get(1..) == y.shape.get(1..))
+        && a.inputs.iter().zip(&b.inputs).all(|(x, y)| {
+            x.name == y.name
+                && x.data.dtype() == y.data.dtype()
+                && x.shape.len() == y.shape.len()
+                && x.shape.get(1..) == y.shape.get(1..)
+        })
+}
+
+/// The batch's input `k`: that input of every request, found by name (never
+/// by position alone), concatenated along the batch axis.
+fn join(jobs: &[Job], k: usize) -> Result<Tensor, InferError> {
+    let name = &jobs[0].inputs[k].name;
+    let parts: Vec<&Tensor> =
+        jobs.iter()
+            .map(|j| {
+                j.inputs.iter().find(|t| &t.name == name).ok_or_else(|| {
+                    InferError::invalid(format!("input {name:?} missing in a batch"))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+    Tensor::concat(&parts)
 }
 
 impl Shared {
@@ -333,6 +353,9 @@ impl Shared {
     }
 
     fn run_batch(&self, runner: &mut dyn Runner, jobs: Vec<Job>) {
+        if jobs.is_empty() {
+            return;
+        }
         let start = Instant::now();
         let rows: Vec<usize> = jobs.iter().map(|j| j.rows).collect();
         let total: usize = rows.iter().sum();
@@ -340,12 +363,7 @@ impl Shared {
         let inputs: Result<Vec<Tensor>, InferError> = if jobs.len() == 1 {
             Ok(jobs[0].inputs.clone())
         } else {
-            (0..n_inputs)
-                .map(|k| {
-                    let parts: Vec<&Tensor> = jobs.iter().map(|j| &j.inputs[k]).collect();
-                    Tensor::concat(&parts)
-                })
-                .collect()
+            (0..n_inputs).map(|k| join(&jobs, k)).collect()
         };
         // One `batch run` span under each request's span (a batch serves
         // several calls, each with its own trace).
@@ -413,10 +431,24 @@ impl Shared {
                             }));
                         }
                     }
-                    Err(e) => self.fail_all(jobs, &e.to_string()),
+                    Err(e) => self.fail_or_retry(runner, jobs, &e.to_string()),
                 }
             }
-            Err(e) => self.fail_all(jobs, &e.to_string()),
+            Err(e) => self.fail_or_retry(runner, jobs, &e.to_string()),
+        }
+    }
+
+    /// A run of several requests failed: one request's data may be what
+    /// the model refuses, so each runs again alone and only the ones that
+    /// fail on their own are answered with an error. Requests never fail
+    /// each other.
+    fn fail_or_retry(&self, runner: &mut dyn Runner, jobs: Vec<Job>, reason: &str) {
+        if jobs.len() == 1 {
+            return self.fail_all(jobs, reason);
+        }
+        tracing::warn!(model = %self.model, version = self.version, requests = jobs.len(), %reason, "batched run failed; running its requests one by one");
+        for job in jobs {
+            self.run_batch(runner, vec![job]);
         }
     }
 
@@ -486,6 +518,73 @@ mod tests {
             },
             rx,
         )
+    }
+
+    /// Refuses any run of more than one row: stands for a model that fails
+    /// on one caller's data.
+    struct OneRowOnly;
+
+    impl Runner for OneRowOnly {
+        fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, String> {
+            if inputs[0].shape[0] > 1 {
+                return Err("more than one row".into());
+            }
+            Ok(inputs)
+        }
+    }
+
+    fn named(names: &[&str], value: f32) -> Job {
+        let (mut j, _) = job(value, 0);
+        j.inputs = names
+            .iter()
+            .map(|n| Tensor {
+                name: (*n).into(),
+                shape: vec![1, 1],
+                data: Data::F32(vec![value]),
+            })
+            .collect();
+        j
+    }
+
+    #[test]
+    fn only_requests_with_the_same_inputs_share_a_batch() {
+        let ab = named(&["a", "b"], 1.0);
+        assert!(compatible(&ab, &named(&["a", "b"], 2.0)));
+        assert!(!compatible(&ab, &named(&["a"], 2.0)));
+        assert!(!compatible(&ab, &named(&["a", "c"], 2.0)));
+        assert!(!compatible(&ab, &named(&["b", "a"], 2.0)));
+        let mut other_type = named(&["a", "b"], 2.0);
+        other_type.inputs[1].data = Data::F64(vec![2.0]);
+        assert!(!compatible(&ab, &other_type));
+        let mut other_rank = named(&["a", "b"], 2.0);
+        other_rank.inputs[0].shape = vec![1];
+        assert!(!compatible(&ab, &other_rank));
+    }
+
+    #[tokio::test]
+    async fn a_failed_batch_runs_its_requests_alone() -> Result<(), Box<dyn std::error::Error>> {
+        let s = Scheduler::start(
+            "m",
+            1,
+            Policy {
+                max_queue_delay: Duration::from_millis(50),
+                ..policy(8)
+            },
+            vec![Box::new(OneRowOnly)],
+            Metrics::new()?,
+            Arc::new(Stats::default()),
+        )?;
+        let mut replies = Vec::new();
+        for v in 0..4 {
+            let (j, r) = job(v as f32, 0);
+            s.submit(j)?;
+            replies.push(r);
+        }
+        for (v, r) in replies.into_iter().enumerate() {
+            let done = r.await??;
+            assert_eq!(done.outputs[0].data, Data::F32(vec![v as f32]));
+        }
+        Ok(())
     }
 
     fn policy(max_batch_size: usize) -> Policy {

@@ -48,17 +48,34 @@ pub struct Restored {
 
 const PIECE: usize = 1 << 20;
 
-/// Removes its digests from the protected set when dropped.
+/// Holds its digests protected from housekeeping; releases them when
+/// dropped. Protection is counted per digest, so two backups (or a backup
+/// and a restore) sharing contents never unprotect each other's: a content
+/// is free again only when its last holder is done.
 struct Protect {
     registry: Arc<Registry>,
     digests: Vec<String>,
+}
+
+impl Protect {
+    fn add(&mut self, digest: String) {
+        if let Ok(mut p) = self.registry.protected.lock() {
+            *p.entry(digest.clone()).or_default() += 1;
+        }
+        self.digests.push(digest);
+    }
 }
 
 impl Drop for Protect {
     fn drop(&mut self) {
         if let Ok(mut p) = self.registry.protected.lock() {
             for d in &self.digests {
-                p.remove(d);
+                if let Some(n) = p.get_mut(d) {
+                    *n -= 1;
+                    if *n == 0 {
+                        p.remove(d);
+                    }
+                }
             }
         }
     }
@@ -66,13 +83,14 @@ impl Drop for Protect {
 
 impl Registry {
     fn protect(self: &Arc<Self>, digests: Vec<String>) -> Protect {
-        if let Ok(mut p) = self.protected.lock() {
-            p.extend(digests.iter().cloned());
-        }
-        Protect {
+        let mut guard = Protect {
             registry: Arc::clone(self),
-            digests,
+            digests: Vec::with_capacity(digests.len()),
+        };
+        for d in digests {
+            guard.add(d);
         }
+        guard
     }
 
     pub async fn backup(self: &Arc<Self>) -> Result<mpsc::Receiver<Result<Piece>>> {
@@ -156,6 +174,7 @@ impl Registry {
         let result = self.receive(pieces, &dir).await;
         let _ = fs::remove_dir_all(&dir);
         let (snap, stored, _guard) = result?;
+        crate::restore_check::check(&snap, self.settings.max_files)?;
         for b in &snap.blobs {
             if !stored.contains(&b.sha256) {
                 let sha = b.sha256.clone();
@@ -194,7 +213,7 @@ impl Registry {
         fs::create_dir_all(dir).map_err(|e| RegistryError::Blobs(e.to_string()))?;
         let mut doc = Vec::new();
         let mut stored = HashSet::new();
-        let guard = self.protect(Vec::new());
+        let mut guard = self.protect(Vec::new());
         let mut open: Option<(String, u64, File, Sha256, u64)> = None;
         while let Some(piece) = pieces.next().await {
             match piece? {
@@ -203,6 +222,12 @@ impl Registry {
                         return Err(RegistryError::invalid(
                             "metadata: comes before every content",
                         ));
+                    }
+                    if doc.len() + b.len() > crate::restore_check::MAX_METADATA_DOC_BYTES {
+                        return Err(RegistryError::invalid(format!(
+                            "metadata: more than {} bytes",
+                            crate::restore_check::MAX_METADATA_DOC_BYTES
+                        )));
                     }
                     doc.extend_from_slice(&b);
                 }
@@ -250,9 +275,7 @@ impl Registry {
                                 "content {sha}: its bytes have sha256 {got}"
                             )));
                         }
-                        if let Ok(mut p) = self.protected.lock() {
-                            p.insert(sha.clone());
-                        }
+                        guard.add(sha.clone());
                         let path = dir.join(&sha);
                         let key = sha.clone();
                         self.blob(move |b| b.put(&key, &path)).await?;
@@ -269,8 +292,43 @@ impl Registry {
         }
         let snap: Snapshot = serde_json::from_slice(&doc)
             .map_err(|e| RegistryError::invalid(format!("metadata: not a registry backup: {e}")))?;
-        let mut guard = guard;
-        guard.digests = stored.iter().cloned().collect();
         Ok((snap, stored, guard))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{metrics::Metrics, settings::RegistrySettings};
+
+    #[test]
+    fn protection_is_counted_so_holders_never_unprotect_each_other()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = std::env::temp_dir().join(format!("mlmesh-protect-{}", std::process::id()));
+        let settings = RegistrySettings {
+            data_dir: dir.clone(),
+            ..RegistrySettings::default()
+        };
+        let r = Arc::new(Registry::open(&settings, Metrics::new()?)?);
+        let held = |d: &str| r.protected.lock().is_ok_and(|p| p.contains_key(d));
+        // Two backups at once, sharing content x.
+        let first = r.protect(vec!["x".into(), "y".into()]);
+        let second = r.protect(vec!["x".into()]);
+        drop(first);
+        assert!(held("x"), "the second backup still streams x");
+        assert!(!held("y"));
+        // A restore adding contents one by one, failing half way: what it
+        // protected is released all the same.
+        let mut restore = r.protect(Vec::new());
+        restore.add("z".into());
+        restore.add("x".into());
+        drop(restore);
+        assert!(!held("z"));
+        assert!(held("x"));
+        drop(second);
+        assert!(!held("x"));
+        drop(r);
+        let _ = std::fs::remove_dir_all(dir);
+        Ok(())
     }
 }

@@ -88,7 +88,7 @@ impl Registry {
     }
 
     fn is_protected(&self, sha: &str) -> bool {
-        self.protected.lock().map_or(true, |p| p.contains(sha))
+        self.protected.lock().map_or(true, |p| p.contains_key(sha))
     }
 
     /// Runs [`Registry::housekeep`] every `registry.housekeeping_secs` until

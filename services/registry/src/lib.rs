@@ -25,6 +25,7 @@ pub mod manifest;
 pub mod metrics;
 pub mod names;
 pub mod registry;
+pub mod restore_check;
 pub mod settings;
 pub mod store;
 pub mod uploads;

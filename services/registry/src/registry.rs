@@ -4,7 +4,7 @@
 //! here; uploads, downloads, watch and housekeeping have their own modules.
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     path::Path,
     sync::{Arc, Mutex},
     time::{SystemTime, UNIX_EPOCH},
@@ -55,7 +55,8 @@ pub struct Registry {
     pub(crate) blob_lock: tokio::sync::Mutex<()>,
     /// Contents a backup or restore in progress needs: housekeeping keeps
     /// them whatever the metadata says.
-    pub(crate) protected: Mutex<HashSet<String>>,
+    /// Contents a running backup or restore needs, with how many hold each.
+    pub(crate) protected: Mutex<HashMap<String, usize>>,
     /// Set when the service stops: watchers and housekeeping end.
     pub(crate) closing: watch::Sender<bool>,
 }
@@ -125,7 +126,7 @@ impl Registry {
             head: watch::Sender::new(head),
             writing: Mutex::new(HashSet::new()),
             blob_lock: tokio::sync::Mutex::new(()),
-            protected: Mutex::new(HashSet::new()),
+            protected: Mutex::new(HashMap::new()),
             closing: watch::Sender::new(false),
         })
     }

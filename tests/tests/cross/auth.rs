@@ -60,34 +60,67 @@ impl Signer {
     }
 
     fn token(&self, sub: &str, scope: &str, aud: &str) -> String {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .expect("clock")
-            .as_secs();
+        self.sign(&claims(sub, scope, aud))
+    }
+
+    fn sign(&self, claims: &Value) -> String {
         let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
         header.kid = Some(self.kid.clone());
         jsonwebtoken::encode(
             &header,
-            &json!({"sub": sub, "scope": scope, "aud": aud, "iss": "https://issuer.test",
-                    "exp": now + 600, "iat": now}),
+            claims,
             &jsonwebtoken::EncodingKey::from_ed_der(&self.pkcs8),
         )
         .expect("sign")
     }
 }
 
-/// A JWKS endpoint whose key set the test can change.
-async fn jwks_server(keys: Arc<Mutex<Vec<Value>>>) -> std::net::SocketAddr {
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+fn claims(sub: &str, scope: &str, aud: &str) -> Value {
+    json!({"sub": sub, "scope": scope, "aud": aud, "iss": "https://issuer.test",
+           "exp": now() + 600, "iat": now()})
+}
+
+/// A token with a hand-written header (`alg` of the attacker's choice),
+/// signed by `sign` over `header.payload`.
+fn hand_signed(header: Value, claims: &Value, sign: impl Fn(&[u8]) -> Vec<u8>) -> String {
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let signing_input = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
+    let sig = sign(signing_input.as_bytes());
+    format!("{signing_input}.{}", b64(&sig))
+}
+
+/// A JWKS endpoint whose key set the test can change; no keys at all
+/// (`None`) stands for the endpoint being down (503).
+async fn jwks_server(keys: Arc<Mutex<Option<Vec<Value>>>>) -> std::net::SocketAddr {
     let app = axum::Router::new().route(
         "/jwks.json",
         axum::routing::get(move || {
             let keys = Arc::clone(&keys);
             async move {
                 let k = keys.lock().expect("keys").clone();
-                (
-                    [(axum::http::header::CONTENT_TYPE, "application/json")],
-                    json!({ "keys": k }).to_string(),
-                )
+                match k {
+                    Some(k) => (
+                        axum::http::StatusCode::OK,
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        json!({ "keys": k }).to_string(),
+                    ),
+                    None => (
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                        [(axum::http::header::CONTENT_TYPE, "text/plain")],
+                        "down".to_owned(),
+                    ),
+                }
             }
         }),
     );
@@ -111,7 +144,7 @@ async fn callers_are_authenticated_scoped_and_limited() {
     let _serial = mlmesh_tests::serial_async().await;
     let first = Signer::new("key-1");
     let second = Signer::new("key-2");
-    let published = Arc::new(Mutex::new(vec![first.jwk()]));
+    let published = Arc::new(Mutex::new(Some(vec![first.jwk()])));
     let jwks = jwks_server(Arc::clone(&published)).await;
 
     let dir = TempDir::new("auth");
@@ -132,7 +165,7 @@ async fn callers_are_authenticated_scoped_and_limited() {
         &config,
         format!(
             "[auth]\nkeys_file = \"{}\"\n\n[auth.tiers.small]\nrequests_per_second = 0.5\nburst = 8\n\n\
-             [auth.jwt]\njwks_url = \"http://{jwks}/jwks.json\"\nissuer = \"https://issuer.test\"\naudience = \"mlmesh\"\n",
+             [auth.jwt]\njwks_url = \"http://{jwks}/jwks.json\"\nissuer = \"https://issuer.test\"\naudience = \"mlmesh\"\ncache_secs = 2\n",
             keys.display()
         ),
     )
@@ -317,7 +350,9 @@ print(json.dumps(out))
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
     // Rotation: the issuer publishes a new key and signs with it; the
     // gateway has not seen its kid, fetches the JWKS again and accepts it.
-    published.lock().expect("keys").push(second.jwk());
+    if let Some(k) = published.lock().expect("keys").as_mut() {
+        k.push(second.jwk());
+    }
     tokio::time::sleep(std::time::Duration::from_secs(11)).await; // past the refetch guard
     let t2 = second.token("carol", "predict", "mlmesh");
     let r = g
@@ -336,6 +371,84 @@ print(json.dumps(out))
         .await
         .expect_err("forged");
     assert_eq!(e.code(), Code::Unauthenticated);
+    // Forgeries of the classic kinds, each refused.
+    fn hs(key: &[u8]) -> impl Fn(&[u8]) -> Vec<u8> + '_ {
+        move |input: &[u8]| {
+            ring::hmac::sign(&ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key), input)
+                .as_ref()
+                .to_vec()
+        }
+    }
+    let jwk_text = first.jwk().to_string();
+    let attacks = [
+        (
+            "alg none",
+            hand_signed(
+                json!({"alg": "none", "typ": "JWT", "kid": "key-1"}),
+                &claims("mallory", "predict", "mlmesh"),
+                |_| Vec::new(),
+            ),
+        ),
+        (
+            "HS256 with the public key as secret",
+            hand_signed(
+                json!({"alg": "HS256", "typ": "JWT", "kid": "key-1"}),
+                &claims("mallory", "predict", "mlmesh"),
+                hs(&first.public),
+            ),
+        ),
+        (
+            "HS256 with the JWK text as secret",
+            hand_signed(
+                json!({"alg": "HS256", "typ": "JWT", "kid": "key-1"}),
+                &claims("mallory", "predict", "mlmesh"),
+                hs(jwk_text.as_bytes()),
+            ),
+        ),
+        (
+            "not before an hour from now",
+            first.sign(
+                &json!({"sub": "mallory", "scope": "predict", "aud": "mlmesh",
+                "iss": "https://issuer.test", "exp": now() + 7200, "nbf": now() + 3600}),
+            ),
+        ),
+        (
+            "other issuer",
+            first.sign(
+                &json!({"sub": "mallory", "scope": "predict", "aud": "mlmesh",
+                "iss": "https://evil.test", "exp": now() + 600}),
+            ),
+        ),
+        (
+            "expired",
+            first.sign(
+                &json!({"sub": "mallory", "scope": "predict", "aud": "mlmesh",
+                "iss": "https://issuer.test", "exp": now() - 600}),
+            ),
+        ),
+    ];
+    for (what, token) in attacks {
+        let e = g
+            .list_pipelines(with_token(gw::ListPipelinesRequest {}, &token))
+            .await
+            .expect_err(what);
+        assert_eq!(e.code(), Code::Unauthenticated, "{what}: {e:?}");
+    }
+    // The JWKS endpoint goes down: the keys fetched before keep serving
+    // (the cache has expired; refreshes fail), several callers at once.
+    *published.lock().expect("keys") = None;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let calls = (0..8).map(|i| {
+        let mut g = g.clone();
+        let t = first.token(&format!("user{i}"), "predict", "mlmesh");
+        async move {
+            g.list_pipelines(with_token(gw::ListPipelinesRequest {}, &t))
+                .await
+        }
+    });
+    for r in futures::future::join_all(calls).await {
+        r.expect("cached keys serve while the JWKS is down");
+    }
 
     // Outcomes counted per caller (bounded labels).
     let m = mlmesh_tests::scrape(mesh.gateway.metrics_addr.expect("metrics"));

@@ -164,6 +164,7 @@ fn the_inference_service_follows_an_alias_with_zero_failed_calls() {
     );
     let addr = inference.addr;
     let inf = &inference;
+    let cache_dir = cache.path().to_path_buf();
     rt.block_on(async move {
         let mut ic = GrpcInferenceServiceClient::connect(format!("http://{addr}"))
             .await
@@ -302,6 +303,58 @@ fn the_inference_service_follows_an_alias_with_zero_failed_calls() {
             row.reason.contains("model.npz"),
             "the reason names the file: {row:?}"
         );
+        // A broken version that brings its own config.pbtxt: after the
+        // failed load the model folder's config is v1's again (none), not
+        // the broken version's, so no later poll or restart reads it.
+        let bad_config = "name: \"digits\"\nbackend: \"mlmesh_npz\"\nmax_batch_size: 8\n\
+                          input [ { name: \"input\" data_type: TYPE_FP32 dims: [ 3 ] } ]\n";
+        assert_eq!(
+            push(
+                &mut reg,
+                &[
+                    ("config.pbtxt", bad_config.as_bytes().to_vec()),
+                    ("1/model.npz", b"still not a zip archive".to_vec()),
+                ]
+            )
+            .await,
+            4
+        );
+        reg.set_aliases(pb::SetAliasesRequest {
+            model: "digits".into(),
+            aliases: vec![pb::AliasTarget {
+                alias: "production".into(),
+                version: 4,
+                expected_version: Some(3),
+            }],
+            reason: "broken, with a config".into(),
+        })
+        .await
+        .expect("move to the broken version with a config");
+        let t0 = Instant::now();
+        while inf.metric(failed) < 2.0 {
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "the second failed sync was not counted"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let model_config = cache_dir.join("models/digits/config.pbtxt");
+        assert!(
+            !model_config.exists(),
+            "the failed version's config was left behind: {:?}",
+            std::fs::read_to_string(&model_config)
+        );
+        reg.set_aliases(pb::SetAliasesRequest {
+            model: "digits".into(),
+            aliases: vec![pb::AliasTarget {
+                alias: "production".into(),
+                version: 1,
+                expected_version: Some(4),
+            }],
+            reason: "back to v1".into(),
+        })
+        .await
+        .expect("back to v1");
         tokio::time::sleep(Duration::from_millis(200)).await;
         stop.store(true, Ordering::Relaxed);
         for c in clients {
@@ -333,6 +386,68 @@ fn the_inference_service_follows_an_alias_with_zero_failed_calls() {
             promoted,
             rolled_back
         );
+    });
+    drop(inference);
+
+    // The cache holds a version 1 that is not the registry's version 1 (as
+    // after a registry restored from an older backup or reset): its
+    // manifest digest differs, so a restarted service pulls it again and
+    // serves the registry's contents, not the stale ones under that number.
+    let v1_dir = cache.path().join("models/digits/1");
+    let npz = std::fs::read_dir(&v1_dir)
+        .expect("cached v1")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "npz"))
+        .expect("cached model.npz");
+    std::fs::write(
+        &npz,
+        std::fs::read(repo_root().join("services/inference/tests/data/digits-mlp-npz-v2.npz"))
+            .expect("v2 model"),
+    )
+    .expect("tamper");
+    std::fs::write(v1_dir.join(".mlmesh-manifest"), "0".repeat(64)).expect("marker");
+    let inference = Service::start(
+        "mlmesh-inference",
+        &[
+            (
+                "MLMESH_INFERENCE__MODEL_REPOSITORY",
+                repo.path().display().to_string(),
+            ),
+            ("MLMESH_INFERENCE__REGISTRY_ADDR", registry.addr.to_string()),
+            (
+                "MLMESH_INFERENCE__REGISTRY_MODELS",
+                "registry://digits@production".into(),
+            ),
+            (
+                "MLMESH_INFERENCE__REGISTRY_CACHE_DIR",
+                cache.path().display().to_string(),
+            ),
+        ],
+    );
+    let addr = inference.addr;
+    let refs = self::refs();
+    rt.block_on(async move {
+        let mut ic = GrpcInferenceServiceClient::connect(format!("http://{addr}"))
+            .await
+            .expect("inference");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = ic.model_infer(request(&refs.row)).await {
+                let r = r.into_inner();
+                assert_eq!(r.model_version, "1");
+                assert!(
+                    close(&probabilities(&r), &refs.v1),
+                    "the registry's v1 is served, not the stale cached one"
+                );
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "digits@production was not served within 30 s after the restart"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     });
     drop(inference);
     drop(registry);

@@ -72,6 +72,59 @@ fn tritonclient_through_the_gateway_works_unchanged() {
     assert!(stream >= 1.0, "streams counted by the gateway: {stream}");
 }
 
+/// Dynamic batching joins requests by input name and only requests with
+/// the same set of inputs: 16 tritonclient threads call `pair-diff`
+/// (a - b + c, c optional) listing inputs in random orders, some with c,
+/// at once; every answer equals onnxruntime's for the caller's own inputs
+/// and none fails. Directly and through the gateway.
+#[test]
+fn batching_never_mixes_callers_inputs() {
+    let _serial = mlmesh_tests::serial();
+    let Some(site) = client_site() else { return };
+    let svc = Service::start("mlmesh-inference", &[]);
+    run_batching(&site, svc.addr);
+    // Batches of more than one request really formed (otherwise the check
+    // proves nothing about joining).
+    let runs = svc.metric("mlmesh_inference_batch_size_count{model=\"pair-diff\"");
+    let rows = svc.metric("mlmesh_inference_batch_size_sum{model=\"pair-diff\"");
+    assert!(
+        runs > 0.0 && rows / runs > 1.5,
+        "no batching happened: {rows} rows in {runs} runs"
+    );
+    let gateway = Service::start(
+        "mlmesh-gateway",
+        &[
+            ("MLMESH_DOWNSTREAM__INFERENCE", svc.addr.to_string()),
+            ("MLMESH_DOWNSTREAM__EMBEDDING", "127.0.0.1:9".into()),
+            ("MLMESH_DOWNSTREAM__VECTOR_SEARCH", "127.0.0.1:9".into()),
+            ("MLMESH_HTTP__LISTEN", "off".into()),
+        ],
+    );
+    run_batching(&site, gateway.addr);
+}
+
+fn run_batching(site: &std::path::Path, addr: std::net::SocketAddr) {
+    let out = Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()))
+        .arg(repo_root().join("tests/data/tritonclient_batching.py"))
+        .arg(addr.to_string())
+        .arg(repo_root().join("services/inference/models/pair-diff/1/model.onnx"))
+        .env("PYTHONPATH", site)
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .output()
+        .expect("run python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| {
+        panic!(
+            "the batching script printed no report:\nstdout: {stdout}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert_eq!(report["failed"], 0, "{report:#}");
+    assert_eq!(report["calls"], 16 * 25, "{report:#}");
+    assert!(report["mixed"].as_u64().unwrap_or(0) > 50, "{report:#}");
+    assert!(out.status.success(), "script exited with {}", out.status);
+}
+
 fn run_checks(site: &std::path::Path, addr: std::net::SocketAddr) {
     let out = Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()))
         .arg(repo_root().join("tests/data/tritonclient_check.py"))

@@ -1,6 +1,10 @@
 //! JWT bearer tokens: signatures checked with the issuer's JWKS (fetched,
 //! cached for `auth.jwt.cache_secs`, fetched again at once for an unknown
-//! `kid` but at most every 10 s), then expiry, issuer and audience. Only
+//! `kid` but at most every 10 s), then expiry, not-before (both with
+//! `auth.jwt.leeway_secs` of skew), issuer and audience. While the JWKS
+//! cannot be fetched, the keys fetched before keep verifying, and a failed
+//! fetch is not retried for 10 s: callers never queue behind a dead JWKS
+//! endpoint. One fetch runs at a time. Only
 //! asymmetric algorithms (RS*, PS*, ES*, EdDSA) are accepted: a token can
 //! never choose to be checked with a shared secret.
 
@@ -21,6 +25,8 @@ const REFETCH_EVERY: Duration = Duration::from_secs(10);
 
 struct Keys {
     fetched: Option<Instant>,
+    /// The last fetch tried, whether it worked or not.
+    tried: Option<Instant>,
     by_kid: HashMap<String, DecodingKey>,
 }
 
@@ -64,6 +70,7 @@ impl JwtVerifier {
             client,
             keys: RwLock::new(Keys {
                 fetched: None,
+                tried: None,
                 by_kid: HashMap::new(),
             }),
             fetching: tokio::sync::Mutex::new(()),
@@ -75,7 +82,13 @@ impl JwtVerifier {
         (k.by_kid.get(kid).cloned(), k.fetched)
     }
 
+    fn tried_recently(&self) -> bool {
+        let k = self.keys.read().unwrap_or_else(|e| e.into_inner());
+        k.tried.is_some_and(|t| t.elapsed() < REFETCH_EVERY)
+    }
+
     async fn fetch(&self) -> Result<(), String> {
+        self.keys.write().unwrap_or_else(|e| e.into_inner()).tried = Some(Instant::now());
         let resp = self
             .client
             .get(&self.settings.jwks_url)
@@ -104,6 +117,7 @@ impl JwtVerifier {
         tracing::info!(keys = by_kid.len(), url = %self.settings.jwks_url, "JWKS fetched");
         *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Keys {
             fetched: Some(Instant::now()),
+            tried: Some(Instant::now()),
             by_kid,
         };
         Ok(())
@@ -118,15 +132,27 @@ impl JwtVerifier {
         if let (Some(k), true) = (&key, fresh) {
             return Ok(k.clone());
         }
-        let _one = self.fetching.lock().await;
+        // A known but stale key: verify with it rather than wait while a
+        // refresh is under way or has just failed.
+        let _one = match (&key, self.fetching.try_lock()) {
+            (_, Ok(guard)) => guard,
+            (Some(k), Err(_)) => return Ok(k.clone()),
+            (None, Err(_)) => self.fetching.lock().await,
+        };
         // Someone may have fetched while this call waited.
         let (key, fetched) = self.cached(kid);
         let fresh = fetched.is_some_and(|t| t.elapsed() < ttl);
-        let recent = fetched.is_some_and(|t| t.elapsed() < REFETCH_EVERY);
         if let (Some(k), true) = (&key, fresh) {
             return Ok(k.clone());
         }
-        if !recent && let Err(e) = self.fetch().await {
+        if self.tried_recently() {
+            return key.ok_or_else(|| {
+                unauthenticated(format!(
+                    "the token's signing key (kid {kid:?}) is not in the JWKS"
+                ))
+            });
+        }
+        if let Err(e) = self.fetch().await {
             tracing::warn!(error = %e, "JWKS unavailable");
             // A stale key still verifies rather than failing everyone.
             return key.ok_or_else(|| unauthenticated(format!("cannot check the token: {e}")));
@@ -165,6 +191,8 @@ impl JwtVerifier {
             v.set_issuer(&[&s.issuer]);
         }
         v.set_required_spec_claims(&["exp", "sub"]);
+        v.validate_nbf = true;
+        v.leeway = s.leeway_secs;
         let data = jsonwebtoken::decode::<serde_json::Map<String, Json>>(token, &key, &v)
             .map_err(|e| unauthenticated(format!("invalid JWT: {e}")))?;
         let claims = data.claims;

@@ -196,6 +196,33 @@ impl Auth {
         let jwt = if a.jwt.jwks_url.is_empty() {
             None
         } else {
+            for (key, value, allowed, optout) in [
+                (
+                    "auth.jwt.issuer",
+                    &a.jwt.issuer,
+                    a.jwt.allow_any_issuer,
+                    "auth.jwt.allow_any_issuer",
+                ),
+                (
+                    "auth.jwt.audience",
+                    &a.jwt.audience,
+                    a.jwt.allow_any_audience,
+                    "auth.jwt.allow_any_audience",
+                ),
+            ] {
+                if value.is_empty() && !allowed {
+                    return Err(config_error(
+                        key,
+                        format!("is empty: set it, or set {optout} = true to accept any"),
+                    ));
+                }
+            }
+            if a.jwt.leeway_secs > 300 {
+                return Err(config_error(
+                    "auth.jwt.leeway_secs",
+                    format!("{}; at most 300", a.jwt.leeway_secs),
+                ));
+            }
             if !a.tiers.contains_key(&a.jwt.default_tier) {
                 return Err(config_error(
                     "auth.jwt.default_tier",
@@ -246,6 +273,25 @@ mod tests {
 
     fn sha(s: &str) -> String {
         hex::encode(Sha256::digest(s.as_bytes()))
+    }
+
+    #[test]
+    fn a_jwt_issuer_or_audience_left_empty_fails_unless_waived() {
+        let mut s = Settings::default();
+        s.auth.jwt.jwks_url = "http://127.0.0.1:9/jwks.json".into();
+        s.auth.jwt.issuer = "https://issuer.test".into();
+        let e = Auth::from_settings(&s).expect_err("no audience");
+        assert_eq!(e.key, "auth.jwt.audience");
+        assert!(e.to_string().contains("allow_any_audience"), "{e}");
+        s.auth.jwt.audience = "mlmesh".into();
+        s.auth.jwt.issuer.clear();
+        let e = Auth::from_settings(&s).expect_err("no issuer");
+        assert_eq!(e.key, "auth.jwt.issuer");
+        s.auth.jwt.allow_any_issuer = true;
+        assert!(Auth::from_settings(&s).expect("waived").is_some());
+        s.auth.jwt.leeway_secs = 3600;
+        let e = Auth::from_settings(&s).expect_err("leeway");
+        assert_eq!(e.key, "auth.jwt.leeway_secs");
     }
 
     #[tokio::test]

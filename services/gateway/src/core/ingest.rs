@@ -5,7 +5,10 @@
 use super::{collections::merge_chunking, search::keyword, *};
 
 impl Core {
-    pub(super) fn check_documents(&self, docs: &[gw::Document]) -> Result<()> {
+    /// The request's documents against the limits: count, sizes, ids
+    /// unique. A streamed ingest checks the whole request with it before
+    /// storing any document.
+    pub fn check_documents(&self, docs: &[gw::Document]) -> Result<()> {
         let l = &self.settings.limits;
         if docs.is_empty() {
             return Err(GatewayError::invalid(
@@ -62,6 +65,18 @@ impl Core {
         r: gw::IngestRequest,
         deadline: Deadline,
     ) -> Result<gw::IngestResponse> {
+        self.ingest_within(r, deadline, None).await
+    }
+
+    /// Ingest, drawing its chunks from `budget` when the request is one
+    /// document of a larger (streamed) one: `limits.max_chunks` then holds
+    /// for the whole request, not per document.
+    pub async fn ingest_within(
+        &self,
+        r: gw::IngestRequest,
+        deadline: Deadline,
+        budget: Option<&std::sync::atomic::AtomicUsize>,
+    ) -> Result<gw::IngestResponse> {
         self.check_documents(&r.documents)?;
         let coll = self.collection(&r.collection, deadline).await?;
         let chunking = merge_chunking("chunking", coll.chunking, r.chunking.as_ref())?;
@@ -91,11 +106,19 @@ impl Core {
             }
         };
         let total: usize = ranges.iter().map(Vec::len).sum();
-        if total > self.settings.limits.max_chunks {
+        let within_budget = budget.is_none_or(|b| {
+            b.fetch_update(
+                std::sync::atomic::Ordering::AcqRel,
+                std::sync::atomic::Ordering::Acquire,
+                |left| left.checked_sub(total),
+            )
+            .is_ok()
+        });
+        if total > self.settings.limits.max_chunks || !within_budget {
             return Err(GatewayError::invalid(
                 "documents",
                 format!(
-                    "would make {total} chunks; the limit is {} (limits.max_chunks): send fewer or larger chunks",
+                    "would make more than {} chunks (limits.max_chunks), counting every document of the request: send fewer or larger chunks",
                     self.settings.limits.max_chunks
                 ),
             ));
@@ -157,7 +180,10 @@ impl Core {
         let prompt_tokens = embedded.iter().map(|(_, t)| t).sum();
         let vectors = embedded.into_iter().flat_map(|(v, _)| v);
 
-        // Store: deterministic ids make the upsert safe to retry.
+        // Store: deterministic ids make the upsert safe to retry. One
+        // document at a time is replaced on this replica: two ingests of
+        // the same id never interleave their upserts and deletes.
+        let _held = self.documents.lock(&coll.name, &ids).await;
         let points: Vec<vec::Point> = out_docs
             .iter()
             .flat_map(|d| d.chunk_ids.iter())

@@ -40,6 +40,7 @@ use crate::{
 };
 
 mod collections;
+mod doc_locks;
 mod embeddings;
 mod inference;
 mod ingest;
@@ -144,6 +145,8 @@ pub struct Core {
     models: RwLock<Option<Arc<Models>>>,
     collections: RwLock<HashMap<String, (Instant, CollectionView)>>,
     admission: Arc<Semaphore>,
+    /// One ingest at a time per document (see `doc_locks`).
+    documents: doc_locks::DocumentLocks,
     /// Authentication and limits, when on.
     pub auth: Option<Arc<crate::auth::Auth>>,
     pub metrics: Metrics,
@@ -186,6 +189,7 @@ impl Core {
             settings,
             models: RwLock::new(None),
             collections: RwLock::new(HashMap::new()),
+            documents: doc_locks::DocumentLocks::default(),
             auth,
             metrics,
         })

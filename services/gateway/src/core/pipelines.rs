@@ -156,9 +156,13 @@ impl Core {
         deadline: Deadline,
     ) -> Result<PipelineRun> {
         let started = Instant::now();
-        let result = self
-            .run_inner(name, inputs, sticky, deadline, started)
-            .await;
+        let result = match self.check_inputs(&inputs) {
+            Ok(()) => {
+                self.run_inner(name, inputs, sticky, deadline, started)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
         if self.settings.pipelines.contains_key(name) {
             let p = name;
             let code = result
@@ -174,6 +178,15 @@ impl Core {
                 .observe(started.elapsed().as_secs_f64());
         }
         result
+    }
+
+    /// Every input's shape within the limits, whichever face built it.
+    fn check_inputs(&self, inputs: &HashMap<String, Tensor>) -> Result<()> {
+        let limits = self.settings.limits.shapes();
+        for (k, t) in inputs {
+            limits.count(&t.shape, &format!("inputs.{k}.shape"))?;
+        }
+        Ok(())
     }
 
     async fn run_inner(

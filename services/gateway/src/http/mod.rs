@@ -223,6 +223,9 @@ async fn healthz() -> Response {
     json_response(StatusCode::OK, &json!({"status": "ok"}))
 }
 
+/// Ready or not, per service, with counts of serving replicas. Open to
+/// anyone (probes carry no credentials), so it never names replica
+/// addresses: those are for the operator's metrics and logs.
 async fn readyz(State(app): State<App>) -> Response {
     let checks = app.core.readiness().await;
     let mut services = serde_json::Map::new();
@@ -235,7 +238,8 @@ async fn readyz(State(app): State<App>) -> Response {
             pool.service().to_owned(),
             json!({
                 "ready": any,
-                "replicas": mine.iter().map(|c| (c.1.clone(), Json::String(c.2.clone()))).collect::<serde_json::Map<_, _>>(),
+                "replicas": mine.len(),
+                "serving": mine.iter().filter(|c| c.2 == "SERVING").count(),
             }),
         );
     }
@@ -257,6 +261,40 @@ async fn not_found(req: Request<Body>) -> Response {
         &format!("no route for {} {}", req.method(), req.uri().path()),
         None,
     )
+}
+
+/// A request that changes state must say its body is JSON: a browser page
+/// can send a cross-site POST without asking first only as a form or
+/// `text/plain`, so with auth off nothing can be forged from a browser
+/// (and with auth on, a cookie-less API is not exposed to CSRF either).
+/// One rule for every route, MCP's included: 415 otherwise.
+async fn require_json(req: Request, next: axum::middleware::Next) -> Response {
+    let changes_state = !matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    );
+    let json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    // Only requests with a body: an empty one cannot be read as anything
+    // (and a bodiless DELETE needs a preflight cross-site anyway).
+    let h = req.headers();
+    let has_body = h.contains_key(header::TRANSFER_ENCODING)
+        || h.get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() != "0");
+    if changes_state && has_body && !json {
+        return error_response(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "this route takes a JSON body: send Content-Type: application/json",
+            None,
+        );
+    }
+    next.run(req).await
 }
 
 /// The HTTP API's routes.
@@ -286,6 +324,7 @@ pub fn router(core: Arc<Core>, mcp: Option<crate::mcp::McpService>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn(require_json))
         .with_state(App { core })
 }
 

@@ -119,6 +119,7 @@ fn infer_request(
     model: String,
     version: String,
     r: InferJson,
+    limits: &tensor::ShapeLimits,
 ) -> Result<pb::ModelInferRequest, GatewayError> {
     if r.inputs.is_empty() {
         return Err(GatewayError::invalid(
@@ -130,7 +131,7 @@ fn infer_request(
     let mut raw = Vec::with_capacity(r.inputs.len());
     for (i, input) in r.inputs.into_iter().enumerate() {
         let field = format!("inputs[{i}]");
-        let count = tensor::element_count(&input.shape, &format!("{field}.shape"))?;
+        let count = limits.count(&input.shape, &format!("{field}.shape"))?;
         let leaves = tensor::flatten(&input.data);
         if leaves.len() != count {
             return Err(GatewayError::invalid(
@@ -384,7 +385,8 @@ async fn infer_route(
                 &json!({"error": format!("invalid request body ({status})")}),
             )
         })?;
-        let rq = infer_request(name, version, body).map_err(fail)?;
+        let rq =
+            infer_request(name, version, body, &core.settings().limits.shapes()).map_err(fail)?;
         let resp = core.model_infer(rq, d).await.map_err(fail)?;
         Ok(json_response(
             StatusCode::OK,
@@ -440,6 +442,11 @@ pub(super) fn routes() -> Router<App> {
 mod tests {
     use super::*;
 
+    const LIMITS: tensor::ShapeLimits = tensor::ShapeLimits {
+        max_rows: 64,
+        max_elements: 1024,
+    };
+
     fn parse(v: Json) -> InferJson {
         serde_json::from_value(v).expect("shape")
     }
@@ -453,6 +460,7 @@ mod tests {
                 {"name": "x", "shape": [2, 2], "datatype": "FP32", "data": [[1, 2], [3, 4.5]]},
                 {"name": "s", "shape": [1], "datatype": "BYTES", "data": ["hi"], "parameters": {"p": 3}}
             ]})),
+            &LIMITS,
         )
         .expect("valid");
         assert_eq!(r.raw_input_contents[0].len(), 16);
@@ -465,12 +473,26 @@ mod tests {
             "m".into(),
             "".into(),
             parse(json!({"inputs": [{"name": "x", "shape": [3], "datatype": "INT32", "data": [1, 2]}]})),
+            &LIMITS,
         )
         .expect_err("count");
         assert!(e.to_string().contains("inputs[0].data"), "{e}");
-        let e =
-            infer_request("m".into(), "".into(), parse(json!({"inputs": []}))).expect_err("none");
+        let e = infer_request("m".into(), "".into(), parse(json!({"inputs": []})), &LIMITS)
+            .expect_err("none");
         assert!(e.to_string().contains("inputs"), "{e}");
+        // An empty tensor may not declare a huge dimension.
+        let e = infer_request(
+            "m".into(),
+            "".into(),
+            parse(json!({"inputs": [{"name": "x", "shape": [1_000_000_000_000i64, 0], "datatype": "FP32", "data": []}]})),
+            &LIMITS,
+        )
+        .expect_err("rows");
+        assert!(
+            e.to_string().contains("inputs[0].shape")
+                && e.to_string().contains("limits.max_tensor_rows"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -66,10 +66,16 @@ pub(crate) fn run_json(
 /// JSON inputs as tensors, each named `inputs.<name>` in errors.
 pub(crate) fn inputs_from_json(
     inputs: &Map<String, Json>,
+    limits: &crate::tensor::ShapeLimits,
 ) -> Result<HashMap<String, Tensor>, crate::error::GatewayError> {
     inputs
         .iter()
-        .map(|(k, v)| Ok((k.clone(), Tensor::from_json(&format!("inputs.{k}"), v)?)))
+        .map(|(k, v)| {
+            Ok((
+                k.clone(),
+                Tensor::from_json(&format!("inputs.{k}"), v, limits)?,
+            ))
+        })
         .collect()
 }
 
@@ -103,7 +109,8 @@ pub(super) async fn run(
         "/v1/pipelines/{name}",
         req,
         |core, deadline, r: RunJson| async move {
-            let inputs = inputs_from_json(&r.inputs).map_err(err)?;
+            let inputs =
+                inputs_from_json(&r.inputs, &core.settings().limits.shapes()).map_err(err)?;
             if r.stream {
                 return super::stream::pipeline(
                     core,

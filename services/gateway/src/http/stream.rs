@@ -103,13 +103,21 @@ pub fn ingest(
     chunking: Option<gw::Chunking>,
     caller_timeout: Option<Duration>,
 ) -> Result<Response, GatewayError> {
+    // The whole request against the limits (count, sizes, duplicate ids)
+    // before any document is stored; the chunk limit is shared by all of
+    // them below.
+    core.check_documents(&documents)?;
     let admitted = core.admit()?;
     let caller = auth::current_caller();
     let total = documents.len();
     let concurrency = core.settings().limits.ingest_concurrency;
+    let budget = Arc::new(std::sync::atomic::AtomicUsize::new(
+        core.settings().limits.max_chunks,
+    ));
     let runs = futures::stream::iter(documents.into_iter().enumerate())
         .map(move |(i, d)| {
             let core = Arc::clone(&core);
+            let budget = Arc::clone(&budget);
             let (collection, chunking, caller) = (collection.clone(), chunking, caller.clone());
             async move {
                 let r = gw::IngestRequest {
@@ -118,7 +126,8 @@ pub fn ingest(
                     chunking,
                 };
                 let deadline = core.deadline(caller_timeout);
-                (i, as_caller(caller, core.ingest(r, deadline)).await)
+                let run = core.ingest_within(r, deadline, Some(&budget));
+                (i, as_caller(caller, run).await)
             }
         })
         .buffer_unordered(concurrency)
@@ -196,7 +205,7 @@ pub fn pipeline(
             "the input to stream over is missing",
         )
     })?;
-    let rows = list.rows(&format!("inputs.{over}"))?;
+    let rows = list.rows(&format!("inputs.{over}"), &core.settings().limits.shapes())?;
     let admitted = core.admit()?;
     let caller = auth::current_caller();
     let total = rows.len();

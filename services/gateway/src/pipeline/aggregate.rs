@@ -16,19 +16,42 @@ pub fn combine(how: Aggregation, what: &str, parts: &[Tensor]) -> Result<Tensor,
     let first = parts
         .first()
         .ok_or_else(|| GatewayError::Internal(format!("{what}: no branch answered")))?;
-    if let Some(p) = parts.iter().find(|p| p.shape != first.shape) {
+    if let Some(p) = parts
+        .iter()
+        .find(|p| p.shape != first.shape || p.datatype != first.datatype)
+    {
         return Err(GatewayError::Internal(format!(
-            "{what}: branches answered shapes {:?} and {:?}, which cannot be combined",
-            first.shape, p.shape
+            "{what}: branches answered {} {:?} and {} {:?}, which cannot be combined",
+            first.datatype, first.shape, p.datatype, p.shape
         )));
     }
+    if how == Aggregation::First {
+        return Ok(first.clone());
+    }
+    // Each branch's elements, as many as its shape says: a replica whose
+    // bytes disagree with its shape is an error, never an index past the
+    // end of a shorter branch.
+    let count = first
+        .shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(usize::try_from(d).ok()?));
+    let values = parts
+        .iter()
+        .map(|p| {
+            let v = p.values(what)?;
+            if Some(v.len()) != count {
+                return Err(GatewayError::Internal(format!(
+                    "{what}: a branch answered {} elements for shape {:?}",
+                    v.len(),
+                    p.shape
+                )));
+            }
+            Ok(v)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     match how {
         Aggregation::First => Ok(first.clone()),
         Aggregation::Mean => {
-            let values = parts
-                .iter()
-                .map(|p| p.values(what))
-                .collect::<Result<Vec<_>, _>>()?;
             let n = values[0].len();
             let mut sum = vec![0f64; n];
             for v in &values {
@@ -48,10 +71,6 @@ pub fn combine(how: Aggregation, what: &str, parts: &[Tensor]) -> Result<Tensor,
             ))
         }
         Aggregation::Majority => {
-            let values = parts
-                .iter()
-                .map(|p| p.values(what))
-                .collect::<Result<Vec<_>, _>>()?;
             let n = values[0].len();
             let winners: Vec<Json> = (0..n)
                 .map(|i| {
@@ -136,6 +155,15 @@ mod tests {
             ],
         )
         .expect_err("shapes differ");
-        assert!(e.to_string().contains("shapes"), "{e}");
+        assert!(e.to_string().contains("cannot be combined"), "{e}");
+        // Same shape, but one branch's bytes hold fewer elements: an error,
+        // not an index past its end.
+        let mut short = ints(&[1, 2, 3]);
+        short.raw = short.raw.slice(..8);
+        for how in [Aggregation::Majority, Aggregation::Mean] {
+            let e = combine(how, "label", &[ints(&[1, 2, 3]), short.clone()])
+                .expect_err("short branch");
+            assert!(e.to_string().contains("1 elements"), "{e}");
+        }
     }
 }

@@ -400,3 +400,112 @@ async fn http_json_api_and_openai_embeddings() {
     );
     mesh.stop().await;
 }
+
+/// Two ingests of one document id at once never leave it truncated or
+/// mixed: afterwards the document is exactly one of the two versions. The
+/// versions have more chunks than one Upsert call carries, so unserialized
+/// writers interleave their upserts and deletes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_ingests_of_one_document_leave_one_whole_version() {
+    use mlmesh_proto::vector::v1::vector_search_client::VectorSearchClient;
+    let mesh = spawn_mesh().await;
+    let name = mesh
+        .collection(
+            "same-doc",
+            Some(gw::Chunking {
+                unit: gw::ChunkUnit::Characters.into(),
+                size: 24,
+                overlap: 0,
+            }),
+        )
+        .await;
+    // 24-character chunks: "alpha 000 alpha 000. " each.
+    let text = |word: &str, chunks: usize| -> String {
+        (0..chunks)
+            .map(|i| format!("{word} {i:03} {word} {i:03}. "))
+            .collect()
+    };
+    // Short versions of different lengths: each ingest's writes (an
+    // Upsert, then a Delete of chunks past its end) take about as long as
+    // its embedding, so concurrent ones interleave.
+    let versions = [
+        ("alpha", text("alpha", 1)),
+        ("gamma", text("gamma", 3)),
+        ("delta", text("delta", 5)),
+        ("kappa", text("kappa", 7)),
+    ];
+    let mut vs = VectorSearchClient::connect(format!("http://{}", mesh.vector.addr))
+        .await
+        .expect("vector-search");
+    for round in 0..40 {
+        let calls = versions.iter().map(|(_, t)| {
+            let mut c = mesh.grpc();
+            let r = gw::IngestRequest {
+                collection: name.clone(),
+                documents: vec![doc("d", t, json!({}))],
+                chunking: None,
+            };
+            async move { c.ingest(r).await.map(|r| r.into_inner().chunks) }
+        });
+        let counts: Vec<u64> = futures::future::join_all(calls)
+            .await
+            .into_iter()
+            .map(|r| r.expect("ingest"))
+            .collect();
+        // Every chunk of the document now, by payload.
+        let mut texts = Vec::new();
+        let mut offset = None;
+        loop {
+            let page = vs
+                .scroll(vec::ScrollRequest {
+                    collection: name.clone(),
+                    limit: 1000,
+                    offset,
+                    with_payload: true,
+                    ..Default::default()
+                })
+                .await
+                .expect("scroll")
+                .into_inner();
+            for p in page.points {
+                let payload = mlmesh_proto::json::struct_to_json("p", p.payload.expect("payload"))
+                    .expect("json");
+                texts.push((
+                    payload["chunk_index"].as_u64().expect("index"),
+                    payload["text"].as_str().expect("text").to_owned(),
+                ));
+            }
+            offset = page.next_offset;
+            if offset.is_none() {
+                break;
+            }
+        }
+        texts.sort();
+        let words: std::collections::BTreeSet<&str> = texts
+            .iter()
+            .map(|(_, t)| t.split(' ').next().unwrap_or(""))
+            .collect();
+        assert_eq!(words.len(), 1, "round {round}: mixed versions {words:?}");
+        let word = words.iter().next().copied().unwrap_or("");
+        let (i, _) = versions
+            .iter()
+            .enumerate()
+            .find(|(_, (w, _))| *w == word)
+            .expect("a known version");
+        assert_eq!(
+            texts.len() as u64,
+            counts[i],
+            "round {round}: {word} has {} of its {} chunks",
+            texts.len(),
+            counts[i]
+        );
+        assert!(
+            texts
+                .iter()
+                .enumerate()
+                .all(|(k, (idx, _))| *idx == k as u64),
+            "round {round}: chunk indexes are not 0..n"
+        );
+    }
+    mesh.stop().await;
+}

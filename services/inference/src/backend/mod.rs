@@ -32,6 +32,9 @@ pub struct TensorSpec {
 pub struct Signature {
     pub inputs: Vec<TensorSpec>,
     pub outputs: Vec<TensorSpec>,
+    /// Initializers a caller may override (ONNX graph inputs with a default
+    /// value): served as optional inputs only when the config lists them.
+    pub overridable: Vec<TensorSpec>,
 }
 
 /// Runs batches of one model version; owned by one worker thread.

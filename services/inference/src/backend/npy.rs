@@ -13,28 +13,55 @@ pub enum Array {
     Text(String),
 }
 
+/// Most bytes all members of one `.npz` may decompress to, counted as they
+/// are read (a zip's declared sizes can lie): model weights, not a bomb.
+pub const MAX_NPZ_BYTES: u64 = 2 << 30;
+/// Most members of one `.npz`.
+pub const MAX_NPZ_MEMBERS: usize = 4096;
+
 /// Reads every member of an `.npz` file by name (without `.npy`).
 pub fn read_npz(path: &Path) -> Result<HashMap<String, Array>, LoadError> {
+    read_npz_within(path, MAX_NPZ_BYTES)
+}
+
+/// [`read_npz`] with at most `max` bytes decompressed in all.
+fn read_npz_within(path: &Path, max: u64) -> Result<HashMap<String, Array>, LoadError> {
     let file = std::fs::File::open(path).map_err(|e| LoadError::file(path, e))?;
     let mut zip = zip::ZipArchive::new(file)
         .map_err(|e| LoadError::file(path, format!("not an .npz (zip) file: {e}")))?;
+    if zip.len() > MAX_NPZ_MEMBERS {
+        return Err(LoadError::file(
+            path,
+            format!("{} members; at most {MAX_NPZ_MEMBERS}", zip.len()),
+        ));
+    }
     let mut out = HashMap::new();
+    let mut left = max;
     for i in 0..zip.len() {
-        let mut member = zip
+        let member = zip
             .by_index(i)
             .map_err(|e| LoadError::file(path, format!("member {i}: {e}")))?;
         let name = member.name().trim_end_matches(".npy").to_owned();
-        // Members are small (model weights); a hostile size is refused.
-        if member.size() > 1 << 31 {
-            return Err(LoadError::file(
+        let too_big = || {
+            LoadError::file(
                 path,
-                format!("member {name:?} is over 2 GiB"),
-            ));
+                format!("member {name:?}: the archive decompresses to more than {max} bytes"),
+            )
+        };
+        if member.size() > left {
+            return Err(too_big());
         }
-        let mut bytes = Vec::with_capacity(member.size() as usize);
+        // Reserve no more than a modest amount up front: the declared size
+        // is only a claim until the bytes arrive.
+        let mut bytes = Vec::with_capacity(member.size().min(64 << 20) as usize);
         member
+            .take(left + 1)
             .read_to_end(&mut bytes)
             .map_err(|e| LoadError::file(path, format!("member {name:?}: {e}")))?;
+        if bytes.len() as u64 > left {
+            return Err(too_big());
+        }
+        left -= bytes.len() as u64;
         let arr = parse_npy(&bytes).map_err(|e| LoadError::file(path, format!("{name}: {e}")))?;
         out.insert(name, arr);
     }
@@ -67,18 +94,18 @@ pub fn parse_npy(b: &[u8]) -> Result<Array, String> {
             "Fortran-ordered arrays are not supported; save with np.ascontiguousarray".into(),
         );
     }
-    let shape = dict_shape(&header).ok_or("header has no shape")?;
-    let count: usize = shape.iter().product();
-    let need = |size: usize| {
-        if data.len() < count * size {
-            Err(format!(
-                "data is {} bytes; shape {shape:?} needs {}",
-                data.len(),
-                count * size
-            ))
-        } else {
-            Ok(())
-        }
+    let shape = dict_shape(&header).ok_or("header has no readable shape")?;
+    let count = shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .ok_or_else(|| format!("shape {shape:?} overflows"))?;
+    let need = |size: usize| match count.checked_mul(size) {
+        Some(n) if data.len() >= n => Ok(()),
+        Some(n) => Err(format!(
+            "data is {} bytes; shape {shape:?} needs {n}",
+            data.len()
+        )),
+        None => Err(format!("shape {shape:?} overflows")),
     };
     macro_rules! le {
         ($t:ty, $n:expr) => {{
@@ -117,7 +144,17 @@ pub fn parse_npy(b: &[u8]) -> Result<Array, String> {
         d if d.starts_with("<U") => {
             // Fixed-width UTF-32LE; one string (a 0-d array) is what we read.
             let width: usize = d[2..].parse().map_err(|_| format!("bad descr {d}"))?;
-            need(width * 4)?;
+            let width = width
+                .checked_mul(4)
+                .map(|_| width)
+                .ok_or_else(|| format!("bad descr {d}"))?;
+            if data.len() < width * 4 {
+                return Err(format!(
+                    "data is {} bytes; {d} needs {}",
+                    data.len(),
+                    width * 4
+                ));
+            }
             let text: String = data[..width * 4]
                 .chunks_exact(4)
                 .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
@@ -136,18 +173,19 @@ pub fn parse_npy(b: &[u8]) -> Result<Array, String> {
 
 fn dict_str(header: &str, key: &str) -> Option<String> {
     let at = header.find(&format!("'{key}'"))?;
-    let rest = &header[at + key.len() + 2..];
+    let rest = header.get(at + key.len() + 2..)?;
     let q1 = rest.find('\'')?;
-    let q2 = rest[q1 + 1..].find('\'')?;
-    Some(rest[q1 + 1..q1 + 1 + q2].to_owned())
+    let q2 = rest.get(q1 + 1..)?.find('\'')?;
+    rest.get(q1 + 1..q1 + 1 + q2).map(str::to_owned)
 }
 
 fn dict_shape(header: &str) -> Option<Vec<usize>> {
     let at = header.find("'shape'")?;
-    let rest = &header[at..];
+    let rest = header.get(at..)?;
     let open = rest.find('(')?;
-    let close = rest.find(')')?;
-    rest[open + 1..close]
+    // The closing parenthesis after the opening one, whatever comes before.
+    let close = open + rest.get(open..)?.find(')')?;
+    rest.get(open + 1..close)?
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
@@ -195,5 +233,47 @@ mod tests {
         }
         let e = parse_npy(&npy("<f4", "(3,)", &f[..8])).expect_err("short");
         assert!(e.contains("needs 12"), "{e}");
+    }
+
+    #[test]
+    fn malformed_headers_are_errors_not_panics() {
+        for (descr, shape) in [
+            ("<f4", "(18446744073709551615, 18446744073709551615)"),
+            ("<f4", ")("),
+            ("<f4", "(2, x)"),
+            ("<U99999999999999999999", "()"),
+            ("<U4611686018427387904", "()"),
+            ("<i8", "(4611686018427387904,)"),
+        ] {
+            assert!(
+                parse_npy(&npy(descr, shape, &[0; 16])).is_err(),
+                "{descr} {shape}"
+            );
+        }
+        assert!(parse_npy(b"\x93NUMPY\x02\x00\xff\xff").is_err());
+        assert!(parse_npy(b"\x93NUMPY\x01\x00\xff\xff").is_err());
+    }
+
+    #[test]
+    fn an_npz_that_decompresses_past_the_limit_is_refused_by_what_it_holds() {
+        use std::io::Write as _;
+        // Members of zeros that inflate far beyond the archive's size,
+        // read with a small budget through the same counting path.
+        let dir = std::env::temp_dir().join(format!("mlmesh-npz-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("bomb.npz");
+        let mut z = zip::ZipWriter::new(std::fs::File::create(&path).expect("create"));
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        for m in 0..3 {
+            z.start_file(format!("W{m}.npy"), opts).expect("member");
+            z.write_all(&vec![0u8; 8 << 20]).expect("write");
+        }
+        z.finish().expect("finish");
+        // 24 MiB of zeros in a file of well under 1 MiB.
+        assert!(std::fs::metadata(&path).expect("meta").len() < 1 << 20);
+        let e = read_npz_within(&path, 4 << 20).expect_err("bomb");
+        assert!(e.to_string().contains("decompresses to more than"), "{e}");
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

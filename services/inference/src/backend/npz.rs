@@ -219,6 +219,7 @@ pub fn load(file: &Path, instances: usize) -> Result<Loaded, LoadError> {
                 },
             })
             .collect(),
+        ..Signature::default()
     };
     let weights: usize = mlp
         .layers

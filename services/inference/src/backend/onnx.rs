@@ -107,6 +107,13 @@ pub fn load(file: &Path, instances: usize, opts: &OrtOptions) -> Result<Loaded, 
                 .iter()
                 .map(|o| spec(o.name(), o.dtype(), file))
                 .collect::<Result<_, _>>()?;
+            // Skipped when not a tensor the protocol carries: they keep
+            // their default and are simply not offered.
+            signature.overridable = session
+                .overridable_initializers()
+                .iter()
+                .filter_map(|o| spec(o.name(), o.dtype(), file).ok())
+                .collect();
         }
         runners.push(Box::new(OnnxRunner { session }));
     }

@@ -122,6 +122,7 @@ fn complete(
     }
     let resolve = |listed: &mut Vec<Listed>,
                    model: &[TensorSpec],
+                   overridable: &[TensorSpec],
                    what: &str|
      -> Result<Vec<Io>, LoadError> {
         if listed.is_empty() {
@@ -138,12 +139,23 @@ fn complete(
         }
         let mut out = Vec::new();
         for (name, dt, dims, reshape, optional) in listed.iter() {
-            let spec = model.iter().find(|s| &s.name == name).ok_or_else(|| {
-                bad(format!(
-                    "{what} {name:?} is not in the model; the model's {what}s are {:?}",
-                    model.iter().map(|s| &s.name).collect::<Vec<_>>()
-                ))
-            })?;
+            // An initializer the caller may override is an input that has
+            // a default: listed in the config, it is served as optional.
+            let (spec, defaulted) = match model.iter().find(|s| &s.name == name) {
+                Some(s) => (s, false),
+                None => (
+                    overridable
+                        .iter()
+                        .find(|s| &s.name == name)
+                        .ok_or_else(|| {
+                            bad(format!(
+                                "{what} {name:?} is not in the model; the model's {what}s are {:?}",
+                                model.iter().map(|s| &s.name).collect::<Vec<_>>()
+                            ))
+                        })?,
+                    true,
+                ),
+            };
             let dtype = pb::DataType::try_from(*dt)
                 .ok()
                 .and_then(DataType::from_config)
@@ -178,7 +190,7 @@ fn complete(
                 dtype,
                 shape,
                 reshape: reshape.clone(),
-                optional: *optional,
+                optional: *optional || defaulted,
             });
         }
         // Inputs the config leaves out are still required by the model.
@@ -220,8 +232,8 @@ fn complete(
             )
         })
         .collect();
-    let inputs = resolve(&mut ins, &sig.inputs, "input")?;
-    let outputs = resolve(&mut outs, &sig.outputs, "output")?;
+    let inputs = resolve(&mut ins, &sig.inputs, &sig.overridable, "input")?;
+    let outputs = resolve(&mut outs, &sig.outputs, &[], "output")?;
     if cfg.input.is_empty() {
         cfg.input = inputs
             .iter()

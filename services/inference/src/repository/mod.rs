@@ -146,7 +146,8 @@ impl Repository {
         let mut fingerprint = Vec::new();
         let (config, skipped_fields) = if config_path.is_file() {
             fingerprint.push(stamp(&config_path));
-            let text = std::fs::read_to_string(&config_path)
+            // Bounded before reading: the file may come from the registry.
+            let text = read_bounded(&config_path, pbtxt::MAX_CONFIG_BYTES)
                 .map_err(|e| LoadError::file(&config_path, e))?;
             pbtxt::parse(&text).map_err(|reason| LoadError::Config {
                 path: config_path.display().to_string(),
@@ -214,7 +215,21 @@ impl Repository {
         for v in served {
             let vdir = dir.join(v.to_string());
             let file = if !config.default_model_filename.is_empty() {
-                vdir.join(&config.default_model_filename)
+                // A file name inside the version folder, nothing else: a
+                // config from the registry must not point at other files.
+                let f = &config.default_model_filename;
+                let mut parts = std::path::Path::new(f).components();
+                let plain = matches!(parts.next(), Some(std::path::Component::Normal(_)))
+                    && parts.next().is_none();
+                if !plain || f.contains('\\') {
+                    return Err(LoadError::Config {
+                        path: config_path.display().to_string(),
+                        reason: format!(
+                            "default_model_filename {f:?} must name a file inside the version folder (no /, .. or absolute paths)"
+                        ),
+                    });
+                }
+                vdir.join(f)
             } else {
                 match backend {
                     Some(b) => vdir.join(b.default_file()),
@@ -249,6 +264,21 @@ impl Repository {
             fingerprint,
         })
     }
+}
+
+/// A text file of at most `max` bytes (checked while reading, not only
+/// from its declared size).
+fn read_bounded(p: &Path, max: u64) -> Result<String, String> {
+    use std::io::Read as _;
+    let f = std::fs::File::open(p).map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    f.take(max + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| e.to_string())?;
+    if text.len() as u64 > max {
+        return Err(format!("larger than {max} bytes"));
+    }
+    Ok(text)
 }
 
 fn stamp(p: &Path) -> (PathBuf, u64, Option<SystemTime>) {

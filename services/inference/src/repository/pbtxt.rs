@@ -12,9 +12,16 @@ enum Value {
     Message(Vec<(String, Value)>),
 }
 
+/// Largest `config.pbtxt` read (a real one is a few KiB).
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+/// Deepest nesting of messages (Triton's own configs nest 4 or 5 deep);
+/// the parser recurses per level, so this bounds its stack.
+pub const MAX_DEPTH: usize = 32;
+
 struct Lexer<'a> {
     s: &'a [u8],
     at: usize,
+    depth: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -29,6 +36,7 @@ impl<'a> Lexer<'a> {
         Self {
             s: text.as_bytes(),
             at: 0,
+            depth: 0,
         }
     }
 
@@ -150,8 +158,19 @@ fn parse_fields(lx: &mut Lexer<'_>, end: Option<u8>) -> Result<Vec<(String, Valu
 
 fn parse_value(lx: &mut Lexer<'_>) -> Result<Value, String> {
     match lx.next()? {
-        Some(Tok::Punct(b'{')) => Ok(Value::Message(parse_fields(lx, Some(b'}'))?)),
-        Some(Tok::Punct(b'<')) => Ok(Value::Message(parse_fields(lx, Some(b'>'))?)),
+        Some(Tok::Punct(open @ (b'{' | b'<'))) => {
+            lx.depth += 1;
+            if lx.depth > MAX_DEPTH {
+                return Err(format!(
+                    "line {}: messages nested more than {MAX_DEPTH} deep",
+                    lx.line()
+                ));
+            }
+            let close = if open == b'{' { b'}' } else { b'>' };
+            let fields = parse_fields(lx, Some(close))?;
+            lx.depth -= 1;
+            Ok(Value::Message(fields))
+        }
         Some(Tok::Ident(s)) => Ok(Value::Scalar(s)),
         Some(Tok::Str(mut s)) => {
             // Adjacent string literals concatenate.
@@ -234,6 +253,12 @@ fn data_type(s: &str, path: &str) -> Result<i32, String> {
 
 /// Parses `text`; returns the config and the names of fields it skipped.
 pub fn parse(text: &str) -> Result<(pb::ModelConfig, Vec<String>), String> {
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(format!(
+            "{} bytes; a config.pbtxt may have at most {MAX_CONFIG_BYTES}",
+            text.len()
+        ));
+    }
     let mut lx = Lexer::new(text);
     let items = parse_fields(&mut lx, None)?;
     let mut warnings = Vec::new();
@@ -481,6 +506,19 @@ fn dynamic_batching(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hostile_configs_are_bounded() {
+        // Deep nesting would recurse without end: refused, no stack overflow.
+        let deep = format!("{}{}", "a { ".repeat(100_000), "}".repeat(100_000));
+        let e = parse(&deep).expect_err("deep");
+        assert!(e.contains("nested more than 32"), "{e}");
+        let big = format!("name: \"{}\"", "x".repeat(2 * 1024 * 1024));
+        let e = parse(&big).expect_err("big");
+        assert!(e.contains("at most"), "{e}");
+        let ok = format!("{}{}", "a { ".repeat(10), "}".repeat(10));
+        assert!(parse(&ok).is_ok());
+    }
 
     #[test]
     fn reads_a_triton_config_and_skips_what_it_does_not_serve() {

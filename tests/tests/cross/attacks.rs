@@ -1,0 +1,232 @@
+//! The attack suite against the real gateway, embedding and vector-search
+//! binaries on loopback: each hostile or careless request gets the clear
+//! error expected (status naming the field or setting), while a
+//! well-behaved client calling beside the attacks sees no failure, the
+//! services stay healthy, and the gateway's peak RSS stays bounded.
+//! Bounded in count and time.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use mlmesh_tests::{HttpClient, MeshProcesses, TempDir};
+use serde_json::{Value, json};
+
+const PIPELINES: &str = r#"
+[pipelines.embed-only]
+inputs = ["text"]
+outputs = { embedding = "embed.embedding" }
+
+[[pipelines.embed-only.steps]]
+kind = "embed"
+name = "embed"
+input = "request.text"
+"#;
+
+/// Peak resident memory of a process, in KiB (`VmHWM`).
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A client embedding one text over and over until told to stop; counts
+/// its successes and failures.
+struct Bystander {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    thread: std::thread::JoinHandle<Vec<String>>,
+}
+
+impl Bystander {
+    fn start(http: std::net::SocketAddr) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let (s, o, f) = (Arc::clone(&stop), Arc::clone(&ok), Arc::clone(&failed));
+        let thread = std::thread::spawn(move || {
+            let mut h = HttpClient::new(http);
+            let mut errors = Vec::new();
+            while !s.load(Ordering::Relaxed) {
+                let (status, v) =
+                    h.post_json("/v1/embeddings", &json!({"input": "a quiet, honest call"}));
+                if status == 200 && v["data"][0]["embedding"].as_array().map(Vec::len) == Some(384)
+                {
+                    o.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    f.fetch_add(1, Ordering::Relaxed);
+                    if errors.len() < 5 {
+                        errors.push(format!("{status} {v}"));
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            errors
+        });
+        Self {
+            stop,
+            ok,
+            failed,
+            thread,
+        }
+    }
+
+    /// Stops it; its successes (it must have no failure).
+    fn finish(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        let errors = self.thread.join().expect("bystander");
+        assert_eq!(
+            self.failed.load(Ordering::Relaxed),
+            0,
+            "a well-behaved client failed beside the attacks: {errors:?}"
+        );
+        self.ok.load(Ordering::Relaxed)
+    }
+}
+
+/// One POST with exactly these headers on a fresh connection; the status
+/// line and headers of the answer.
+fn raw_post(addr: std::net::SocketAddr, path: &str, ctype: &str, body: &[u8]) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    )
+    .expect("write");
+    s.write_all(body).expect("body");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.split("\r\n\r\n").next().unwrap_or_default().to_owned()
+}
+
+fn expect_error(h: &mut HttpClient, path: &str, body: &Value, status: u16, words: &[&str]) {
+    let (got, v) = h.post_json(path, body);
+    let text = v.to_string();
+    assert_eq!(got, status, "{path} {body}: {text}");
+    for w in words {
+        assert!(text.contains(w), "{path}: {w:?} not in {text}");
+    }
+}
+
+#[test]
+fn hostile_http_requests_get_clear_errors_and_harm_nobody() {
+    let _serial = mlmesh_tests::serial();
+    let dir = TempDir::new("attacks");
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(&config, PIPELINES).expect("settings");
+    let mesh = MeshProcesses::start_with(&[], &[("MLMESH_CONFIG", config.display().to_string())]);
+    let http = mesh.gateway.http_addr.expect("http");
+    let bystander = Bystander::start(http);
+    let mut h = HttpClient::new(http);
+
+    // Shapes whose element count is zero but whose dimensions are huge:
+    // refused before any per-row work, on every face that takes tensors.
+    let empty_huge = json!({"datatype": "BYTES", "shape": [1_000_000_000_000i64, 0], "data": []});
+    expect_error(
+        &mut h,
+        "/v1/pipelines/embed-only",
+        &json!({"inputs": {"text": empty_huge}, "stream": true}),
+        400,
+        &["inputs.text", "limits.max_tensor_rows"],
+    );
+    expect_error(
+        &mut h,
+        "/v1/pipelines/embed-only",
+        &json!({"inputs": {"text": empty_huge}}),
+        400,
+        &["inputs.text", "limits.max_tensor_rows"],
+    );
+    expect_error(
+        &mut h,
+        "/v1/pipelines/embed-only",
+        &json!({"inputs": {"text": {"datatype": "BYTES", "shape": [1, 0, 4_000_000_000i64], "data": []}}}),
+        400,
+        &["inputs.text", "limits.max_tensor_elements"],
+    );
+    expect_error(
+        &mut h,
+        "/v2/models/m/infer",
+        &json!({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1_000_000_000_000i64, 0], "data": []}]}),
+        400,
+        &["inputs[0].shape", "limits.max_tensor_rows"],
+    );
+    expect_error(
+        &mut h,
+        "/v2/models/m/infer",
+        &json!({"inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 4], "data": []}]}),
+        400,
+        &["inputs[0].shape", "negative"],
+    );
+
+    // A streamed ingest is held to the request's limits as a whole: a
+    // duplicate id is refused before anything is stored.
+    let (status, v) = h.post_json(
+        "/v1/collections",
+        &json!({"name": "attacked", "chunking": {"unit": "characters", "size": 200, "overlap": 0}}),
+    );
+    assert_eq!(status, 201, "{v}");
+    expect_error(
+        &mut h,
+        "/v1/collections/attacked/documents",
+        &json!({"stream": true, "documents": [
+            {"id": "same", "text": "first text"}, {"id": "same", "text": "second text"}]}),
+        400,
+        &["documents[1].id", "twice"],
+    );
+    let (status, v) = h.json("GET", "/v1/collections/attacked", None);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["chunks_count"], 0, "nothing stored: {v}");
+
+    // State-changing routes take JSON only: a browser's cross-site form
+    // or text/plain POST cannot create, ingest or delete.
+    for (path, ctype) in [
+        ("/v1/collections", "text/plain"),
+        (
+            "/v1/collections/attacked/documents",
+            "application/x-www-form-urlencoded",
+        ),
+        ("/v1/embeddings", "multipart/form-data; boundary=x"),
+        ("/mcp", "text/plain"),
+    ] {
+        let head = raw_post(http, path, ctype, br#"{"name": "forged", "input": "x"}"#);
+        assert!(
+            head.starts_with("HTTP/1.1 415"),
+            "{path} with {ctype}: {head}"
+        );
+    }
+    let (status, _) = h.json("GET", "/v1/collections/forged", None);
+    assert_eq!(status, 404, "no collection was forged");
+
+    // Readiness is open to probes but names no replica address.
+    let (status, ready) = h.json("GET", "/readyz", None);
+    assert_eq!(status, 200, "{ready}");
+    let text = ready.to_string();
+    for addr in [mesh.embedding.addr, mesh.vector.addr] {
+        assert!(
+            !text.contains(&addr.to_string()),
+            "/readyz lists {addr}: {text}"
+        );
+    }
+    assert_eq!(ready["services"]["embedding"]["serving"], 1, "{ready}");
+
+    // Still healthy, nobody harmed, memory bounded.
+    let (status, _) = h.json("GET", "/healthz", None);
+    assert_eq!(status, 200);
+    let calls = bystander.finish();
+    assert!(calls > 0, "the bystander made no call");
+    let rss = peak_rss_kib(mesh.gateway.child.id());
+    assert!(rss < 512 * 1024, "gateway peak RSS {rss} KiB under attack");
+    mesh.stop();
+}
