@@ -151,19 +151,12 @@ impl Application {
             if let Ok(addr) = listener.local_addr() {
                 tracing::info!(http = %addr, "HTTP API listening");
             }
+            // The same connection rules as the gRPC server (cap,
+            // keep-alive, write stalls), plus header and body deadlines.
+            let server = self.core.settings().server.clone();
+            let policy = mlmesh_runtime::conn::ConnPolicy::new(&server);
             tokio::spawn(async move {
-                use axum::serve::ListenerExt as _;
-                let listener = listener.tap_io(|tcp| {
-                    if let Err(e) = tcp.set_nodelay(true) {
-                        tracing::debug!(error = %e, "set_nodelay failed");
-                    }
-                });
-                if let Err(e) = axum::serve(listener, router)
-                    .with_graceful_shutdown(stop)
-                    .await
-                {
-                    tracing::error!(error = %e, "HTTP API failed");
-                }
+                mlmesh_runtime::http::serve(listener, router, &server, policy, stop).await;
             })
         });
         let max = self.max_request_bytes;

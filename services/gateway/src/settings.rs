@@ -117,6 +117,12 @@ pub struct DownstreamSettings {
     /// A replica that answered UNAVAILABLE is skipped for this long (doubled
     /// on each further failure, up to 16×) while others are healthy.
     pub eject_ms: u64,
+    /// A forwarded stream (`ModelStreamInfer`) whose caller sets no
+    /// deadline ends after this, in seconds.
+    pub stream_timeout_secs: u64,
+    /// A forwarded stream with no answer for this long is ended with
+    /// DEADLINE_EXCEEDED, in seconds.
+    pub stream_idle_timeout_secs: u64,
 }
 
 impl Default for DownstreamSettings {
@@ -132,6 +138,8 @@ impl Default for DownstreamSettings {
             connect_timeout_ms: 1_000,
             max_attempts: 3,
             eject_ms: 1_000,
+            stream_timeout_secs: 3600,
+            stream_idle_timeout_secs: 300,
         }
     }
 }
@@ -326,6 +334,10 @@ pub struct Tier {
     pub inputs_per_second: f64,
     /// Inputs allowed at once above that rate (at least the largest batch).
     pub inputs_burst: u32,
+    /// Calls (streams included, for their whole life) one caller may have
+    /// in flight on this replica; 0 for no limit. Beside the global
+    /// `limits.max_in_flight`, so one caller cannot take every slot.
+    pub max_concurrent: u32,
 }
 
 impl Default for Tier {
@@ -335,6 +347,7 @@ impl Default for Tier {
             burst: 100,
             inputs_per_second: 1000.0,
             inputs_burst: 2048,
+            max_concurrent: 64,
         }
     }
 }
@@ -460,6 +473,12 @@ impl Settings {
         }
         if d.max_attempts == 0 {
             return Err(invalid("downstream.max_attempts", "must be at least 1"));
+        }
+        if d.stream_timeout_secs == 0 || d.stream_idle_timeout_secs == 0 {
+            return Err(invalid(
+                "downstream.stream_timeout_secs",
+                "downstream.stream_timeout_secs and downstream.stream_idle_timeout_secs must be positive",
+            ));
         }
         if d.request_timeout_ms == 0 {
             return Err(invalid("downstream.request_timeout_ms", "must be positive"));

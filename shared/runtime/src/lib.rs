@@ -9,6 +9,8 @@
 
 pub mod cli;
 pub mod client;
+pub mod conn;
+pub mod http;
 pub mod limits;
 pub mod propagation;
 pub mod server;

@@ -10,14 +10,17 @@
 use std::{future::Future, net::SocketAddr};
 
 use axum::{Router, http::header, response::IntoResponse, routing::get};
-use futures::StreamExt as _;
 use prometheus::{Encoder as _, Registry, TextEncoder};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::Routes;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
-use crate::{limits::MessageLimitLayer, propagation::ServerTraceLayer, settings::ServerSettings};
+use crate::{
+    conn::{self, ConnPolicy},
+    limits::MessageLimitLayer,
+    propagation::ServerTraceLayer,
+    settings::ServerSettings,
+};
 
 /// Why the server could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -161,17 +164,18 @@ impl GrpcServer {
         let metrics_task = self.metrics_listener.map(|listener| {
             let registry = self.registry.clone();
             let mut stopped = stopped_rx.clone();
+            let settings = self.settings.clone();
             tokio::spawn(async move {
                 let app = Router::new().route("/metrics", get(move || render(registry.clone())));
                 let stop = async move {
                     let _ = stopped.wait_for(|s| *s).await;
                 };
-                if let Err(e) = axum::serve(listener, app)
-                    .with_graceful_shutdown(stop)
-                    .await
-                {
-                    tracing::error!(error = %e, "metrics endpoint failed");
-                }
+                // Its own small cap: scrapers are few.
+                let policy = ConnPolicy::new(&ServerSettings {
+                    max_connections: 64,
+                    ..settings.clone()
+                });
+                crate::http::serve(listener, app, &settings, policy, stop).await;
             })
         });
 
@@ -190,20 +194,23 @@ impl GrpcServer {
             let _ = draining_tx.send(());
         };
 
-        // Custom incoming streams do not get tonic's TCP_NODELAY; small
-        // unary calls need it or they wait on Nagle's algorithm.
-        let incoming = TcpListenerStream::new(self.listener).map(|conn| {
-            if let Ok(c) = &conn
-                && let Err(e) = c.set_nodelay(true)
-            {
-                tracing::debug!(error = %e, "set_nodelay failed");
-            }
-            conn
-        });
+        // Capped, kept alive, write-stall-checked (see `conn`).
+        let policy = ConnPolicy::new(&self.settings);
+        let incoming = conn::incoming(self.listener, policy);
+        let streams = self.settings.effective_streams();
+        if streams < self.settings.max_concurrent_streams {
+            tracing::info!(
+                streams,
+                setting = self.settings.max_concurrent_streams,
+                "server.max_concurrent_streams lowered so streams × server.max_request_bytes fit server.max_connection_request_bytes"
+            );
+        }
 
         tracing::info!(%addr, metrics = ?metrics_addr, "gRPC server listening");
         let server = tonic::transport::Server::builder()
-            .max_concurrent_streams(self.settings.max_concurrent_streams)
+            .max_concurrent_streams(streams)
+            .http2_keepalive_interval(self.settings.http2_keepalive_interval())
+            .http2_keepalive_timeout(Some(self.settings.http2_keepalive_timeout()))
             .layer(ServerTraceLayer)
             .layer(MessageLimitLayer {
                 max_request_bytes: self.settings.max_request_bytes,

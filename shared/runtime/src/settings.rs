@@ -79,8 +79,28 @@ pub struct ServerSettings {
     /// Largest request message accepted, in bytes; larger ones get
     /// RESOURCE_EXHAUSTED from the transport before any work is done.
     pub max_request_bytes: usize,
-    /// Most concurrent calls per connection (HTTP/2 streams).
+    /// Most concurrent calls per connection (HTTP/2 streams); lowered so
+    /// that `streams × max_request_bytes ≤ max_connection_request_bytes`.
     pub max_concurrent_streams: u32,
+    /// Memory bound of one connection's decoded requests, in bytes: with
+    /// the defaults 64 streams × 16 MiB = 1 GiB.
+    pub max_connection_request_bytes: u64,
+    /// Open connections at once (lowered to fit the open-file limit); one
+    /// beyond is closed at once.
+    pub max_connections: usize,
+    /// TCP keep-alive idle time, in seconds; 0 disables.
+    pub tcp_keepalive_secs: u64,
+    /// HTTP/2 PING interval on idle connections, in seconds; 0 disables.
+    pub http2_keepalive_interval_secs: u64,
+    /// How long a PING may go unanswered before the connection is closed.
+    pub http2_keepalive_timeout_secs: u64,
+    /// A write that waits this long for the peer to read fails the
+    /// connection (a client that stopped reading), in seconds.
+    pub write_stall_timeout_secs: u64,
+    /// HTTP/1 request headers must arrive within this, in seconds.
+    pub header_read_timeout_secs: u64,
+    /// An HTTP request body must arrive whole within this, in seconds.
+    pub body_timeout_secs: u64,
 }
 
 /// Deserializes an address, or `""` / `off` for none (environment variables cannot be unset
@@ -107,6 +127,14 @@ impl Default for ServerSettings {
             shutdown_grace_secs: 30,
             max_request_bytes: 16 * 1024 * 1024,
             max_concurrent_streams: 1024,
+            max_connection_request_bytes: 1 << 30,
+            max_connections: 10_240,
+            tcp_keepalive_secs: 60,
+            http2_keepalive_interval_secs: 30,
+            http2_keepalive_timeout_secs: 20,
+            write_stall_timeout_secs: 60,
+            header_read_timeout_secs: 10,
+            body_timeout_secs: 60,
         }
     }
 }
@@ -137,6 +165,24 @@ impl ServerSettings {
         Duration::from_secs(self.shutdown_grace_secs)
     }
 
+    /// Streams per connection in force: the setting, lowered so that every
+    /// stream's largest request fits `max_connection_request_bytes`.
+    pub fn effective_streams(&self) -> u32 {
+        let fit = self.max_connection_request_bytes / (self.max_request_bytes.max(1) as u64);
+        self.max_concurrent_streams
+            .min(u32::try_from(fit).unwrap_or(u32::MAX))
+            .max(1)
+    }
+
+    pub fn http2_keepalive_interval(&self) -> Option<Duration> {
+        (self.http2_keepalive_interval_secs > 0)
+            .then(|| Duration::from_secs(self.http2_keepalive_interval_secs))
+    }
+
+    pub fn http2_keepalive_timeout(&self) -> Duration {
+        Duration::from_secs(self.http2_keepalive_timeout_secs.max(1))
+    }
+
     /// Checks values no type can express.
     pub fn validate(&self) -> Result<(), SettingsError> {
         if self.max_request_bytes < 1024 {
@@ -150,6 +196,34 @@ impl ServerSettings {
                 key: "server.max_concurrent_streams".into(),
                 reason: "must be at least 1".into(),
             });
+        }
+        if self.max_connection_request_bytes < self.max_request_bytes as u64 {
+            return Err(SettingsError::Value {
+                key: "server.max_connection_request_bytes".into(),
+                reason: format!(
+                    "{} is below server.max_request_bytes ({}): not one request would fit",
+                    self.max_connection_request_bytes, self.max_request_bytes
+                ),
+            });
+        }
+        for (key, v) in [
+            ("server.max_connections", self.max_connections as u64),
+            (
+                "server.write_stall_timeout_secs",
+                self.write_stall_timeout_secs,
+            ),
+            (
+                "server.header_read_timeout_secs",
+                self.header_read_timeout_secs,
+            ),
+            ("server.body_timeout_secs", self.body_timeout_secs),
+        ] {
+            if v == 0 {
+                return Err(SettingsError::Value {
+                    key: key.into(),
+                    reason: "must be at least 1".into(),
+                });
+            }
         }
         Ok(())
     }

@@ -126,7 +126,15 @@ fn hostile_http_requests_get_clear_errors_and_harm_nobody() {
     let dir = TempDir::new("attacks");
     let config = dir.path().join("gateway.toml");
     std::fs::write(&config, PIPELINES).expect("settings");
-    let mesh = MeshProcesses::start_with(&[], &[("MLMESH_CONFIG", config.display().to_string())]);
+    let mesh = MeshProcesses::start_with(
+        &[],
+        &[
+            ("MLMESH_CONFIG", config.display().to_string()),
+            ("MLMESH_SERVER__HEADER_READ_TIMEOUT_SECS", "2".into()),
+            ("MLMESH_SERVER__BODY_TIMEOUT_SECS", "2".into()),
+            ("MLMESH_SERVER__MAX_CONNECTIONS", "24".into()),
+        ],
+    );
     let http = mesh.gateway.http_addr.expect("http");
     let bystander = Bystander::start(http);
     let mut h = HttpClient::new(http);
@@ -220,6 +228,60 @@ fn hostile_http_requests_get_clear_errors_and_harm_nobody() {
         );
     }
     assert_eq!(ready["services"]["embedding"]["serving"], 1, "{ready}");
+
+    // Slow clients hold nothing for long: headers that never end are cut
+    // off, a body that never arrives is answered 408, both within the
+    // settings' deadlines.
+    use std::io::{Read as _, Write as _};
+    let t0 = std::time::Instant::now();
+    let mut slow = std::net::TcpStream::connect(http).expect("connect");
+    slow.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n")
+        .expect("partial headers");
+    let mut rest = Vec::new();
+    let _ = slow.read_to_end(&mut rest);
+    let cut = t0.elapsed();
+    assert!(
+        cut < Duration::from_secs(10),
+        "a header that never ended held the connection for {cut:?}"
+    );
+    let t0 = std::time::Instant::now();
+    let mut slow = std::net::TcpStream::connect(http).expect("connect");
+    slow.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    slow.write_all(
+        b"POST /v1/embeddings HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"input\":",
+    )
+    .expect("partial body");
+    let mut answer = String::new();
+    let _ = slow.read_to_string(&mut answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 408") && answer.contains("server.body_timeout_secs"),
+        "a body that never arrived: {answer:?} after {:?}",
+        t0.elapsed()
+    );
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+
+    // Connections beyond server.max_connections (24 here) are closed at
+    // once; the bystander, connected before, keeps being served.
+    let idle: Vec<std::net::TcpStream> = (0..30)
+        .filter_map(|_| std::net::TcpStream::connect(http).ok())
+        .collect();
+    let closed = idle
+        .iter()
+        .filter(|s| {
+            let mut s = (*s).try_clone().expect("clone");
+            s.set_read_timeout(Some(Duration::from_millis(300)))
+                .expect("timeout");
+            matches!(s.read(&mut [0u8; 1]), Ok(0))
+        })
+        .count();
+    assert!(
+        closed >= 6,
+        "only {closed} of 30 connections over a cap of 24 were closed"
+    );
+    drop(idle);
 
     // Still healthy, nobody harmed, memory bounded.
     let (status, _) = h.json("GET", "/healthz", None);

@@ -230,11 +230,16 @@ where
                         has: caller.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
                     });
                 }
-                let standing = layer.auth.limits.admit(&caller).map_err(|e| (caller.label.clone(), e));
+                let standing = layer
+                    .auth
+                    .limits
+                    .admit(&caller)
+                    .and_then(|s| Ok((s, layer.auth.limits.hold(&caller)?)))
+                    .map_err(|e| (caller.label.clone(), e));
                 Ok((caller, standing))
             }
             .await;
-            let (caller, standing) = match checked {
+            let (caller, (standing, slot)) = match checked {
                 Ok((caller, Ok(standing))) => (caller, standing),
                 Ok((_, Err((label, e)))) => return Ok(layer.refuse(&label, &e, true)),
                 Err(e) => {
@@ -258,9 +263,40 @@ where
                 h.insert("x-ratelimit-limit", HeaderValue::from(s.limit));
                 h.insert("x-ratelimit-remaining", HeaderValue::from(s.remaining));
             }
+            // The caller's slot lives as long as the answer: to the end of
+            // a stream, or until the client goes away.
+            if let Some(slot) = slot {
+                resp = resp.map(|b| Body::new(Holding { body: b, _slot: slot }));
+            }
             Ok(resp)
         }
         .boxed()
+    }
+}
+
+/// A response body that keeps a permit until it is dropped.
+struct Holding {
+    body: Body,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl http_body::Body for Holding {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, axum::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 

@@ -1,7 +1,17 @@
 //! Per-caller rate limits by tier, by the generic cell rate algorithm
-//! (`governor`): calls, and embedding inputs. State is per gateway replica.
+//! (`governor`): calls, and embedding inputs; and per-caller concurrency
+//! (calls in flight, a stream counting for its whole life). State is per
+//! gateway replica.
 
-use std::{collections::BTreeMap, collections::HashMap, num::NonZeroU32, time::Duration};
+use std::{
+    collections::BTreeMap,
+    collections::HashMap,
+    num::NonZeroU32,
+    sync::{Arc, Mutex, Weak},
+    time::Duration,
+};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use governor::{
     Quota, RateLimiter,
@@ -23,6 +33,8 @@ const MAX_TRACKED: usize = 100_000;
 struct TierLimits {
     requests: Option<(Keyed, u32)>,
     inputs: Option<(Keyed, u32)>,
+    /// Calls in flight per caller; 0: no limit.
+    concurrent: u32,
 }
 
 /// Where a caller stands after an admitted call.
@@ -37,6 +49,8 @@ pub struct Standing {
 pub struct Limits {
     tiers: HashMap<String, TierLimits>,
     clock: DefaultClock,
+    /// Each caller's in-flight slots; an entry lives while a slot is held.
+    in_flight: Mutex<HashMap<String, Weak<Semaphore>>>,
 }
 
 impl std::fmt::Debug for Limits {
@@ -84,12 +98,46 @@ impl Limits {
                         t.inputs_per_second,
                         t.inputs_burst,
                     )?,
+                    concurrent: t.max_concurrent,
                 },
             );
         }
         Ok(Self {
             tiers: out,
             clock: DefaultClock::default(),
+            in_flight: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// One in-flight slot of `c`, held until the returned permit drops
+    /// (the auth layer keeps it with the response body, so a stream holds
+    /// it to its end); refused when the caller's tier allows no more.
+    pub fn hold(&self, c: &Caller) -> Result<Option<OwnedSemaphorePermit>, AuthError> {
+        let cap = self.tier(c).map_or(0, |t| t.concurrent);
+        if cap == 0 {
+            return Ok(None);
+        }
+        let slots = {
+            let mut m = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+            if m.len() > 1024 {
+                m.retain(|_, w| w.strong_count() > 0);
+            }
+            match m.get(&c.name).and_then(Weak::upgrade) {
+                Some(s) => s,
+                None => {
+                    let s = Arc::new(Semaphore::new(cap as usize));
+                    m.insert(c.name.clone(), Arc::downgrade(&s));
+                    s
+                }
+            }
+        };
+        slots.try_acquire_owned().map(Some).map_err(|_| {
+            self.refused(
+                c,
+                "concurrent calls (auth.tiers.<tier>.max_concurrent)",
+                cap,
+                Duration::from_secs(1),
+            )
         })
     }
 
@@ -168,6 +216,7 @@ mod tests {
                 burst: 3,
                 inputs_per_second: 10.0,
                 inputs_burst: 20,
+                max_concurrent: 2,
             },
         )]);
         let l = Limits::new(&tiers).expect("valid");
@@ -199,5 +248,13 @@ mod tests {
         assert!(l.charge_inputs(&c, 20).is_ok());
         assert!(l.charge_inputs(&c, 5).is_err());
         assert!(l.charge_inputs(&c, 50).is_err(), "larger than the burst");
+        // Two calls in flight at most; the other caller is unaffected.
+        let one = l.hold(&c).expect("first").expect("limited");
+        let two = l.hold(&c).expect("second");
+        assert!(l.hold(&c).is_err(), "a third at once");
+        assert!(l.hold(&d).is_ok(), "another caller has its own slots");
+        drop(one);
+        assert!(l.hold(&c).is_ok(), "a slot came back");
+        drop(two);
     }
 }

@@ -5,16 +5,23 @@
 use super::*;
 
 impl Core {
+    /// Counts `n` texts the embedding model will read against the caller's
+    /// tier: every call that embeds (Embed, Similarity, ingest, search,
+    /// RAG, pipelines) comes through here.
+    fn charge_inputs(&self, n: usize) -> Result<()> {
+        if let (Some(auth), Some(caller)) = (&self.auth, crate::auth::current_caller()) {
+            auth.limits.charge_inputs(&caller, n)?;
+        }
+        Ok(())
+    }
+
     /// Forwards an Embed request unchanged.
     pub async fn embed(
         &self,
         r: emb::EmbedRequest,
         deadline: Deadline,
     ) -> Result<emb::EmbedResponse> {
-        // Embedding inputs count against the caller's tier.
-        if let (Some(auth), Some(caller)) = (&self.auth, crate::auth::current_caller()) {
-            auth.limits.charge_inputs(&caller, r.inputs.len())?;
-        }
+        self.charge_inputs(r.inputs.len())?;
         Ok(self
             .embedding
             .call(EMBED, deadline, true, |ch, t| {
@@ -35,6 +42,7 @@ impl Core {
         r: emb::SimilarityRequest,
         deadline: Deadline,
     ) -> Result<emb::SimilarityResponse> {
+        self.charge_inputs(1 + r.texts.len())?;
         Ok(self
             .embedding
             .call(SIMILARITY, deadline, true, |ch, t| {

@@ -128,11 +128,38 @@ impl StreamingService<Bytes> for Stream {
         async move {
             let started = Instant::now();
             let (md, _, inbound) = request.into_parts();
-            let caller = grpc_timeout(&md);
-            // The caller's messages until its side ends or fails.
+            let d = &core.settings().downstream;
+            // Never unbounded: the caller's deadline, or the setting's.
+            let caller = grpc_timeout(&md)
+                .or(Some(std::time::Duration::from_secs(d.stream_timeout_secs)));
+            let idle = std::time::Duration::from_secs(d.stream_idle_timeout_secs);
+            // Each message after the first (which the auth layer counted
+            // as the call) counts against the caller's rate limit; one over
+            // ends the caller's side, and the stream answers
+            // RESOURCE_EXHAUSTED once the replica has answered the rest.
+            let refused: Arc<std::sync::Mutex<Option<Status>>> = Arc::default();
+            let limiter = core.auth.clone().zip(crate::auth::current_caller());
+            let r = Arc::clone(&refused);
             let inbound = inbound
                 .take_while(|r| std::future::ready(r.is_ok()))
-                .filter_map(|r| std::future::ready(r.ok()));
+                .filter_map(|r| std::future::ready(r.ok()))
+                .enumerate()
+                .take_while(move |(i, _)| {
+                    let ok = match (&limiter, *i) {
+                        (Some((auth, caller)), 1..) => match auth.limits.admit(caller) {
+                            Ok(_) => true,
+                            Err(e) => {
+                                if let Ok(mut slot) = r.lock() {
+                                    *slot = Some(crate::auth::layer::grpc_status(&e));
+                                }
+                                false
+                            }
+                        },
+                        _ => true,
+                    };
+                    std::future::ready(ok)
+                })
+                .map(|(_, m)| m);
             let opened = match core.admit() {
                 Ok(admitted) => core
                     .forward_inference_stream(m, inbound, caller, core.deadline(caller))
@@ -150,7 +177,29 @@ impl StreamingService<Bytes> for Stream {
                 let _held = &admitted;
                 item
             });
-            Ok(Response::new(answers.boxed()))
+            // No answer for `idle`: the stream ends (a caller that opened
+            // it and went quiet holds nothing forever).
+            let answers = futures::stream::unfold((answers.boxed(), false), move |(mut s, done)| async move {
+                if done {
+                    return None;
+                }
+                match tokio::time::timeout(idle, s.next()).await {
+                    Ok(Some(item)) => Some((item, (s, false))),
+                    Ok(None) => None,
+                    Err(_) => Some((
+                        Err(Status::deadline_exceeded(format!(
+                            "no answer on this stream for {} s (downstream.stream_idle_timeout_secs)",
+                            idle.as_secs()
+                        ))),
+                        (s, true),
+                    )),
+                }
+            });
+            let tail = futures::stream::once(async move {
+                refused.lock().ok().and_then(|mut s| s.take())
+            })
+            .filter_map(|s| std::future::ready(s.map(Err)));
+            Ok(Response::new(answers.chain(tail).boxed()))
         }
         .boxed()
     }

@@ -62,7 +62,7 @@ fn error_type(s: StatusCode) -> &'static str {
         404 => "not_found_error",
         429 => "rate_limit_error",
         503 => "service_unavailable_error",
-        504 => "timeout_error",
+        408 | 504 => "timeout_error",
         _ => "server_error",
     }
 }
@@ -101,7 +101,16 @@ fn gateway_error(e: &GatewayError) -> Response {
 
 /// Reads a JSON body of at most `limit` bytes into `T`.
 async fn read_json<T: DeserializeOwned>(req: Request, limit: usize) -> Result<T, Response> {
-    let body = to_bytes(req.into_body(), limit).await.map_err(|_| {
+    let body = to_bytes(req.into_body(), limit).await.map_err(|e| {
+        let e = e.into_inner();
+        if mlmesh_runtime::http::is_body_timeout(e.as_ref()) {
+            return error_response(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                &e.to_string(),
+                None,
+            );
+        }
         error_response(
             StatusCode::PAYLOAD_TOO_LARGE,
             "request_too_large",
