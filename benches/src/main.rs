@@ -17,6 +17,7 @@ mod front_door;
 mod gateway;
 mod inference;
 mod registry;
+mod soak;
 mod vector;
 
 use std::{
@@ -53,6 +54,9 @@ enum Workload {
     Inference(inference::InferenceArgs),
     /// Registry: artifact upload/download vs. cp + sha256sum; alias move → inference.
     Registry(registry::RegistryArgs),
+    /// Soak: many concurrent callers through the gateway, a probe beside
+    /// them, replicas killed half way; every answer checked.
+    Soak(soak::SoakArgs),
 }
 
 #[derive(Parser)]
@@ -339,6 +343,7 @@ async fn main() -> anyhow::Result<()> {
             Workload::Gateway(args) => gateway::run(args).await,
             Workload::Inference(args) => inference::run(args).await,
             Workload::Registry(args) => registry::run(args).await,
+            Workload::Soak(args) => soak::run(args).await,
         }
     });
     tokio::select! {

@@ -282,6 +282,22 @@ fn hostile_http_requests_get_clear_errors_and_harm_nobody() {
         "only {closed} of 30 connections over a cap of 24 were closed"
     );
     drop(idle);
+    // The slots come back once the server sees those connections close.
+    let t0 = std::time::Instant::now();
+    let mut h = loop {
+        let mut fresh = HttpClient::new(http);
+        if fresh
+            .request("GET", "/healthz", &[], &[])
+            .is_ok_and(|(s, _)| s == 200)
+        {
+            break fresh;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "connection slots did not come back"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
 
     // Still healthy, nobody harmed, memory bounded.
     let (status, _) = h.json("GET", "/healthz", None);

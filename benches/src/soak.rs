@@ -1,0 +1,658 @@
+//! `mlmesh-bench soak`: many concurrent callers through the gateway of a
+//! release mesh (two inference and two embedding replicas, one
+//! vector-search), with a well-behaved probe beside them, and one replica
+//! of each stateless service killed (SIGKILL) half way.
+//!
+//! Every caller makes real calls in turn (ModelInfer on iris-logreg, Embed,
+//! Search) and checks every accepted answer against a reference that is
+//! not the mesh's own: onnxruntime's probabilities for the iris rows
+//! (`references.json`), sentence-transformers' embeddings of the golden
+//! texts (cosine ≥ 0.99: the default model is int8), and the document a
+//! query was copied from (top hit). A call the gateway sheds answers
+//! RESOURCE_EXHAUSTED; the caller then backs off (as a well-behaved client
+//! does) and tries again. Anything else is a failure.
+//!
+//! Closed loop (`--rate 0`): each caller calls back to back. Open loop
+//! (`--rate N`): calls start on a fixed schedule of N per second whatever
+//! the answers take, and latency is measured from the scheduled start, so
+//! a stall shows in the figures instead of slowing the schedule
+//! (coordinated omission). Latencies go into HDR histograms.
+//!
+//! The open-file limit is raised for this process and the services it
+//! starts (with `prlimit`, util-linux), not for the machine.
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use hdrhistogram::Histogram;
+use mlmesh_proto::{
+    embedding::v1::{EmbedRequest, embedding_service_client::EmbeddingServiceClient},
+    gateway::v1::{self as gw, gateway_client::GatewayClient},
+    inference::{
+        self as pb, grpc_inference_service_client::GrpcInferenceServiceClient,
+        model_infer_request::InferInputTensor,
+    },
+};
+use mlmesh_tests::{Service, TempDir, repo_root};
+use serde_json::Value;
+use tonic::{Code, transport::Channel};
+
+#[derive(clap::Parser)]
+pub struct SoakArgs {
+    /// Concurrent callers.
+    #[arg(long, default_value_t = 10_000)]
+    callers: usize,
+    /// HTTP/2 connections the callers share (each carries callers /
+    /// connections streams; the gateway allows `server.max_concurrent_streams`
+    /// per connection).
+    #[arg(long, default_value_t = 200)]
+    connections: usize,
+    /// Seconds of load.
+    #[arg(long, default_value_t = 60.0)]
+    duration: f64,
+    /// Open loop: calls started per second in all (0: closed loop).
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// SIGKILL one inference and one embedding replica half way.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    kill: bool,
+    /// The gateway's `limits.max_in_flight` (calls served at once; more
+    /// are shed with RESOURCE_EXHAUSTED).
+    #[arg(long, default_value_t = 1024)]
+    gateway_max_in_flight: usize,
+}
+
+/// What the callers saw.
+#[derive(Default)]
+struct Tally {
+    accepted: AtomicU64,
+    shed: AtomicU64,
+    wrong: AtomicU64,
+    failed: AtomicU64,
+    failures: Mutex<Vec<String>>,
+}
+
+impl Tally {
+    fn fail(&self, what: String) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut f) = self.failures.lock()
+            && f.len() < 10
+        {
+            f.push(what);
+        }
+    }
+}
+
+/// References for the answers, from outside the mesh.
+struct Refs {
+    iris_rows: Vec<[f32; 4]>,
+    iris_probs: Vec<Vec<f32>>,
+    golden: Vec<(String, Vec<f32>)>,
+    /// (query text, document id it was copied from).
+    queries: Vec<(String, String)>,
+}
+
+fn refs() -> anyhow::Result<Refs> {
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(
+        repo_root().join("services/inference/tests/data/references.json"),
+    )?)?;
+    let m = &r["models"]["iris-logreg"];
+    let rows: Vec<[f32; 4]> = m["input"]["data"]
+        .as_array()
+        .context("iris rows")?
+        .iter()
+        .filter_map(|row| {
+            let v: Vec<f32> = row
+                .as_array()?
+                .iter()
+                .filter_map(|x| x.as_f64().map(|x| x as f32))
+                .collect();
+            v.try_into().ok()
+        })
+        .collect();
+    let probs: Vec<Vec<f32>> = m["onnxruntime"]["probabilities"]
+        .as_array()
+        .context("iris probabilities")?
+        .iter()
+        .map(|row| {
+            row.as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|x| x.as_f64().map(|x| x as f32))
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
+        .collect();
+    let g: Value = serde_json::from_str(&std::fs::read_to_string(
+        repo_root().join("services/embedding/tests/data/minilm-golden.json"),
+    )?)?;
+    let golden = g["items"]
+        .as_array()
+        .context("golden items")?
+        .iter()
+        .take(16)
+        .filter_map(|it| {
+            Some((
+                it["text"].as_str()?.to_owned(),
+                it["embedding"]
+                    .as_array()?
+                    .iter()
+                    .filter_map(|x| x.as_f64().map(|x| x as f32))
+                    .collect(),
+            ))
+        })
+        .collect();
+    let queries = crate::TEXTS
+        .iter()
+        .enumerate()
+        .map(|(i, t)| ((*t).to_owned(), format!("doc-{i}")))
+        .collect();
+    anyhow::ensure!(
+        !rows.is_empty() && rows.len() == probs.len(),
+        "iris references"
+    );
+    Ok(Refs {
+        iris_rows: rows,
+        iris_probs: probs,
+        golden,
+        queries,
+    })
+}
+
+#[derive(Clone)]
+struct Conn {
+    infer: GrpcInferenceServiceClient<Channel>,
+    gateway: GatewayClient<Channel>,
+    embed: EmbeddingServiceClient<Channel>,
+}
+
+impl Conn {
+    async fn open(addr: &str) -> anyhow::Result<Self> {
+        let ch = Channel::from_shared(format!("http://{addr}"))?
+            .connect_timeout(Duration::from_secs(10))
+            .connect()
+            .await
+            .with_context(|| format!("connecting to the gateway at {addr}"))?;
+        Ok(Self {
+            infer: GrpcInferenceServiceClient::new(ch.clone()),
+            gateway: GatewayClient::new(ch.clone()),
+            embed: EmbeddingServiceClient::new(ch),
+        })
+    }
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (na * nb).max(f32::MIN_POSITIVE)
+}
+
+enum Outcome {
+    Ok,
+    Shed,
+    Wrong(String),
+    Failed(String),
+}
+
+/// One call of kind `i % 3`, checked.
+async fn call(c: &mut Conn, refs: &Refs, collection: &str, i: usize) -> Outcome {
+    let status = |s: tonic::Status, what: &str| {
+        if s.code() == Code::ResourceExhausted {
+            Outcome::Shed
+        } else {
+            Outcome::Failed(format!("{what}: {:?} {}", s.code(), s.message()))
+        }
+    };
+    match i % 3 {
+        0 => {
+            let k = i % refs.iris_rows.len();
+            let row = refs.iris_rows[k];
+            let rq = pb::ModelInferRequest {
+                model_name: "iris-logreg".into(),
+                inputs: vec![InferInputTensor {
+                    name: "input".into(),
+                    datatype: "FP32".into(),
+                    shape: vec![1, 4],
+                    ..Default::default()
+                }],
+                outputs: vec![pb::model_infer_request::InferRequestedOutputTensor {
+                    name: "probabilities".into(),
+                    ..Default::default()
+                }],
+                raw_input_contents: vec![row.iter().flat_map(|x| x.to_le_bytes()).collect()],
+                ..Default::default()
+            };
+            match c.infer.model_infer(rq).await {
+                Ok(r) => {
+                    let r = r.into_inner();
+                    let got: Vec<f32> = r
+                        .raw_output_contents
+                        .first()
+                        .map(|b| {
+                            b.chunks_exact(4)
+                                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    let want = &refs.iris_probs[k];
+                    if got.len() == want.len()
+                        && got.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-4)
+                    {
+                        Outcome::Ok
+                    } else {
+                        Outcome::Wrong(format!("iris row {k}: {got:?}, onnxruntime {want:?}"))
+                    }
+                }
+                Err(s) => status(s, "ModelInfer"),
+            }
+        }
+        1 => {
+            let (text, want) = &refs.golden[i % refs.golden.len()];
+            match c
+                .embed
+                .embed(EmbedRequest {
+                    inputs: vec![text.clone()],
+                    ..Default::default()
+                })
+                .await
+            {
+                Ok(r) => {
+                    let r = r.into_inner();
+                    let cos = r
+                        .embeddings
+                        .first()
+                        .map_or(0.0, |e| cosine(&e.values, want));
+                    if cos >= 0.99 {
+                        Outcome::Ok
+                    } else {
+                        Outcome::Wrong(format!("{text:?}: cosine {cos} to sentence-transformers"))
+                    }
+                }
+                Err(s) => status(s, "Embed"),
+            }
+        }
+        _ => {
+            let (q, doc) = &refs.queries[i % refs.queries.len()];
+            match c
+                .gateway
+                .search(gw::SearchRequest {
+                    collection: collection.to_owned(),
+                    query: q.clone(),
+                    limit: 3,
+                    ..Default::default()
+                })
+                .await
+            {
+                Ok(r) => {
+                    let hits = r.into_inner().hits;
+                    match hits.first() {
+                        Some(h) if &h.document_id == doc => Outcome::Ok,
+                        other => Outcome::Wrong(format!(
+                            "search {q:?}: top hit {:?}, expected {doc}",
+                            other.map(|h| &h.document_id)
+                        )),
+                    }
+                }
+                Err(s) => status(s, "Search"),
+            }
+        }
+    }
+}
+
+fn record(h: &Mutex<Histogram<u64>>, d: Duration) {
+    if let Ok(mut h) = h.lock() {
+        let _ = h.record(d.as_micros().max(1) as u64);
+    }
+}
+
+fn hist() -> anyhow::Result<Mutex<Histogram<u64>>> {
+    // 1 µs to 10 min, 3 significant digits.
+    Ok(Mutex::new(Histogram::new_with_bounds(1, 600_000_000, 3)?))
+}
+
+fn q_ms(h: &Mutex<Histogram<u64>>, q: f64) -> f64 {
+    h.lock()
+        .map(|h| h.value_at_quantile(q) as f64 / 1e3)
+        .unwrap_or(0.0)
+}
+
+/// Raises this process's open-file limit (its children inherit it).
+fn raise_nofile() {
+    let pid = std::process::id().to_string();
+    match std::process::Command::new("prlimit")
+        .args(["--pid", &pid, "--nofile=1048576:1048576"])
+        .status()
+    {
+        Ok(s) if s.success() => {}
+        other => eprintln!("soak: could not raise the open-file limit ({other:?}); continuing"),
+    }
+}
+
+pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
+    raise_nofile();
+    let refs = Arc::new(refs()?);
+    let data = TempDir::new("soak-vector");
+    eprintln!("soak: starting 2 inference, 2 embedding, 1 vector-search and the gateway (release)");
+    let mut inference = vec![
+        Service::start("mlmesh-inference", &[]),
+        Service::start("mlmesh-inference", &[]),
+    ];
+    let mut embedding = vec![
+        Service::start(
+            "mlmesh-embedding",
+            &[("MLMESH_EMBEDDING__INTRA_OP_THREADS", "1".into())],
+        ),
+        Service::start(
+            "mlmesh-embedding",
+            &[("MLMESH_EMBEDDING__INTRA_OP_THREADS", "1".into())],
+        ),
+    ];
+    let vector = Service::start(
+        "mlmesh-vector-search",
+        &[("MLMESH_VECTOR__DATA_DIR", data.path().display().to_string())],
+    );
+    let list = |s: &[Service]| {
+        s.iter()
+            .map(|s| s.addr.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let gateway = Service::start(
+        "mlmesh-gateway",
+        &[
+            ("MLMESH_DOWNSTREAM__INFERENCE", list(&inference)),
+            ("MLMESH_DOWNSTREAM__EMBEDDING", list(&embedding)),
+            ("MLMESH_DOWNSTREAM__VECTOR_SEARCH", vector.addr.to_string()),
+            ("MLMESH_HTTP__LISTEN", "off".into()),
+            (
+                "MLMESH_LIMITS__MAX_IN_FLIGHT",
+                args.gateway_max_in_flight.to_string(),
+            ),
+        ],
+    );
+    let gw_addr = gateway.addr.to_string();
+    let gw_pid = gateway.child.id();
+
+    // The search corpus: one document per query text.
+    let mut setup = Conn::open(&gw_addr).await?;
+    let collection = "soak".to_owned();
+    setup
+        .gateway
+        .create_collection(gw::CreateCollectionRequest {
+            name: collection.clone(),
+            ..Default::default()
+        })
+        .await?;
+    setup
+        .gateway
+        .ingest(gw::IngestRequest {
+            collection: collection.clone(),
+            documents: refs
+                .queries
+                .iter()
+                .map(|(t, id)| gw::Document {
+                    id: id.clone(),
+                    text: t.clone(),
+                    metadata: None,
+                })
+                .collect(),
+            chunking: None,
+        })
+        .await?;
+
+    // Probe baseline, before any load.
+    let probe_hist = hist()?;
+    let mut probe = Conn::open(&gw_addr).await?;
+    let mut base = Vec::new();
+    for i in 0..30 {
+        let t = Instant::now();
+        if let Outcome::Ok = call(&mut probe, &refs, &collection, i * 3).await {
+            base.push(t.elapsed());
+        }
+    }
+    base.sort();
+    let base_p50 = base.get(base.len() / 2).copied().unwrap_or_default();
+
+    eprintln!(
+        "soak: {} callers on {} connections, {} for {:.0} s{}",
+        args.callers,
+        args.connections,
+        if args.rate > 0.0 {
+            format!("open loop at {:.0}/s", args.rate)
+        } else {
+            "closed loop".into()
+        },
+        args.duration,
+        if args.kill {
+            ", one inference and one embedding replica killed half way"
+        } else {
+            ""
+        }
+    );
+    let mut conns = Vec::with_capacity(args.connections);
+    for _ in 0..args.connections.max(1) {
+        conns.push(Conn::open(&gw_addr).await?);
+    }
+    let tally = Arc::new(Tally::default());
+    let accepted_hist = Arc::new(hist()?);
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let until = started + Duration::from_secs_f64(args.duration);
+    let per_caller_interval =
+        (args.rate > 0.0).then(|| Duration::from_secs_f64(args.callers as f64 / args.rate));
+    let mut tasks = Vec::with_capacity(args.callers);
+    for k in 0..args.callers {
+        let mut c = conns[k % conns.len()].clone();
+        let (refs, tally, h, stop) = (
+            Arc::clone(&refs),
+            Arc::clone(&tally),
+            Arc::clone(&accepted_hist),
+            Arc::clone(&stop),
+        );
+        let collection = collection.clone();
+        let n = args.callers;
+        tasks.push(tokio::spawn(async move {
+            let mut i = k;
+            // Open loop: this caller's share of the schedule, staggered.
+            let mut next = per_caller_interval.map(|iv| started + iv.mul_f64(k as f64 / n as f64));
+            let mut backoff = Duration::from_millis(20);
+            while !stop.load(Ordering::Relaxed) && Instant::now() < until {
+                let scheduled = match (&mut next, per_caller_interval) {
+                    (Some(n), Some(iv)) => {
+                        tokio::time::sleep_until((*n).into()).await;
+                        let s = *n;
+                        *n += iv;
+                        s
+                    }
+                    _ => Instant::now(),
+                };
+                match call(&mut c, &refs, &collection, i).await {
+                    Outcome::Ok => {
+                        tally.accepted.fetch_add(1, Ordering::Relaxed);
+                        record(&h, scheduled.elapsed());
+                        backoff = Duration::from_millis(20);
+                    }
+                    Outcome::Shed => {
+                        tally.shed.fetch_add(1, Ordering::Relaxed);
+                        if per_caller_interval.is_none() {
+                            let jitter = Duration::from_micros((k as u64 * 7919) % 20_000);
+                            tokio::time::sleep(backoff + jitter).await;
+                            backoff = (backoff * 2).min(Duration::from_secs(1));
+                        }
+                    }
+                    Outcome::Wrong(w) => {
+                        tally.wrong.fetch_add(1, Ordering::Relaxed);
+                        tally.fail(format!("WRONG {w}"));
+                    }
+                    Outcome::Failed(f) => tally.fail(f),
+                }
+                i += 1;
+            }
+        }));
+    }
+    // The probe, every 100 ms throughout, on its own connection; the
+    // killer, half way.
+    let probe_tally = Arc::new(Tally::default());
+    let probe_task = {
+        let (refs, t, stop, collection) = (
+            Arc::clone(&refs),
+            Arc::clone(&probe_tally),
+            Arc::clone(&stop),
+            collection.clone(),
+        );
+        let ph = Arc::new(probe_hist);
+        let ph2 = Arc::clone(&ph);
+        let task = tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) && Instant::now() < until {
+                let t0 = Instant::now();
+                match call(&mut probe, &refs, &collection, i).await {
+                    Outcome::Ok => {
+                        t.accepted.fetch_add(1, Ordering::Relaxed);
+                        record(&ph2, t0.elapsed());
+                    }
+                    Outcome::Shed => {
+                        t.shed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Outcome::Wrong(w) => t.fail(format!("WRONG {w}")),
+                    Outcome::Failed(f) => t.fail(f),
+                }
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            probe
+        });
+        (task, ph)
+    };
+    let mut rss_peak = 0u64;
+    let mut killed_at = None;
+    while Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if let Some((_, hwm)) = crate::rss_kib(gw_pid) {
+            rss_peak = rss_peak.max(hwm);
+        }
+        if args.kill && killed_at.is_none() && started.elapsed().as_secs_f64() > args.duration / 2.0
+        {
+            inference[1].kill();
+            embedding[1].kill();
+            killed_at = Some(started.elapsed());
+            eprintln!("soak: killed one inference and one embedding replica (SIGKILL)");
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let load_end = Instant::now();
+    for t in tasks {
+        let _ = t.await;
+    }
+    let drained = load_end.elapsed();
+    let (probe_task, probe_hist) = probe_task;
+    let mut probe = probe_task.await?;
+    // Recovery: the probe back within 2× its pre-load p50, three times running.
+    let recovery_start = Instant::now();
+    let mut in_a_row = 0;
+    let recovered = loop {
+        let t = Instant::now();
+        let ok = matches!(call(&mut probe, &refs, &collection, 0).await, Outcome::Ok);
+        if ok && t.elapsed() <= base_p50 * 2 + Duration::from_millis(1) {
+            in_a_row += 1;
+            if in_a_row == 3 {
+                break Some(recovery_start.elapsed());
+            }
+        } else {
+            in_a_row = 0;
+        }
+        if recovery_start.elapsed() > Duration::from_secs(60) {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    if let Some((_, hwm)) = crate::rss_kib(gw_pid) {
+        rss_peak = rss_peak.max(hwm);
+    }
+    let load = Duration::from_secs_f64(args.duration);
+    let accepted = tally.accepted.load(Ordering::Relaxed);
+    println!(
+        "\n## mlmesh-bench soak: {} callers, {} connections, {}, {:.0} s, gateway limits.max_in_flight {}",
+        args.callers,
+        args.connections,
+        if args.rate > 0.0 {
+            format!(
+                "open loop {:.0}/s (latency from the scheduled start)",
+                args.rate
+            )
+        } else {
+            "closed loop".into()
+        },
+        args.duration,
+        args.gateway_max_in_flight
+    );
+    println!("| | value |\n|---|---|");
+    println!(
+        "| accepted calls | {accepted} ({:.0}/s), every answer checked |",
+        accepted as f64 / load.as_secs_f64()
+    );
+    println!(
+        "| shed (RESOURCE_EXHAUSTED) | {} |",
+        tally.shed.load(Ordering::Relaxed)
+    );
+    println!(
+        "| wrong answers | {} |",
+        tally.wrong.load(Ordering::Relaxed)
+    );
+    println!(
+        "| other failures | {} |",
+        tally.failed.load(Ordering::Relaxed) - tally.wrong.load(Ordering::Relaxed)
+    );
+    println!(
+        "| accepted p50 / p99 / p99.9 | {:.1} / {:.1} / {:.1} ms |",
+        q_ms(&accepted_hist, 0.5),
+        q_ms(&accepted_hist, 0.99),
+        q_ms(&accepted_hist, 0.999)
+    );
+    println!(
+        "| probe p50 / p99 / p99.9 (before load: p50 {:.1} ms) | {:.1} / {:.1} / {:.1} ms, {} ok, {} shed, {} failed |",
+        base_p50.as_secs_f64() * 1e3,
+        q_ms(&probe_hist, 0.5),
+        q_ms(&probe_hist, 0.99),
+        q_ms(&probe_hist, 0.999),
+        probe_tally.accepted.load(Ordering::Relaxed),
+        probe_tally.shed.load(Ordering::Relaxed),
+        probe_tally.failed.load(Ordering::Relaxed)
+    );
+    println!("| gateway peak RSS | {:.0} MiB |", rss_peak as f64 / 1024.0);
+    if let Some(k) = killed_at {
+        println!("| replicas killed at | {:.1} s |", k.as_secs_f64());
+    }
+    println!(
+        "| callers drained after the load | {:.2} s |",
+        drained.as_secs_f64()
+    );
+    println!(
+        "| recovery (probe back within 2× its pre-load p50) | {} |",
+        recovered.map_or("not within 60 s".into(), |d| format!(
+            "{:.2} s",
+            d.as_secs_f64()
+        ))
+    );
+    for f in tally.failures.lock().map(|f| f.clone()).unwrap_or_default() {
+        println!("failure: {f}");
+    }
+    for f in probe_tally
+        .failures
+        .lock()
+        .map(|f| f.clone())
+        .unwrap_or_default()
+    {
+        println!("probe failure: {f}");
+    }
+    drop(gateway);
+    Ok(())
+}
