@@ -32,7 +32,7 @@ use std::{
 use anyhow::Context as _;
 use hdrhistogram::Histogram;
 use mlmesh_proto::{
-    embedding::v1::{EmbedRequest, embedding_service_client::EmbeddingServiceClient},
+    embedding::v1::EmbedRequest,
     gateway::v1::{self as gw, gateway_client::GatewayClient},
     inference::{
         self as pb, grpc_inference_service_client::GrpcInferenceServiceClient,
@@ -170,7 +170,6 @@ fn refs() -> anyhow::Result<Refs> {
 struct Conn {
     infer: GrpcInferenceServiceClient<Channel>,
     gateway: GatewayClient<Channel>,
-    embed: EmbeddingServiceClient<Channel>,
 }
 
 impl Conn {
@@ -182,8 +181,7 @@ impl Conn {
             .with_context(|| format!("connecting to the gateway at {addr}"))?;
         Ok(Self {
             infer: GrpcInferenceServiceClient::new(ch.clone()),
-            gateway: GatewayClient::new(ch.clone()),
-            embed: EmbeddingServiceClient::new(ch),
+            gateway: GatewayClient::new(ch),
         })
     }
 }
@@ -257,7 +255,7 @@ async fn call(c: &mut Conn, refs: &Refs, collection: &str, i: usize) -> Outcome 
         1 => {
             let (text, want) = &refs.golden[i % refs.golden.len()];
             match c
-                .embed
+                .gateway
                 .embed(EmbedRequest {
                     inputs: vec![text.clone()],
                     ..Default::default()
@@ -324,11 +322,20 @@ fn q_ms(h: &Mutex<Histogram<u64>>, q: f64) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Raises this process's open-file limit (its children inherit it).
+/// Raises this process's open-file soft limit to its hard limit (its
+/// children inherit it).
 fn raise_nofile() {
     let pid = std::process::id().to_string();
+    let hard = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(4).map(str::to_owned))
+        })
+        .unwrap_or_else(|| "65536".into());
     match std::process::Command::new("prlimit")
-        .args(["--pid", &pid, "--nofile=1048576:1048576"])
+        .args(["--pid", &pid, &format!("--nofile={hard}:{hard}")])
         .status()
     {
         Ok(s) if s.success() => {}
@@ -480,19 +487,27 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
                         record(&h, scheduled.elapsed());
                         backoff = Duration::from_millis(20);
                     }
-                    Outcome::Shed => {
-                        tally.shed.fetch_add(1, Ordering::Relaxed);
+                    other => {
+                        match other {
+                            Outcome::Shed => {
+                                tally.shed.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Outcome::Wrong(w) => {
+                                tally.wrong.fetch_add(1, Ordering::Relaxed);
+                                tally.fail(format!("WRONG {w}"));
+                            }
+                            Outcome::Failed(f) => tally.fail(f),
+                            Outcome::Ok => {}
+                        }
+                        // Back off before trying again, as a well-behaved
+                        // client does (closed loop; the open loop keeps
+                        // its schedule).
                         if per_caller_interval.is_none() {
                             let jitter = Duration::from_micros((k as u64 * 7919) % 20_000);
                             tokio::time::sleep(backoff + jitter).await;
                             backoff = (backoff * 2).min(Duration::from_secs(1));
                         }
                     }
-                    Outcome::Wrong(w) => {
-                        tally.wrong.fetch_add(1, Ordering::Relaxed);
-                        tally.fail(format!("WRONG {w}"));
-                    }
-                    Outcome::Failed(f) => tally.fail(f),
                 }
                 i += 1;
             }

@@ -58,6 +58,10 @@ pub struct RegistrySettings {
     pub s3: S3Settings,
     /// Most files in one version.
     pub max_files: usize,
+    /// Largest file of a version, in bytes (refused at StartUpload).
+    pub max_file_bytes: u64,
+    /// Largest version (all its files), in bytes (refused at StartUpload).
+    pub max_version_bytes: u64,
     /// Most bytes in one upload message's `data`.
     pub max_chunk_bytes: usize,
     /// Bytes per download message.
@@ -91,6 +95,8 @@ impl Default for RegistrySettings {
             blob_url: String::new(),
             s3: S3Settings::default(),
             max_files: 10_000,
+            max_file_bytes: 16 << 30,
+            max_version_bytes: 64 << 30,
             max_chunk_bytes: 4 * 1024 * 1024,
             download_chunk_bytes: 1024 * 1024,
             upload_expiry_secs: 24 * 3600,
@@ -223,6 +229,8 @@ impl RegistrySettings {
         };
         for (key, v) in [
             ("max_files", self.max_files as u64),
+            ("max_file_bytes", self.max_file_bytes),
+            ("max_version_bytes", self.max_version_bytes),
             ("max_chunk_bytes", self.max_chunk_bytes as u64),
             ("download_chunk_bytes", self.download_chunk_bytes as u64),
             ("upload_expiry_secs", self.upload_expiry_secs),

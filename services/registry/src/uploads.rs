@@ -126,6 +126,26 @@ impl Registry {
         crate::names::check("model", &spec.model)?;
         manifest::check(&spec.files, self.settings.max_files)?;
         check_metadata("metadata", &spec.metadata)?;
+        // Declared sizes against the quotas, before anything is staged.
+        let (max_file, max_version) = (
+            self.settings.max_file_bytes,
+            self.settings.max_version_bytes,
+        );
+        let mut total = 0u64;
+        for (i, f) in spec.files.iter().enumerate() {
+            if f.size > max_file {
+                return Err(RegistryError::invalid(format!(
+                    "files[{i}].size: {} bytes; at most {max_file} (registry.max_file_bytes)",
+                    f.size
+                )));
+            }
+            total = total.saturating_add(f.size);
+        }
+        if total > max_version {
+            return Err(RegistryError::invalid(format!(
+                "files: {total} bytes in all; a version may hold at most {max_version} (registry.max_version_bytes)"
+            )));
+        }
         let now = now_ms();
         let upload = UploadRecord {
             id: uuid::Uuid::new_v4().to_string(),

@@ -286,6 +286,26 @@ async fn bad_manifests_and_chunks_are_refused(store: Store) {
             }],
             "files[0].sha256",
         ),
+        // Quotas, refused before anything is staged (defaults: 16 GiB per
+        // file, 64 GiB per version).
+        (
+            vec![pb::FileEntry {
+                path: "huge".into(),
+                size: 17 << 30,
+                sha256: sha256(b"x"),
+            }],
+            "registry.max_file_bytes",
+        ),
+        (
+            (0..5)
+                .map(|i| pb::FileEntry {
+                    path: format!("part{i}"),
+                    size: 15 << 30,
+                    sha256: sha256(b"x"),
+                })
+                .collect(),
+            "registry.max_version_bytes",
+        ),
     ] {
         assert_status(
             app.client()
