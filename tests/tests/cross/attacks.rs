@@ -308,3 +308,94 @@ fn hostile_http_requests_get_clear_errors_and_harm_nobody() {
     assert!(rss < 512 * 1024, "gateway peak RSS {rss} KiB under attack");
     mesh.stop();
 }
+
+/// A compression bomb: 256 MiB of zeros, gzip-compressed to about 256 KiB,
+/// sent as a ModelInfer to the inference service and through the gateway
+/// (both accept gzip). tonic inflates into a buffer limited by
+/// `server.max_request_bytes` (64 MiB on the inference service, 16 MiB on
+/// the gateway), so the bomb is refused having inflated at most that much;
+/// this pins it: RESOURCE_EXHAUSTED, the next call is served, and peak RSS
+/// grows by less than the limit plus slack, far below the bomb's 256 MiB.
+#[test]
+fn a_compressed_bomb_is_refused_without_inflating() {
+    use mlmesh_proto::inference::{
+        self as ipb, grpc_inference_service_client::GrpcInferenceServiceClient,
+        model_infer_request::InferInputTensor,
+    };
+    let _serial = mlmesh_tests::serial();
+    let svc = mlmesh_tests::Service::start("mlmesh-inference", &[]);
+    let gateway = mlmesh_tests::Service::start(
+        "mlmesh-gateway",
+        &[
+            ("MLMESH_DOWNSTREAM__INFERENCE", svc.addr.to_string()),
+            ("MLMESH_DOWNSTREAM__EMBEDDING", "127.0.0.1:9".into()),
+            ("MLMESH_DOWNSTREAM__VECTOR_SEARCH", "127.0.0.1:9".into()),
+            ("MLMESH_HTTP__LISTEN", "off".into()),
+        ],
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let rows = 16 << 20; // 16 Mi rows × 4 floats × 4 bytes = 256 MiB
+    let bomb = ipb::ModelInferRequest {
+        model_name: "iris-logreg".into(),
+        inputs: vec![InferInputTensor {
+            name: "input".into(),
+            datatype: "FP32".into(),
+            shape: vec![rows, 4],
+            ..Default::default()
+        }],
+        raw_input_contents: vec![vec![0u8; (rows * 16) as usize].into()],
+        ..Default::default()
+    };
+    let row = [5.1f32, 3.5, 1.4, 0.2];
+    let fine = ipb::ModelInferRequest {
+        model_name: "iris-logreg".into(),
+        inputs: vec![InferInputTensor {
+            name: "input".into(),
+            datatype: "FP32".into(),
+            shape: vec![1, 4],
+            ..Default::default()
+        }],
+        raw_input_contents: vec![row.iter().flat_map(|x| x.to_le_bytes()).collect()],
+        ..Default::default()
+    };
+    for target in [&svc, &gateway] {
+        let before = (
+            peak_rss_kib(svc.child.id()),
+            peak_rss_kib(gateway.child.id()),
+        );
+        rt.block_on(async {
+            let mut c = GrpcInferenceServiceClient::connect(format!("http://{}", target.addr))
+                .await
+                .expect("connect")
+                .send_compressed(tonic::codec::CompressionEncoding::Gzip)
+                .max_encoding_message_size(usize::MAX);
+            let e = c
+                .model_infer(bomb.clone())
+                .await
+                .expect_err("a 256 MiB message");
+            assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+            let ok = c
+                .model_infer(fine.clone())
+                .await
+                .expect("the next call is served");
+            assert_eq!(ok.into_inner().model_name, "iris-logreg");
+        });
+        let after = (
+            peak_rss_kib(svc.child.id()),
+            peak_rss_kib(gateway.child.id()),
+        );
+        // The services' limits (64 and 16 MiB) plus 32 MiB of slack.
+        for (name, b, a, limit) in [
+            ("inference", before.0, after.0, 64 * 1024),
+            ("gateway", before.1, after.1, 16 * 1024),
+        ] {
+            assert!(
+                a.saturating_sub(b) < limit + 32 * 1024,
+                "{name}: peak RSS grew from {b} to {a} KiB on a refused bomb"
+            );
+        }
+    }
+}
