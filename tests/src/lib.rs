@@ -452,3 +452,31 @@ pub async fn serial_async() -> tokio::sync::MutexGuard<'static, ()> {
 }
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// One HTTP/1.1 request with exactly `headers` (besides host, length and
+/// `connection: close`) on a fresh connection; the status line and headers
+/// of the answer. For requests a well-behaved client would not send.
+pub fn raw_http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+    let mut head = format!("{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str(&format!(
+        "content-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    ));
+    s.write_all(head.as_bytes()).expect("write");
+    s.write_all(body).expect("body");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.split("\r\n\r\n").next().unwrap_or_default().to_owned()
+}

@@ -92,25 +92,6 @@ impl Bystander {
     }
 }
 
-/// One POST with exactly these headers on a fresh connection; the status
-/// line and headers of the answer.
-fn raw_post(addr: std::net::SocketAddr, path: &str, ctype: &str, body: &[u8]) -> String {
-    use std::io::{Read as _, Write as _};
-    let mut s = std::net::TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
-    )
-    .expect("write");
-    s.write_all(body).expect("body");
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out.split("\r\n\r\n").next().unwrap_or_default().to_owned()
-}
-
 fn expect_error(h: &mut HttpClient, path: &str, body: &Value, status: u16, words: &[&str]) {
     let (got, v) = h.post_json(path, body);
     let text = v.to_string();
@@ -208,7 +189,13 @@ fn hostile_http_requests_get_clear_errors_and_harm_nobody() {
         ("/v1/embeddings", "multipart/form-data; boundary=x"),
         ("/mcp", "text/plain"),
     ] {
-        let head = raw_post(http, path, ctype, br#"{"name": "forged", "input": "x"}"#);
+        let head = mlmesh_tests::raw_http(
+            http,
+            "POST",
+            path,
+            &[("content-type", ctype)],
+            br#"{"name": "forged", "input": "x"}"#,
+        );
         assert!(
             head.starts_with("HTTP/1.1 415"),
             "{path} with {ctype}: {head}"

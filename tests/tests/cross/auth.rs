@@ -465,7 +465,8 @@ print(json.dumps(out))
     mesh.stop();
 }
 
-/// One request on a fresh connection; the status line and headers.
+/// One request with a bearer key on a fresh connection; the status line
+/// and headers.
 fn raw_headers(
     addr: std::net::SocketAddr,
     method: &str,
@@ -473,18 +474,17 @@ fn raw_headers(
     key: &str,
     body: &[u8],
 ) -> String {
-    use std::io::{Read as _, Write as _};
-    let mut s = std::net::TcpStream::connect(addr).expect("connect");
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
+    let auth = format!("Bearer {key}");
+    mlmesh_tests::raw_http(
+        addr,
+        method,
+        path,
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+        ],
+        body,
     )
-    .expect("write");
-    s.write_all(body).expect("body");
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out.split("\r\n\r\n").next().unwrap_or_default().to_owned()
 }
 
 #[test]

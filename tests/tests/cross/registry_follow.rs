@@ -80,6 +80,28 @@ fn request(row: &[f32]) -> ipb::ModelInferRequest {
     }
 }
 
+/// The inference service following `digits@production` on `registry`.
+fn start_inference(registry: &Service, repo: &TempDir, cache: &TempDir) -> Service {
+    Service::start(
+        "mlmesh-inference",
+        &[
+            (
+                "MLMESH_INFERENCE__MODEL_REPOSITORY",
+                repo.path().display().to_string(),
+            ),
+            ("MLMESH_INFERENCE__REGISTRY_ADDR", registry.addr.to_string()),
+            (
+                "MLMESH_INFERENCE__REGISTRY_MODELS",
+                "registry://digits@production".into(),
+            ),
+            (
+                "MLMESH_INFERENCE__REGISTRY_CACHE_DIR",
+                cache.path().display().to_string(),
+            ),
+        ],
+    )
+}
+
 fn probabilities(r: &ipb::ModelInferResponse) -> Vec<f32> {
     let i = r
         .outputs
@@ -144,24 +166,7 @@ fn the_inference_service_follows_an_alias_with_zero_failed_calls() {
         .expect("alias");
         c
     });
-    let inference = Service::start(
-        "mlmesh-inference",
-        &[
-            (
-                "MLMESH_INFERENCE__MODEL_REPOSITORY",
-                repo.path().display().to_string(),
-            ),
-            ("MLMESH_INFERENCE__REGISTRY_ADDR", registry.addr.to_string()),
-            (
-                "MLMESH_INFERENCE__REGISTRY_MODELS",
-                "registry://digits@production".into(),
-            ),
-            (
-                "MLMESH_INFERENCE__REGISTRY_CACHE_DIR",
-                cache.path().display().to_string(),
-            ),
-        ],
-    );
+    let inference = start_inference(&registry, &repo, &cache);
     let addr = inference.addr;
     let inf = &inference;
     let cache_dir = cache.path().to_path_buf();
@@ -407,24 +412,7 @@ fn the_inference_service_follows_an_alias_with_zero_failed_calls() {
     )
     .expect("tamper");
     std::fs::write(v1_dir.join(".mlmesh-manifest"), "0".repeat(64)).expect("marker");
-    let inference = Service::start(
-        "mlmesh-inference",
-        &[
-            (
-                "MLMESH_INFERENCE__MODEL_REPOSITORY",
-                repo.path().display().to_string(),
-            ),
-            ("MLMESH_INFERENCE__REGISTRY_ADDR", registry.addr.to_string()),
-            (
-                "MLMESH_INFERENCE__REGISTRY_MODELS",
-                "registry://digits@production".into(),
-            ),
-            (
-                "MLMESH_INFERENCE__REGISTRY_CACHE_DIR",
-                cache.path().display().to_string(),
-            ),
-        ],
-    );
+    let inference = start_inference(&registry, &repo, &cache);
     let addr = inference.addr;
     let refs = self::refs();
     rt.block_on(async move {

@@ -104,21 +104,12 @@ fn batching_never_mixes_callers_inputs() {
 }
 
 fn run_batching(site: &std::path::Path, addr: std::net::SocketAddr) {
-    let out = Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()))
-        .arg(repo_root().join("tests/data/tritonclient_batching.py"))
-        .arg(addr.to_string())
-        .arg(repo_root().join("services/inference/models/pair-diff/1/model.onnx"))
-        .env("PYTHONPATH", site)
-        .env("NO_PROXY", "127.0.0.1,localhost")
-        .output()
-        .expect("run python3");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let report: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| {
-        panic!(
-            "the batching script printed no report:\nstdout: {stdout}\nstderr: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
+    let (report, out) = run_script(
+        site,
+        "tests/data/tritonclient_batching.py",
+        addr,
+        "services/inference/models/pair-diff/1/model.onnx",
+    );
     assert_eq!(report["failed"], 0, "{report:#}");
     assert_eq!(report["calls"], 16 * 25, "{report:#}");
     assert!(report["mixed"].as_u64().unwrap_or(0) > 50, "{report:#}");
@@ -126,21 +117,12 @@ fn run_batching(site: &std::path::Path, addr: std::net::SocketAddr) {
 }
 
 fn run_checks(site: &std::path::Path, addr: std::net::SocketAddr) {
-    let out = Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()))
-        .arg(repo_root().join("tests/data/tritonclient_check.py"))
-        .arg(addr.to_string())
-        .arg(repo_root().join("services/inference/tests/data/references.json"))
-        .env("PYTHONPATH", site)
-        .env("NO_PROXY", "127.0.0.1,localhost")
-        .output()
-        .expect("run python3");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let report: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| {
-        panic!(
-            "the tritonclient script printed no report:\nstdout: {stdout}\nstderr: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
+    let (report, out) = run_script(
+        site,
+        "tests/data/tritonclient_check.py",
+        addr,
+        "services/inference/tests/data/references.json",
+    );
     let failures = report["failures"].as_array().expect("failures");
     assert!(
         failures.is_empty(),
@@ -179,4 +161,30 @@ fn run_checks(site: &std::path::Path, addr: std::net::SocketAddr) {
         );
     }
     assert!(checks.len() >= 50, "only {} checks ran", checks.len());
+}
+
+/// Runs one of the tritonclient scripts against `addr` with `data` (a
+/// repository path); its JSON report and the process output.
+fn run_script(
+    site: &std::path::Path,
+    script: &str,
+    addr: std::net::SocketAddr,
+    data: &str,
+) -> (Value, std::process::Output) {
+    let out = Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()))
+        .arg(repo_root().join(script))
+        .arg(addr.to_string())
+        .arg(repo_root().join(data))
+        .env("PYTHONPATH", site)
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .output()
+        .expect("run python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| {
+        panic!(
+            "{script} printed no report:\nstdout: {stdout}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (report, out)
 }
