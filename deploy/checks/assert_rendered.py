@@ -8,8 +8,10 @@ escalation, every capability dropped, seccomp RuntimeDefault), a preStop
 pause, a termination grace period above preStop + drain, and a
 PodDisruptionBudget selecting it. RBAC exists only for the service accounts
 of the services named by --discovering, grants only list/watch on
-EndpointSlices, and only those pods mount a token. Exits 1 naming every
-failure.
+EndpointSlices, and only those pods mount a token. Every service but the
+gateway has a NetworkPolicy whose every rule names its sources, and its
+gRPC port admits exactly its callers (CALLERS below) and the `helm test`
+pods. Exits 1 naming every failure.
 """
 
 import argparse
@@ -18,6 +20,15 @@ import sys
 import yaml
 
 failures: list[str] = []
+
+# Who calls whom: the only pods a service's gRPC port admits (besides
+# `helm test` pods and, for the registry, labelled client namespaces).
+CALLERS = {
+    "embedding": {"gateway"},
+    "vector-search": {"gateway"},
+    "inference": {"gateway"},
+    "registry": {"inference"},
+}
 
 
 def check(cond: bool, what: str) -> None:
@@ -100,6 +111,26 @@ def main() -> int:
              for s in b.get("subjects", [])}
     check(bound == discovering_sas, f"RBAC bound to {sorted(bound)}, expected exactly {sorted(discovering_sas)}")
     check(not by_kind.get("ClusterRole") and not by_kind.get("ClusterRoleBinding"), "no cluster-wide RBAC")
+    policies = {p["spec"]["podSelector"]["matchLabels"].get("app.kubernetes.io/component"): p
+                for p in by_kind.get("NetworkPolicy", [])}
+    for w in workloads:
+        component = w["metadata"]["labels"]["app.kubernetes.io/component"]
+        if component == "gateway":
+            continue
+        policy = policies.get(component)
+        check(policy is not None, f"{component}: a NetworkPolicy selects it")
+        if policy is None:
+            continue
+        grpc_pods = set()
+        for rule in policy["spec"].get("ingress", []):
+            check(bool(rule.get("from")), f"NetworkPolicy/{policy['metadata']['name']}: a rule without sources")
+            if any(p.get("port") == "grpc" for p in rule.get("ports", [])):
+                for src in rule.get("from", []):
+                    pod = src.get("podSelector", {}).get("matchLabels", {})
+                    if pod:
+                        grpc_pods.add(pod.get("app.kubernetes.io/component"))
+        check(grpc_pods == CALLERS[component] | {"health-test"},
+              f"NetworkPolicy/{policy['metadata']['name']}: gRPC from {sorted(grpc_pods)}, expected {sorted(CALLERS[component] | {'health-test'})}")
     for f in failures:
         print(f"FAIL {args.rendered}: {f}")
     return 1 if failures else 0

@@ -84,7 +84,12 @@ python3 "$ROOT/deploy/checks/assert_rendered.py" "$OUT/minimal-values.yaml"
 if python3 "$ROOT/deploy/checks/assert_rendered.py" "$OUT/default-values.yaml" >/dev/null; then
   echo "assert_rendered.py accepted RBAC for a service that does not discover" >&2; exit 1
 fi
-step "rendered objects: probes, resources, security context, PDBs, RBAC only for the gateway"
+"$HELM" template mlmesh "$CHART" --namespace mlmesh -f "$CHART/ci/default-values.yaml" \
+  --set networkPolicy.enabled=false >"$OUT/open.yaml"
+if python3 "$ROOT/deploy/checks/assert_rendered.py" "$OUT/open.yaml" --discovering gateway >/dev/null; then
+  echo "assert_rendered.py accepted services without NetworkPolicies" >&2; exit 1
+fi
+step "rendered objects: probes, resources, security context, PDBs, RBAC only for the gateway, each service reachable only from its callers"
 
 # 5. lint YAML and the Dockerfile
 PYTHONPATH="$TOOLS" python3 "$TOOLS/bin/yamllint" -s -c "$ROOT/deploy/checks/yamllint.yaml" \

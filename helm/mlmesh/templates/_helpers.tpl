@@ -35,6 +35,14 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
 app.kubernetes.io/component: {{ .service }}
 {{- end }}
 
+{{/* Labels of a service's `helm test` pod: not its selector labels, so no
+Service, PDB or policy takes it for a replica. Args: root, service. */}}
+{{- define "mlmesh.testLabels" -}}
+app.kubernetes.io/name: mlmesh
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: health-test
+{{- end }}
+
 {{- define "mlmesh.labels" -}}
 {{ include "mlmesh.selectorLabels" . }}
 app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
