@@ -47,6 +47,8 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("rendered")
     ap.add_argument("--discovering", nargs="*", default=[])
+    ap.add_argument("--admin-token", action="store_true",
+                    help="registry and inference must read the admin token from a mounted Secret")
     args = ap.parse_args()
     with open(args.rendered) as f:
         docs = [d for d in yaml.safe_load_all(f) if d]
@@ -92,6 +94,15 @@ def main() -> int:
             check(pod.get("terminationGracePeriodSeconds", 30) > pre + grace,
                   f"{cname}: terminationGracePeriodSeconds above preStop + drain")
             check(env_value(c, "MLMESH_SERVER__LISTEN") is not None, f"{cname}: listen address set")
+            token = env_value(c, "MLMESH_SERVER__ADMIN_TOKEN_FILE")
+            if args.admin_token and component in ("registry", "inference"):
+                mounted = any(m["mountPath"] == "/etc/mlmesh/admin" for m in c.get("volumeMounts", []))
+                secret = any(v.get("secret", {}).get("secretName") for v in pod.get("volumes", [])
+                             if v["name"] == "admin-token")
+                check(token == "/etc/mlmesh/admin/token" and mounted and secret,
+                      f"{cname}: reads the admin token from a mounted Secret")
+            else:
+                check(token is None, f"{cname}: no admin token expected")
         labels = w["spec"]["selector"]["matchLabels"]
         check(any(p["spec"]["selector"]["matchLabels"] == labels for p in pdbs), f"{name}: a PodDisruptionBudget selects it")
         if w["kind"] == "StatefulSet":

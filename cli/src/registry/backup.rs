@@ -8,15 +8,14 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use mlmesh_proto::registry::v1::{self as pb, registry_client::RegistryClient};
+use mlmesh_proto::registry::v1 as pb;
 use sha2::{Digest, Sha256};
-use tonic::transport::Channel;
 
 /// Streams a backup into `dir`: every content to `blobs/<sha256>`
 /// (verified), then `metadata.json` last, so a folder with
 /// `metadata.json` is a complete backup.
 pub(super) async fn backup(
-    c: &mut RegistryClient<Channel>,
+    c: &mut super::Client,
     dir: &Path,
 ) -> anyhow::Result<(usize, usize, u64)> {
     if dir.exists() && fs::read_dir(dir)?.next().is_some() {
@@ -74,7 +73,7 @@ pub(super) async fn backup(
 
 /// Streams `dir`'s metadata, then every content it lists, to Restore.
 pub(super) async fn restore(
-    c: &mut RegistryClient<Channel>,
+    c: &mut super::Client,
     dir: &Path,
 ) -> anyhow::Result<pb::RestoreResponse> {
     let doc = fs::read(dir.join("metadata.json")).with_context(|| {

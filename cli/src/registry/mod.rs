@@ -16,7 +16,11 @@ use self::{
     backup::{backup, restore},
     transfer::{pull, push},
 };
-use tonic::transport::Channel;
+use tonic::{
+    metadata::{Ascii, MetadataValue},
+    service::{Interceptor, interceptor::InterceptedService},
+    transport::Channel,
+};
 
 #[derive(Args, Debug)]
 pub struct RegistryCmd {
@@ -28,8 +32,43 @@ pub struct RegistryCmd {
         env = "MLMESH_REGISTRY"
     )]
     addr: String,
+    /// A file holding the registry's admin token (its
+    /// server.admin_token_file), sent with every call.
+    #[arg(long, global = true, env = "MLMESH_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Cmd,
+}
+
+/// A registry client that sends the admin token, when one is given.
+pub(crate) type Client = RegistryClient<InterceptedService<Channel, AdminToken>>;
+
+/// Adds `x-mlmesh-admin-token` to every call.
+#[derive(Clone)]
+pub(crate) struct AdminToken(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for AdminToken {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(t) = &self.0 {
+            req.metadata_mut().insert("x-mlmesh-admin-token", t.clone());
+        }
+        Ok(req)
+    }
+}
+
+fn admin_token(path: Option<&PathBuf>) -> anyhow::Result<AdminToken> {
+    let Some(path) = path else {
+        return Ok(AdminToken(None));
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--admin-token-file {}", path.display()))?;
+    let v = MetadataValue::try_from(text.trim()).map_err(|_| {
+        anyhow::anyhow!(
+            "--admin-token-file {}: the token must be printable ASCII",
+            path.display()
+        )
+    })?;
+    Ok(AdminToken(Some(v)))
 }
 
 #[derive(Subcommand, Debug)]
@@ -115,9 +154,13 @@ enum AliasCmd {
 }
 
 pub async fn run(cmd: RegistryCmd) -> anyhow::Result<()> {
-    let mut c = RegistryClient::connect(format!("http://{}", cmd.addr))
+    let token = admin_token(cmd.admin_token_file.as_ref())?;
+    let channel = Channel::from_shared(format!("http://{}", cmd.addr))
+        .with_context(|| format!("registry address {:?}", cmd.addr))?
+        .connect()
         .await
         .with_context(|| format!("connecting to the registry at {}", cmd.addr))?;
+    let mut c = RegistryClient::with_interceptor(channel, token);
     match cmd.command {
         Cmd::Create {
             name,
@@ -297,7 +340,7 @@ pub async fn run(cmd: RegistryCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn alias(c: &mut RegistryClient<Channel>, cmd: AliasCmd) -> anyhow::Result<()> {
+async fn alias(c: &mut Client, cmd: AliasCmd) -> anyhow::Result<()> {
     match cmd {
         AliasCmd::Set {
             model,

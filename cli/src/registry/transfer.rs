@@ -11,9 +11,8 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use mlmesh_proto::registry::v1::{self as pb, registry_client::RegistryClient};
+use mlmesh_proto::registry::v1 as pb;
 use sha2::{Digest, Sha256};
-use tonic::transport::Channel;
 
 use super::selector;
 
@@ -85,7 +84,7 @@ impl Bar {
 }
 
 pub(super) async fn push(
-    c: &mut RegistryClient<Channel>,
+    c: &mut super::Client,
     model: &str,
     dir: &Path,
     upload: Option<String>,
@@ -220,7 +219,7 @@ fn under(dir: &Path, rel: &str) -> anyhow::Result<PathBuf> {
 }
 
 pub(super) async fn pull(
-    c: &mut RegistryClient<Channel>,
+    c: &mut super::Client,
     model: &str,
     version: &str,
     dir: &Path,

@@ -62,13 +62,22 @@ pub struct Application {
     stream_concurrency: usize,
 }
 
+/// Loading and unloading models: with `server.admin_token_file` set they
+/// need its token (inference and metadata calls stay open).
+pub const ADMIN_METHODS: &[&str] = &[
+    "/inference.GRPCInferenceService/RepositoryModelLoad",
+    "/inference.GRPCInferenceService/RepositoryModelUnload",
+];
+
 impl Application {
     /// Binds the listeners and loads the startup models (a model that fails
     /// is reported, the others serve).
     pub async fn build(settings: Settings) -> Result<Self, BuildError> {
         let metrics = Metrics::new()?;
         let models = Arc::new(ModelManager::new(&settings.inference, metrics.clone()));
-        let server = GrpcServer::bind(&settings.server, metrics.registry.clone()).await?;
+        let server = GrpcServer::bind(&settings.server, metrics.registry.clone())
+            .await?
+            .protect(ADMIN_METHODS);
         models.load_startup().await;
         models.spawn_poller();
         follow::spawn_all(&settings.inference, &models, &metrics);

@@ -51,6 +51,23 @@ pub enum BuildError {
     Storage(#[from] error::RegistryError),
 }
 
+/// The methods that change the registry (or, for Backup, read all of it at
+/// once): with `server.admin_token_file` set they need its token. The
+/// follower's reads (GetVersion, Download, Watch …) stay open.
+pub const ADMIN_METHODS: &[&str] = &[
+    "/mlmesh.registry.v1.Registry/CreateModel",
+    "/mlmesh.registry.v1.Registry/UpdateModel",
+    "/mlmesh.registry.v1.Registry/StartUpload",
+    "/mlmesh.registry.v1.Registry/UploadFiles",
+    "/mlmesh.registry.v1.Registry/AbortUpload",
+    "/mlmesh.registry.v1.Registry/SetVersionStatus",
+    "/mlmesh.registry.v1.Registry/DeleteVersion",
+    "/mlmesh.registry.v1.Registry/SetAliases",
+    "/mlmesh.registry.v1.Registry/RollbackAlias",
+    "/mlmesh.registry.v1.Registry/Backup",
+    "/mlmesh.registry.v1.Registry/Restore",
+];
+
 /// A built, bound, not yet serving registry.
 pub struct Application {
     server: GrpcServer,
@@ -68,7 +85,9 @@ impl Application {
                 .await
                 .map_err(error::RegistryError::from)??;
         let registry = Arc::new(registry);
-        let server = GrpcServer::bind(&settings.server, registry.metrics.registry.clone()).await?;
+        let server = GrpcServer::bind(&settings.server, registry.metrics.registry.clone())
+            .await?
+            .protect(ADMIN_METHODS);
         Ok(Self {
             server,
             registry,

@@ -7,6 +7,7 @@
 //! that every service starts, reports and stops the same way.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod cli;
 pub mod client;
 pub mod conn;

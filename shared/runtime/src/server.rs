@@ -16,6 +16,7 @@ use tonic::service::Routes;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
+    admin::{AdminLayer, AdminToken},
     conn::{self, ConnPolicy},
     limits::MessageLimitLayer,
     propagation::ServerTraceLayer,
@@ -37,6 +38,8 @@ pub enum ServerError {
     Transport(#[from] tonic::transport::Error),
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Settings(#[from] crate::settings::SettingsError),
 }
 
 /// A bound, not yet serving, gRPC server with its metrics endpoint.
@@ -48,6 +51,8 @@ pub struct GrpcServer {
     health: HealthReporter,
     health_service:
         tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>,
+    admin_token: Option<AdminToken>,
+    protected: &'static [&'static str],
 }
 
 impl GrpcServer {
@@ -75,12 +80,24 @@ impl GrpcServer {
             }
             None => None,
         };
-        Ok(Self::from_listeners(
-            settings,
-            listener,
-            metrics_listener,
-            registry,
-        ))
+        let admin_token = settings.admin_token()?;
+        let mut server = Self::from_listeners(settings, listener, metrics_listener, registry);
+        server.admin_token = admin_token;
+        Ok(server)
+    }
+
+    /// Names the methods (full gRPC paths, `/pkg.Service/Method`) that
+    /// change state: with `server.admin_token_file` set they need its token
+    /// (see [`crate::admin`]).
+    pub fn protect(mut self, paths: &'static [&'static str]) -> Self {
+        self.protected = paths;
+        if self.admin_token.is_none() && !self.local_addr().ip().is_loopback() {
+            tracing::warn!(
+                addr = %self.local_addr(),
+                "state-changing RPCs are open to every caller that can reach this address: set server.admin_token_file (and keep the chart's NetworkPolicies on)"
+            );
+        }
+        self
     }
 
     /// Uses listeners the caller already bound (tests, socket activation).
@@ -101,6 +118,8 @@ impl GrpcServer {
             registry,
             health,
             health_service,
+            admin_token: None,
+            protected: &[],
         }
     }
 
@@ -212,6 +231,10 @@ impl GrpcServer {
             .http2_keepalive_interval(self.settings.http2_keepalive_interval())
             .http2_keepalive_timeout(Some(self.settings.http2_keepalive_timeout()))
             .layer(ServerTraceLayer)
+            .layer(AdminLayer {
+                token: self.admin_token.clone(),
+                protected: self.protected,
+            })
             .layer(MessageLimitLayer {
                 max_request_bytes: self.settings.max_request_bytes,
             })

@@ -101,6 +101,11 @@ pub struct ServerSettings {
     pub header_read_timeout_secs: u64,
     /// An HTTP request body must arrive whole within this, in seconds.
     pub body_timeout_secs: u64,
+    /// A file holding the token that state-changing RPCs (registry writes,
+    /// inference repository load/unload) must carry as
+    /// `x-mlmesh-admin-token`; empty: they are open (loopback development).
+    /// The token is never logged.
+    pub admin_token_file: String,
 }
 
 /// Deserializes an address, or `""` / `off` for none (environment variables cannot be unset
@@ -135,6 +140,7 @@ impl Default for ServerSettings {
             write_stall_timeout_secs: 60,
             header_read_timeout_secs: 10,
             body_timeout_secs: 60,
+            admin_token_file: String::new(),
         }
     }
 }
@@ -181,6 +187,15 @@ impl ServerSettings {
 
     pub fn http2_keepalive_timeout(&self) -> Duration {
         Duration::from_secs(self.http2_keepalive_timeout_secs.max(1))
+    }
+
+    /// The admin token, read from `admin_token_file` (none when unset).
+    pub fn admin_token(&self) -> Result<Option<crate::admin::AdminToken>, SettingsError> {
+        let path = self.admin_token_file.trim();
+        if path.is_empty() {
+            return Ok(None);
+        }
+        crate::admin::AdminToken::from_file(Path::new(path), "server.admin_token_file").map(Some)
     }
 
     /// Checks values no type can express.

@@ -6,6 +6,7 @@
 //! holds [`mlmesh_tests::serial`] so that, as before, they do not compete
 //! for this machine's two cores.
 
+mod admin_token;
 mod attacks;
 mod auth;
 mod embedding_process;

@@ -33,13 +33,13 @@ fn flat(v: &Value) -> Vec<f32> {
     }
 }
 
-struct Refs {
-    row: Vec<f32>,
-    v1: Vec<f32>,
-    v2: Vec<f32>,
+pub(crate) struct Refs {
+    pub(crate) row: Vec<f32>,
+    pub(crate) v1: Vec<f32>,
+    pub(crate) v2: Vec<f32>,
 }
 
-fn refs() -> Refs {
+pub(crate) fn refs() -> Refs {
     let p = repo_root().join("services/inference/tests/data/references.json");
     let r: Value =
         serde_json::from_str(&std::fs::read_to_string(p).expect("references")).expect("json");
@@ -51,7 +51,7 @@ fn refs() -> Refs {
     }
 }
 
-fn close(a: &[f32], b: &[f32]) -> bool {
+pub(crate) fn close(a: &[f32], b: &[f32]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-4)
 }
 
@@ -61,7 +61,7 @@ async fn push(c: &mut RegistryClient<tonic::transport::Channel>, files: &[(&str,
         .expect("push")
 }
 
-fn request(row: &[f32]) -> ipb::ModelInferRequest {
+pub(crate) fn request(row: &[f32]) -> ipb::ModelInferRequest {
     ipb::ModelInferRequest {
         model_name: "digits".into(),
         inputs: vec![InferInputTensor {
@@ -102,7 +102,7 @@ fn start_inference(registry: &Service, repo: &TempDir, cache: &TempDir) -> Servi
     )
 }
 
-fn probabilities(r: &ipb::ModelInferResponse) -> Vec<f32> {
+pub(crate) fn probabilities(r: &ipb::ModelInferResponse) -> Vec<f32> {
     let i = r
         .outputs
         .iter()

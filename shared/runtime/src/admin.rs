@@ -1,0 +1,193 @@
+//! Who may call a service's state-changing RPCs (the registry's writes, the
+//! inference service's repository load/unload): when
+//! `server.admin_token_file` is set, such a call must carry that file's
+//! token as `x-mlmesh-admin-token` metadata, or it is refused
+//! UNAUTHENTICATED before any of it is decoded. Reads stay open to every
+//! caller the network lets in (the chart's NetworkPolicies say who that is).
+//!
+//! A dedicated metadata key rather than `authorization`: the gateway reads
+//! `authorization` for its own API keys and JWTs, and a client's credential
+//! for the gateway must never double as one for the services behind it.
+//!
+//! One layer for every service; a service names its protected methods
+//! (full gRPC paths) with [`crate::GrpcServer::protect`].
+
+use std::{
+    path::Path,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use futures::future::{Either, Ready, ready};
+use http::{Request, Response};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::settings::SettingsError;
+
+/// The metadata key that carries the admin token.
+pub const ADMIN_TOKEN_HEADER: &str = "x-mlmesh-admin-token";
+
+/// Longest token file read (a token is a line, not a document).
+const MAX_TOKEN_BYTES: u64 = 4096;
+
+/// A secret token; its `Debug` never shows it.
+#[derive(Clone)]
+pub struct AdminToken(Arc<[u8]>);
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
+}
+
+impl AdminToken {
+    /// Reads the token from `path` (surrounding whitespace trimmed); an
+    /// unreadable, oversized or empty file fails naming `key`.
+    pub fn from_file(path: &Path, key: &str) -> Result<Self, SettingsError> {
+        let fail = |reason: String| SettingsError::Value {
+            key: key.into(),
+            reason,
+        };
+        let len = std::fs::metadata(path)
+            .map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?
+            .len();
+        if len > MAX_TOKEN_BYTES {
+            return Err(fail(format!(
+                "{} is {len} bytes; a token file holds at most {MAX_TOKEN_BYTES}",
+                path.display()
+            )));
+        }
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?;
+        let token = text.trim();
+        if token.len() < 16 {
+            return Err(fail(format!(
+                "the token in {} is shorter than 16 characters",
+                path.display()
+            )));
+        }
+        if !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(fail(format!(
+                "the token in {} must be printable ASCII without spaces (it travels as gRPC metadata)",
+                path.display()
+            )));
+        }
+        Ok(Self(token.as_bytes().into()))
+    }
+
+    /// Whether `given` is the token, in time independent of where they
+    /// differ.
+    pub fn matches(&self, given: &[u8]) -> bool {
+        if given.len() != self.0.len() {
+            return false;
+        }
+        given
+            .iter()
+            .zip(self.0.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+    }
+}
+
+/// Refuses calls to `protected` paths that lack the token.
+#[derive(Clone, Debug)]
+pub struct AdminLayer {
+    pub token: Option<AdminToken>,
+    pub protected: &'static [&'static str],
+}
+
+impl<S> Layer<S> for AdminLayer {
+    type Service = Admin<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Admin {
+            inner,
+            token: self.token.clone(),
+            protected: self.protected,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Admin<S> {
+    inner: S,
+    token: Option<AdminToken>,
+    protected: &'static [&'static str],
+}
+
+impl<S, B, RB> Service<Request<B>> for Admin<S>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+    S::Future: Send + 'static,
+    RB: Default,
+{
+    type Response = Response<RB>;
+    type Error = S::Error;
+    type Future = Either<S::Future, Ready<Result<Response<RB>, S::Error>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let Some(token) = &self.token else {
+            return Either::Left(self.inner.call(req));
+        };
+        let path = req.uri().path();
+        if !self.protected.contains(&path) {
+            return Either::Left(self.inner.call(req));
+        }
+        let given = req.headers().get(ADMIN_TOKEN_HEADER);
+        if given.is_some_and(|v| token.matches(v.as_bytes())) {
+            return Either::Left(self.inner.call(req));
+        }
+        let why = if given.is_some() {
+            "carries a wrong"
+        } else {
+            "lacks the"
+        };
+        tracing::warn!(method = path, "admin call refused: {why} token");
+        let status = tonic::Status::unauthenticated(format!(
+            "{path} changes state: the call {why} `{ADMIN_TOKEN_HEADER}` metadata (the token of server.admin_token_file)"
+        ));
+        Either::Right(ready(Ok(status.into_http())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token_file(text: &str) -> (std::path::PathBuf, AdminTokenResult) {
+        let dir = std::env::temp_dir().join(format!(
+            "mlmesh-admin-{}-{}",
+            std::process::id(),
+            text.len()
+        ));
+        let _ = std::fs::create_dir_all(&dir);
+        let p = dir.join("token");
+        let _ = std::fs::write(&p, text);
+        let r = AdminToken::from_file(&p, "server.admin_token_file");
+        (p, r)
+    }
+
+    type AdminTokenResult = Result<AdminToken, SettingsError>;
+
+    #[test]
+    fn tokens_are_checked_at_load_and_compared_whole() {
+        let (_, ok) = token_file("  s3cret-s3cret-s3cret\n");
+        let t = ok.expect("a good token loads");
+        assert!(t.matches(b"s3cret-s3cret-s3cret"));
+        assert!(!t.matches(b"s3cret-s3cret-s3cre"));
+        assert!(!t.matches(b"s3cret-s3cret-s3creT"));
+        assert!(!format!("{t:?}").contains("s3cret"));
+        let (_, short) = token_file("short");
+        let e = short.expect_err("too short").to_string();
+        assert!(
+            e.contains("server.admin_token_file") && e.contains("16"),
+            "{e}"
+        );
+        let (_, spaced) = token_file("has a space inside it");
+        assert!(spaced.is_err());
+    }
+}
