@@ -94,8 +94,8 @@ def main() -> int:
             check(pod.get("terminationGracePeriodSeconds", 30) > pre + grace,
                   f"{cname}: terminationGracePeriodSeconds above preStop + drain")
             check(env_value(c, "MLMESH_SERVER__LISTEN") is not None, f"{cname}: listen address set")
-            token = env_value(c, "MLMESH_SERVER__ADMIN_TOKEN_FILE")
-            if args.admin_token and component in ("registry", "inference"):
+            token = env_value(c, "MLMESH_SERVER__ADMIN_TOKEN_FILE") or env_value(c, "MLMESH_DOWNSTREAM__ADMIN_TOKEN_FILE")
+            if args.admin_token and component in ("registry", "inference", "gateway"):
                 mounted = any(m["mountPath"] == "/etc/mlmesh/admin" for m in c.get("volumeMounts", []))
                 secret = any(v.get("secret", {}).get("secretName") for v in pod.get("volumes", [])
                              if v["name"] == "admin-token")

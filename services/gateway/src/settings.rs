@@ -128,6 +128,10 @@ pub struct DownstreamSettings {
     /// A forwarded stream with no answer for this long is ended with
     /// DEADLINE_EXCEEDED, in seconds.
     pub stream_idle_timeout_secs: u64,
+    /// The inference service's admin token (its `server.admin_token_file`),
+    /// sent with the model loads and unloads this gateway forwards once the
+    /// caller's own admin scope is checked; empty: sent without one.
+    pub admin_token_file: String,
 }
 
 impl Default for DownstreamSettings {
@@ -145,6 +149,7 @@ impl Default for DownstreamSettings {
             eject_ms: 1_000,
             stream_timeout_secs: 3600,
             stream_idle_timeout_secs: 300,
+            admin_token_file: String::new(),
         }
     }
 }

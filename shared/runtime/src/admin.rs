@@ -76,6 +76,12 @@ impl AdminToken {
         Ok(Self(token.as_bytes().into()))
     }
 
+    /// The token itself, for a client that must present it (the gateway
+    /// forwarding a model load). Printable ASCII, checked at load.
+    pub fn expose(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
     /// Whether `given` is the token, in time independent of where they
     /// differ.
     pub fn matches(&self, given: &[u8]) -> bool {
@@ -181,6 +187,7 @@ mod tests {
         assert!(!t.matches(b"s3cret-s3cret-s3cre"));
         assert!(!t.matches(b"s3cret-s3cret-s3creT"));
         assert!(!format!("{t:?}").contains("s3cret"));
+        assert_eq!(t.expose(), "s3cret-s3cret-s3cret");
         let (_, short) = token_file("short");
         let e = short.expect_err("too short").to_string();
         assert!(

@@ -3,7 +3,8 @@
 //! wrong one (UNAUTHENTICATED naming the metadata key and the setting),
 //! `mlmesh registry` sends it from `--admin-token-file`, reads stay open so
 //! the inference service still follows an alias without any token, and the
-//! inference service refuses an unload without it while serving on.
+//! inference service refuses an unload without it while serving on; a
+//! gateway forwards an unload with its `downstream.admin_token_file`.
 
 use std::{
     process::Command,
@@ -189,8 +190,38 @@ fn state_changing_calls_need_the_admin_token_and_reads_stay_open() {
             .await
             .expect("still serving after the refused unload");
         assert!(close(&probabilities(&r.into_inner()), &refs.v1));
-        ic.repository_model_unload(with_token(unload(), TOKEN))
+        // Through the gateway: it forwards the unload with its own token
+        // (downstream.admin_token_file), or without one.
+        let mut via = Vec::new();
+        for token in [None, Some(token_file.display().to_string())] {
+            let mut env = vec![
+                ("MLMESH_DOWNSTREAM__INFERENCE", iaddr.to_string()),
+                ("MLMESH_DOWNSTREAM__EMBEDDING", "127.0.0.1:9".into()),
+                ("MLMESH_DOWNSTREAM__VECTOR_SEARCH", "127.0.0.1:9".into()),
+                ("MLMESH_HTTP__LISTEN", "off".into()),
+            ];
+            if let Some(t) = token {
+                env.push(("MLMESH_DOWNSTREAM__ADMIN_TOKEN_FILE", t));
+            }
+            via.push(Service::start("mlmesh-gateway", &env));
+        }
+        let mut without = GrpcInferenceServiceClient::connect(format!("http://{}", via[0].addr))
             .await
-            .expect("unload with the token");
+            .expect("gateway");
+        let e = without
+            .repository_model_unload(unload())
+            .await
+            .expect_err("a gateway without the token cannot unload");
+        assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
+        without
+            .model_infer(request(&refs.row))
+            .await
+            .expect("inference through the gateway needs no token");
+        let mut with = GrpcInferenceServiceClient::connect(format!("http://{}", via[1].addr))
+            .await
+            .expect("gateway");
+        with.repository_model_unload(unload())
+            .await
+            .expect("the gateway with downstream.admin_token_file unloads");
     });
 }

@@ -158,8 +158,13 @@ impl Core {
             }
             .into());
         }
+        let token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> = self
+            .inference_admin
+            .as_ref()
+            .and_then(|t| t.expose().parse().ok());
         let calls = replicas.into_iter().map(|(addr, ch)| {
             let body = body.clone();
+            let token = token.clone();
             let span = tracing::info_span!(
                 "grpc.client",
                 otel.name = m.path,
@@ -176,8 +181,12 @@ impl Core {
                     g.ready()
                         .await
                         .map_err(|e| Status::unavailable(e.to_string()))?;
-                    g.unary(req(body, remaining), m.path_and_query(), Passthrough)
-                        .await
+                    let mut r = req(body, remaining);
+                    if let Some(t) = token {
+                        r.metadata_mut()
+                            .insert(mlmesh_runtime::admin::ADMIN_TOKEN_HEADER, t);
+                    }
+                    g.unary(r, m.path_and_query(), Passthrough).await
                 })
                 .await
                 {

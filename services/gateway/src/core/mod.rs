@@ -147,6 +147,9 @@ pub struct Core {
     admission: Arc<Semaphore>,
     /// One ingest at a time per document (see `doc_locks`).
     documents: doc_locks::DocumentLocks,
+    /// The inference service's admin token, sent with forwarded model
+    /// loads and unloads (`downstream.admin_token_file`).
+    inference_admin: Option<mlmesh_runtime::admin::AdminToken>,
     /// Authentication and limits, when on.
     pub auth: Option<Arc<crate::auth::Auth>>,
     pub metrics: Metrics,
@@ -181,7 +184,18 @@ impl Core {
             metrics.clone(),
         )?;
         let inference = Pool::new("inference", &fixed(&d.inference), d, metrics.clone())?;
+        let inference_admin = match d.admin_token_file.trim() {
+            "" => None,
+            path => Some(
+                mlmesh_runtime::admin::AdminToken::from_file(
+                    std::path::Path::new(path),
+                    "downstream.admin_token_file",
+                )
+                .map_err(|e| e.to_string())?,
+            ),
+        };
         Ok(Self {
+            inference_admin,
             embedding,
             vector,
             inference,
