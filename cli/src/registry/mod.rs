@@ -16,8 +16,8 @@ use self::{
     backup::{backup, restore},
     transfer::{pull, push},
 };
+use mlmesh_runtime::admin::AdminToken;
 use tonic::{
-    metadata::{Ascii, MetadataValue},
     service::{Interceptor, interceptor::InterceptedService},
     transport::Channel,
 };
@@ -41,34 +41,19 @@ pub struct RegistryCmd {
 }
 
 /// A registry client that sends the admin token, when one is given.
-pub(crate) type Client = RegistryClient<InterceptedService<Channel, AdminToken>>;
+pub(crate) type Client = RegistryClient<InterceptedService<Channel, SendToken>>;
 
-/// Adds `x-mlmesh-admin-token` to every call.
+/// Adds the admin token (if any) to every call.
 #[derive(Clone)]
-pub(crate) struct AdminToken(Option<MetadataValue<Ascii>>);
+pub(crate) struct SendToken(Option<AdminToken>);
 
-impl Interceptor for AdminToken {
+impl Interceptor for SendToken {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
         if let Some(t) = &self.0 {
-            req.metadata_mut().insert("x-mlmesh-admin-token", t.clone());
+            t.attach(req.metadata_mut());
         }
         Ok(req)
     }
-}
-
-fn admin_token(path: Option<&PathBuf>) -> anyhow::Result<AdminToken> {
-    let Some(path) = path else {
-        return Ok(AdminToken(None));
-    };
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("--admin-token-file {}", path.display()))?;
-    let v = MetadataValue::try_from(text.trim()).map_err(|_| {
-        anyhow::anyhow!(
-            "--admin-token-file {}: the token must be printable ASCII",
-            path.display()
-        )
-    })?;
-    Ok(AdminToken(Some(v)))
 }
 
 #[derive(Subcommand, Debug)]
@@ -154,13 +139,16 @@ enum AliasCmd {
 }
 
 pub async fn run(cmd: RegistryCmd) -> anyhow::Result<()> {
-    let token = admin_token(cmd.admin_token_file.as_ref())?;
+    let token = match &cmd.admin_token_file {
+        Some(path) => Some(AdminToken::from_file(path, "--admin-token-file")?),
+        None => None,
+    };
     let channel = Channel::from_shared(format!("http://{}", cmd.addr))
         .with_context(|| format!("registry address {:?}", cmd.addr))?
         .connect()
         .await
         .with_context(|| format!("connecting to the registry at {}", cmd.addr))?;
-    let mut c = RegistryClient::with_interceptor(channel, token);
+    let mut c = RegistryClient::with_interceptor(channel, SendToken(token));
     match cmd.command {
         Cmd::Create {
             name,

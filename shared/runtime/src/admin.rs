@@ -14,12 +14,12 @@
 
 use std::{
     path::Path,
-    sync::Arc,
     task::{Context, Poll},
 };
 
 use futures::future::{Either, Ready, ready};
 use http::{Request, Response};
+use tonic::metadata::{Ascii, MetadataMap, MetadataValue};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -31,9 +31,10 @@ pub const ADMIN_TOKEN_HEADER: &str = "x-mlmesh-admin-token";
 /// Longest token file read (a token is a line, not a document).
 const MAX_TOKEN_BYTES: u64 = 4096;
 
-/// A secret token; its `Debug` never shows it.
+/// A secret token, held as the metadata value it travels as (checked once,
+/// at load); its `Debug` never shows it.
 #[derive(Clone)]
-pub struct AdminToken(Arc<[u8]>);
+pub struct AdminToken(MetadataValue<Ascii>);
 
 impl std::fmt::Debug for AdminToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -42,6 +43,15 @@ impl std::fmt::Debug for AdminToken {
 }
 
 impl AdminToken {
+    /// The token of the file a setting names (`key` = `value`), or none
+    /// when the setting is empty.
+    pub fn from_setting(value: &str, key: &str) -> Result<Option<Self>, SettingsError> {
+        match value.trim() {
+            "" => Ok(None),
+            path => Self::from_file(Path::new(path), key).map(Some),
+        }
+    }
+
     /// Reads the token from `path` (surrounding whitespace trimmed); an
     /// unreadable, oversized or empty file fails naming `key`.
     pub fn from_file(path: &Path, key: &str) -> Result<Self, SettingsError> {
@@ -67,32 +77,34 @@ impl AdminToken {
                 path.display()
             )));
         }
-        if !token.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(fail(format!(
+        let not_ascii = || {
+            fail(format!(
                 "the token in {} must be printable ASCII without spaces (it travels as gRPC metadata)",
                 path.display()
-            )));
+            ))
+        };
+        if !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(not_ascii());
         }
-        Ok(Self(token.as_bytes().into()))
+        let mut value = MetadataValue::try_from(token).map_err(|_| not_ascii())?;
+        value.set_sensitive(true);
+        Ok(Self(value))
     }
 
-    /// The token itself, for a client that must present it (the gateway
-    /// forwarding a model load). Printable ASCII, checked at load.
-    pub fn expose(&self) -> &str {
-        std::str::from_utf8(&self.0).unwrap_or_default()
+    /// Adds the token to a call's metadata (a client presenting it: the
+    /// CLI, the gateway forwarding a model load).
+    pub fn attach(&self, metadata: &mut MetadataMap) {
+        metadata.insert(ADMIN_TOKEN_HEADER, self.0.clone());
     }
 
     /// Whether `given` is the token, in time independent of where they
     /// differ.
     pub fn matches(&self, given: &[u8]) -> bool {
-        if given.len() != self.0.len() {
+        let own = self.0.as_bytes();
+        if given.len() != own.len() {
             return false;
         }
-        given
-            .iter()
-            .zip(self.0.iter())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+        given.iter().zip(own).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
     }
 }
 
@@ -187,7 +199,12 @@ mod tests {
         assert!(!t.matches(b"s3cret-s3cret-s3cre"));
         assert!(!t.matches(b"s3cret-s3cret-s3creT"));
         assert!(!format!("{t:?}").contains("s3cret"));
-        assert_eq!(t.expose(), "s3cret-s3cret-s3cret");
+        let mut m = MetadataMap::new();
+        t.attach(&mut m);
+        assert_eq!(
+            m.get(ADMIN_TOKEN_HEADER).map(|v| v.as_bytes()),
+            Some(&b"s3cret-s3cret-s3cret"[..])
+        );
         let (_, short) = token_file("short");
         let e = short.expect_err("too short").to_string();
         assert!(

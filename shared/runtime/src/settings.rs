@@ -191,11 +191,7 @@ impl ServerSettings {
 
     /// The admin token, read from `admin_token_file` (none when unset).
     pub fn admin_token(&self) -> Result<Option<crate::admin::AdminToken>, SettingsError> {
-        let path = self.admin_token_file.trim();
-        if path.is_empty() {
-            return Ok(None);
-        }
-        crate::admin::AdminToken::from_file(Path::new(path), "server.admin_token_file").map(Some)
+        crate::admin::AdminToken::from_setting(&self.admin_token_file, "server.admin_token_file")
     }
 
     /// Checks values no type can express.

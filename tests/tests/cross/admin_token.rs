@@ -17,7 +17,9 @@ use mlmesh_proto::{
 };
 use mlmesh_tests::{Service, TempDir, binary, repo_root};
 
-use crate::registry_follow::{close, probabilities, refs, request};
+use crate::registry_follow::{
+    close, probabilities, refs, request, runtime, start_inference, start_registry,
+};
 
 const TOKEN: &str = "a-test-admin-token-0123456789";
 
@@ -53,11 +55,7 @@ fn assert_refused(r: Result<impl std::fmt::Debug, tonic::Status>, what: &str) {
 #[test]
 fn state_changing_calls_need_the_admin_token_and_reads_stay_open() {
     let _serial = mlmesh_tests::serial();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     let (dir, reg_data, cache, repo, folder) = (
         TempDir::new("admin-token"),
         TempDir::new("admin-registry"),
@@ -71,16 +69,7 @@ fn state_changing_calls_need_the_admin_token_and_reads_stay_open() {
         "MLMESH_SERVER__ADMIN_TOKEN_FILE",
         token_file.display().to_string(),
     );
-    let registry = Service::start(
-        "mlmesh-registry",
-        &[
-            (
-                "MLMESH_REGISTRY__DATA_DIR",
-                reg_data.path().display().to_string(),
-            ),
-            token_env.clone(),
-        ],
-    );
+    let registry = start_registry(&reg_data, std::slice::from_ref(&token_env));
     let addr = registry.addr.to_string();
 
     rt.block_on(async {
@@ -140,25 +129,7 @@ fn state_changing_calls_need_the_admin_token_and_reads_stay_open() {
 
     // The follower reads without a token; the inference service's own
     // repository calls need its token.
-    let inference = Service::start(
-        "mlmesh-inference",
-        &[
-            (
-                "MLMESH_INFERENCE__MODEL_REPOSITORY",
-                repo.path().display().to_string(),
-            ),
-            ("MLMESH_INFERENCE__REGISTRY_ADDR", addr.clone()),
-            (
-                "MLMESH_INFERENCE__REGISTRY_MODELS",
-                "registry://digits@production".into(),
-            ),
-            (
-                "MLMESH_INFERENCE__REGISTRY_CACHE_DIR",
-                cache.path().display().to_string(),
-            ),
-            token_env,
-        ],
-    );
+    let inference = start_inference(&registry, &repo, &cache, &[token_env]);
     let iaddr = inference.addr;
     let refs = refs();
     rt.block_on(async {

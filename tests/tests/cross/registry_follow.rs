@@ -81,25 +81,49 @@ pub(crate) fn request(row: &[f32]) -> ipb::ModelInferRequest {
 }
 
 /// The inference service following `digits@production` on `registry`.
-fn start_inference(registry: &Service, repo: &TempDir, cache: &TempDir) -> Service {
-    Service::start(
-        "mlmesh-inference",
-        &[
-            (
-                "MLMESH_INFERENCE__MODEL_REPOSITORY",
-                repo.path().display().to_string(),
-            ),
-            ("MLMESH_INFERENCE__REGISTRY_ADDR", registry.addr.to_string()),
-            (
-                "MLMESH_INFERENCE__REGISTRY_MODELS",
-                "registry://digits@production".into(),
-            ),
-            (
-                "MLMESH_INFERENCE__REGISTRY_CACHE_DIR",
-                cache.path().display().to_string(),
-            ),
-        ],
-    )
+/// (`extra`: more settings, e.g. an admin token.)
+pub(crate) fn start_inference(
+    registry: &Service,
+    repo: &TempDir,
+    cache: &TempDir,
+    extra: &[(&str, String)],
+) -> Service {
+    let mut env = vec![
+        (
+            "MLMESH_INFERENCE__MODEL_REPOSITORY",
+            repo.path().display().to_string(),
+        ),
+        ("MLMESH_INFERENCE__REGISTRY_ADDR", registry.addr.to_string()),
+        (
+            "MLMESH_INFERENCE__REGISTRY_MODELS",
+            "registry://digits@production".into(),
+        ),
+        (
+            "MLMESH_INFERENCE__REGISTRY_CACHE_DIR",
+            cache.path().display().to_string(),
+        ),
+    ];
+    env.extend(extra.iter().cloned());
+    Service::start("mlmesh-inference", &env)
+}
+
+/// A registry on `data`, with `extra` settings.
+pub(crate) fn start_registry(data: &TempDir, extra: &[(&str, String)]) -> Service {
+    let mut env = vec![(
+        "MLMESH_REGISTRY__DATA_DIR",
+        data.path().display().to_string(),
+    )];
+    env.extend(extra.iter().cloned());
+    Service::start("mlmesh-registry", &env)
+}
+
+/// The runtime the follow tests drive their clients on.
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
 }
 
 pub(crate) fn probabilities(r: &ipb::ModelInferResponse) -> Vec<f32> {
@@ -117,23 +141,13 @@ pub(crate) fn probabilities(r: &ipb::ModelInferResponse) -> Vec<f32> {
 #[test]
 fn the_inference_service_follows_an_alias_with_zero_failed_calls() {
     let _serial = mlmesh_tests::serial();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     let (reg_data, cache, repo) = (
         TempDir::new("follow-registry"),
         TempDir::new("follow-cache"),
         TempDir::new("follow-repo"),
     );
-    let registry = Service::start(
-        "mlmesh-registry",
-        &[(
-            "MLMESH_REGISTRY__DATA_DIR",
-            reg_data.path().display().to_string(),
-        )],
-    );
+    let registry = start_registry(&reg_data, &[]);
     let refs = refs();
     let v1_file =
         std::fs::read(repo_root().join("services/inference/models/digits-mlp-npz/1/model.npz"))
@@ -166,7 +180,7 @@ fn the_inference_service_follows_an_alias_with_zero_failed_calls() {
         .expect("alias");
         c
     });
-    let inference = start_inference(&registry, &repo, &cache);
+    let inference = start_inference(&registry, &repo, &cache, &[]);
     let addr = inference.addr;
     let inf = &inference;
     let cache_dir = cache.path().to_path_buf();
@@ -412,7 +426,7 @@ fn the_inference_service_follows_an_alias_with_zero_failed_calls() {
     )
     .expect("tamper");
     std::fs::write(v1_dir.join(".mlmesh-manifest"), "0".repeat(64)).expect("marker");
-    let inference = start_inference(&registry, &repo, &cache);
+    let inference = start_inference(&registry, &repo, &cache, &[]);
     let addr = inference.addr;
     let refs = self::refs();
     rt.block_on(async move {

@@ -158,13 +158,9 @@ impl Core {
             }
             .into());
         }
-        let token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> = self
-            .inference_admin
-            .as_ref()
-            .and_then(|t| t.expose().parse().ok());
+        let token = self.inference_admin.as_ref();
         let calls = replicas.into_iter().map(|(addr, ch)| {
             let body = body.clone();
-            let token = token.clone();
             let span = tracing::info_span!(
                 "grpc.client",
                 otel.name = m.path,
@@ -183,8 +179,7 @@ impl Core {
                         .map_err(|e| Status::unavailable(e.to_string()))?;
                     let mut r = req(body, remaining);
                     if let Some(t) = token {
-                        r.metadata_mut()
-                            .insert(mlmesh_runtime::admin::ADMIN_TOKEN_HEADER, t);
+                        t.attach(r.metadata_mut());
                     }
                     g.unary(r, m.path_and_query(), Passthrough).await
                 })

@@ -184,16 +184,11 @@ impl Core {
             metrics.clone(),
         )?;
         let inference = Pool::new("inference", &fixed(&d.inference), d, metrics.clone())?;
-        let inference_admin = match d.admin_token_file.trim() {
-            "" => None,
-            path => Some(
-                mlmesh_runtime::admin::AdminToken::from_file(
-                    std::path::Path::new(path),
-                    "downstream.admin_token_file",
-                )
-                .map_err(|e| e.to_string())?,
-            ),
-        };
+        let inference_admin = mlmesh_runtime::admin::AdminToken::from_setting(
+            &d.admin_token_file,
+            "downstream.admin_token_file",
+        )
+        .map_err(|e| e.to_string())?;
         Ok(Self {
             inference_admin,
             embedding,
