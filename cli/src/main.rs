@@ -1,6 +1,8 @@
-//! `mlmesh`: the mesh launcher (`mlmesh up`, see [`up`]) and the model
-//! registry's command line (`mlmesh registry …`, see [`registry`]).
+//! `mlmesh`: the mesh launcher (`mlmesh up`, see [`up`]), the model
+//! registry's command line (`mlmesh registry …`, see [`registry`]) and a
+//! private CA for mutual TLS (`mlmesh certs`, see [`certs`]).
 
+mod certs;
 mod registry;
 mod up;
 
@@ -23,6 +25,8 @@ enum Cmd {
     Up(up::Up),
     /// Models, versions and aliases in the model registry.
     Registry(registry::RegistryCmd),
+    /// A private CA and certificates for mutual TLS between the services.
+    Certs(certs::Certs),
 }
 
 #[tokio::main]
@@ -30,5 +34,6 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Cmd::Up(u) => up::up(u).await,
         Cmd::Registry(r) => registry::run(r).await,
+        Cmd::Certs(c) => certs::certs(c),
     }
 }

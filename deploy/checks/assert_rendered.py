@@ -49,6 +49,8 @@ def main() -> int:
     ap.add_argument("--discovering", nargs="*", default=[])
     ap.add_argument("--admin-token", action="store_true",
                     help="registry and inference must read the admin token from a mounted Secret")
+    ap.add_argument("--tls", action="store_true",
+                    help="every service but the gateway serves mutual TLS from a cert-manager Secret")
     args = ap.parse_args()
     with open(args.rendered) as f:
         docs = [d for d in yaml.safe_load_all(f) if d]
@@ -74,11 +76,29 @@ def main() -> int:
             check(pod.get("automountServiceAccountToken") is False, f"{name}: mounts no token")
         for c in pod["containers"]:
             cname = f"{name}/{c['name']}"
+            serves_tls = args.tls and component != "gateway"
             for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
                 p = c.get(probe, {})
+                if serves_tls:
+                    check(p.get("httpGet") == {"path": "/healthz", "port": "metrics"},
+                          f"{cname}: {probe} on /healthz of the metrics port (the server speaks only TLS)")
+                    continue
                 check("grpc" in p, f"{cname}: {probe} is a native gRPC probe")
                 ports = {pt["name"]: pt["containerPort"] for pt in c.get("ports", [])}
                 check(p.get("grpc", {}).get("port") == ports.get("grpc"), f"{cname}: {probe} on the gRPC port")
+            tls_files = {e["name"]: e.get("value") for e in c.get("env", []) if "TLS__" in e["name"]}
+            mounted = any(m["mountPath"] == "/etc/mlmesh/tls" for m in c.get("volumeMounts", []))
+            if args.tls:
+                want = ({"MLMESH_DOWNSTREAM__TLS__CA_FILE", "MLMESH_DOWNSTREAM__TLS__CERT_FILE"} if component == "gateway"
+                        else {"MLMESH_SERVER__TLS__CERT_FILE", "MLMESH_SERVER__TLS__CLIENT_CA_FILE"})
+                check(want <= set(tls_files) and mounted, f"{cname}: TLS files {sorted(want)} from a mounted Secret")
+                if component == "inference":
+                    check(str(tls_files.get("MLMESH_SERVER__TLS__ADMIN_IDENTITIES", "")).startswith(
+                        w["metadata"]["name"].replace("-inference", "-gateway") + "."),
+                          f"{cname}: the gateway's certificate is the admin identity")
+                    check("MLMESH_INFERENCE__REGISTRY_TLS__CA_FILE" in tls_files, f"{cname}: TLS to the registry")
+            else:
+                check(not tls_files and not mounted, f"{cname}: no TLS expected")
             res = c.get("resources", {})
             for kind in ("requests", "limits"):
                 for r in ("cpu", "memory"):
@@ -142,6 +162,20 @@ def main() -> int:
                         grpc_pods.add(pod.get("app.kubernetes.io/component"))
         check(grpc_pods == CALLERS[component] | {"health-test"},
               f"NetworkPolicy/{policy['metadata']['name']}: gRPC from {sorted(grpc_pods)}, expected {sorted(CALLERS[component] | {'health-test'})}")
+    certs = {c["spec"]["secretName"]: c for c in by_kind.get("Certificate", [])}
+    if args.tls:
+        for w in workloads:
+            secret = f'{w["metadata"]["name"]}-tls'
+            cert = certs.get(secret)
+            check(cert is not None, f"{w['metadata']['name']}: a Certificate writes {secret}")
+            if cert:
+                ns = w["metadata"]["namespace"]
+                check(f'{w["metadata"]["name"]}.{ns}.svc' in cert["spec"]["dnsNames"],
+                      f"Certificate/{cert['metadata']['name']}: names the Service's cluster DNS name")
+                check({"server auth", "client auth"} <= set(cert["spec"].get("usages", [])),
+                      f"Certificate/{cert['metadata']['name']}: valid for server and client")
+    else:
+        check(not certs, "no Certificates expected")
     for f in failures:
         print(f"FAIL {args.rendered}: {f}")
     return 1 if failures else 0

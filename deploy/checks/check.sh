@@ -79,9 +79,12 @@ step "checkov: $(grep -o 'Passed checks: [0-9]*, Failed checks: [0-9]*, Skipped 
 
 # 4. assertions
 python3 "$ROOT/deploy/checks/assert_rendered.py" "$OUT/default-values.yaml" --discovering gateway
-python3 "$ROOT/deploy/checks/assert_rendered.py" "$OUT/external-stores-values.yaml" --discovering gateway --admin-token
-if python3 "$ROOT/deploy/checks/assert_rendered.py" "$OUT/external-stores-values.yaml" --discovering gateway >/dev/null; then
+python3 "$ROOT/deploy/checks/assert_rendered.py" "$OUT/external-stores-values.yaml" --discovering gateway --admin-token --tls
+if python3 "$ROOT/deploy/checks/assert_rendered.py" "$OUT/external-stores-values.yaml" --discovering gateway --tls >/dev/null; then
   echo "assert_rendered.py accepted an admin token where none was configured" >&2; exit 1
+fi
+if python3 "$ROOT/deploy/checks/assert_rendered.py" "$OUT/default-values.yaml" --discovering gateway --tls >/dev/null; then
+  echo "assert_rendered.py accepted plaintext where mutual TLS was asked for" >&2; exit 1
 fi
 python3 "$ROOT/deploy/checks/assert_rendered.py" "$OUT/minimal-values.yaml"
 if python3 "$ROOT/deploy/checks/assert_rendered.py" "$OUT/default-values.yaml" >/dev/null; then
@@ -92,7 +95,7 @@ fi
 if python3 "$ROOT/deploy/checks/assert_rendered.py" "$OUT/open.yaml" --discovering gateway >/dev/null; then
   echo "assert_rendered.py accepted services without NetworkPolicies" >&2; exit 1
 fi
-step "rendered objects: probes, resources, security context, PDBs, RBAC only for the gateway, each service reachable only from its callers, the admin token mounted where configured"
+step "rendered objects: probes, resources, security context, PDBs, RBAC only for the gateway, each service reachable only from its callers, the admin token mounted where configured, mutual TLS with cert-manager Certificates where enabled"
 
 # 5. lint YAML and the Dockerfile
 PYTHONPATH="$TOOLS" python3 "$TOOLS/bin/yamllint" -s -c "$ROOT/deploy/checks/yamllint.yaml" \

@@ -16,10 +16,10 @@ use self::{
     backup::{backup, restore},
     transfer::{pull, push},
 };
-use mlmesh_runtime::admin::AdminToken;
-use tonic::{
-    service::{Interceptor, interceptor::InterceptedService},
-    transport::Channel,
+use mlmesh_runtime::{
+    admin::AdminToken,
+    client::{H2Channel, H2Settings, StreamingBody},
+    tls::{ClientTls, ClientTlsSettings},
 };
 
 #[derive(Args, Debug)]
@@ -36,23 +36,65 @@ pub struct RegistryCmd {
     /// server.admin_token_file), sent with every call.
     #[arg(long, global = true, env = "MLMESH_ADMIN_TOKEN_FILE")]
     admin_token_file: Option<PathBuf>,
+    /// The mesh CA (PEM): the registry serves TLS and its certificate must
+    /// chain to this CA and name the host of --addr.
+    #[arg(long, global = true, env = "MLMESH_TLS_CA_FILE")]
+    tls_ca_file: Option<String>,
+    /// This client's certificate (PEM), for a registry that asks for one
+    /// (mutual TLS); its name must be in the registry's
+    /// server.tls.admin_identities to change anything.
+    #[arg(
+        long,
+        global = true,
+        env = "MLMESH_TLS_CERT_FILE",
+        requires = "tls_key_file"
+    )]
+    tls_cert_file: Option<String>,
+    /// The private key of --tls-cert-file (PEM).
+    #[arg(
+        long,
+        global = true,
+        env = "MLMESH_TLS_KEY_FILE",
+        requires = "tls_cert_file"
+    )]
+    tls_key_file: Option<String>,
     #[command(subcommand)]
     command: Cmd,
 }
 
 /// A registry client that sends the admin token, when one is given.
-pub(crate) type Client = RegistryClient<InterceptedService<Channel, SendToken>>;
+pub(crate) type Client = RegistryClient<SendToken>;
 
-/// Adds the admin token (if any) to every call.
+/// The channel, adding the admin token (if any) to every call and sending
+/// every request body as it is produced (an upload streams files of any
+/// size rather than collecting them first).
 #[derive(Clone)]
-pub(crate) struct SendToken(Option<AdminToken>);
+pub(crate) struct SendToken {
+    channel: H2Channel,
+    token: Option<AdminToken>,
+}
 
-impl Interceptor for SendToken {
-    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(t) = &self.0 {
-            t.attach(req.metadata_mut());
+impl tower_service::Service<http::Request<tonic::body::Body>> for SendToken {
+    type Response =
+        <H2Channel as tower_service::Service<http::Request<tonic::body::Body>>>::Response;
+    type Error = tonic::Status;
+    type Future = <H2Channel as tower_service::Service<http::Request<tonic::body::Body>>>::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.channel.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<tonic::body::Body>) -> Self::Future {
+        if let Some(t) = &self.token {
+            let mut m = tonic::metadata::MetadataMap::new();
+            t.attach(&mut m);
+            req.headers_mut().extend(m.into_headers());
         }
-        Ok(req)
+        req.extensions_mut().insert(StreamingBody);
+        self.channel.call(req)
     }
 }
 
@@ -143,12 +185,23 @@ pub async fn run(cmd: RegistryCmd) -> anyhow::Result<()> {
         Some(path) => Some(AdminToken::from_file(path, "--admin-token-file")?),
         None => None,
     };
-    let channel = Channel::from_shared(format!("http://{}", cmd.addr))
-        .with_context(|| format!("registry address {:?}", cmd.addr))?
-        .connect()
-        .await
-        .with_context(|| format!("connecting to the registry at {}", cmd.addr))?;
-    let mut c = RegistryClient::with_interceptor(channel, SendToken(token));
+    let tls = ClientTls::from_settings(
+        &ClientTlsSettings {
+            ca_file: cmd.tls_ca_file.clone().unwrap_or_default(),
+            cert_file: cmd.tls_cert_file.clone().unwrap_or_default(),
+            key_file: cmd.tls_key_file.clone().unwrap_or_default(),
+            reload_secs: 0,
+        },
+        "--tls",
+    )?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let uri = format!("{scheme}://{}", cmd.addr)
+        .parse()
+        .with_context(|| format!("registry address {:?}", cmd.addr))?;
+    // Connected on the first call, which names the address if it fails.
+    let channel = H2Channel::lazy(uri, H2Settings::default(), tls)
+        .map_err(|e| anyhow::anyhow!("registry address {:?}: {e}", cmd.addr))?;
+    let mut c = RegistryClient::new(SendToken { channel, token });
     match cmd.command {
         Cmd::Create {
             name,

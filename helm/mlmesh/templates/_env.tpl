@@ -87,3 +87,38 @@
 {{- end }}
 {{- end }}
 {{- end }}
+
+{{/* TLS files (Secret <name>-tls at /etc/mlmesh/tls) and identities.
+Args: root, service. */}}
+{{- define "mlmesh.env.tls" -}}
+{{- $v := .root.Values -}}
+{{- if $v.tls.enabled }}
+{{- if include "mlmesh.servesTls" . }}
+- name: MLMESH_SERVER__TLS__CERT_FILE
+  value: /etc/mlmesh/tls/tls.crt
+- name: MLMESH_SERVER__TLS__KEY_FILE
+  value: /etc/mlmesh/tls/tls.key
+- name: MLMESH_SERVER__TLS__CLIENT_CA_FILE
+  value: /etc/mlmesh/tls/ca.crt
+{{- end }}
+{{- if eq .service "inference" }}
+{{- /* The gateway forwards model loads and unloads: its certificate may. */}}
+- name: MLMESH_SERVER__TLS__ADMIN_IDENTITIES
+  value: {{ printf "%s.%s.svc" (include "mlmesh.name" (dict "root" .root "service" "gateway")) .root.Release.Namespace | quote }}
+{{- range $k := list "CA_FILE" "CERT_FILE" "KEY_FILE" }}
+- name: MLMESH_INFERENCE__REGISTRY_TLS__{{ $k }}
+  value: /etc/mlmesh/tls/{{ get (dict "CA_FILE" "ca.crt" "CERT_FILE" "tls.crt" "KEY_FILE" "tls.key") $k }}
+{{- end }}
+{{- end }}
+{{- if and (eq .service "registry") $v.tls.registryAdminIdentities }}
+- name: MLMESH_SERVER__TLS__ADMIN_IDENTITIES
+  value: {{ join "," $v.tls.registryAdminIdentities | quote }}
+{{- end }}
+{{- if eq .service "gateway" }}
+{{- range $k := list "CA_FILE" "CERT_FILE" "KEY_FILE" }}
+- name: MLMESH_DOWNSTREAM__TLS__{{ $k }}
+  value: /etc/mlmesh/tls/{{ get (dict "CA_FILE" "ca.crt" "CERT_FILE" "tls.crt" "KEY_FILE" "tls.key") $k }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}

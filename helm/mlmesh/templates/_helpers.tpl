@@ -65,3 +65,21 @@ helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version }}
 {{- define "mlmesh.discovers" -}}
 {{- if and (eq .service "gateway") (eq .root.Values.gateway.discovery "kubernetes") -}}true{{- end -}}
 {{- end }}
+
+{{/* "true" when service S serves mutual TLS: every service but the
+gateway, whose faces are the public ones. Args: root, service. */}}
+{{- define "mlmesh.servesTls" -}}
+{{- if and .root.Values.tls.enabled (ne .service "gateway") }}true{{ end -}}
+{{- end }}
+
+{{/* The DNS names of service S's certificate: its Service as dialled
+(static addresses), and its cluster names (what the gateway checks for
+replicas it found by discovery). Args: root, service. */}}
+{{- define "mlmesh.tlsNames" -}}
+{{- $n := include "mlmesh.name" . -}}
+{{- $ns := .root.Release.Namespace -}}
+- {{ $n }}
+- {{ $n }}.{{ $ns }}
+- {{ $n }}.{{ $ns }}.svc
+- {{ $n }}.{{ $ns }}.svc.cluster.local
+{{- end }}

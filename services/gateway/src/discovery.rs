@@ -45,6 +45,9 @@ pub async fn start(
             continue;
         };
         let target = Target::parse(entry)?;
+        // Replicas are dialled by pod IP; their certificates name the
+        // Service (its cluster DNS name).
+        pool.verify_as(&format!("{}.{namespace}.svc", target.service))?;
         let (tx, mut rx) = watch::channel(Vec::new());
         tasks.push(tokio::spawn(mlmesh_discovery::watch_endpoints(
             client.clone(),

@@ -28,6 +28,7 @@ use std::{
 use mlmesh_runtime::{
     client::{H2Channel, H2Settings},
     propagation::{ClientTrace, ClientTraceLayer},
+    tls::ClientTls,
 };
 use tonic::{Code, Status};
 use tower_layer::Layer as _;
@@ -83,13 +84,15 @@ impl DownstreamError {
     }
 }
 
-/// `host:port` or `http://host:port` as a URI; the reason otherwise.
-pub fn endpoint_uri(addr: &str) -> Result<http::Uri, String> {
+/// `host:port`, `http://host:port` or (with `tls`) `https://host:port` as
+/// a URI, `https` when `tls`; the reason otherwise.
+pub fn endpoint_uri(addr: &str, tls: bool) -> Result<http::Uri, String> {
     let a = addr.trim();
+    let scheme = if tls { "https" } else { "http" };
     let full = if a.contains("://") {
         a.to_owned()
     } else {
-        format!("http://{a}")
+        format!("{scheme}://{a}")
     };
     let uri: http::Uri = full
         .parse()
@@ -99,10 +102,12 @@ pub fn endpoint_uri(addr: &str) -> Result<http::Uri, String> {
             "{addr:?} needs a host and a port, like 127.0.0.1:50051"
         ));
     }
-    if uri.scheme_str() != Some("http") {
-        return Err(format!(
-            "{addr:?}: only http:// (plaintext gRPC) is supported"
-        ));
+    if uri.scheme_str() != Some(scheme) {
+        return Err(if tls {
+            format!("{addr:?}: downstream.tls is set, so calls are https://")
+        } else {
+            format!("{addr:?}: only http:// (plaintext gRPC) without downstream.tls.ca_file")
+        });
     }
     Ok(uri)
 }
@@ -128,6 +133,9 @@ pub struct Pool {
     service: &'static str,
     replicas: RwLock<Replicas>,
     h2: H2Settings,
+    /// TLS of new channels (checked for the name set by discovery, else
+    /// the host dialled).
+    tls: RwLock<Option<ClientTls>>,
     epoch: Instant,
     max_attempts: u32,
     eject: Duration,
@@ -151,11 +159,13 @@ impl Pool {
         service: &'static str,
         addrs: &[String],
         settings: &DownstreamSettings,
+        tls: Option<ClientTls>,
         metrics: Metrics,
     ) -> Result<Arc<Self>, String> {
         let pool = Arc::new(Self {
             service,
             replicas: RwLock::new(Arc::new(Vec::new())),
+            tls: RwLock::new(tls),
             h2: H2Settings {
                 connect_timeout: Duration::from_millis(settings.connect_timeout_ms),
                 keep_alive: Duration::from_secs(30),
@@ -182,7 +192,9 @@ impl Pool {
                 next.push(Arc::clone(r));
                 continue;
             }
-            let channel = H2Channel::lazy(endpoint_uri(addr)?, self.h2)?;
+            let tls = self.tls.read().unwrap_or_else(|e| e.into_inner()).clone();
+            let uri = endpoint_uri(addr, tls.is_some())?;
+            let channel = H2Channel::lazy(uri, self.h2, tls)?;
             next.push(Arc::new(Replica {
                 addr: addr.to_owned(),
                 channel: ClientTraceLayer.layer(channel),
@@ -196,6 +208,16 @@ impl Pool {
             .with_label_values(&[self.service])
             .set(next.len() as i64);
         *self.replicas.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
+        Ok(())
+    }
+
+    /// Replicas added from now on verify their certificate for `name`
+    /// (discovery dials pod IPs; the certificate names the Service).
+    pub fn verify_as(&self, name: &str) -> Result<(), String> {
+        let mut tls = self.tls.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = tls.as_ref() {
+            *tls = Some(t.for_name(name)?);
+        }
         Ok(())
     }
 
@@ -419,6 +441,7 @@ mod tests {
             "test",
             &addrs,
             &DownstreamSettings::default(),
+            None,
             Metrics::new().expect("metrics"),
         )
         .expect("pool")
@@ -426,11 +449,16 @@ mod tests {
 
     #[test]
     fn uris_need_host_and_port() {
-        assert!(endpoint_uri("127.0.0.1:50051").is_ok());
-        assert!(endpoint_uri("http://svc.ns:50051").is_ok());
-        assert!(endpoint_uri("svc").is_err());
-        assert!(endpoint_uri("https://svc:1").is_err());
-        assert!(endpoint_uri("not a uri").is_err());
+        assert!(endpoint_uri("127.0.0.1:50051", false).is_ok());
+        assert!(endpoint_uri("http://svc.ns:50051", false).is_ok());
+        assert!(endpoint_uri("svc", false).is_err());
+        assert!(endpoint_uri("https://svc:1", false).is_err());
+        assert!(endpoint_uri("not a uri", false).is_err());
+        assert_eq!(
+            endpoint_uri("svc.ns:50051", true).map(|u| u.to_string()),
+            Ok("https://svc.ns:50051/".to_owned())
+        );
+        assert!(endpoint_uri("http://svc:1", true).is_err());
     }
 
     #[test]

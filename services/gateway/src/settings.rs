@@ -132,6 +132,11 @@ pub struct DownstreamSettings {
     /// sent with the model loads and unloads this gateway forwards once the
     /// caller's own admin scope is checked; empty: sent without one.
     pub admin_token_file: String,
+    /// TLS to the services (`[downstream.tls]`): with `ca_file` set every
+    /// call is TLS (mutual with `cert_file`/`key_file`), each server's
+    /// certificate checked for the host dialled, or, with `kubernetes`
+    /// discovery, for `<service>.<namespace>.svc`.
+    pub tls: mlmesh_runtime::tls::ClientTlsSettings,
 }
 
 impl Default for DownstreamSettings {
@@ -150,6 +155,7 @@ impl Default for DownstreamSettings {
             stream_timeout_secs: 3600,
             stream_idle_timeout_secs: 300,
             admin_token_file: String::new(),
+            tls: mlmesh_runtime::tls::ClientTlsSettings::default(),
         }
     }
 }
@@ -348,7 +354,9 @@ impl Settings {
             }
             for a in list {
                 match d.discovery {
-                    Discovery::Static => crate::downstream::endpoint_uri(a).map(|_| ()),
+                    Discovery::Static => {
+                        crate::downstream::endpoint_uri(a, !d.tls.ca_file.is_empty()).map(|_| ())
+                    }
                     Discovery::Kubernetes => mlmesh_discovery::Target::parse(a).map(|_| ()),
                 }
                 .map_err(|reason| invalid(key, reason))?;

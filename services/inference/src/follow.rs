@@ -20,10 +20,13 @@ use std::{
 };
 
 use mlmesh_proto::registry::v1::{self as pb, registry_client::RegistryClient};
+use mlmesh_runtime::{
+    client::{H2Channel, H2Settings},
+    tls::ClientTls,
+};
 use sha2::{Digest, Sha256};
-use tonic::transport::Channel;
 
-use crate::{metrics::Metrics, models::ModelManager, settings::InferenceSettings};
+use crate::{BuildError, metrics::Metrics, models::ModelManager, settings::InferenceSettings};
 
 /// What a `registry://` source names.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,8 +73,30 @@ impl Source {
     }
 }
 
+/// The channel to the registry: one HTTP/2 connection (TLS when
+/// `registry_tls` says so) shared by every follower, reconnected when lost.
+fn registry_channel(settings: &InferenceSettings) -> Result<H2Channel, BuildError> {
+    let fail = |key, reason: String| BuildError::Setting { key, reason };
+    let tls = ClientTls::from_settings(&settings.registry_tls, "inference.registry_tls")
+        .map_err(|e| fail("inference.registry_tls", e.to_string()))?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let uri = format!("{scheme}://{}", settings.registry_addr.trim())
+        .parse()
+        .map_err(|e| fail("inference.registry_addr", format!("not a host:port: {e}")))?;
+    H2Channel::lazy(uri, H2Settings::default(), tls)
+        .map_err(|reason| fail("inference.registry_addr", reason))
+}
+
 /// Starts a follower for every `inference.registry_models` entry.
-pub fn spawn_all(settings: &InferenceSettings, models: &Arc<ModelManager>, metrics: &Metrics) {
+pub fn spawn_all(
+    settings: &InferenceSettings,
+    models: &Arc<ModelManager>,
+    metrics: &Metrics,
+) -> Result<(), BuildError> {
+    if settings.registry_models.is_empty() {
+        return Ok(());
+    }
+    let channel = registry_channel(settings)?;
     for s in &settings.registry_models {
         // Validated with the settings.
         let Ok(source) = Source::parse(s) else {
@@ -79,7 +104,7 @@ pub fn spawn_all(settings: &InferenceSettings, models: &Arc<ModelManager>, metri
         };
         let f = Follower {
             source,
-            addr: settings.registry_addr.clone(),
+            channel: channel.clone(),
             cache: settings.registry_cache_dir.join("models"),
             models: Arc::downgrade(models),
             metrics: metrics.clone(),
@@ -87,11 +112,12 @@ pub fn spawn_all(settings: &InferenceSettings, models: &Arc<ModelManager>, metri
         };
         tokio::spawn(f.run());
     }
+    Ok(())
 }
 
 struct Follower {
     source: Source,
-    addr: String,
+    channel: H2Channel,
     /// `<cache>/<model>/<version>/`: what the model manager reads.
     cache: PathBuf,
     models: Weak<ModelManager>,
@@ -101,7 +127,7 @@ struct Follower {
     serving: Option<(i64, String)>,
 }
 
-type Client = RegistryClient<Channel>;
+type Client = RegistryClient<H2Channel>;
 
 impl Follower {
     async fn run(mut self) {
@@ -123,9 +149,9 @@ impl Follower {
 
     /// Connects, syncs, then (for an alias) re-syncs on every move of it.
     async fn session(&mut self) -> Result<(), String> {
-        let mut c = Client::connect(format!("http://{}", self.addr))
-            .await
-            .map_err(|e| format!("cannot reach the registry at {}: {e}", self.addr))?;
+        // Lazily connected: the first call below reports an unreachable
+        // registry (UNAVAILABLE naming the address).
+        let mut c = Client::new(self.channel.clone());
         let alias = match &self.source.selector {
             Selector::Version(_) => {
                 return self.sync(&mut c).await;

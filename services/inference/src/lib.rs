@@ -49,6 +49,8 @@ pub enum BuildError {
     Server(#[from] ServerError),
     #[error("cannot register metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("invalid configuration: `{key}`: {reason}")]
+    Setting { key: &'static str, reason: String },
 }
 
 /// A built, bound, not yet serving inference service; its startup models
@@ -80,7 +82,7 @@ impl Application {
             .protect(ADMIN_METHODS);
         models.load_startup().await;
         models.spawn_poller();
-        follow::spawn_all(&settings.inference, &models, &metrics);
+        follow::spawn_all(&settings.inference, &models, &metrics)?;
         Ok(Self {
             server,
             models,

@@ -77,6 +77,11 @@ pub struct InferenceSettings {
     /// The registry's gRPC address (`host:port`), needed by
     /// `registry_models`.
     pub registry_addr: String,
+    /// TLS to the registry (`[inference.registry_tls]`): with `ca_file`
+    /// set the follower dials `https://`, checks the registry's
+    /// certificate for the host of `registry_addr`, and presents
+    /// `cert_file` when the registry asks (mutual TLS).
+    pub registry_tls: mlmesh_runtime::tls::ClientTlsSettings,
     /// Where versions pulled from the registry are kept
     /// (`<dir>/models/<model>/<version>/`), verified by digest.
     pub registry_cache_dir: PathBuf,
@@ -103,6 +108,7 @@ impl Default for InferenceSettings {
             default_max_batch_size: 64,
             registry_models: Vec::new(),
             registry_addr: String::new(),
+            registry_tls: mlmesh_runtime::tls::ClientTlsSettings::default(),
             registry_cache_dir: PathBuf::from(".cache/mlmesh/inference-registry"),
         }
     }

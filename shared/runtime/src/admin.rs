@@ -1,9 +1,17 @@
 //! Who may call a service's state-changing RPCs (the registry's writes, the
-//! inference service's repository load/unload): when
-//! `server.admin_token_file` is set, such a call must carry that file's
-//! token as `x-mlmesh-admin-token` metadata, or it is refused
-//! UNAUTHENTICATED before any of it is decoded. Reads stay open to every
-//! caller the network lets in (the chart's NetworkPolicies say who that is).
+//! inference service's repository load/unload). Two credentials, either of
+//! which admits such a call:
+//!
+//! - on mutual TLS, a client certificate valid for one of
+//!   `server.tls.admin_identities` (the gateway's, a CI job's);
+//! - `x-mlmesh-admin-token` metadata equal to `server.admin_token_file`'s
+//!   token (for TLS terminated before the service, or no TLS).
+//!
+//! When neither is configured the calls are open (loopback development).
+//! A refused call gets UNAUTHENTICATED (no credential) or
+//! PERMISSION_DENIED (a certificate not on the list) before any of it is
+//! decoded. Reads stay open to every caller the network and the TLS
+//! handshake let in (the chart's NetworkPolicies say who that is).
 //!
 //! A dedicated metadata key rather than `authorization`: the gateway reads
 //! `authorization` for its own API keys and JWTs, and a client's credential
@@ -14,16 +22,18 @@
 
 use std::{
     path::Path,
+    sync::Arc,
     task::{Context, Poll},
 };
 
 use futures::future::{Either, Ready, ready};
 use http::{Request, Response};
+use rustls::pki_types::ServerName;
 use tonic::metadata::{Ascii, MetadataMap, MetadataValue};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::settings::SettingsError;
+use crate::{conn::ConnInfo, settings::SettingsError};
 
 /// The metadata key that carries the admin token.
 pub const ADMIN_TOKEN_HEADER: &str = "x-mlmesh-admin-token";
@@ -108,10 +118,11 @@ impl AdminToken {
     }
 }
 
-/// Refuses calls to `protected` paths that lack the token.
+/// Refuses calls to `protected` paths that carry neither credential.
 #[derive(Clone, Debug)]
 pub struct AdminLayer {
     pub token: Option<AdminToken>,
+    pub identities: Arc<[ServerName<'static>]>,
     pub protected: &'static [&'static str],
 }
 
@@ -121,6 +132,7 @@ impl<S> Layer<S> for AdminLayer {
         Admin {
             inner,
             token: self.token.clone(),
+            identities: Arc::clone(&self.identities),
             protected: self.protected,
         }
     }
@@ -130,6 +142,7 @@ impl<S> Layer<S> for AdminLayer {
 pub struct Admin<S> {
     inner: S,
     token: Option<AdminToken>,
+    identities: Arc<[ServerName<'static>]>,
     protected: &'static [&'static str],
 }
 
@@ -148,27 +161,69 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let Some(token) = &self.token else {
+        if self.token.is_none() && self.identities.is_empty() {
             return Either::Left(self.inner.call(req));
-        };
+        }
         let path = req.uri().path();
         if !self.protected.contains(&path) {
             return Either::Left(self.inner.call(req));
         }
         let given = req.headers().get(ADMIN_TOKEN_HEADER);
-        if given.is_some_and(|v| token.matches(v.as_bytes())) {
+        if let (Some(token), Some(v)) = (&self.token, given)
+            && token.matches(v.as_bytes())
+        {
             return Either::Left(self.inner.call(req));
         }
-        let why = if given.is_some() {
-            "carries a wrong"
-        } else {
-            "lacks the"
-        };
-        tracing::warn!(method = path, "admin call refused: {why} token");
-        let status = tonic::Status::unauthenticated(format!(
-            "{path} changes state: the call {why} `{ADMIN_TOKEN_HEADER}` metadata (the token of server.admin_token_file)"
-        ));
+        let cert = req
+            .extensions()
+            .get::<ConnInfo>()
+            .and_then(|c| c.peer_cert.as_ref());
+        if let Some(name) = cert.and_then(|c| c.named(&self.identities)) {
+            tracing::debug!(method = path, identity = ?name, "admin call by certificate");
+            return Either::Left(self.inner.call(req));
+        }
+        let status = refusal(
+            path,
+            given.is_some(),
+            cert.is_some() && !self.identities.is_empty(),
+            self.token.is_some(),
+        );
+        tracing::warn!(
+            method = path,
+            reason = status.message(),
+            "admin call refused"
+        );
         Either::Right(ready(Ok(status.into_http())))
+    }
+}
+
+/// Why a protected call was refused, naming what would admit it.
+fn refusal(path: &str, had_token: bool, cert_not_listed: bool, token_set: bool) -> tonic::Status {
+    let accepted = if token_set {
+        format!(
+            "a client certificate named in server.tls.admin_identities or `{ADMIN_TOKEN_HEADER}` metadata with the token of server.admin_token_file"
+        )
+    } else {
+        "a client certificate named in server.tls.admin_identities".to_owned()
+    };
+    if cert_not_listed && !had_token {
+        return tonic::Status::permission_denied(format!(
+            "{path} changes state: the client certificate is not named in server.tls.admin_identities (accepted: {accepted})"
+        ));
+    }
+    let why = if had_token {
+        "carries a wrong"
+    } else {
+        "lacks the"
+    };
+    if token_set {
+        tonic::Status::unauthenticated(format!(
+            "{path} changes state: the call {why} `{ADMIN_TOKEN_HEADER}` metadata (accepted: {accepted})"
+        ))
+    } else {
+        tonic::Status::unauthenticated(format!(
+            "{path} changes state: the call has no client certificate named in server.tls.admin_identities"
+        ))
     }
 }
 

@@ -13,7 +13,8 @@
 //! What it keeps from a real channel: lazy connect with a timeout, reconnect
 //! after the connection dies (a call never waits on a dead connection),
 //! HTTP/2 keep-alive pings so a silently vanished peer is noticed, large flow
-//! control windows, and precise statuses: failing to connect or losing the
+//! control windows, TLS (mutual when the client has a certificate, see
+//! [`crate::tls`]) for `https://` addresses, and precise statuses: failing to connect or losing the
 //! connection is UNAVAILABLE naming the address, so callers can retry
 //! elsewhere. Generated tonic clients run on it unchanged
 //! (`FooClient::new(channel)`). Request bodies are collected first (one
@@ -36,6 +37,8 @@ use http_body::{Body, Frame};
 use http_body_util::BodyExt as _;
 use tonic::Status;
 use tower_service::Service;
+
+use crate::tls::ClientTls;
 
 /// Flow-control windows large enough that an embedding batch or an upsert
 /// never stalls on WINDOW_UPDATE round trips (hyper's client defaults).
@@ -87,6 +90,9 @@ struct Shared {
     /// `host:port` to connect to.
     addr: String,
     settings: H2Settings,
+    /// TLS for an `https://` address, with the name the server's
+    /// certificate must carry.
+    tls: Option<(ClientTls, rustls::pki_types::ServerName<'static>)>,
     /// The open connection's sender and its generation, if any.
     conn: Mutex<Option<(u64, h2::client::SendRequest<Bytes>)>>,
     /// Serializes connection attempts (one connect, not one per caller).
@@ -94,21 +100,41 @@ struct Shared {
 }
 
 impl H2Channel {
-    /// A channel to `uri` (`http://host:port`); nothing connects until the
-    /// first call.
-    pub fn lazy(uri: Uri, settings: H2Settings) -> Result<Self, String> {
+    /// A channel to `uri` (`http://host:port`, or `https://host:port`
+    /// with `tls`); nothing connects until the first call. The server's
+    /// certificate must name `tls`'s server name, or else the URI's host.
+    pub fn lazy(uri: Uri, settings: H2Settings, tls: Option<ClientTls>) -> Result<Self, String> {
         let (Some(host), Some(port)) = (uri.host(), uri.port_u16()) else {
             return Err(format!("{uri} needs a host and a port"));
         };
-        if uri.scheme_str() != Some("http") {
-            return Err(format!("{uri}: only http:// (plaintext) is supported"));
-        }
+        let tls = match (uri.scheme_str(), tls) {
+            (Some("http"), None) => None,
+            (Some("https"), Some(tls)) => {
+                let name = match tls.server_name() {
+                    Some(n) => n.clone(),
+                    None => crate::tls::server_name(host)?,
+                };
+                Some((tls, name))
+            }
+            (Some("https"), None) => {
+                return Err(format!(
+                    "{uri}: https:// needs a TLS client configuration (a CA file)"
+                ));
+            }
+            (Some("http"), Some(_)) => {
+                return Err(format!(
+                    "{uri}: TLS is configured, so the address must be https://"
+                ));
+            }
+            _ => return Err(format!("{uri}: only http:// and https:// are supported")),
+        };
         let addr = format!("{host}:{port}");
         Ok(Self {
             shared: Arc::new(Shared {
                 uri,
                 addr,
                 settings,
+                tls,
                 conn: Mutex::new(None),
                 connecting: tokio::sync::Mutex::new(0),
             }),
@@ -305,10 +331,39 @@ async fn connect(
     .map_err(|e| Status::unavailable(format!("tcp connect error: {addr}: {e}")))?;
     // Small unary calls must not wait on Nagle's algorithm.
     let _ = tcp.set_nodelay(true);
+    let Some((tls, name)) = &shared.tls else {
+        return start(tcp, shared, generation).await;
+    };
+    let stream = tokio::time::timeout(
+        shared.settings.connect_timeout,
+        tls.connect(name.clone(), tcp),
+    )
+    .await
+    .map_err(|_| {
+        Status::unavailable(format!(
+            "TLS handshake with {addr} timed out after {:?}",
+            shared.settings.connect_timeout
+        ))
+    })?
+    .map_err(|e| Status::unavailable(format!("TLS handshake with {addr} failed: {e}")))?;
+    start(stream, shared, generation).await
+}
+
+/// The HTTP/2 handshake on an open stream, and the task that drives the
+/// connection and pings it.
+async fn start<T>(
+    io: T,
+    shared: &Arc<Shared>,
+    generation: u64,
+) -> Result<h2::client::SendRequest<Bytes>, Status>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let addr = shared.addr.clone();
     let (sender, mut connection) = h2::client::Builder::new()
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
-        .handshake::<_, Bytes>(tcp)
+        .handshake::<_, Bytes>(io)
         .await
         .map_err(|e| Status::unavailable(format!("HTTP/2 handshake with {addr} failed: {e}")))?;
     let mut pings = connection.ping_pong();

@@ -14,6 +14,10 @@
 //!   reader that never grants window) fills the socket's send buffer; once
 //!   a write has waited that long, the connection fails, which ends every
 //!   call on it and releases what they hold.
+//! - TLS when the server has a certificate (see [`crate::tls`]): the
+//!   handshake runs in a task of its own, bounded by
+//!   `server.tls.handshake_timeout_secs`, never on the accept loop, so a
+//!   client that connects and stays silent delays nobody else.
 
 use std::{
     io,
@@ -31,7 +35,10 @@ use tokio::{
     time::Sleep,
 };
 
-use crate::settings::ServerSettings;
+use crate::{
+    settings::ServerSettings,
+    tls::{PeerCert, ServerTls},
+};
 
 /// Descriptors kept free for files, downstream connections and logs when
 /// the connection cap is derived from the open-file limit.
@@ -92,7 +99,8 @@ impl ConnPolicy {
             }
         }
         Some(Conn {
-            io: tcp,
+            io: Io::Plain(tcp),
+            peer_cert: None,
             _slot: permit,
             write_stall: self.write_stall,
             stalled: None,
@@ -145,10 +153,36 @@ fn effective_cap(setting: usize) -> usize {
     }
 }
 
+/// The stream under a connection: TCP, or TLS over TCP.
+enum Io {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl Io {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Io::Plain(t) => t,
+            Io::Tls(t) => t.get_ref().0,
+        }
+    }
+}
+
+macro_rules! io_call {
+    ($io:expr, $s:ident => $e:expr) => {
+        match $io {
+            Io::Plain($s) => $e,
+            Io::Tls($s) => $e,
+        }
+    };
+}
+
 /// One admitted connection: the stream, its slot under the cap (freed on
-/// drop), and the write-stall clock.
+/// drop), the write-stall clock, and the client's certificate when it
+/// presented one.
 pub struct Conn {
-    io: TcpStream,
+    io: Io,
+    peer_cert: Option<PeerCert>,
     _slot: OwnedSemaphorePermit,
     write_stall: Duration,
     stalled: Option<Pin<Box<Sleep>>>,
@@ -157,12 +191,40 @@ pub struct Conn {
 impl std::fmt::Debug for Conn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Conn")
-            .field("io", &self.io)
+            .field("io", self.io.tcp())
+            .field("tls", &matches!(self.io, Io::Tls(_)))
             .finish_non_exhaustive()
     }
 }
 
 impl Conn {
+    /// The server side of a TLS handshake on this connection (which keeps
+    /// its slot throughout).
+    pub async fn upgrade(self, tls: &ServerTls) -> io::Result<Self> {
+        let Conn {
+            io,
+            _slot,
+            write_stall,
+            ..
+        } = self;
+        let Io::Plain(tcp) = io else {
+            return Err(io::Error::other("TLS already established"));
+        };
+        let (stream, peer_cert) = tls.accept(tcp).await?;
+        Ok(Conn {
+            io: Io::Tls(Box::new(stream)),
+            peer_cert,
+            _slot,
+            write_stall,
+            stalled: None,
+        })
+    }
+
+    /// The client's certificate, on a mutual-TLS connection.
+    pub fn peer_cert(&self) -> Option<&PeerCert> {
+        self.peer_cert.as_ref()
+    }
+
     /// Pending writes keep the stall clock running; a write that makes
     /// progress stops it.
     fn stall_check(&mut self, cx: &mut Context<'_>, pending: bool) -> Poll<io::Result<()>> {
@@ -193,7 +255,7 @@ impl AsyncRead for Conn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        io_call!(&mut self.io, s => Pin::new(s).poll_read(cx, buf))
     }
 }
 
@@ -205,7 +267,7 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.io).poll_write(cx, buf);
+        let r = io_call!(&mut self.io, s => Pin::new(s).poll_write(cx, buf));
         match self.stall_check(cx, r.is_pending()) {
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             _ => r,
@@ -217,7 +279,7 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        let r = io_call!(&mut self.io, s => Pin::new(s).poll_write_vectored(cx, bufs));
         match self.stall_check(cx, r.is_pending()) {
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             _ => r,
@@ -225,11 +287,11 @@ impl AsyncWrite for Conn {
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
+        io_call!(&self.io, s => s.is_write_vectored())
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let r = Pin::new(&mut self.io).poll_flush(cx);
+        let r = io_call!(&mut self.io, s => Pin::new(s).poll_flush(cx));
         match self.stall_check(cx, r.is_pending()) {
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             _ => r,
@@ -237,28 +299,86 @@ impl AsyncWrite for Conn {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
+        io_call!(&mut self.io, s => Pin::new(s).poll_shutdown(cx))
     }
+}
+
+/// What a gRPC handler can learn of its connection (tonic puts it in
+/// each request's extensions): the peer's address and, on mutual TLS, its
+/// certificate.
+#[derive(Clone, Debug)]
+pub struct ConnInfo {
+    pub remote_addr: Option<SocketAddr>,
+    pub peer_cert: Option<PeerCert>,
 }
 
 impl tonic::transport::server::Connected for Conn {
-    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+    type ConnectInfo = ConnInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.io.connect_info()
+        ConnInfo {
+            remote_addr: self.io.tcp().peer_addr().ok(),
+            peer_cert: self.peer_cert.clone(),
+        }
     }
 }
 
-/// The admitted connections of `listener`, as a stream for tonic's
-/// `serve_with_incoming`.
+/// Connections whose TLS handshake may be under way at once, beyond those
+/// the cap already bounds: the queue between handshakes and the server.
+const READY_QUEUE: usize = 64;
+
+/// The admitted connections of `listener` (TLS-established when `tls` is
+/// given), as a stream for tonic's `serve_with_incoming`. Accepting runs
+/// in a task of its own and each handshake in another; the task ends when
+/// the stream is dropped (the server stopped), closing the listener.
 pub fn incoming(
     listener: TcpListener,
     policy: ConnPolicy,
+    tls: Option<ServerTls>,
 ) -> impl futures::Stream<Item = io::Result<Conn>> + Send + 'static {
-    futures::stream::unfold((listener, policy), |(l, p)| async move {
-        let (c, _) = p.accept(&l).await;
-        Some((Ok(c), (l, p)))
-    })
+    let (tx, rx) = tokio::sync::mpsc::channel::<Conn>(READY_QUEUE);
+    let acceptor = tokio::spawn(async move {
+        loop {
+            let (c, addr) = policy.accept(&listener).await;
+            let Some(tls) = &tls else {
+                if tx.send(c).await.is_err() {
+                    return;
+                }
+                continue;
+            };
+            let (tls, tx) = (tls.clone(), tx.clone());
+            tokio::spawn(async move {
+                match c.upgrade(&tls).await {
+                    Ok(c) => {
+                        let _ = tx.send(c).await;
+                    }
+                    // Scanners, plaintext clients, unknown CAs: the
+                    // client learns from the alert; here it is noise.
+                    Err(e) => tracing::debug!(peer = %addr, error = %e, "TLS handshake failed"),
+                }
+            });
+        }
+    });
+    Incoming { rx, acceptor }
+}
+
+struct Incoming {
+    rx: tokio::sync::mpsc::Receiver<Conn>,
+    acceptor: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Incoming {
+    fn drop(&mut self) {
+        self.acceptor.abort();
+    }
+}
+
+impl futures::Stream for Incoming {
+    type Item = io::Result<Conn>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx).map(|c| c.map(Ok))
+    }
 }
 
 #[cfg(test)]

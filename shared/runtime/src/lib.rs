@@ -1,7 +1,8 @@
 //! What every mlmesh service shares: layered settings, telemetry (logs, OTLP
 //! traces, W3C `traceparent` propagation), the gRPC server bootstrap
 //! (health, reflection, Prometheus `/metrics`, graceful shutdown) and a lean
-//! HTTP/2 client channel for service-to-service calls.
+//! HTTP/2 client channel for service-to-service calls, and mutual TLS
+//! between services.
 //!
 //! A service crate owns its domain; this crate owns the wiring around it, so
 //! that every service starts, reports and stops the same way.
@@ -18,6 +19,7 @@ pub mod server;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;
 
 pub use server::{GrpcServer, ServerError};
 pub use settings::{ServerSettings, SettingsError, TelemetrySettings};

@@ -21,7 +21,9 @@ use crate::{
     limits::MessageLimitLayer,
     propagation::ServerTraceLayer,
     settings::ServerSettings,
+    tls::{ServerTls, parse_names},
 };
+use rustls::pki_types::ServerName;
 
 /// Why the server could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +54,8 @@ pub struct GrpcServer {
     health_service:
         tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>,
     admin_token: Option<AdminToken>,
+    admin_identities: std::sync::Arc<[ServerName<'static>]>,
+    tls: Option<ServerTls>,
     protected: &'static [&'static str],
 }
 
@@ -80,9 +84,20 @@ impl GrpcServer {
             }
             None => None,
         };
-        let admin_token = settings.admin_token()?;
         let mut server = Self::from_listeners(settings, listener, metrics_listener, registry);
-        server.admin_token = admin_token;
+        server.admin_token = settings.admin_token()?;
+        server.tls = ServerTls::from_settings(&settings.tls, "server.tls")?;
+        let key = "server.tls.admin_identities";
+        server.admin_identities = parse_names(&settings.tls.admin_identities, key)?.into();
+        if !server.admin_identities.is_empty()
+            && !server.tls.as_ref().is_some_and(|t| t.is_mutual())
+        {
+            return Err(crate::SettingsError::Value {
+                key: key.into(),
+                reason: "set without server.tls.client_ca_file: clients present no certificate to name them".into(),
+            }
+            .into());
+        }
         Ok(server)
     }
 
@@ -91,10 +106,13 @@ impl GrpcServer {
     /// (see [`crate::admin`]).
     pub fn protect(mut self, paths: &'static [&'static str]) -> Self {
         self.protected = paths;
-        if self.admin_token.is_none() && !self.local_addr().ip().is_loopback() {
+        if self.admin_token.is_none()
+            && self.admin_identities.is_empty()
+            && !self.local_addr().ip().is_loopback()
+        {
             tracing::warn!(
                 addr = %self.local_addr(),
-                "state-changing RPCs are open to every caller that can reach this address: set server.admin_token_file (and keep the chart's NetworkPolicies on)"
+                "state-changing RPCs are open to every caller that can reach this address: set server.tls.admin_identities (mutual TLS) or server.admin_token_file (and keep the chart's NetworkPolicies on)"
             );
         }
         self
@@ -119,6 +137,8 @@ impl GrpcServer {
             health,
             health_service,
             admin_token: None,
+            admin_identities: Vec::new().into(),
+            tls: None,
             protected: &[],
         }
     }
@@ -182,10 +202,18 @@ impl GrpcServer {
 
         let metrics_task = self.metrics_listener.map(|listener| {
             let registry = self.registry.clone();
+            let health = std::sync::Arc::new(
+                tonic_health::server::HealthService::from_health_reporter(self.health.clone()),
+            );
             let mut stopped = stopped_rx.clone();
             let settings = self.settings.clone();
             tokio::spawn(async move {
-                let app = Router::new().route("/metrics", get(move || render(registry.clone())));
+                // `/healthz` answers what `grpc.health.v1` answers for the
+                // whole server, over plain HTTP: the probe of a server that
+                // speaks only mutual TLS (kubelet's gRPC probe cannot).
+                let app = Router::new()
+                    .route("/metrics", get(move || render(registry.clone())))
+                    .route("/healthz", get(move || healthz(health.clone())));
                 let stop = async move {
                     let _ = stopped.wait_for(|s| *s).await;
                 };
@@ -215,7 +243,7 @@ impl GrpcServer {
 
         // Capped, kept alive, write-stall-checked (see `conn`).
         let policy = ConnPolicy::new(&self.settings);
-        let incoming = conn::incoming(self.listener, policy);
+        let incoming = conn::incoming(self.listener, policy, self.tls.clone());
         let streams = self.settings.effective_streams();
         if streams < self.settings.max_concurrent_streams {
             tracing::info!(
@@ -225,7 +253,16 @@ impl GrpcServer {
             );
         }
 
-        tracing::info!(%addr, metrics = ?metrics_addr, "gRPC server listening");
+        tracing::info!(
+            %addr,
+            metrics = ?metrics_addr,
+            tls = match &self.tls {
+                None => "off",
+                Some(t) if t.is_mutual() => "mutual",
+                Some(_) => "server-only",
+            },
+            "gRPC server listening"
+        );
         let server = tonic::transport::Server::builder()
             .max_concurrent_streams(streams)
             .http2_keepalive_interval(self.settings.http2_keepalive_interval())
@@ -233,6 +270,7 @@ impl GrpcServer {
             .layer(ServerTraceLayer)
             .layer(AdminLayer {
                 token: self.admin_token.clone(),
+                identities: self.admin_identities.clone(),
                 protected: self.protected,
             })
             .layer(MessageLimitLayer {
@@ -265,6 +303,23 @@ impl GrpcServer {
         }
         tracing::info!("server stopped");
         result
+    }
+}
+
+async fn healthz(health: std::sync::Arc<tonic_health::server::HealthService>) -> impl IntoResponse {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus as S, health_server::Health as _,
+    };
+    let serving = health
+        .check(tonic::Request::new(HealthCheckRequest {
+            service: String::new(),
+        }))
+        .await
+        .is_ok_and(|r| r.into_inner().status == S::Serving as i32);
+    if serving {
+        (http::StatusCode::OK, "SERVING\n")
+    } else {
+        (http::StatusCode::SERVICE_UNAVAILABLE, "NOT_SERVING\n")
     }
 }
 

@@ -106,6 +106,9 @@ pub struct ServerSettings {
     /// `x-mlmesh-admin-token`; empty: they are open (loopback development).
     /// The token is never logged.
     pub admin_token_file: String,
+    /// TLS of the gRPC server (`[server.tls]`); plaintext when no
+    /// certificate is set.
+    pub tls: crate::tls::ServerTlsSettings,
 }
 
 /// Deserializes an address, or `""` / `off` for none (environment variables cannot be unset
@@ -141,6 +144,7 @@ impl Default for ServerSettings {
             header_read_timeout_secs: 10,
             body_timeout_secs: 60,
             admin_token_file: String::new(),
+            tls: crate::tls::ServerTlsSettings::default(),
         }
     }
 }

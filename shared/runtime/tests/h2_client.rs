@@ -23,6 +23,7 @@ fn channel(addr: SocketAddr) -> H2Channel {
             connect_timeout: Duration::from_secs(2),
             keep_alive: Duration::from_secs(30),
         },
+        None,
     )
     .expect("valid uri")
 }

@@ -16,6 +16,7 @@ mod launcher;
 mod mcp;
 mod mesh_e2e;
 mod mesh_tracing;
+mod mtls;
 mod openai_client;
 mod otlp_export;
 mod pipelines;

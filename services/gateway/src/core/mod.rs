@@ -176,14 +176,13 @@ impl Core {
             crate::settings::Discovery::Static => list.to_vec(),
             crate::settings::Discovery::Kubernetes => Vec::new(),
         };
-        let embedding = Pool::new("embedding", &fixed(&d.embedding), d, metrics.clone())?;
-        let vector = Pool::new(
-            "vector-search",
-            &fixed(&d.vector_search),
-            d,
-            metrics.clone(),
-        )?;
-        let inference = Pool::new("inference", &fixed(&d.inference), d, metrics.clone())?;
+        let tls = mlmesh_runtime::tls::ClientTls::from_settings(&d.tls, "downstream.tls")
+            .map_err(|e| e.to_string())?;
+        let pool =
+            |name, list: &[String]| Pool::new(name, &fixed(list), d, tls.clone(), metrics.clone());
+        let embedding = pool("embedding", &d.embedding)?;
+        let vector = pool("vector-search", &d.vector_search)?;
+        let inference = pool("inference", &d.inference)?;
         let inference_admin = mlmesh_runtime::admin::AdminToken::from_setting(
             &d.admin_token_file,
             "downstream.admin_token_file",
