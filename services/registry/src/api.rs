@@ -267,7 +267,7 @@ impl registry_server::Registry for RegistryApi {
             })
             .await?
             .into_inner();
-        let stream = ReceiverStream::new(rx).map(|p| {
+        let stream = rx.into_stream().map(|p| {
             p.map(|p| pb::DownloadChunk {
                 version: p.version,
                 path: p.path,
@@ -353,7 +353,7 @@ impl registry_server::Registry for RegistryApi {
             .call("Backup", self.registry.backup())
             .await?
             .into_inner();
-        let stream = ReceiverStream::new(rx).map(|p| {
+        let stream = rx.into_stream().map(|p| {
             p.map(|p| pb::BackupChunk {
                 part: Some(match p {
                     Piece::Metadata(b) => pb::backup_chunk::Part::Metadata(b),

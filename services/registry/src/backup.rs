@@ -9,18 +9,18 @@
 use std::{
     collections::{BTreeMap, HashSet},
     fs::{self, File},
-    io::{Read, Write},
+    io::Write,
     sync::Arc,
 };
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
-use tokio::sync::mpsc;
 
 use crate::{
     error::{RegistryError, Result},
     manifest::check_sha256,
+    outbound::Outbound,
     registry::Registry,
     store::{ModelFilter, snapshot::Snapshot},
 };
@@ -93,7 +93,7 @@ impl Registry {
         guard
     }
 
-    pub async fn backup(self: &Arc<Self>) -> Result<mpsc::Receiver<Result<Piece>>> {
+    pub(crate) async fn backup(self: &Arc<Self>) -> Result<Outbound<Piece>> {
         let mut snap = self.meta(|s| s.export()).await?;
         let referenced: BTreeMap<String, u64> = snap
             .versions
@@ -104,53 +104,31 @@ impl Registry {
         let guard = self.protect(referenced.keys().cloned().collect());
         let doc = serde_json::to_vec(&snap)
             .map_err(|e| RegistryError::Store(format!("encoding the snapshot: {e}")))?;
-        let (tx, rx) = mpsc::channel(4);
+        let (feed, out) = self.outbound()?;
         let blobs = Arc::clone(&self.blobs);
-        tokio::task::spawn_blocking(move || {
+        tokio::spawn(async move {
             let _guard = guard;
             for piece in doc.chunks(PIECE) {
-                if tx
-                    .blocking_send(Ok(Piece::Metadata(Bytes::copy_from_slice(piece))))
-                    .is_err()
+                if !feed
+                    .send(Ok(Piece::Metadata(Bytes::copy_from_slice(piece))))
+                    .await
                 {
                     return;
                 }
             }
             for (sha256, size) in referenced {
-                let mut reader = match blobs.read(&sha256, 0, size) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        let _ = tx.blocking_send(Err(e));
-                        return;
-                    }
+                let piece = |offset: u64, data: Bytes| Piece::Blob {
+                    sha256: sha256.clone(),
+                    size,
+                    offset,
+                    data,
                 };
-                let mut offset = 0u64;
-                loop {
-                    let want = PIECE.min((size - offset) as usize);
-                    let mut buf = vec![0u8; want];
-                    if let Err(e) = reader.read_exact(&mut buf) {
-                        let _ = tx.blocking_send(Err(RegistryError::Blobs(format!(
-                            "reading {sha256}: {e}"
-                        ))));
-                        return;
-                    }
-                    let piece = Piece::Blob {
-                        sha256: sha256.clone(),
-                        size,
-                        offset,
-                        data: Bytes::from(buf),
-                    };
-                    offset += want as u64;
-                    if tx.blocking_send(Ok(piece)).is_err() {
-                        return;
-                    }
-                    if offset >= size {
-                        break;
-                    }
+                if !feed.content(&blobs, &sha256, 0, size, PIECE, piece).await {
+                    return;
                 }
             }
         });
-        Ok(rx)
+        Ok(out)
     }
 
     pub async fn restore<S>(self: &Arc<Self>, pieces: S) -> Result<Restored>

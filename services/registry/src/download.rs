@@ -1,13 +1,13 @@
 //! Downloads: a version's files (or one file, or a byte range of it) read
-//! from the blob store on a blocking thread and streamed in chunks through
-//! a small bounded queue, so memory stays flat whatever the size.
+//! from the blob store chunk by chunk and streamed through a small bounded
+//! queue, so memory stays flat whatever the size (bounds: [`crate::outbound`]).
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 
 use crate::{
     error::{RegistryError, Result},
     manifest::FileEntry,
+    outbound::Outbound,
     registry::Registry,
     store::Selector,
 };
@@ -33,11 +33,8 @@ pub struct Piece {
     pub data: Bytes,
 }
 
-/// Chunks read ahead of the client.
-const READ_AHEAD: usize = 4;
-
 impl Registry {
-    pub async fn download(&self, spec: DownloadSpec) -> Result<mpsc::Receiver<Result<Piece>>> {
+    pub(crate) async fn download(&self, spec: DownloadSpec) -> Result<Outbound<Piece>> {
         let v = self.get_version(spec.model.clone(), spec.selector).await?;
         let files: Vec<(FileEntry, u64, u64)> = if spec.path.is_empty() {
             if spec.offset != 0 || spec.length != 0 {
@@ -68,49 +65,30 @@ impl Registry {
             };
             vec![(f.clone(), spec.offset, len)]
         };
-        let (tx, rx) = mpsc::channel(READ_AHEAD);
+        let (feed, out) = self.outbound()?;
         let blobs = std::sync::Arc::clone(&self.blobs);
         let chunk = self.settings.download_chunk_bytes;
         let version = v.version;
         let sent = self.metrics.download_bytes.clone();
-        tokio::task::spawn_blocking(move || {
+        tokio::spawn(async move {
             for (f, offset, len) in files {
-                let mut reader = match blobs.read(&f.sha256, offset, len) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        let _ = tx.blocking_send(Err(e));
-                        return;
-                    }
-                };
-                let mut at = offset;
-                let end = offset + len;
-                loop {
-                    let want = chunk.min((end - at) as usize);
-                    let mut buf = vec![0u8; want];
-                    if let Err(e) = std::io::Read::read_exact(&mut reader, &mut buf) {
-                        let _ = tx.blocking_send(Err(RegistryError::Blobs(format!(
-                            "reading {:?} ({}): {e}",
-                            f.path, f.sha256
-                        ))));
-                        return;
-                    }
-                    let piece = Piece {
+                let piece = |at: u64, data: Bytes| {
+                    sent.inc_by(data.len() as u64);
+                    Piece {
                         version,
                         path: f.path.clone(),
                         offset: at,
-                        data: Bytes::from(buf),
-                    };
-                    at += want as u64;
-                    sent.inc_by(want as u64);
-                    if tx.blocking_send(Ok(piece)).is_err() {
-                        return; // the client went away
+                        data,
                     }
-                    if at >= end {
-                        break;
-                    }
+                };
+                if !feed
+                    .content(&blobs, &f.sha256, offset, len, chunk, piece)
+                    .await
+                {
+                    return;
                 }
             }
         });
-        Ok(rx)
+        Ok(out)
     }
 }

@@ -43,6 +43,12 @@ pub enum RegistryError {
     Blobs(String),
     #[error("the registry is shutting down")]
     ShuttingDown,
+    /// A quota of the registry is used up (the message names the setting).
+    #[error("{0}")]
+    Exhausted(String),
+    /// A client stopped reading a stream (the message names the setting).
+    #[error("{0}")]
+    Stalled(String),
 }
 
 impl RegistryError {
@@ -65,6 +71,8 @@ impl RegistryError {
             RegistryError::Compacted { .. } => Code::OutOfRange,
             RegistryError::Store(_) | RegistryError::Blobs(_) => Code::Internal,
             RegistryError::ShuttingDown => Code::Unavailable,
+            RegistryError::Exhausted(_) => Code::ResourceExhausted,
+            RegistryError::Stalled(_) => Code::DeadlineExceeded,
         }
     }
 }

@@ -24,6 +24,7 @@ pub mod housekeeping;
 pub mod manifest;
 pub mod metrics;
 pub mod names;
+mod outbound;
 pub mod registry;
 pub mod restore_check;
 pub mod settings;

@@ -49,6 +49,9 @@ pub struct Registry {
     pub(crate) head: watch::Sender<i64>,
     /// Uploads a call is writing now (one writer per upload).
     pub(crate) writing: Mutex<HashSet<String>>,
+    /// Slots of the downloads and backups streaming now
+    /// (`registry.max_concurrent_sends`).
+    pub(crate) sends: Arc<tokio::sync::Semaphore>,
     /// Held while contents move into the blob store and are committed, and
     /// while housekeeping removes contents: a commit never references a
     /// content that is being removed.
@@ -125,6 +128,7 @@ impl Registry {
             metrics,
             head: watch::Sender::new(head),
             writing: Mutex::new(HashSet::new()),
+            sends: Arc::new(tokio::sync::Semaphore::new(settings.max_concurrent_sends)),
             blob_lock: tokio::sync::Mutex::new(()),
             protected: Mutex::new(HashMap::new()),
             closing: watch::Sender::new(false),

@@ -62,10 +62,22 @@ pub struct RegistrySettings {
     pub max_file_bytes: u64,
     /// Largest version (all its files), in bytes (refused at StartUpload).
     pub max_version_bytes: u64,
+    /// Uploads open at once (started, not committed, aborted or expired);
+    /// one more is refused at StartUpload.
+    pub max_open_uploads: u64,
+    /// Bytes the open uploads may declare in all (what staging can come
+    /// to); an upload that would pass it is refused at StartUpload.
+    pub max_staged_bytes: u64,
     /// Most bytes in one upload message's `data`.
     pub max_chunk_bytes: usize,
     /// Bytes per download message.
     pub download_chunk_bytes: usize,
+    /// Downloads and backups streaming at once; one more is refused
+    /// RESOURCE_EXHAUSTED.
+    pub max_concurrent_sends: usize,
+    /// A download or backup whose client takes nothing for this many
+    /// seconds is ended (DEADLINE_EXCEEDED) and frees its slot.
+    pub send_stall_secs: u64,
     /// An upload not committed within this many seconds of its start is
     /// dropped with its bytes.
     pub upload_expiry_secs: u64,
@@ -97,8 +109,12 @@ impl Default for RegistrySettings {
             max_files: 10_000,
             max_file_bytes: 16 << 30,
             max_version_bytes: 64 << 30,
+            max_open_uploads: 256,
+            max_staged_bytes: 256 << 30,
             max_chunk_bytes: 4 * 1024 * 1024,
             download_chunk_bytes: 1024 * 1024,
+            max_concurrent_sends: 64,
+            send_stall_secs: 60,
             upload_expiry_secs: 24 * 3600,
             blob_grace_secs: 3600,
             housekeeping_secs: 60,
@@ -231,8 +247,12 @@ impl RegistrySettings {
             ("max_files", self.max_files as u64),
             ("max_file_bytes", self.max_file_bytes),
             ("max_version_bytes", self.max_version_bytes),
+            ("max_open_uploads", self.max_open_uploads),
+            ("max_staged_bytes", self.max_staged_bytes),
             ("max_chunk_bytes", self.max_chunk_bytes as u64),
             ("download_chunk_bytes", self.download_chunk_bytes as u64),
+            ("max_concurrent_sends", self.max_concurrent_sends as u64),
+            ("send_stall_secs", self.send_stall_secs),
             ("upload_expiry_secs", self.upload_expiry_secs),
             ("housekeeping_secs", self.housekeeping_secs),
             ("event_retention", self.event_retention),

@@ -23,7 +23,7 @@ use crate::{
     error::{RegistryError, Result},
     manifest::{self, FileEntry},
     registry::{Registry, check_metadata, now_ms},
-    store::{Lineage, UploadRecord, VersionRecord},
+    store::{Lineage, UploadQuota, UploadRecord, VersionRecord},
 };
 
 /// The folder of uploads in progress: `<dir>/<upload id>/<file index>`.
@@ -157,7 +157,11 @@ impl Registry {
             expires_ms: now + self.settings.upload_expiry().as_millis() as i64,
         };
         let record = upload.clone();
-        let known = self.meta(move |s| s.start_upload(&record)).await?;
+        let quota = UploadQuota {
+            max_open: self.settings.max_open_uploads,
+            max_bytes: self.settings.max_staged_bytes,
+        };
+        let known = self.meta(move |s| s.start_upload(&record, &quota)).await?;
         self.metrics.uploads_started.inc();
         self.progress(upload, Some(known)).await
     }

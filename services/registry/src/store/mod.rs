@@ -193,6 +193,14 @@ pub struct Revisions {
 }
 
 /// The metadata store. Every method is one transaction.
+/// What all open uploads together may hold (`registry.max_open_uploads`,
+/// `registry.max_staged_bytes`).
+#[derive(Clone, Copy, Debug)]
+pub struct UploadQuota {
+    pub max_open: u64,
+    pub max_bytes: u64,
+}
+
 pub trait MetaStore: Send + Sync + 'static {
     fn create_model(&self, spec: &ModelSpec, now_ms: i64) -> Result<ModelRecord>;
     fn update_model(&self, spec: &ModelSpec, now_ms: i64) -> Result<ModelRecord>;
@@ -202,7 +210,10 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Records an upload; returns, per file, whether its content is already
     /// held (such files count as received). From now until the upload ends,
     /// its digests are never collected.
-    fn start_upload(&self, upload: &UploadRecord) -> Result<Vec<bool>>;
+    /// Records `upload` unless the open uploads would pass `quota` (then
+    /// RESOURCE_EXHAUSTED naming the setting); which of its files' contents
+    /// are already held.
+    fn start_upload(&self, upload: &UploadRecord, quota: &UploadQuota) -> Result<Vec<bool>>;
     fn get_upload(&self, id: &str) -> Result<UploadRecord>;
     /// Forgets an upload (aborted or expired). Missing is not an error.
     fn delete_upload(&self, id: &str) -> Result<()>;

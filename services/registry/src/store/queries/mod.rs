@@ -7,7 +7,8 @@ mod rows;
 
 use super::{
     AliasChange, AliasMoveRecord, EventKind, EventRecord, MetaStore, ModelFilter, ModelRecord,
-    ModelSpec, Revisions, Selector, UploadRecord, VersionFilter, VersionRecord, VersionStatus,
+    ModelSpec, Revisions, Selector, UploadQuota, UploadRecord, VersionFilter, VersionRecord,
+    VersionStatus,
     snapshot::Snapshot,
     sql::{Backend, args},
 };
@@ -74,9 +75,36 @@ impl<B: Backend> MetaStore for SqlStore<B> {
         self.db.with(false, |tx| list_models(tx, filter))
     }
 
-    fn start_upload(&self, u: &UploadRecord) -> Result<Vec<bool>> {
+    fn start_upload(&self, u: &UploadRecord, quota: &UploadQuota) -> Result<Vec<bool>> {
         self.db.with(true, |tx| {
             let id = model_id(tx, &u.model)?;
+            // One start at a time, across replicas too: the row lock on
+            // the revision counter (held to commit) serializes this
+            // count-then-insert (SQLite writers are serialized anyway).
+            tx.exec(
+                "UPDATE meta SET value = value WHERE key = 'revision'",
+                &[],
+            )?;
+            // Open uploads (expired ones count until housekeeping drops
+            // them: their bytes are still staged) and what they declare.
+            let row = tx.query_one(
+                "SELECT COUNT(DISTINCT u.id), CAST(COALESCE(SUM(f.size), 0) AS BIGINT) FROM uploads u LEFT JOIN upload_files f ON f.upload_id = u.id",
+                &[],
+            )?;
+            let (open, staged) = (row.int(0)?.max(0) as u64, row.int(1)?.max(0) as u64);
+            if open >= quota.max_open {
+                return Err(RegistryError::Exhausted(format!(
+                    "{open} uploads are open; at most {} (registry.max_open_uploads): commit or abort one, or wait for expiry",
+                    quota.max_open
+                )));
+            }
+            let declared: u64 = u.files.iter().map(|f| f.size).fold(0, u64::saturating_add);
+            if staged.saturating_add(declared) > quota.max_bytes {
+                return Err(RegistryError::Exhausted(format!(
+                    "open uploads declare {staged} bytes and this one {declared}; at most {} in all (registry.max_staged_bytes)",
+                    quota.max_bytes
+                )));
+            }
             tx.exec(
                 "INSERT INTO uploads VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 args![
