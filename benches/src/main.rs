@@ -13,6 +13,7 @@
 //! [`gateway`]). `mlmesh-bench inference` measures the inference service
 //! against the in-process floor and MLServer (see [`inference`]).
 
+mod codec;
 mod front_door;
 mod gateway;
 mod inference;
@@ -57,6 +58,8 @@ enum Workload {
     /// Soak: many concurrent callers through the gateway, a probe beside
     /// them, replicas killed half way; every answer checked.
     Soak(soak::SoakArgs),
+    /// Codec: the element walk before every decode vs. prost's decode alone.
+    Codec(codec::CodecArgs),
 }
 
 #[derive(Parser)]
@@ -344,6 +347,10 @@ async fn main() -> anyhow::Result<()> {
             Workload::Inference(args) => inference::run(args).await,
             Workload::Registry(args) => registry::run(args).await,
             Workload::Soak(args) => soak::run(args).await,
+            Workload::Codec(args) => {
+                codec::run(args);
+                Ok(())
+            }
         }
     });
     tokio::select! {

@@ -21,13 +21,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let fds = protox::compile(PROTOS, [&root])?;
     std::fs::write(out.join("mlmesh_descriptor.bin"), fds.encode_to_vec())?;
+    // Type names let the codec find each message's schema for its
+    // element walk (src/codec.rs).
+    let mut config = tonic_prost_build::Config::new();
+    config.enable_type_names();
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        .codec_path("crate::codec::BoundedCodec")
         // Tensor payloads: `Bytes` slices of the received buffer, no copy.
         .bytes(".inference")
         // Artifact chunks, likewise.
         .bytes(".mlmesh.registry")
-        .compile_fds(fds)?;
+        .compile_fds_with_config(fds, config)?;
     Ok(())
 }

@@ -5,6 +5,7 @@
 //! instead. [`json`] converts the `google.protobuf.Struct` payloads they
 //! carry to and from JSON.
 
+pub mod codec;
 pub mod json;
 
 /// `mlmesh.embedding.v1`: the embedding service contract.

@@ -84,6 +84,9 @@ impl GrpcServer {
             }
             None => None,
         };
+        // The codecs of this process count a request's elements before
+        // decoding it (mlmesh_proto::codec).
+        mlmesh_proto::codec::set_max_elements(settings.max_request_elements);
         let mut server = Self::from_listeners(settings, listener, metrics_listener, registry);
         server.admin_token = settings.admin_token()?;
         server.tls = ServerTls::from_settings(&settings.tls, "server.tls")?;

@@ -79,6 +79,10 @@ pub struct ServerSettings {
     /// Largest request message accepted, in bytes; larger ones get
     /// RESOURCE_EXHAUSTED from the transport before any work is done.
     pub max_request_bytes: usize,
+    /// Most elements (messages, repeated values, map entries) one request
+    /// may decode into, counted on the wire before decoding: two bytes of
+    /// empty elements must not inflate to a struct each.
+    pub max_request_elements: usize,
     /// Most concurrent calls per connection (HTTP/2 streams); lowered so
     /// that `streams × max_request_bytes ≤ max_connection_request_bytes`.
     pub max_concurrent_streams: u32,
@@ -134,6 +138,7 @@ impl Default for ServerSettings {
             metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9051))),
             shutdown_grace_secs: 30,
             max_request_bytes: 16 * 1024 * 1024,
+            max_request_elements: mlmesh_proto::codec::DEFAULT_MAX_ELEMENTS,
             max_concurrent_streams: 1024,
             max_connection_request_bytes: 1 << 30,
             max_connections: 10_240,
@@ -223,6 +228,10 @@ impl ServerSettings {
         }
         for (key, v) in [
             ("server.max_connections", self.max_connections as u64),
+            (
+                "server.max_request_elements",
+                self.max_request_elements as u64,
+            ),
             (
                 "server.write_stall_timeout_secs",
                 self.write_stall_timeout_secs,

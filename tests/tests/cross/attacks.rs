@@ -386,3 +386,148 @@ fn a_compressed_bomb_is_refused_without_inflating() {
         }
     }
 }
+
+/// Sends pre-encoded protobuf bytes as a gRPC request, decodes the answer
+/// as `Vec<u8>`: a client that can say what a generated one would not.
+#[derive(Clone, Copy, Default)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        use bytes::Buf as _;
+        Ok(Some(src.copy_to_bytes(src.remaining()).to_vec()))
+    }
+}
+
+/// Twelve megabytes of empty repeated messages (`inputs`, two bytes each)
+/// would decode into six million structs, gigabytes: the element walk
+/// refuses them before decoding (RESOURCE_EXHAUSTED naming the field and
+/// server.max_request_elements), on the inference service and through the
+/// gateway, with peak RSS growing by little more than the message, and
+/// the next call is served.
+#[test]
+fn empty_repeated_messages_are_refused_before_inflating() {
+    use mlmesh_proto::inference::{
+        self as ipb, grpc_inference_service_client::GrpcInferenceServiceClient,
+        model_infer_request::InferInputTensor,
+    };
+    let _serial = mlmesh_tests::serial();
+    let svc = mlmesh_tests::Service::start("mlmesh-inference", &[]);
+    let gateway = mlmesh_tests::Service::start(
+        "mlmesh-gateway",
+        &[
+            ("MLMESH_DOWNSTREAM__INFERENCE", svc.addr.to_string()),
+            ("MLMESH_DOWNSTREAM__EMBEDDING", "127.0.0.1:9".into()),
+            ("MLMESH_DOWNSTREAM__VECTOR_SEARCH", "127.0.0.1:9".into()),
+            ("MLMESH_HTTP__LISTEN", "off".into()),
+        ],
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    // model_name, then six million empty `inputs` (field 5).
+    let mut wire = prost::Message::encode_to_vec(&ipb::ModelInferRequest {
+        model_name: "iris-logreg".into(),
+        ..Default::default()
+    });
+    for _ in 0..6_000_000 {
+        wire.extend_from_slice(&[5 << 3 | 2, 0]);
+    }
+    let row = [5.1f32, 3.5, 1.4, 0.2];
+    let fine = ipb::ModelInferRequest {
+        model_name: "iris-logreg".into(),
+        inputs: vec![InferInputTensor {
+            name: "input".into(),
+            datatype: "FP32".into(),
+            shape: vec![1, 4],
+            ..Default::default()
+        }],
+        raw_input_contents: vec![row.iter().flat_map(|x| x.to_le_bytes()).collect()],
+        ..Default::default()
+    };
+    for target in [&svc, &gateway] {
+        let before = (
+            peak_rss_kib(svc.child.id()),
+            peak_rss_kib(gateway.child.id()),
+        );
+        rt.block_on(async {
+            let channel =
+                tonic::transport::Endpoint::from_shared(format!("http://{}", target.addr))
+                    .expect("uri")
+                    .connect()
+                    .await
+                    .expect("connect");
+            let mut raw = tonic::client::Grpc::new(channel.clone());
+            raw.ready().await.expect("ready");
+            let e = raw
+                .unary(
+                    tonic::Request::new(wire.clone()),
+                    tonic::codegen::http::uri::PathAndQuery::from_static(
+                        "/inference.GRPCInferenceService/ModelInfer",
+                    ),
+                    RawCodec,
+                )
+                .await
+                .expect_err("six million empty inputs");
+            assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+            assert!(
+                e.message().contains("ModelInferRequest.inputs")
+                    && e.message().contains("server.max_request_elements"),
+                "{}",
+                e.message()
+            );
+            let ok = GrpcInferenceServiceClient::new(channel)
+                .model_infer(fine.clone())
+                .await
+                .expect("the next call is served");
+            assert_eq!(ok.into_inner().model_name, "iris-logreg");
+        });
+        let after = (
+            peak_rss_kib(svc.child.id()),
+            peak_rss_kib(gateway.child.id()),
+        );
+        // Decoded, the inputs alone would be about 1.5 GB; the message is
+        // 12 MB (held a few times over by the transport).
+        for (name, b, a) in [
+            ("inference", before.0, after.0),
+            ("gateway", before.1, after.1),
+        ] {
+            assert!(
+                a.saturating_sub(b) < 96 * 1024,
+                "{name}: peak RSS grew from {b} to {a} KiB on refused empty elements"
+            );
+        }
+    }
+}
