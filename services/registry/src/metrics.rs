@@ -13,6 +13,8 @@ pub struct Metrics {
     pub uploads_started: IntCounter,
     pub versions_committed: IntCounter,
     pub upload_bytes: IntCounter,
+    /// Staged bytes hashed again on resume (0 while checkpoints hold).
+    pub upload_rehashed_bytes: IntCounter,
     pub download_bytes: IntCounter,
     pub alias_moves: IntCounter,
     pub watchers: IntGauge,
@@ -42,6 +44,10 @@ impl Metrics {
             uploads_started: counter("uploads_started_total", "Uploads started")?,
             versions_committed: counter("versions_committed_total", "Versions committed")?,
             upload_bytes: counter("upload_bytes_total", "File bytes received")?,
+            upload_rehashed_bytes: counter(
+                "upload_rehashed_bytes_total",
+                "Staged bytes hashed again when an upload resumed without a usable hash checkpoint",
+            )?,
             download_bytes: counter("download_bytes_total", "File bytes sent")?,
             alias_moves: counter("alias_moves_total", "Alias moves (rollbacks included)")?,
             watchers,

@@ -351,15 +351,17 @@ impl Registry {
         // Switch files: open the new one and hash what it already holds.
         let current = open.take().filter(|o| o.idx == idx);
         let path = self.staging.file(&id, idx);
+        let rehashed = self.metrics.upload_rehashed_bytes.clone();
         let mut writer = tokio::task::spawn_blocking(move || -> Result<Open> {
             let mut o = match current {
                 Some(o) => o,
-                None => open_staged(&path, idx, held)?,
+                None => open_staged(&path, idx, held, &rehashed)?,
             };
             o.file.write_all(&chunk.data).map_err(|e| {
                 RegistryError::Blobs(format!("cannot write {}: {e}", path.display()))
             })?;
             o.hasher.update(&chunk.data);
+            save_state(&path, end, &o.hasher);
             Ok(o)
         })
         .await??;
@@ -431,27 +433,71 @@ impl Registry {
 }
 
 /// Opens a staged file for appending, hashing the `held` bytes it has.
-fn open_staged(path: &Path, idx: usize, held: u64) -> Result<Open> {
+fn open_staged(
+    path: &Path,
+    idx: usize,
+    held: u64,
+    rehashed: &prometheus::IntCounter,
+) -> Result<Open> {
     let io = |e: std::io::Error| RegistryError::Blobs(format!("{}: {e}", path.display()));
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).map_err(io)?;
     }
-    let mut hasher = Sha256::new();
-    if held > 0 {
-        let mut f = File::open(path).map_err(io)?;
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = f.read(&mut buf).map_err(io)?;
-            if n == 0 {
-                break;
+    let hasher = match load_state(path, held) {
+        Some(h) => h,
+        None => {
+            // No usable checkpoint (a crash between the bytes and their
+            // checkpoint): hash what the file holds.
+            let mut hasher = Sha256::new();
+            if held > 0 {
+                let mut f = File::open(path).map_err(io)?;
+                let mut buf = vec![0u8; 1 << 20];
+                loop {
+                    let n = f.read(&mut buf).map_err(io)?;
+                    if n == 0 {
+                        break;
+                    }
+                    hasher.update(&buf[..n]);
+                    rehashed.inc_by(n as u64);
+                }
             }
-            hasher.update(&buf[..n]);
+            hasher
         }
-    }
+    };
     let file = OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)
         .map_err(io)?;
     Ok(Open { idx, file, hasher })
+}
+
+/// Where the hash state of a staged file's bytes is kept: beside it.
+fn state_path(staged: &Path) -> PathBuf {
+    staged.with_extension("sha256-state")
+}
+
+/// Records the hash of a staged file's first `len` bytes, so a resumed
+/// upload continues hashing from there instead of reading them again.
+/// Best effort: without it a resume rehashes.
+fn save_state(staged: &Path, len: u64, hasher: &Sha256) {
+    use sha2::digest::common::hazmat::SerializableState as _;
+    let mut out = len.to_le_bytes().to_vec();
+    out.extend_from_slice(hasher.serialize().as_slice());
+    let _ = fs::write(state_path(staged), out);
+}
+
+/// The hash state of the first `held` bytes, when its checkpoint covers
+/// exactly what the file holds.
+fn load_state(staged: &Path, held: u64) -> Option<Sha256> {
+    use sha2::digest::common::hazmat::{SerializableState, SerializedState};
+    let bytes = fs::read(state_path(staged)).ok()?;
+    let (len, state) = bytes.split_at_checked(8)?;
+    let len = u64::from_le_bytes(len.try_into().ok()?);
+    let on_disk = fs::metadata(staged).ok()?.len();
+    if held == 0 || len != held || on_disk != held {
+        return None;
+    }
+    let state = SerializedState::<Sha256>::try_from(state).ok()?;
+    SerializableState::deserialize(&state).ok()
 }

@@ -15,6 +15,7 @@ pub type Client = RegistryClient<Channel>;
 pub struct TestApp {
     #[allow(dead_code)]
     pub addr: SocketAddr,
+    pub metrics_addr: Option<SocketAddr>,
     pub client: Client,
     pub registry: Arc<Registry>,
     stop: Option<oneshot::Sender<()>>,
@@ -37,6 +38,7 @@ pub async fn spawn_app(data: &Path, tweak: impl FnOnce(&mut Settings)) -> TestAp
     tweak(&mut s);
     let app = Application::build(s).await.expect("registry builds");
     let addr = app.local_addr();
+    let metrics_addr = app.metrics_addr();
     let registry = app.registry();
     let (stop, stopped) = oneshot::channel::<()>();
     let handle = tokio::spawn(async move {
@@ -51,6 +53,7 @@ pub async fn spawn_app(data: &Path, tweak: impl FnOnce(&mut Settings)) -> TestAp
         .expect("connects");
     TestApp {
         addr,
+        metrics_addr,
         client,
         registry,
         stop: Some(stop),
@@ -173,6 +176,15 @@ pub(crate) use on_every_store;
 impl TestApp {
     pub fn client(&self) -> Client {
         self.client.clone()
+    }
+
+    /// Sum of the `/metrics` samples whose line starts with `prefix`.
+    pub async fn metric(&self, prefix: &str) -> f64 {
+        let addr = self.metrics_addr.expect("metrics enabled");
+        let text = tokio::task::spawn_blocking(move || mlmesh_tests::scrape(addr))
+            .await
+            .expect("scrape");
+        mlmesh_tests::metric_sum(&text, prefix)
     }
 
     pub async fn stop(mut self) {

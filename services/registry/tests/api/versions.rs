@@ -154,6 +154,47 @@ async fn an_upload_resumes_where_the_broken_stream_stopped(store: Store) {
     let done = app.send_chunks(rest).await.expect("resumed upload");
     let v = done.version.expect("committed");
     assert_eq!(v.version, 1);
+    // The resume continued the hash from its checkpoint: the 120 000
+    // bytes already verified were not read again.
+    assert_eq!(
+        app.metric("mlmesh_registry_upload_rehashed_bytes_total")
+            .await,
+        0.0
+    );
+    // Without its checkpoint (a crash between bytes and checkpoint) a
+    // resume hashes the staged bytes again, and still commits.
+    let other = bytes(5, 200_000);
+    let again = app
+        .start("big", &[("weights", other.clone())])
+        .await
+        .expect("start");
+    let part = pb::UploadChunk {
+        upload_id: again.upload_id.clone(),
+        path: "weights".into(),
+        offset: 0,
+        data: other[..50_000].to_vec().into(),
+    };
+    app.send_chunks(vec![part]).await.expect("partial");
+    let state = env
+        .dir
+        .path()
+        .join("uploads")
+        .join(&again.upload_id)
+        .join("0.sha256-state");
+    std::fs::remove_file(&state).expect("the checkpoint is beside the staged file");
+    let rest = pb::UploadChunk {
+        upload_id: again.upload_id.clone(),
+        path: "weights".into(),
+        offset: 50_000,
+        data: other[50_000..].to_vec().into(),
+    };
+    let done = app.send_chunks(vec![rest]).await.expect("resumed");
+    assert!(done.version.is_some(), "committed");
+    assert_eq!(
+        app.metric("mlmesh_registry_upload_rehashed_bytes_total")
+            .await,
+        50_000.0
+    );
     let pulled = app.pull("big", 1).await;
     assert_eq!(pulled[0].1, files[0].1);
     assert_eq!(pulled[1].1, files[1].1);
