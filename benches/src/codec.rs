@@ -107,7 +107,6 @@ pub fn run(args: CodecArgs) {
         &UpsertRequest {
             collection: "c".into(),
             points,
-            ..Default::default()
         },
         &args,
     );
