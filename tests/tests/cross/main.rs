@@ -9,6 +9,7 @@
 mod admin_token;
 mod attacks;
 mod auth;
+mod caller_limits;
 mod embedding_process;
 mod image;
 mod inference_rest;
