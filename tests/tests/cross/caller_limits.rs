@@ -122,8 +122,7 @@ fn one_caller_holding_idle_streams_starves_nobody_and_stream_messages_are_charge
         }
         let e = open_stream(&mut c, HOLDER)
             .await
-            .err()
-            .expect("a fourth stream is over max_concurrent");
+            .expect_err("a fourth stream is over max_concurrent");
         assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
         let e = c
             .model_infer(keyed(infer(), HOLDER))
