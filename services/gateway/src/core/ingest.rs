@@ -1,8 +1,54 @@
 //! Ingest: documents checked against the limits, chunked, embedded in
-//! batches and upserted as points (a document's old chunks beyond its new
-//! count deleted).
+//! batches and upserted as points, then the document's other chunks
+//! deleted.
+//!
+//! Replacing a document is atomic in outcome across gateway replicas, with
+//! no lock between them: each ingest has a revision (milliseconds ×1000
+//! plus a random part, rising within a replica) that is in its chunks' ids
+//! and payloads, so no ingest overwrites another's chunks. After its
+//! upsert an ingest deletes the document's chunks of older revisions
+//! (and chunks from before revisions existed); then, if a newer revision
+//! of the document exists, it deletes its own. Whatever the interleaving,
+//! once both are done only the newest revision's chunks remain, whole.
+//! (While they run, a search may see both versions.)
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{collections::merge_chunking, search::keyword, *};
+
+/// A new ingest revision: rising within this process, unique across
+/// replicas (random low digits), below 2^53 so payload numbers keep it
+/// exact.
+fn next_revision() -> u64 {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let candidate = now_ms * 1000 + u64::from(uuid::Uuid::new_v4().as_u128() as u16 % 1000);
+    let mut last = LAST.load(Ordering::Relaxed);
+    loop {
+        let next = candidate.max(last + 1);
+        match LAST.compare_exchange_weak(last, next, Ordering::AcqRel, Ordering::Relaxed) {
+            Ok(_) => return next,
+            Err(seen) => last = seen,
+        }
+    }
+}
+
+fn revision_range(key: &str, range: vec::Range) -> vec::Condition {
+    vec::Condition {
+        condition: Some(vec::condition::Condition::Field(vec::FieldCondition {
+            key: key.into(),
+            test: Some(vec::field_condition::Test::Range(range)),
+        })),
+    }
+}
+
+fn nested(filter: vec::Filter) -> vec::Condition {
+    vec::Condition {
+        condition: Some(vec::condition::Condition::Filter(filter)),
+    }
+}
 
 impl Core {
     /// The request's documents against the limits: count, sizes, ids
@@ -136,6 +182,7 @@ impl Core {
                 }
             })
             .collect();
+        let revision = next_revision();
         let mut texts = Vec::with_capacity(total);
         let mut payloads = Vec::with_capacity(total);
         let mut out_docs = Vec::with_capacity(r.documents.len());
@@ -160,9 +207,10 @@ impl Core {
                 p.insert(P_CHUNK_INDEX.into(), Json::from(j as u64));
                 p.insert(P_TEXT.into(), Json::String(text.to_owned()));
                 p.insert(P_METADATA.into(), Json::Object(metadata.clone()));
+                p.insert(P_REVISION.into(), Json::from(revision));
                 texts.push(text.to_owned());
                 payloads.push(p);
-                chunk_ids.push(chunk_id(&ids[i], j));
+                chunk_ids.push(chunk_id(&ids[i], revision, j));
             }
             out_docs.push(gw::IngestedDocument {
                 id: ids[i].clone(),
@@ -211,44 +259,75 @@ impl Core {
                 .inspect_err(|_| self.forget(&coll.name))?;
         }
 
-        // A re-ingested document may have had more chunks before: delete
-        // those past its new end (after the upsert, so it is never absent).
+        // The documents' older chunks (after the upsert, so a document is
+        // never absent), then our own where a newer ingest has finished
+        // its upsert meanwhile.
+        let rev = revision as f64;
         for group in out_docs.chunks(DELETE_BATCH) {
-            let should = group
+            let older = group
                 .iter()
-                .map(|d| vec::Condition {
-                    condition: Some(vec::condition::Condition::Filter(vec::Filter {
-                        must: vec![
-                            keyword(P_DOCUMENT_ID, &d.id),
-                            vec::Condition {
-                                condition: Some(vec::condition::Condition::Field(
-                                    vec::FieldCondition {
-                                        key: P_CHUNK_INDEX.into(),
-                                        test: Some(vec::field_condition::Test::Range(vec::Range {
-                                            gte: Some(d.chunk_ids.len() as f64),
-                                            ..Default::default()
-                                        })),
-                                    },
-                                )),
+                .map(|d| {
+                    nested(vec::Filter {
+                        must: vec![keyword(P_DOCUMENT_ID, &d.id)],
+                        // Chunks without a revision predate revisions.
+                        must_not: vec![revision_range(
+                            P_REVISION,
+                            vec::Range {
+                                gte: Some(rev),
+                                ..Default::default()
                             },
-                        ],
+                        )],
                         ..Default::default()
-                    })),
+                    })
                 })
                 .collect();
-            let m = vec::DeleteRequest {
-                collection: coll.name.clone(),
-                selector: Some(vec::delete_request::Selector::Filter(vec::Filter {
-                    should,
-                    ..Default::default()
-                })),
+            self.delete_points(&coll.name, older, deadline).await?;
+            let newer = |d: &gw::IngestedDocument| vec::Filter {
+                must: vec![
+                    keyword(P_DOCUMENT_ID, &d.id),
+                    revision_range(
+                        P_REVISION,
+                        vec::Range {
+                            gt: Some(rev),
+                            ..Default::default()
+                        },
+                    ),
+                ],
+                ..Default::default()
             };
-            self.vector
-                .call(V_DELETE, deadline, true, |ch, t| {
-                    let m = m.clone();
-                    async move { VectorSearchClient::new(ch).delete(req(m, t)).await }
-                })
+            let superseded = self
+                .count_points(
+                    &coll.name,
+                    vec::Filter {
+                        should: group.iter().map(|d| nested(newer(d))).collect(),
+                        ..Default::default()
+                    },
+                    deadline,
+                )
                 .await?;
+            if superseded == 0 {
+                continue;
+            }
+            let mut own = Vec::new();
+            for d in group {
+                if self.count_points(&coll.name, newer(d), deadline).await? > 0 {
+                    own.push(nested(vec::Filter {
+                        must: vec![
+                            keyword(P_DOCUMENT_ID, &d.id),
+                            revision_range(
+                                P_REVISION,
+                                vec::Range {
+                                    gte: Some(rev),
+                                    lte: Some(rev),
+                                    ..Default::default()
+                                },
+                            ),
+                        ],
+                        ..Default::default()
+                    }));
+                }
+            }
+            self.delete_points(&coll.name, own, deadline).await?;
         }
         self.metrics
             .chunks_ingested
@@ -259,5 +338,52 @@ impl Core {
             chunks: total as u64,
             prompt_tokens,
         })
+    }
+
+    /// Deletes the points matching any of `should` (nothing when empty).
+    async fn delete_points(
+        &self,
+        collection: &str,
+        should: Vec<vec::Condition>,
+        deadline: Deadline,
+    ) -> Result<()> {
+        if should.is_empty() {
+            return Ok(());
+        }
+        let m = vec::DeleteRequest {
+            collection: collection.to_owned(),
+            selector: Some(vec::delete_request::Selector::Filter(vec::Filter {
+                should,
+                ..Default::default()
+            })),
+        };
+        self.vector
+            .call(V_DELETE, deadline, true, |ch, t| {
+                let m = m.clone();
+                async move { VectorSearchClient::new(ch).delete(req(m, t)).await }
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// How many points match `filter`.
+    async fn count_points(
+        &self,
+        collection: &str,
+        filter: vec::Filter,
+        deadline: Deadline,
+    ) -> Result<u64> {
+        let m = vec::CountRequest {
+            collection: collection.to_owned(),
+            filter: Some(filter),
+        };
+        let r = self
+            .vector
+            .call(V_COUNT, deadline, true, |ch, t| {
+                let m = m.clone();
+                async move { VectorSearchClient::new(ch).count(req(m, t)).await }
+            })
+            .await?;
+        Ok(r.count)
     }
 }

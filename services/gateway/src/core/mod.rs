@@ -66,6 +66,7 @@ const V_LIST: &str = "mlmesh.vector.v1.VectorSearch/ListCollections";
 const V_GET_COLLECTION: &str = "mlmesh.vector.v1.VectorSearch/GetCollection";
 const V_UPSERT: &str = "mlmesh.vector.v1.VectorSearch/Upsert";
 const V_DELETE: &str = "mlmesh.vector.v1.VectorSearch/Delete";
+const V_COUNT: &str = "mlmesh.vector.v1.VectorSearch/Count";
 const V_SEARCH: &str = "mlmesh.vector.v1.VectorSearch/Search";
 
 /// Collection metadata keys the gateway writes.
@@ -79,6 +80,8 @@ const P_DOCUMENT_ID: &str = "document_id";
 const P_CHUNK_INDEX: &str = "chunk_index";
 const P_TEXT: &str = "text";
 const P_METADATA: &str = "metadata";
+/// The ingest that wrote a chunk (see `ingest.rs`).
+const P_REVISION: &str = "revision";
 
 /// How long a collection's model and chunking are reused before being
 /// read again (they only change by delete and re-create).
@@ -95,15 +98,18 @@ const DELETE_BATCH: usize = 64;
 /// document); the service's own request limits bound them.
 const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
 
-/// Namespace of chunk ids (UUID v5 of `document_id`, NUL, chunk index).
+/// Namespace of chunk ids (UUID v5 of `document_id`, NUL, revision, NUL,
+/// chunk index).
 const CHUNK_NAMESPACE: uuid::Uuid =
     uuid::Uuid::from_u128(0x6d6c_6d65_7368_4000_8000_6368_756e_6b73);
 
-/// The stable id of chunk `index` of `document_id`.
-pub fn chunk_id(document_id: &str, index: usize) -> String {
+/// The id of chunk `index` of `document_id` as ingest `revision` writes
+/// it: stable for one ingest (its upserts can be retried), distinct between
+/// ingests (one never overwrites another's chunks).
+pub fn chunk_id(document_id: &str, revision: u64, index: usize) -> String {
     uuid::Uuid::new_v5(
         &CHUNK_NAMESPACE,
-        format!("{document_id}\u{0}{index}").as_bytes(),
+        format!("{document_id}\u{0}{revision}\u{0}{index}").as_bytes(),
     )
     .to_string()
 }
@@ -279,7 +285,7 @@ mod tests {
 
     fn h(doc: &str, idx: u32, score: f32, text: &str) -> gw::Hit {
         gw::Hit {
-            chunk_id: chunk_id(doc, idx as usize),
+            chunk_id: chunk_id(doc, 1, idx as usize),
             score,
             document_id: doc.into(),
             chunk_index: idx,
@@ -290,9 +296,10 @@ mod tests {
 
     #[test]
     fn chunk_ids_are_stable_and_distinct() {
-        assert_eq!(chunk_id("a", 0), chunk_id("a", 0));
-        assert_ne!(chunk_id("a", 0), chunk_id("a", 1));
-        assert_ne!(chunk_id("a1", 0), chunk_id("a", 10));
+        assert_eq!(chunk_id("a", 7, 0), chunk_id("a", 7, 0));
+        assert_ne!(chunk_id("a", 7, 0), chunk_id("a", 7, 1));
+        assert_ne!(chunk_id("a1", 7, 0), chunk_id("a", 7, 10));
+        assert_ne!(chunk_id("a", 7, 0), chunk_id("a", 8, 0));
     }
 
     #[test]

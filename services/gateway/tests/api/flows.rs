@@ -9,7 +9,8 @@ use mlmesh_proto::{
 };
 use serde_json::json;
 
-use crate::helpers::{doc, spawn_mesh};
+use crate::helpers::{doc, spawn_gateway, spawn_mesh};
+use mlmesh_gateway::Settings;
 
 fn corpus() -> Vec<gw::Document> {
     vec![
@@ -401,14 +402,20 @@ async fn http_json_api_and_openai_embeddings() {
     mesh.stop().await;
 }
 
-/// Two ingests of one document id at once never leave it truncated or
-/// mixed: afterwards the document is exactly one of the two versions. The
-/// versions have more chunks than one Upsert call carries, so unserialized
-/// writers interleave their upserts and deletes.
+/// Concurrent ingests of one document id never leave it truncated or
+/// mixed, also through two gateway replicas (which share no lock):
+/// afterwards the document is exactly one of the versions, whole. Each
+/// ingest's writes (an Upsert, Deletes, a Count) take about as long as its
+/// embedding, so unserialized writers interleave.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_ingests_of_one_document_leave_one_whole_version() {
     use mlmesh_proto::vector::v1::vector_search_client::VectorSearchClient;
     let mesh = spawn_mesh().await;
+    let other = spawn_gateway(Settings::for_tests(
+        vec![mesh.embedding.addr.to_string()],
+        vec![mesh.vector.addr.to_string()],
+    ))
+    .await;
     let name = mesh
         .collection(
             "same-doc",
@@ -438,8 +445,14 @@ async fn concurrent_ingests_of_one_document_leave_one_whole_version() {
         .await
         .expect("vector-search");
     for round in 0..40 {
-        let calls = versions.iter().map(|(_, t)| {
-            let mut c = mesh.grpc();
+        let calls = versions.iter().enumerate().map(|(k, (_, t))| {
+            // Alternate replicas: pairs on one replica are serialized by
+            // its document lock, pairs across replicas are not.
+            let mut c = if k % 2 == 0 {
+                mesh.grpc()
+            } else {
+                other.grpc.clone()
+            };
             let r = gw::IngestRequest {
                 collection: name.clone(),
                 documents: vec![doc("d", t, json!({}))],
@@ -507,5 +520,6 @@ async fn concurrent_ingests_of_one_document_leave_one_whole_version() {
             "round {round}: chunk indexes are not 0..n"
         );
     }
+    other.stop().await;
     mesh.stop().await;
 }
