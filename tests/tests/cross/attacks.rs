@@ -310,16 +310,7 @@ fn a_compressed_bomb_is_refused_without_inflating() {
         model_infer_request::InferInputTensor,
     };
     let _serial = mlmesh_tests::serial();
-    let svc = mlmesh_tests::Service::start("mlmesh-inference", &[]);
-    let gateway = mlmesh_tests::Service::start(
-        "mlmesh-gateway",
-        &[
-            ("MLMESH_DOWNSTREAM__INFERENCE", svc.addr.to_string()),
-            ("MLMESH_DOWNSTREAM__EMBEDDING", "127.0.0.1:9".into()),
-            ("MLMESH_DOWNSTREAM__VECTOR_SEARCH", "127.0.0.1:9".into()),
-            ("MLMESH_HTTP__LISTEN", "off".into()),
-        ],
-    );
+    let (svc, gateway) = inference_behind_gateway(&[]);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -336,18 +327,7 @@ fn a_compressed_bomb_is_refused_without_inflating() {
         raw_input_contents: vec![vec![0u8; (rows * 16) as usize].into()],
         ..Default::default()
     };
-    let row = [5.1f32, 3.5, 1.4, 0.2];
-    let fine = ipb::ModelInferRequest {
-        model_name: "iris-logreg".into(),
-        inputs: vec![InferInputTensor {
-            name: "input".into(),
-            datatype: "FP32".into(),
-            shape: vec![1, 4],
-            ..Default::default()
-        }],
-        raw_input_contents: vec![row.iter().flat_map(|x| x.to_le_bytes()).collect()],
-        ..Default::default()
-    };
+    let fine = iris_row();
     for target in [&svc, &gateway] {
         let before = (
             peak_rss_kib(svc.child.id()),
@@ -384,6 +364,40 @@ fn a_compressed_bomb_is_refused_without_inflating() {
                 "{name}: peak RSS grew from {b} to {a} KiB on a refused bomb"
             );
         }
+    }
+}
+
+/// The inference service (its default repository) and a gateway in front
+/// of it with `gateway_env` (embedding and vector-search unreachable).
+pub(crate) fn inference_behind_gateway(
+    gateway_env: &[(&str, String)],
+) -> (mlmesh_tests::Service, mlmesh_tests::Service) {
+    let svc = mlmesh_tests::Service::start("mlmesh-inference", &[]);
+    let mut env = vec![
+        ("MLMESH_DOWNSTREAM__INFERENCE", svc.addr.to_string()),
+        ("MLMESH_DOWNSTREAM__EMBEDDING", "127.0.0.1:9".into()),
+        ("MLMESH_DOWNSTREAM__VECTOR_SEARCH", "127.0.0.1:9".into()),
+        ("MLMESH_HTTP__LISTEN", "off".into()),
+    ];
+    env.extend(gateway_env.iter().cloned());
+    let gateway = mlmesh_tests::Service::start("mlmesh-gateway", &env);
+    (svc, gateway)
+}
+
+/// One iris row as a ModelInfer request: the well-behaved call.
+pub(crate) fn iris_row() -> mlmesh_proto::inference::ModelInferRequest {
+    use mlmesh_proto::inference::{self as ipb, model_infer_request::InferInputTensor};
+    let row = [5.1f32, 3.5, 1.4, 0.2];
+    ipb::ModelInferRequest {
+        model_name: "iris-logreg".into(),
+        inputs: vec![InferInputTensor {
+            name: "input".into(),
+            datatype: "FP32".into(),
+            shape: vec![1, 4],
+            ..Default::default()
+        }],
+        raw_input_contents: vec![row.iter().flat_map(|x| x.to_le_bytes()).collect()],
+        ..Default::default()
     }
 }
 
@@ -440,19 +454,9 @@ impl tonic::codec::Decoder for RawCodec {
 fn empty_repeated_messages_are_refused_before_inflating() {
     use mlmesh_proto::inference::{
         self as ipb, grpc_inference_service_client::GrpcInferenceServiceClient,
-        model_infer_request::InferInputTensor,
     };
     let _serial = mlmesh_tests::serial();
-    let svc = mlmesh_tests::Service::start("mlmesh-inference", &[]);
-    let gateway = mlmesh_tests::Service::start(
-        "mlmesh-gateway",
-        &[
-            ("MLMESH_DOWNSTREAM__INFERENCE", svc.addr.to_string()),
-            ("MLMESH_DOWNSTREAM__EMBEDDING", "127.0.0.1:9".into()),
-            ("MLMESH_DOWNSTREAM__VECTOR_SEARCH", "127.0.0.1:9".into()),
-            ("MLMESH_HTTP__LISTEN", "off".into()),
-        ],
-    );
+    let (svc, gateway) = inference_behind_gateway(&[]);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -465,18 +469,7 @@ fn empty_repeated_messages_are_refused_before_inflating() {
     for _ in 0..6_000_000 {
         wire.extend_from_slice(&[5 << 3 | 2, 0]);
     }
-    let row = [5.1f32, 3.5, 1.4, 0.2];
-    let fine = ipb::ModelInferRequest {
-        model_name: "iris-logreg".into(),
-        inputs: vec![InferInputTensor {
-            name: "input".into(),
-            datatype: "FP32".into(),
-            shape: vec![1, 4],
-            ..Default::default()
-        }],
-        raw_input_contents: vec![row.iter().flat_map(|x| x.to_le_bytes()).collect()],
-        ..Default::default()
-    };
+    let fine = iris_row();
     for target in [&svc, &gateway] {
         let before = (
             peak_rss_kib(svc.child.id()),

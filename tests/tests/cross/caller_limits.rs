@@ -10,31 +10,17 @@ use std::time::{Duration, Instant};
 
 use mlmesh_proto::inference::{
     self as ipb, grpc_inference_service_client::GrpcInferenceServiceClient,
-    model_infer_request::InferInputTensor,
 };
-use mlmesh_tests::{Service, TempDir};
+use mlmesh_tests::TempDir;
 use sha2::{Digest as _, Sha256};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, transport::Channel};
 
+use crate::attacks::{inference_behind_gateway, iris_row};
+
 const HOLDER: &str = "mlm_test_key_holder_5a1f0c";
 const NEIGHBOUR: &str = "mlm_test_key_neighbour_93be77";
 const CHATTY: &str = "mlm_test_key_chatty_0d4e21";
-
-fn infer() -> ipb::ModelInferRequest {
-    let row = [5.1f32, 3.5, 1.4, 0.2];
-    ipb::ModelInferRequest {
-        model_name: "iris-logreg".into(),
-        inputs: vec![InferInputTensor {
-            name: "input".into(),
-            datatype: "FP32".into(),
-            shape: vec![1, 4],
-            ..Default::default()
-        }],
-        raw_input_contents: vec![row.iter().flat_map(|x| x.to_le_bytes()).collect()],
-        ..Default::default()
-    }
-}
 
 fn keyed<T>(msg: T, key: &str) -> Request<T> {
     let mut r = Request::new(msg);
@@ -95,17 +81,8 @@ fn one_caller_holding_idle_streams_starves_nobody_and_stream_messages_are_charge
         ),
     )
     .expect("settings");
-    let inference = Service::start("mlmesh-inference", &[]);
-    let gateway = Service::start(
-        "mlmesh-gateway",
-        &[
-            ("MLMESH_CONFIG", config.display().to_string()),
-            ("MLMESH_DOWNSTREAM__INFERENCE", inference.addr.to_string()),
-            ("MLMESH_DOWNSTREAM__EMBEDDING", "127.0.0.1:9".into()),
-            ("MLMESH_DOWNSTREAM__VECTOR_SEARCH", "127.0.0.1:9".into()),
-            ("MLMESH_HTTP__LISTEN", "off".into()),
-        ],
-    );
+    let (_inference, gateway) =
+        inference_behind_gateway(&[("MLMESH_CONFIG", config.display().to_string())]);
     let rt = crate::registry_follow::runtime();
     rt.block_on(async {
         let mut c = Client::connect(format!("http://{}", gateway.addr))
@@ -125,25 +102,25 @@ fn one_caller_holding_idle_streams_starves_nobody_and_stream_messages_are_charge
             .expect_err("a fourth stream is over max_concurrent");
         assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
         let e = c
-            .model_infer(keyed(infer(), HOLDER))
+            .model_infer(keyed(iris_row(), HOLDER))
             .await
             .expect_err("so is a unary call");
         assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
         // Beside them, another caller is served every time.
         for _ in 0..10 {
-            c.model_infer(keyed(infer(), NEIGHBOUR))
+            c.model_infer(keyed(iris_row(), NEIGHBOUR))
                 .await
                 .expect("the neighbour is not starved");
         }
         // A held stream still works, and closing one frees its slot.
         let (tx, mut answers) = held.pop().expect("held");
-        tx.send(infer()).await.expect("send");
+        tx.send(iris_row()).await.expect("send");
         let a = answers.message().await.expect("answer").expect("one");
         assert!(a.error_message.is_empty(), "{a:?}");
         drop((tx, answers));
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            match c.model_infer(keyed(infer(), HOLDER)).await {
+            match c.model_infer(keyed(iris_row(), HOLDER)).await {
                 Ok(_) => break,
                 Err(e) if e.code() == Code::ResourceExhausted => {
                     assert!(Instant::now() < deadline, "the slot never came back: {e:?}");
@@ -157,7 +134,7 @@ fn one_caller_holding_idle_streams_starves_nobody_and_stream_messages_are_charge
         // Charged per message: a burst of three is three answers.
         let (tx, mut answers) = open_stream(&mut c, CHATTY).await.expect("opens");
         for _ in 0..6 {
-            let _ = tx.send(infer()).await;
+            let _ = tx.send(iris_row()).await;
         }
         drop(tx);
         let mut ok = 0;
