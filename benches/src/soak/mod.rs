@@ -252,6 +252,12 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
             while !stop.load(Ordering::Relaxed) && Instant::now() < until {
                 let scheduled = match (&mut next, per_caller_interval) {
                     (Some(n), Some(iv)) => {
+                        // A call scheduled after the end is not made
+                        // (with few calls per second among many callers,
+                        // most callers' next turn lies past it).
+                        if *n >= until {
+                            break;
+                        }
                         tokio::time::sleep_until((*n).into()).await;
                         let s = *n;
                         *n += iv;
