@@ -4,6 +4,7 @@
 
 mod aliases;
 mod helpers;
+mod limits;
 mod models;
 mod storage;
 mod versions;
