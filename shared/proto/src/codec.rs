@@ -220,23 +220,19 @@ impl Walk<'_> {
             }
             // Every field occurrence is at most one decoded element (a
             // packed run is one, a repeated or map field one per entry).
-            if self.left == 0 {
+            // Near the bound, remember where the elements are, for the
+            // error.
+            if self.left < 1024 {
                 let key = match field {
                     Some(f) => format!("{name}.{}", f.name),
                     None => format!("{name}.#{number}"),
                 };
                 *self.counts.entry(key).or_default() += 1;
+            }
+            if self.left == 0 {
                 return Err(Stop::TooMany);
             }
             self.left -= 1;
-            if self.left < 1024 {
-                // Near the bound, remember where the elements are.
-                let key = match field {
-                    Some(f) => format!("{name}.{}", f.name),
-                    None => format!("{name}.#{number}"),
-                };
-                *self.counts.entry(key).or_default() += 1;
-            }
         }
         Ok(())
     }
