@@ -1,7 +1,14 @@
-//! `mlmesh-bench soak`: many concurrent callers through the gateway of a
-//! release mesh (two inference and two embedding replicas, one
-//! vector-search), with a well-behaved probe beside them, and one replica
-//! of each stateless service killed (SIGKILL) half way.
+//! `mlmesh-bench soak`: many concurrent callers through the gateways of a
+//! release mesh (two gateways, two inference and two embedding replicas,
+//! one vector-search), with a well-behaved probe beside them, and one
+//! replica of each stateless service killed (SIGKILL) half way.
+//!
+//! Half the callers' connections go to each gateway, as a Kubernetes
+//! Service spreads them. When a gateway dies, its callers do what a gRPC
+//! client with a retry policy does with an idempotent call whose server
+//! went away: retry it once on the other gateway (counted as "retried"; a
+//! call that fails again, or fails on a live gateway, is a failure). Replicas behind the gateway need no such help: the gateway
+//! routes around a dead one itself.
 //!
 //! Every caller makes real calls in turn (ModelInfer on iris-logreg, Embed,
 //! Search) and checks every accepted answer against a reference that is
@@ -53,7 +60,7 @@ pub struct SoakArgs {
     /// Open loop: calls started per second in all (0: closed loop).
     #[arg(long, default_value_t = 0.0)]
     rate: f64,
-    /// SIGKILL one inference and one embedding replica half way.
+    /// SIGKILL one gateway, one inference and one embedding replica half way.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     kill: bool,
     /// The gateway's `limits.max_in_flight` (calls served at once; more
@@ -69,6 +76,8 @@ struct Tally {
     shed: AtomicU64,
     wrong: AtomicU64,
     failed: AtomicU64,
+    /// Calls retried on the other gateway because theirs had been killed.
+    retried: AtomicU64,
     failures: Mutex<Vec<String>>,
 }
 
@@ -150,21 +159,26 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(",")
     };
-    let gateway = Service::start(
-        "mlmesh-gateway",
-        &[
-            ("MLMESH_DOWNSTREAM__INFERENCE", list(&inference)),
-            ("MLMESH_DOWNSTREAM__EMBEDDING", list(&embedding)),
-            ("MLMESH_DOWNSTREAM__VECTOR_SEARCH", vector.addr.to_string()),
-            ("MLMESH_HTTP__LISTEN", "off".into()),
-            (
-                "MLMESH_LIMITS__MAX_IN_FLIGHT",
-                args.gateway_max_in_flight.to_string(),
-            ),
-        ],
-    );
-    let gw_addr = gateway.addr.to_string();
-    let gw_pid = gateway.child.id();
+    let gateway = || {
+        Service::start(
+            "mlmesh-gateway",
+            &[
+                ("MLMESH_DOWNSTREAM__INFERENCE", list(&inference)),
+                ("MLMESH_DOWNSTREAM__EMBEDDING", list(&embedding)),
+                ("MLMESH_DOWNSTREAM__VECTOR_SEARCH", vector.addr.to_string()),
+                ("MLMESH_HTTP__LISTEN", "off".into()),
+                (
+                    "MLMESH_LIMITS__MAX_IN_FLIGHT",
+                    args.gateway_max_in_flight.to_string(),
+                ),
+            ],
+        )
+    };
+    let mut gateways = [gateway(), gateway()];
+    let gw_addrs = gateways.each_ref().map(|g| g.addr.to_string());
+    let gw_pids = gateways.each_ref().map(|g| g.child.id());
+    // The probe and the set-up use the gateway that stays up.
+    let gw_addr = gw_addrs[0].clone();
 
     // The search corpus: one document per query text.
     let mut setup = Conn::open(&gw_addr).await?;
@@ -217,15 +231,17 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
         },
         args.duration,
         if args.kill {
-            ", one inference and one embedding replica killed half way"
+            ", one gateway, one inference and one embedding replica killed half way"
         } else {
             ""
         }
     );
-    let mut conns = Vec::with_capacity(args.connections);
-    for _ in 0..args.connections.max(1) {
-        conns.push(Conn::open(&gw_addr).await?);
+    // Connections alternate between the two gateways.
+    let mut conns: [Vec<Conn>; 2] = [Vec::new(), Vec::new()];
+    for j in 0..args.connections.max(2) {
+        conns[j % 2].push(Conn::open(&gw_addrs[j % 2]).await?);
     }
+    let dead = Arc::new([AtomicBool::new(false), AtomicBool::new(false)]);
     let tally = Arc::new(Tally::default());
     let accepted_hist = Arc::new(hist()?);
     let stop = Arc::new(AtomicBool::new(false));
@@ -235,12 +251,16 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
         (args.rate > 0.0).then(|| Duration::from_secs_f64(args.callers as f64 / args.rate));
     let mut tasks = Vec::with_capacity(args.callers);
     for k in 0..args.callers {
-        let mut c = conns[k % conns.len()].clone();
-        let (refs, tally, h, stop) = (
+        // Caller k's gateway, its connection there and one to the other.
+        let mut g = k % 2;
+        let mut c = conns[g][(k / 2) % conns[g].len()].clone();
+        let mut other = conns[1 - g][(k / 2) % conns[1 - g].len()].clone();
+        let (refs, tally, h, stop, dead) = (
             Arc::clone(&refs),
             Arc::clone(&tally),
             Arc::clone(&accepted_hist),
             Arc::clone(&stop),
+            Arc::clone(&dead),
         );
         let collection = collection.clone();
         let n = args.callers;
@@ -265,7 +285,16 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
                     }
                     _ => Instant::now(),
                 };
-                match call(&mut c, &refs, &collection, i).await {
+                let mut outcome = call(&mut c, &refs, &collection, i).await;
+                if matches!(outcome, Outcome::Failed(_)) && dead[g].load(Ordering::Relaxed) {
+                    // Its gateway was killed: from now on this caller
+                    // uses the other one, starting with this call.
+                    tally.retried.fetch_add(1, Ordering::Relaxed);
+                    std::mem::swap(&mut c, &mut other);
+                    g = 1 - g;
+                    outcome = call(&mut c, &refs, &collection, i).await;
+                }
+                match outcome {
                     Outcome::Ok => {
                         tally.accepted.fetch_add(1, Ordering::Relaxed);
                         record(&h, scheduled.elapsed());
@@ -335,15 +364,23 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
     let mut killed_at = None;
     while Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        if let Some((_, hwm)) = crate::rss_kib(gw_pid) {
-            rss_peak = rss_peak.max(hwm);
+        for pid in gw_pids {
+            if let Some((_, hwm)) = crate::rss_kib(pid) {
+                rss_peak = rss_peak.max(hwm);
+            }
         }
         if args.kill && killed_at.is_none() && started.elapsed().as_secs_f64() > args.duration / 2.0
         {
+            // Marked before the kill: a failure on that gateway from here
+            // on is its death, and its callers move to the other.
+            dead[1].store(true, Ordering::Relaxed);
+            gateways[1].kill();
             inference[1].kill();
             embedding[1].kill();
             killed_at = Some(started.elapsed());
-            eprintln!("soak: killed one inference and one embedding replica (SIGKILL)");
+            eprintln!(
+                "soak: killed one gateway, one inference and one embedding replica (SIGKILL)"
+            );
         }
     }
     stop.store(true, Ordering::Relaxed);
@@ -373,13 +410,13 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    if let Some((_, hwm)) = crate::rss_kib(gw_pid) {
+    if let Some((_, hwm)) = crate::rss_kib(gw_pids[0]) {
         rss_peak = rss_peak.max(hwm);
     }
     let load = Duration::from_secs_f64(args.duration);
     let accepted = tally.accepted.load(Ordering::Relaxed);
     println!(
-        "\n## mlmesh-bench soak: {} callers, {} connections, {}, {:.0} s, gateway limits.max_in_flight {}",
+        "\n## mlmesh-bench soak: {} callers, {} connections to 2 gateways, {}, {:.0} s, gateway limits.max_in_flight {}",
         args.callers,
         args.connections,
         if args.rate > 0.0 {
@@ -401,6 +438,10 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
     println!(
         "| shed (RESOURCE_EXHAUSTED) | {} |",
         tally.shed.load(Ordering::Relaxed)
+    );
+    println!(
+        "| retried on the other gateway after theirs was killed | {} |",
+        tally.retried.load(Ordering::Relaxed)
     );
     println!(
         "| wrong answers | {} |",
@@ -426,7 +467,10 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
         probe_tally.shed.load(Ordering::Relaxed),
         probe_tally.failed.load(Ordering::Relaxed)
     );
-    println!("| gateway peak RSS | {:.0} MiB |", rss_peak as f64 / 1024.0);
+    println!(
+        "| gateway peak RSS (the larger of the two) | {:.0} MiB |",
+        rss_peak as f64 / 1024.0
+    );
     if let Some(k) = killed_at {
         println!("| replicas killed at | {:.1} s |", k.as_secs_f64());
     }
@@ -452,6 +496,6 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
     {
         println!("probe failure: {f}");
     }
-    drop(gateway);
+    drop(gateways);
     Ok(())
 }

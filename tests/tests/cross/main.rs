@@ -11,6 +11,7 @@ mod attacks;
 mod auth;
 mod caller_limits;
 mod embedding_process;
+mod hostile_artifacts;
 mod image;
 mod inference_rest;
 mod launcher;

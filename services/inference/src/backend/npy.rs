@@ -48,18 +48,26 @@ fn read_npz_within(path: &Path, max: u64) -> Result<HashMap<String, Array>, Load
                 format!("member {name:?}: the archive decompresses to more than {max} bytes"),
             )
         };
-        if member.size() > left {
+        let declared = member.size();
+        if declared > left {
             return Err(too_big());
         }
         // Reserve no more than a modest amount up front: the declared size
-        // is only a claim until the bytes arrive.
-        let mut bytes = Vec::with_capacity(member.size().min(64 << 20) as usize);
+        // is only a claim until the bytes arrive. A member that inflates
+        // past its claim is refused the moment it does (a bomb whose
+        // headers lie costs one byte more than it admits, not the bound).
+        let mut bytes = Vec::with_capacity(declared.min(64 << 20) as usize);
         member
-            .take(left + 1)
+            .take(declared + 1)
             .read_to_end(&mut bytes)
             .map_err(|e| LoadError::file(path, format!("member {name:?}: {e}")))?;
-        if bytes.len() as u64 > left {
-            return Err(too_big());
+        if bytes.len() as u64 > declared {
+            return Err(LoadError::file(
+                path,
+                format!(
+                    "member {name:?} decompresses to more than the {declared} bytes its header declares"
+                ),
+            ));
         }
         left -= bytes.len() as u64;
         let arr = parse_npy(&bytes).map_err(|e| LoadError::file(path, format!("{name}: {e}")))?;
