@@ -11,10 +11,16 @@ of the services named by --discovering, grants only list/watch on
 EndpointSlices, and only those pods mount a token. Every service but the
 gateway has a NetworkPolicy whose every rule names its sources, and its
 gRPC port admits exactly its callers (CALLERS below) and the `helm test`
-pods. Exits 1 naming every failure.
+pods. Every `MLMESH_*` variable a container is given is a setting of its
+service: a row of the service's generated settings reference
+(docs/configuration/mlmesh-<service>.md), so a renamed or misspelt key in a
+template fails here instead of being ignored at run time. Exits 1 naming
+every failure.
 """
 
 import argparse
+import pathlib
+import re
 import sys
 
 import yaml
@@ -34,6 +40,18 @@ CALLERS = {
 def check(cond: bool, what: str) -> None:
     if not cond:
         failures.append(what)
+
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def known_variables(service: str) -> set[str]:
+    """The environment variables of a service's generated settings reference."""
+    page = ROOT / "docs" / "configuration" / f"mlmesh-{service}.md"
+    if not page.exists():
+        failures.append(f"{page} is missing")
+        return set()
+    return set(re.findall(r"^\| `[^`]+` \| `(MLMESH_[A-Z0-9_]+)` \|", page.read_text(), re.M))
 
 
 def env_value(container: dict, name: str):
@@ -74,8 +92,13 @@ def main() -> int:
             check(pod.get("automountServiceAccountToken") is True, f"{name}: discovers, so mounts its token")
         else:
             check(pod.get("automountServiceAccountToken") is False, f"{name}: mounts no token")
+        known = known_variables(component)
         for c in pod["containers"]:
             cname = f"{name}/{c['name']}"
+            for e in c.get("env", []):
+                if e["name"].startswith("MLMESH_") and e["name"] != "MLMESH_CONFIG":
+                    check(e["name"] in known,
+                          f"{cname}: {e['name']} is not a setting of mlmesh-{component} (docs/configuration/mlmesh-{component}.md)")
             serves_tls = args.tls and component != "gateway"
             for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
                 p = c.get(probe, {})

@@ -87,6 +87,11 @@ if python3 "$ROOT/deploy/checks/assert_rendered.py" "$OUT/default-values.yaml" -
   echo "assert_rendered.py accepted plaintext where mutual TLS was asked for" >&2; exit 1
 fi
 python3 "$ROOT/deploy/checks/assert_rendered.py" "$OUT/minimal-values.yaml"
+sed 's/name: MLMESH_TELEMETRY__LOG_FORMAT/name: MLMESH_TELEMETRY__LOGFORMAT/' \
+  "$OUT/default-values.yaml" >"$OUT/misspelt.yaml"
+if python3 "$ROOT/deploy/checks/assert_rendered.py" "$OUT/misspelt.yaml" --discovering gateway >/dev/null; then
+  echo "assert_rendered.py accepted an environment variable that is no setting" >&2; exit 1
+fi
 if python3 "$ROOT/deploy/checks/assert_rendered.py" "$OUT/default-values.yaml" >/dev/null; then
   echo "assert_rendered.py accepted RBAC for a service that does not discover" >&2; exit 1
 fi
@@ -95,7 +100,7 @@ fi
 if python3 "$ROOT/deploy/checks/assert_rendered.py" "$OUT/open.yaml" --discovering gateway >/dev/null; then
   echo "assert_rendered.py accepted services without NetworkPolicies" >&2; exit 1
 fi
-step "rendered objects: probes, resources, security context, PDBs, RBAC only for the gateway, each service reachable only from its callers, the admin token mounted where configured, mutual TLS with cert-manager Certificates where enabled"
+step "rendered objects: probes, resources, security context, PDBs, RBAC only for the gateway, each service reachable only from its callers, the admin token mounted where configured, mutual TLS with cert-manager Certificates where enabled, every MLMESH_* variable a setting of its service"
 
 # 5. lint YAML and the Dockerfile
 PYTHONPATH="$TOOLS" python3 "$TOOLS/bin/yamllint" -s -c "$ROOT/deploy/checks/yamllint.yaml" \

@@ -60,13 +60,8 @@ pub fn binary(name: &str) -> PathBuf {
 }
 
 /// Sum of the Prometheus samples in `text` whose line starts with `prefix`
-/// (`name` or `name{labels}`); 0 when there are none.
-pub fn metric_sum(text: &str, prefix: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
+/// (`name` or `name{labels}`); 0 when there are none (the kit's own).
+pub use mlmesh_runtime::testing::metric_sum;
 
 /// `GET /metrics` from `addr`, as text; empty when unreachable. Blocking:
 /// call it from `spawn_blocking` in a test that serves on the same runtime.

@@ -44,9 +44,21 @@ pub struct Application {
     max_request_bytes: usize,
 }
 
-impl Application {
+impl Application {}
+
+/// The service kit's view of this service: its binary is
+/// `mlmesh_runtime::service::main::<Application>()`.
+impl mlmesh_runtime::service::Service for Application {
+    const NAME: &'static str = "mlmesh-embedding";
+    const ABOUT: &'static str =
+        "Sentence embeddings from ONNX models over gRPC (mlmesh.embedding.v1).";
+    type Settings = Settings;
+    type Args = mlmesh_runtime::service::NoArgs;
+    type BuildError = BuildError;
+    type RunError = ServerError;
+
     /// Loads the models and binds the listeners named in `settings`.
-    pub async fn build(settings: Settings) -> Result<Self, BuildError> {
+    async fn build(settings: Settings) -> Result<Self, BuildError> {
         let metrics = Metrics::new()?;
         let emb = settings.embedding.clone();
         let m = metrics.clone();
@@ -61,19 +73,17 @@ impl Application {
         })
     }
 
-    /// The gRPC address actually bound.
-    pub fn local_addr(&self) -> SocketAddr {
+    fn local_addr(&self) -> SocketAddr {
         self.server.local_addr()
     }
 
-    /// The Prometheus `/metrics` address, when enabled.
-    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+    fn metrics_addr(&self) -> Option<SocketAddr> {
         self.server.metrics_addr()
     }
 
     /// Serves until `shutdown` completes, drains in-flight calls, then stops
     /// the model workers.
-    pub async fn run_until_stopped(
+    async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
@@ -98,5 +108,15 @@ impl Application {
             .await;
         self.engine.close();
         result
+    }
+}
+
+#[cfg(test)]
+mod settings_reference {
+    /// `docs/configuration/mlmesh-embedding.md` is what the settings types generate
+    /// (`MLMESH_BLESS=1 cargo test -p mlmesh-embedding settings_reference` rewrites it).
+    #[test]
+    fn settings_reference_is_current() {
+        mlmesh_runtime::service::check_reference::<crate::Application>(env!("CARGO_MANIFEST_DIR"));
     }
 }

@@ -3,11 +3,12 @@
 
 use std::{collections::HashMap, path::PathBuf};
 
-use mlmesh_runtime::{ServerSettings, SettingsError, TelemetrySettings, settings};
+use mlmesh_runtime::{ServerSettings, SettingsError, TelemetrySettings, service::ServiceSettings};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Everything the embedding service can be told.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct Settings {
     pub server: ServerSettings,
@@ -19,14 +20,14 @@ pub struct Settings {
 /// sentence-transformers layout (`model.onnx` or `onnx/model.onnx`,
 /// `tokenizer.json`, `1_Pooling/config.json`, `sentence_bert_config.json`).
 /// Written `name=path` in the environment, or a `{ name, path }` table.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(try_from = "ModelSpecRepr", into = "ModelSpecRepr")]
 pub struct ModelSpec {
     pub name: String,
     pub path: PathBuf,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, JsonSchema)]
 #[serde(untagged)]
 enum ModelSpecRepr {
     Short(String),
@@ -62,7 +63,7 @@ impl From<ModelSpec> for ModelSpecRepr {
 }
 
 /// Section `[embedding]`: models, batching and limits.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct EmbeddingSettings {
     /// Models served by this process. Default: all-MiniLM-L6-v2 (int8) from
@@ -190,10 +191,18 @@ impl Settings {
         file: Option<&std::path::Path>,
         env: HashMap<String, String>,
     ) -> Result<Self, SettingsError> {
-        let s: Self = settings::load(file, env, &["embedding.models"])?;
-        s.server.validate()?;
-        s.embedding.validate()?;
-        Ok(s)
+        <Self as ServiceSettings>::load(file, env)
+    }
+}
+
+impl ServiceSettings for Settings {
+    const LIST_KEYS: &'static [&'static str] = &["embedding.models"];
+
+    mlmesh_runtime::common_sections!();
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        self.server.validate()?;
+        self.embedding.validate()
     }
 }
 
@@ -201,12 +210,7 @@ impl Settings {
 mod tests {
     use super::*;
 
-    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use mlmesh_runtime::settings::env_of as env;
 
     #[test]
     fn models_from_env_as_name_equals_path() {

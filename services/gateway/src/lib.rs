@@ -74,10 +74,25 @@ pub struct Application {
 }
 
 impl Application {
-    /// Binds the gRPC, `/metrics` and HTTP listeners. Downstream services
-    /// are connected lazily: the gateway starts even when they are not up
-    /// yet (`/readyz` tells).
-    pub async fn build(settings: Settings) -> Result<Self, BuildError> {
+    /// The HTTP/JSON address actually bound, when enabled.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().and_then(|l| l.local_addr().ok())
+    }
+}
+
+/// The service kit's view of this service: its binary is
+/// `mlmesh_runtime::service::main::<Application>()`.
+impl mlmesh_runtime::service::Service for Application {
+    const NAME: &'static str = "mlmesh-gateway";
+    const ABOUT: &'static str = "The mlmesh front door: gRPC (mlmesh.gateway.v1) and HTTP/JSON.";
+    type Settings = Settings;
+    type Args = GatewayArgs;
+    type BuildError = BuildError;
+    type RunError = ServerError;
+
+    /// Binds the gRPC, `/metrics` and HTTP listeners; downstream services
+    /// are connected lazily.
+    async fn build(settings: Settings) -> Result<Self, BuildError> {
         let metrics = Metrics::new()?;
         let server = GrpcServer::bind(&settings.server, metrics.registry.clone()).await?;
         let http = match settings.http.listen {
@@ -107,23 +122,16 @@ impl Application {
         })
     }
 
-    /// The gRPC address actually bound.
-    pub fn local_addr(&self) -> SocketAddr {
+    fn local_addr(&self) -> SocketAddr {
         self.server.local_addr()
     }
 
-    /// The HTTP/JSON address actually bound, when enabled.
-    pub fn http_addr(&self) -> Option<SocketAddr> {
-        self.http.as_ref().and_then(|l| l.local_addr().ok())
-    }
-
-    /// The Prometheus `/metrics` address, when enabled.
-    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+    fn metrics_addr(&self) -> Option<SocketAddr> {
         self.server.metrics_addr()
     }
 
     /// Serves gRPC and HTTP until `shutdown` completes, then drains both.
-    pub async fn run_until_stopped(
+    async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
@@ -187,5 +195,31 @@ impl Application {
         // Discovery runs as long as calls may be made; it ends with them.
         drop(self.watchers);
         result
+    }
+}
+
+/// The gateway's own flag beside the common ones.
+#[derive(clap::Args, Debug, Default)]
+pub struct GatewayArgs {
+    /// HTTP/JSON listen address; overrides `http.listen`.
+    #[arg(long, value_name = "ADDR")]
+    http_listen: Option<SocketAddr>,
+}
+
+impl mlmesh_runtime::service::ServiceArgs<Settings> for GatewayArgs {
+    fn apply(&self, settings: &mut Settings) {
+        if let Some(h) = self.http_listen {
+            settings.http.listen = Some(h);
+        }
+    }
+}
+
+#[cfg(test)]
+mod settings_reference {
+    /// `docs/configuration/mlmesh-gateway.md` is what the settings types generate
+    /// (`MLMESH_BLESS=1 cargo test -p mlmesh-gateway settings_reference` rewrites it).
+    #[test]
+    fn settings_reference_is_current() {
+        mlmesh_runtime::service::check_reference::<crate::Application>(env!("CARGO_MANIFEST_DIR"));
     }
 }

@@ -1,9 +1,9 @@
-//! Prometheus metrics of the gateway, registered in its own registry
+//! Prometheus metrics of the gateway, each created and registered in one call in its own registry
 //! (served on `/metrics` by the runtime crate).
 
+use mlmesh_runtime::metrics::Registrar;
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    exponential_buckets,
+    HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Registry, exponential_buckets,
 };
 
 /// All gateway metrics; cheap to clone (handles into one registry).
@@ -47,98 +47,75 @@ impl std::fmt::Debug for Metrics {
 
 impl Metrics {
     pub fn new() -> Result<Self, prometheus::Error> {
-        let registry = Registry::new_custom(Some("mlmesh_gateway".into()), None)?;
+        let r = Registrar::new("gateway")?;
         let secs = exponential_buckets(0.0001, 2.0, 18)?; // 100 µs … 13 s
         let m = Self {
-            requests: IntCounterVec::new(
-                Opts::new(
-                    "requests_total",
-                    "Gateway calls by protocol, method and status code",
-                ),
+            requests: r.counter_vec(
+                "requests_total",
+                "Gateway calls by protocol, method and status code",
                 &["protocol", "method", "code"],
             )?,
-            request_seconds: HistogramVec::new(
-                HistogramOpts::new("request_duration_seconds", "Gateway call duration")
-                    .buckets(secs.clone()),
+            request_seconds: r.histogram_vec(
+                "request_duration_seconds",
+                "Gateway call duration",
                 &["protocol", "method"],
+                secs.clone(),
             )?,
-            in_flight: IntGauge::new("in_flight", "Gateway calls being served")?,
-            downstream_calls: IntCounterVec::new(
-                Opts::new(
-                    "downstream_requests_total",
-                    "Calls to downstream services by service, method and status code",
-                ),
+            in_flight: r.gauge("in_flight", "Gateway calls being served")?,
+            downstream_calls: r.counter_vec(
+                "downstream_requests_total",
+                "Calls to downstream services by service, method and status code",
                 &["service", "method", "code"],
             )?,
-            downstream_seconds: HistogramVec::new(
-                HistogramOpts::new(
-                    "downstream_request_duration_seconds",
-                    "Downstream call duration, per attempt",
-                )
-                .buckets(secs.clone()),
+            downstream_seconds: r.histogram_vec(
+                "downstream_request_duration_seconds",
+                "Downstream call duration, per attempt",
                 &["service", "method"],
+                secs.clone(),
             )?,
-            retries: IntCounterVec::new(
-                Opts::new("downstream_retries_total", "Retries on another replica"),
+            retries: r.counter_vec(
+                "downstream_retries_total",
+                "Retries on another replica",
                 &["service"],
             )?,
-            replicas: IntGaugeVec::new(
-                Opts::new(
-                    "downstream_replicas",
-                    "Replicas that may get new calls, by downstream service",
-                ),
+            replicas: r.gauge_vec(
+                "downstream_replicas",
+                "Replicas that may get new calls, by downstream service",
                 &["service"],
             )?,
-            ejections: IntCounterVec::new(
-                Opts::new(
-                    "downstream_ejections_total",
-                    "Replicas taken out of rotation after UNAVAILABLE",
-                ),
+            ejections: r.counter_vec(
+                "downstream_ejections_total",
+                "Replicas taken out of rotation after UNAVAILABLE",
                 &["service", "replica"],
             )?,
-            chunks_ingested: IntCounterVec::new(
-                Opts::new("chunks_ingested_total", "Chunks stored by Ingest"),
+            chunks_ingested: r.counter_vec(
+                "chunks_ingested_total",
+                "Chunks stored by Ingest",
                 &["collection"],
             )?,
-            pipeline_runs: IntCounterVec::new(
-                Opts::new("pipeline_runs_total", "Pipeline runs by outcome"),
+            pipeline_runs: r.counter_vec(
+                "pipeline_runs_total",
+                "Pipeline runs by outcome",
                 &["pipeline", "code"],
             )?,
-            pipeline_seconds: HistogramVec::new(
-                HistogramOpts::new("pipeline_duration_seconds", "Pipeline run duration")
-                    .buckets(secs),
+            pipeline_seconds: r.histogram_vec(
+                "pipeline_duration_seconds",
+                "Pipeline run duration",
                 &["pipeline"],
+                secs,
             )?,
-            pipeline_steps: IntCounterVec::new(
-                Opts::new(
-                    "pipeline_steps_total",
-                    "Pipeline step calls by the model version that answered and outcome",
-                ),
+            pipeline_steps: r.counter_vec(
+                "pipeline_steps_total",
+                "Pipeline step calls by the model version that answered and outcome",
                 &["pipeline", "step", "model", "version", "outcome"],
             )?,
-            auth: IntCounterVec::new(
-                Opts::new(
-                    "auth_requests_total",
-                    "Calls by caller and authentication outcome",
-                ),
+            auth: r.counter_vec(
+                "auth_requests_total",
+                "Calls by caller and authentication outcome",
                 &["caller", "outcome"],
             )?,
-            registry,
+            registry: r.registry(),
         };
-        m.registry.register(Box::new(m.requests.clone()))?;
-        m.registry.register(Box::new(m.request_seconds.clone()))?;
-        m.registry.register(Box::new(m.in_flight.clone()))?;
-        m.registry.register(Box::new(m.downstream_calls.clone()))?;
-        m.registry
-            .register(Box::new(m.downstream_seconds.clone()))?;
-        m.registry.register(Box::new(m.retries.clone()))?;
-        m.registry.register(Box::new(m.ejections.clone()))?;
-        m.registry.register(Box::new(m.replicas.clone()))?;
-        m.registry.register(Box::new(m.chunks_ingested.clone()))?;
-        m.registry.register(Box::new(m.pipeline_runs.clone()))?;
-        m.registry.register(Box::new(m.pipeline_seconds.clone()))?;
-        m.registry.register(Box::new(m.pipeline_steps.clone()))?;
-        m.registry.register(Box::new(m.auth.clone()))?;
         Ok(m)
     }
 

@@ -9,7 +9,10 @@ use std::{
     time::Duration,
 };
 
-use mlmesh_runtime::{ServerSettings, SettingsError, TelemetrySettings, settings};
+use mlmesh_runtime::{
+    ServerSettings, SettingsError, TelemetrySettings, service::ServiceSettings, settings,
+};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 mod auth;
@@ -22,7 +25,7 @@ pub const DEFAULT_METRICS_PORT: u16 = 9050;
 pub const DEFAULT_HTTP_PORT: u16 = 8080;
 
 /// Everything the gateway can be told.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct Settings {
     pub server: ServerSettings,
@@ -32,7 +35,9 @@ pub struct Settings {
     pub chunking: ChunkingSettings,
     pub limits: LimitSettings,
     pub rag: RagSettings,
-    /// Pipelines by name (see `pipeline::spec`).
+    /// Pipelines by name, `[pipelines.<name>]` tables in the file (steps,
+    /// branches, aggregation: README, "The front door").
+    #[schemars(with = "BTreeMap<String, serde_json::Value>")]
     pub pipelines: BTreeMap<String, crate::pipeline::PipelineSpec>,
     pub auth: AuthSettings,
     pub mcp: McpSettings,
@@ -56,7 +61,7 @@ impl Default for Settings {
 }
 
 /// Section `[http]`: the HTTP/JSON API.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpSettings {
     /// Address of the HTTP/JSON API; `""` or `off` disables it.
@@ -76,7 +81,7 @@ impl Default for HttpSettings {
 }
 
 /// How the gateway finds the replicas of the services it calls.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Discovery {
     /// Fixed addresses.
@@ -88,7 +93,7 @@ pub enum Discovery {
 
 /// Section `[downstream]`: where the services the gateway calls are, and
 /// how it calls them.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct DownstreamSettings {
     /// Where the replica lists come from: `static` (the addresses below)
@@ -167,7 +172,7 @@ impl DownstreamSettings {
 }
 
 /// How documents are cut into chunks.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ChunkUnit {
     /// Tokens of the collection's embedding model.
@@ -187,7 +192,7 @@ impl ChunkUnit {
 }
 
 /// Section `[chunking]`: defaults for collections created without their own.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ChunkingSettings {
     pub unit: ChunkUnit,
@@ -208,7 +213,7 @@ impl Default for ChunkingSettings {
 }
 
 /// Section `[limits]`: what one request may ask of the gateway.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitSettings {
     /// Most documents in one Ingest.
@@ -261,7 +266,7 @@ impl Default for LimitSettings {
 }
 
 /// Section `[rag]`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RagSettings {
     /// Longest context a RagQuery assembles when the request does not say,
@@ -282,7 +287,7 @@ impl Default for RagSettings {
 
 /// Section `[mcp]`: the Model Context Protocol endpoint (`/mcp` on the
 /// HTTP port).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct McpSettings {
     pub enabled: bool,
@@ -319,19 +324,7 @@ impl Settings {
         file: Option<&std::path::Path>,
         env: HashMap<String, String>,
     ) -> Result<Self, SettingsError> {
-        let s: Self = settings::load(
-            file,
-            env,
-            &[
-                "downstream.embedding",
-                "downstream.vector_search",
-                "downstream.inference",
-                "mcp.allowed_hosts",
-                "mcp.allowed_origins",
-            ],
-        )?;
-        s.validate()?;
-        Ok(s)
+        <Self as ServiceSettings>::load(file, env)
     }
 
     /// Checks values no type can express.
@@ -435,16 +428,27 @@ impl Settings {
     }
 }
 
+impl ServiceSettings for Settings {
+    const LIST_KEYS: &'static [&'static str] = &[
+        "downstream.embedding",
+        "downstream.vector_search",
+        "downstream.inference",
+        "mcp.allowed_hosts",
+        "mcp.allowed_origins",
+    ];
+
+    mlmesh_runtime::common_sections!();
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        Settings::validate(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use mlmesh_runtime::settings::env_of as env;
 
     #[test]
     fn endpoint_lists_come_from_the_environment() {

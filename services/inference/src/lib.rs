@@ -72,9 +72,26 @@ pub const ADMIN_METHODS: &[&str] = &[
 ];
 
 impl Application {
+    /// The model manager (tests reach in to inspect it).
+    pub fn models(&self) -> Arc<ModelManager> {
+        Arc::clone(&self.models)
+    }
+}
+
+/// The service kit's view of this service: its binary is
+/// `mlmesh_runtime::service::main::<Application>()`.
+impl mlmesh_runtime::service::Service for Application {
+    const NAME: &'static str = "mlmesh-inference";
+    const ABOUT: &'static str =
+        "ONNX and NumPy models over the Open Inference Protocol (Triton / KServe v2 gRPC).";
+    type Settings = Settings;
+    type Args = InferenceArgs;
+    type BuildError = BuildError;
+    type RunError = ServerError;
+
     /// Binds the listeners and loads the startup models (a model that fails
     /// is reported, the others serve).
-    pub async fn build(settings: Settings) -> Result<Self, BuildError> {
+    async fn build(settings: Settings) -> Result<Self, BuildError> {
         let metrics = Metrics::new()?;
         let models = Arc::new(ModelManager::new(&settings.inference, metrics.clone()));
         let server = GrpcServer::bind(&settings.server, metrics.registry.clone())
@@ -93,23 +110,16 @@ impl Application {
         })
     }
 
-    /// The gRPC address actually bound.
-    pub fn local_addr(&self) -> SocketAddr {
+    fn local_addr(&self) -> SocketAddr {
         self.server.local_addr()
     }
 
-    /// The Prometheus `/metrics` address, when enabled.
-    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+    fn metrics_addr(&self) -> Option<SocketAddr> {
         self.server.metrics_addr()
     }
 
-    /// The model manager (tests reach in to inspect it).
-    pub fn models(&self) -> Arc<ModelManager> {
-        Arc::clone(&self.models)
-    }
-
     /// Serves until `shutdown` completes, then drains in-flight calls.
-    pub async fn run_until_stopped(
+    async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
@@ -139,5 +149,31 @@ impl Application {
                 shutdown,
             )
             .await
+    }
+}
+
+/// This service's own flag beside the common ones.
+#[derive(clap::Args, Debug, Default)]
+pub struct InferenceArgs {
+    /// A Triton-layout model repository; overrides `inference.model_repository`.
+    #[arg(long, value_name = "DIR")]
+    model_repository: Option<std::path::PathBuf>,
+}
+
+impl mlmesh_runtime::service::ServiceArgs<Settings> for InferenceArgs {
+    fn apply(&self, settings: &mut Settings) {
+        if let Some(d) = &self.model_repository {
+            settings.inference.model_repository = d.clone();
+        }
+    }
+}
+
+#[cfg(test)]
+mod settings_reference {
+    /// `docs/configuration/mlmesh-inference.md` is what the settings types generate
+    /// (`MLMESH_BLESS=1 cargo test -p mlmesh-inference settings_reference` rewrites it).
+    #[test]
+    fn settings_reference_is_current() {
+        mlmesh_runtime::service::check_reference::<crate::Application>(env!("CARGO_MANIFEST_DIR"));
     }
 }

@@ -1,9 +1,8 @@
 //! Prometheus metrics of the inference service, per model and version,
-//! registered in the service's own registry (served on `/metrics`).
+//! each created and registered in one call in the service's own registry (served on `/metrics`).
 
-use prometheus::{
-    HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, exponential_buckets,
-};
+use mlmesh_runtime::metrics::Registrar;
+use prometheus::{HistogramVec, IntCounterVec, IntGaugeVec, Registry, exponential_buckets};
 
 /// All inference metrics; cheap to clone (handles into one registry).
 #[derive(Clone)]
@@ -36,108 +35,73 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new() -> Result<Self, prometheus::Error> {
-        let registry = Registry::new_custom(Some("mlmesh_inference".into()), None)?;
+        let r = Registrar::new("inference")?;
         let secs = exponential_buckets(0.000_025, 2.0, 20)?; // 25 µs … 13 s
         let mv = &["model", "version"];
-        let requests = IntCounterVec::new(
-            Opts::new(
-                "requests_total",
-                "Inference requests by model, version and outcome",
-            ),
+        let requests = r.counter_vec(
+            "requests_total",
+            "Inference requests by model, version and outcome",
             &["model", "version", "outcome"],
         )?;
-        let request_seconds = HistogramVec::new(
-            HistogramOpts::new(
-                "request_duration_seconds",
-                "Inference request duration, server side",
-            )
-            .buckets(secs.clone()),
+        let request_seconds = r.histogram_vec(
+            "request_duration_seconds",
+            "Inference request duration, server side",
             mv,
+            secs.clone(),
         )?;
-        let queue_seconds = HistogramVec::new(
-            HistogramOpts::new(
-                "queue_duration_seconds",
-                "Time a request waited for its model run",
-            )
-            .buckets(secs.clone()),
+        let queue_seconds = r.histogram_vec(
+            "queue_duration_seconds",
+            "Time a request waited for its model run",
             mv,
+            secs.clone(),
         )?;
-        let compute_seconds = HistogramVec::new(
-            HistogramOpts::new(
-                "compute_duration_seconds",
-                "Duration of one model run (a batch)",
-            )
-            .buckets(secs.clone()),
+        let compute_seconds = r.histogram_vec(
+            "compute_duration_seconds",
+            "Duration of one model run (a batch)",
             mv,
+            secs.clone(),
         )?;
-        let batch_size = HistogramVec::new(
-            HistogramOpts::new("batch_size", "Rows per model run")
-                .buckets(exponential_buckets(1.0, 2.0, 12)?),
+        let batch_size = r.histogram_vec(
+            "batch_size",
+            "Rows per model run",
             mv,
+            exponential_buckets(1.0, 2.0, 12)?,
         )?;
-        let queue_depth = IntGaugeVec::new(
-            Opts::new("queue_depth", "Requests waiting for a model run"),
-            mv,
-        )?;
-        let loaded_bytes = IntGaugeVec::new(
-            Opts::new(
-                "model_loaded_bytes",
-                "Memory a loaded model takes, measured at load",
-            ),
+        let queue_depth = r.gauge_vec("queue_depth", "Requests waiting for a model run", mv)?;
+        let loaded_bytes = r.gauge_vec(
+            "model_loaded_bytes",
+            "Memory a loaded model takes, measured at load",
             &["model"],
         )?;
-        let loads = IntCounterVec::new(
-            Opts::new("model_loads_total", "Model loads by outcome"),
+        let loads = r.counter_vec(
+            "model_loads_total",
+            "Model loads by outcome",
             &["model", "outcome"],
         )?;
-        let unloads = IntCounterVec::new(
-            Opts::new("model_unloads_total", "Model unloads"),
+        let unloads = r.counter_vec("model_unloads_total", "Model unloads", &["model"])?;
+        let evictions = r.counter_vec(
+            "model_evictions_total",
+            "Models unloaded to stay within the memory budget",
             &["model"],
         )?;
-        let evictions = IntCounterVec::new(
-            Opts::new(
-                "model_evictions_total",
-                "Models unloaded to stay within the memory budget",
-            ),
+        let load_seconds = r.histogram_vec(
+            "model_load_duration_seconds",
+            "Model load duration, warm-up included",
             &["model"],
+            secs,
         )?;
-        let load_seconds = HistogramVec::new(
-            HistogramOpts::new(
-                "model_load_duration_seconds",
-                "Model load duration, warm-up included",
-            )
-            .buckets(secs),
-            &["model"],
-        )?;
-        let registry_syncs = IntCounterVec::new(
-            Opts::new(
-                "registry_syncs_total",
-                "Switches to the version a registry alias names, by outcome",
-            ),
+        let registry_syncs = r.counter_vec(
+            "registry_syncs_total",
+            "Switches to the version a registry alias names, by outcome",
             &["model", "outcome"],
         )?;
-        let registry_version = IntGaugeVec::new(
-            Opts::new(
-                "registry_version",
-                "Registry version served, per registry-sourced model",
-            ),
+        let registry_version = r.gauge_vec(
+            "registry_version",
+            "Registry version served, per registry-sourced model",
             &["model"],
         )?;
-        registry.register(Box::new(registry_syncs.clone()))?;
-        registry.register(Box::new(registry_version.clone()))?;
-        registry.register(Box::new(requests.clone()))?;
-        registry.register(Box::new(request_seconds.clone()))?;
-        registry.register(Box::new(queue_seconds.clone()))?;
-        registry.register(Box::new(compute_seconds.clone()))?;
-        registry.register(Box::new(batch_size.clone()))?;
-        registry.register(Box::new(queue_depth.clone()))?;
-        registry.register(Box::new(loaded_bytes.clone()))?;
-        registry.register(Box::new(loads.clone()))?;
-        registry.register(Box::new(unloads.clone()))?;
-        registry.register(Box::new(evictions.clone()))?;
-        registry.register(Box::new(load_seconds.clone()))?;
         Ok(Self {
-            registry,
+            registry: r.registry(),
             requests,
             request_seconds,
             queue_seconds,

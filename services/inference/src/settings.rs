@@ -3,7 +3,8 @@
 
 use std::{collections::HashMap, path::PathBuf};
 
-use mlmesh_runtime::{ServerSettings, SettingsError, TelemetrySettings, settings};
+use mlmesh_runtime::{ServerSettings, SettingsError, TelemetrySettings, service::ServiceSettings};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Default gRPC port (beside embedding 50051, vector-search 50052, gateway
@@ -15,7 +16,7 @@ pub const DEFAULT_MODEL_REPOSITORY: &str = "services/inference/models";
 pub use mlmesh_onnx::DEFAULT_ORT_DYLIB;
 
 /// Everything the inference service can be told.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct Settings {
     pub server: ServerSettings,
@@ -39,7 +40,7 @@ impl Default for Settings {
 }
 
 /// Section `[inference]`: the model repository, lifecycle and limits.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct InferenceSettings {
     /// A Triton-layout model repository: `<dir>/<model>/[config.pbtxt]`
@@ -165,18 +166,22 @@ impl Settings {
         file: Option<&std::path::Path>,
         env: HashMap<String, String>,
     ) -> Result<Self, SettingsError> {
-        let s: Self = settings::load(
-            file,
-            env,
-            &[
-                "inference.load_models",
-                "inference.pinned_models",
-                "inference.registry_models",
-            ],
-        )?;
-        s.server.validate()?;
-        s.inference.validate()?;
-        Ok(s)
+        <Self as ServiceSettings>::load(file, env)
+    }
+}
+
+impl ServiceSettings for Settings {
+    const LIST_KEYS: &'static [&'static str] = &[
+        "inference.load_models",
+        "inference.pinned_models",
+        "inference.registry_models",
+    ];
+
+    mlmesh_runtime::common_sections!();
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        self.server.validate()?;
+        self.inference.validate()
     }
 }
 
@@ -184,12 +189,7 @@ impl Settings {
 mod tests {
     use super::*;
 
-    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use mlmesh_runtime::settings::env_of as env;
 
     #[test]
     fn lists_and_limits_from_env() {

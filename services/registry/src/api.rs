@@ -40,12 +40,14 @@ impl RegistryApi {
         f: impl Future<Output = Result<T, RegistryError>>,
     ) -> Result<Response<T>, Status> {
         let span = tracing::info_span!("registry.call", method);
+        let start = std::time::Instant::now();
         let result = f.instrument(span).await.map_err(Status::from);
         let code = result
             .as_ref()
             .map_or_else(|s| s.code(), |_| tonic::Code::Ok);
-        self.registry
-            .metrics
+        let metrics = &self.registry.metrics;
+        metrics.rpc.record(method, code, start.elapsed());
+        metrics
             .calls
             .with_label_values(&[method, mlmesh_runtime::code_name(code)])
             .inc();

@@ -77,8 +77,25 @@ pub struct Application {
 }
 
 impl Application {
+    /// The core (tests reach in to run housekeeping).
+    pub fn registry(&self) -> Arc<Registry> {
+        Arc::clone(&self.registry)
+    }
+}
+
+/// The service kit's view of this service: its binary is
+/// `mlmesh_runtime::service::main::<Application>()`.
+impl mlmesh_runtime::service::Service for Application {
+    const NAME: &'static str = "mlmesh-registry";
+    const ABOUT: &'static str =
+        "Models, immutable content-addressed versions, aliases and a watch stream.";
+    type Settings = Settings;
+    type Args = mlmesh_runtime::service::NoArgs;
+    type BuildError = BuildError;
+    type RunError = ServerError;
+
     /// Opens the storage and binds the listeners.
-    pub async fn build(settings: Settings) -> Result<Self, BuildError> {
+    async fn build(settings: Settings) -> Result<Self, BuildError> {
         let metrics = Metrics::new()?;
         let reg_settings = settings.registry.clone();
         let registry =
@@ -96,24 +113,17 @@ impl Application {
         })
     }
 
-    /// The gRPC address actually bound.
-    pub fn local_addr(&self) -> SocketAddr {
+    fn local_addr(&self) -> SocketAddr {
         self.server.local_addr()
     }
 
-    /// The Prometheus `/metrics` address, when enabled.
-    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+    fn metrics_addr(&self) -> Option<SocketAddr> {
         self.server.metrics_addr()
-    }
-
-    /// The core (tests reach in to run housekeeping).
-    pub fn registry(&self) -> Arc<Registry> {
-        Arc::clone(&self.registry)
     }
 
     /// Serves until `shutdown` completes: watch streams end, then in-flight
     /// calls drain.
-    pub async fn run_until_stopped(
+    async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
@@ -134,5 +144,15 @@ impl Application {
                 shutdown,
             )
             .await
+    }
+}
+
+#[cfg(test)]
+mod settings_reference {
+    /// `docs/configuration/mlmesh-registry.md` is what the settings types generate
+    /// (`MLMESH_BLESS=1 cargo test -p mlmesh-registry settings_reference` rewrites it).
+    #[test]
+    fn settings_reference_is_current() {
+        mlmesh_runtime::service::check_reference::<crate::Application>(env!("CARGO_MANIFEST_DIR"));
     }
 }

@@ -1,14 +1,21 @@
-//! Prometheus metrics of the registry, in its own registry (served on
-//! `/metrics`): calls by method and outcome, bytes in and out, commits,
-//! alias moves, watchers and housekeeping.
+//! Prometheus metrics of the registry (prefix `mlmesh_registry_`), each
+//! created and registered in one call and served on `/metrics`: RPCs in the
+//! kit's scheme (`mlmesh_runtime::metrics::RpcMetrics`), bytes in and out,
+//! commits, alias moves, watchers and housekeeping.
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use mlmesh_runtime::metrics::{Registrar, RpcMetrics};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Registry};
 
 /// All registry metrics; cheap to clone (handles into one registry).
 #[derive(Clone)]
 pub struct Metrics {
     pub registry: Registry,
-    /// Calls by gRPC method and outcome (a status code name).
+    /// `requests_total{method, code}`, `request_duration_seconds{method}`.
+    pub rpc: RpcMetrics,
+    /// Deprecated: `calls_total{method, outcome}`, the registry's name for
+    /// `requests_total{method, code}` before the services shared one
+    /// scheme; still counted for dashboards built on it, removed in the
+    /// next release.
     pub calls: IntCounterVec,
     pub uploads_started: IntCounter,
     pub versions_committed: IntCounter,
@@ -26,37 +33,30 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new() -> Result<Self, prometheus::Error> {
-        let registry = Registry::new_custom(Some("mlmesh_registry".into()), None)?;
-        let counter = |name: &str, help: &str| -> Result<IntCounter, prometheus::Error> {
-            let c = IntCounter::new(name, help)?;
-            registry.register(Box::new(c.clone()))?;
-            Ok(c)
-        };
-        let calls = IntCounterVec::new(
-            Opts::new("calls_total", "Registry calls by method and outcome"),
-            &["method", "outcome"],
-        )?;
-        registry.register(Box::new(calls.clone()))?;
-        let watchers = IntGauge::new("watchers", "Watch streams open now")?;
-        registry.register(Box::new(watchers.clone()))?;
+        let r = Registrar::new("registry")?;
         Ok(Self {
-            calls,
-            uploads_started: counter("uploads_started_total", "Uploads started")?,
-            versions_committed: counter("versions_committed_total", "Versions committed")?,
-            upload_bytes: counter("upload_bytes_total", "File bytes received")?,
-            upload_rehashed_bytes: counter(
+            rpc: RpcMetrics::new(&r)?,
+            calls: r.counter_vec(
+                "calls_total",
+                "Deprecated (use requests_total): registry calls by method and outcome",
+                &["method", "outcome"],
+            )?,
+            uploads_started: r.counter("uploads_started_total", "Uploads started")?,
+            versions_committed: r.counter("versions_committed_total", "Versions committed")?,
+            upload_bytes: r.counter("upload_bytes_total", "File bytes received")?,
+            upload_rehashed_bytes: r.counter(
                 "upload_rehashed_bytes_total",
                 "Staged bytes hashed again when an upload resumed without a usable hash checkpoint",
             )?,
-            download_bytes: counter("download_bytes_total", "File bytes sent")?,
-            alias_moves: counter("alias_moves_total", "Alias moves (rollbacks included)")?,
-            watchers,
-            blobs_removed: counter(
+            download_bytes: r.counter("download_bytes_total", "File bytes sent")?,
+            alias_moves: r.counter("alias_moves_total", "Alias moves (rollbacks included)")?,
+            watchers: r.gauge("watchers", "Watch streams open now")?,
+            blobs_removed: r.counter(
                 "blobs_removed_total",
                 "Stored contents removed after their grace period",
             )?,
-            uploads_expired: counter("uploads_expired_total", "Uploads dropped as expired")?,
-            registry,
+            uploads_expired: r.counter("uploads_expired_total", "Uploads dropped as expired")?,
+            registry: r.registry(),
         })
     }
 }

@@ -3,7 +3,8 @@
 
 use std::{collections::HashMap, path::PathBuf, time::Duration};
 
-use mlmesh_runtime::{ServerSettings, SettingsError, TelemetrySettings, settings};
+use mlmesh_runtime::{ServerSettings, SettingsError, TelemetrySettings, service::ServiceSettings};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Default gRPC port (beside gateway 50050, embedding 50051, vector-search
@@ -12,7 +13,7 @@ pub const DEFAULT_GRPC_PORT: u16 = 50054;
 pub const DEFAULT_METRICS_PORT: u16 = 9054;
 
 /// Everything the registry can be told.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct Settings {
     pub server: ServerSettings,
@@ -36,7 +37,7 @@ impl Default for Settings {
 }
 
 /// Section `[registry]`: storage, limits and housekeeping.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RegistrySettings {
     /// Where the embedded storage lives: `registry.db` (SQLite: models,
@@ -130,7 +131,7 @@ impl Default for RegistrySettings {
 /// environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
 /// `AWS_SESSION_TOKEN`, `AWS_REGION`, `AWS_ENDPOINT`, web identity and
 /// instance credentials), as the AWS tools read it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct S3Settings {
     /// The endpoint of an S3-compatible server (MinIO, Ceph, R2, …), e.g.
@@ -169,7 +170,7 @@ impl Default for S3Settings {
 }
 
 /// A credential; `Debug` shows only whether it is set.
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(transparent)]
 pub struct Secret(pub String);
 
@@ -180,7 +181,7 @@ impl std::fmt::Debug for Secret {
 }
 
 /// A database connection string; its password never reaches a log.
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(transparent)]
 pub struct DbUrl(pub String);
 
@@ -316,10 +317,18 @@ impl Settings {
         file: Option<&std::path::Path>,
         env: HashMap<String, String>,
     ) -> Result<Self, SettingsError> {
-        let s: Self = settings::load(file, env, &[])?;
-        s.server.validate()?;
-        s.registry.validate(s.server.max_request_bytes)?;
-        Ok(s)
+        <Self as ServiceSettings>::load(file, env)
+    }
+}
+
+impl ServiceSettings for Settings {
+    const LIST_KEYS: &'static [&'static str] = &[];
+
+    mlmesh_runtime::common_sections!();
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        self.server.validate()?;
+        self.registry.validate(self.server.max_request_bytes)
     }
 }
 
@@ -327,12 +336,7 @@ impl Settings {
 mod tests {
     use super::*;
 
-    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use mlmesh_runtime::settings::env_of as env;
 
     #[test]
     fn defaults_and_env() {

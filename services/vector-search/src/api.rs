@@ -68,14 +68,7 @@ impl VectorApi {
             Ok(_) => tonic::Code::Ok,
             Err(s) => s.code(),
         };
-        self.metrics
-            .requests
-            .with_label_values(&[method, mlmesh_runtime::code_name(code)])
-            .inc();
-        self.metrics
-            .request_seconds
-            .with_label_values(&[method])
-            .observe(start.elapsed().as_secs_f64());
+        self.metrics.rpc.record(method, code, start.elapsed());
         result
     }
 

@@ -54,9 +54,38 @@ pub struct Application {
     settings: Settings,
 }
 
-impl Application {
+impl Application {}
+
+/// Keeps `mlmesh_vector_points{collection}` current for both backends.
+/// Refreshed as often as the storage is checkpointed.
+async fn refresh_gauges(backend: Arc<dyn Backend>, metrics: Metrics, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let counts = backend.point_counts().await;
+        metrics.points.reset();
+        for (name, n) in counts {
+            metrics
+                .points
+                .with_label_values(&[name.as_str()])
+                .set(n as i64);
+        }
+    }
+}
+
+/// The service kit's view of this service: its binary is
+/// `mlmesh_runtime::service::main::<Application>()`.
+impl mlmesh_runtime::service::Service for Application {
+    const NAME: &'static str = "mlmesh-vector-search";
+    const ABOUT: &'static str =
+        "Vector collections and nearest-neighbour search over gRPC (mlmesh.vector.v1).";
+    type Settings = Settings;
+    type Args = VectorArgs;
+    type BuildError = BuildError;
+    type RunError = ServerError;
+
     /// Opens the storage (replaying logs) and binds the listeners.
-    pub async fn build(settings: Settings) -> Result<Self, BuildError> {
+    async fn build(settings: Settings) -> Result<Self, BuildError> {
         let metrics = Metrics::new()?;
         let backend: Arc<dyn Backend> = match settings.vector.backend {
             BackendKind::Embedded => {
@@ -76,19 +105,17 @@ impl Application {
         })
     }
 
-    /// The gRPC address actually bound.
-    pub fn local_addr(&self) -> SocketAddr {
+    fn local_addr(&self) -> SocketAddr {
         self.server.local_addr()
     }
 
-    /// The Prometheus `/metrics` address, when enabled.
-    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+    fn metrics_addr(&self) -> Option<SocketAddr> {
         self.server.metrics_addr()
     }
 
     /// Serves until `shutdown` completes, drains in-flight calls, then
     /// checkpoints the storage.
-    pub async fn run_until_stopped(
+    async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
@@ -122,19 +149,28 @@ impl Application {
     }
 }
 
-/// Keeps `mlmesh_vector_points{collection}` current for both backends.
-/// Refreshed as often as the storage is checkpointed.
-async fn refresh_gauges(backend: Arc<dyn Backend>, metrics: Metrics, every: Duration) {
-    let mut tick = tokio::time::interval(every);
-    loop {
-        tick.tick().await;
-        let counts = backend.point_counts().await;
-        metrics.points.reset();
-        for (name, n) in counts {
-            metrics
-                .points
-                .with_label_values(&[name.as_str()])
-                .set(n as i64);
+/// This service's own flag beside the common ones.
+#[derive(clap::Args, Debug, Default)]
+pub struct VectorArgs {
+    /// Data folder of the embedded engine; overrides `vector.data_dir`.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<std::path::PathBuf>,
+}
+
+impl mlmesh_runtime::service::ServiceArgs<Settings> for VectorArgs {
+    fn apply(&self, settings: &mut Settings) {
+        if let Some(d) = &self.data_dir {
+            settings.vector.data_dir = d.clone();
         }
+    }
+}
+
+#[cfg(test)]
+mod settings_reference {
+    /// `docs/configuration/mlmesh-vector-search.md` is what the settings types generate
+    /// (`MLMESH_BLESS=1 cargo test -p mlmesh-vector-search settings_reference` rewrites it).
+    #[test]
+    fn settings_reference_is_current() {
+        mlmesh_runtime::service::check_reference::<crate::Application>(env!("CARGO_MANIFEST_DIR"));
     }
 }

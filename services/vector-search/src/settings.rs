@@ -4,7 +4,8 @@
 
 use std::{collections::HashMap, fmt, path::PathBuf};
 
-use mlmesh_runtime::{ServerSettings, SettingsError, TelemetrySettings, settings};
+use mlmesh_runtime::{ServerSettings, SettingsError, TelemetrySettings, service::ServiceSettings};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Default gRPC and `/metrics` ports of the vector-search service.
@@ -12,7 +13,7 @@ pub const DEFAULT_GRPC_PORT: u16 = 50052;
 pub const DEFAULT_METRICS_PORT: u16 = 9052;
 
 /// Everything the vector-search service can be told.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct Settings {
     pub server: ServerSettings,
@@ -33,7 +34,7 @@ impl Default for Settings {
 }
 
 /// Which engine stores the vectors.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendKind {
     /// The Qdrant engine in this process (`qdrant-edge`), data under `vector.data_dir`.
@@ -44,7 +45,7 @@ pub enum BackendKind {
 }
 
 /// Section `[vector]`: engine choice, storage and request limits.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct VectorSettings {
     pub backend: BackendKind,
@@ -105,7 +106,7 @@ impl Default for VectorSettings {
 }
 
 /// Section `[qdrant]`: the cluster used when `vector.backend = "qdrant"`.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct QdrantSettings {
     /// gRPC URL of any node (port 6334).
@@ -227,13 +228,7 @@ impl Settings {
         file: Option<&std::path::Path>,
         env: HashMap<String, String>,
     ) -> Result<Self, SettingsError> {
-        let s: Self = settings::load(file, env, &[])?;
-        s.server.validate()?;
-        s.vector.validate()?;
-        if s.vector.backend == BackendKind::Qdrant {
-            s.qdrant.validate()?;
-        }
-        Ok(s)
+        <Self as ServiceSettings>::load(file, env)
     }
 
     /// Settings for tests: ephemeral ports, data under `data_dir`, quick checkpoints.
@@ -250,16 +245,26 @@ impl Settings {
     }
 }
 
+impl ServiceSettings for Settings {
+    const LIST_KEYS: &'static [&'static str] = &[];
+
+    mlmesh_runtime::common_sections!();
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        self.server.validate()?;
+        self.vector.validate()?;
+        if self.vector.backend == BackendKind::Qdrant {
+            self.qdrant.validate()?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use mlmesh_runtime::settings::env_of as env;
 
     #[test]
     fn defaults_are_valid_and_on_their_own_ports() {

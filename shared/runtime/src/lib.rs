@@ -14,11 +14,14 @@ pub mod client;
 pub mod conn;
 pub mod http;
 pub mod limits;
+pub mod metrics;
 pub mod propagation;
 pub mod server;
+pub mod service;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;
+pub mod testing;
 pub mod tls;
 
 pub use server::{GrpcServer, ServerError};

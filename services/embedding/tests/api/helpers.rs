@@ -1,19 +1,16 @@
 //! `spawn_app()`: one real embedding service per test, on its own port.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{net::SocketAddr, path::PathBuf};
 
 use mlmesh_embedding::{Application, Settings};
 use mlmesh_proto::embedding::v1::{self as pb, embedding_service_client::EmbeddingServiceClient};
-use mlmesh_runtime::ServerSettings;
-use tokio::{io::AsyncReadExt as _, io::AsyncWriteExt as _, sync::oneshot, task::JoinHandle};
+use mlmesh_runtime::{ServerSettings, testing::Running};
 use tonic::transport::Channel;
 
 pub struct TestApp {
     pub addr: SocketAddr,
-    pub metrics_addr: SocketAddr,
     pub client: EmbeddingServiceClient<Channel>,
-    stop: Option<oneshot::Sender<()>>,
-    handle: Option<JoinHandle<()>>,
+    running: Running,
 }
 
 pub fn repo_root() -> PathBuf {
@@ -43,17 +40,8 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
     let mut settings = test_settings();
     tweak(&mut settings);
-    let app = Application::build(settings).await.expect("service builds");
-    let addr = app.local_addr();
-    let metrics_addr = app.metrics_addr().expect("metrics enabled");
-    let (stop, stopped) = oneshot::channel::<()>();
-    let handle = tokio::spawn(async move {
-        app.run_until_stopped(async {
-            let _ = stopped.await;
-        })
-        .await
-        .expect("server runs");
-    });
+    let running = Running::spawn::<Application>(settings).await;
+    let addr = running.addr;
     let client = EmbeddingServiceClient::connect(format!("http://{addr}"))
         .await
         .expect("connects")
@@ -61,10 +49,8 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
         .max_encoding_message_size(64 * 1024 * 1024);
     TestApp {
         addr,
-        metrics_addr,
         client,
-        stop: Some(stop),
-        handle: Some(handle),
+        running,
     }
 }
 
@@ -88,32 +74,16 @@ impl TestApp {
 
     /// GET /metrics, as text.
     pub async fn metrics(&self) -> String {
-        let mut s = tokio::net::TcpStream::connect(self.metrics_addr)
-            .await
-            .expect("metrics port");
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .await
-            .expect("write");
-        let mut body = String::new();
-        s.read_to_string(&mut body).await.expect("read");
-        body
+        self.running.metrics().await
     }
 
     /// The value of one metric sample line (`name{labels}`), 0 when absent.
     pub async fn metric(&self, prefix: &str) -> f64 {
-        mlmesh_tests::metric_sum(&self.metrics().await, prefix)
+        self.running.metric(prefix).await
     }
 
-    pub async fn stop(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(h) = self.handle.take() {
-            tokio::time::timeout(Duration::from_secs(20), h)
-                .await
-                .expect("stops in time")
-                .expect("server task ok");
-        }
+    pub async fn stop(self) {
+        self.running.stop().await;
     }
 }
 

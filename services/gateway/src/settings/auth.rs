@@ -3,10 +3,11 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Whether callers must authenticate.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AuthMode {
     /// Required when keys or JWT are configured; with neither, allowed only
@@ -21,7 +22,7 @@ pub enum AuthMode {
 }
 
 /// One API key: only its SHA-256 is stored.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKey {
     /// Who it belongs to: in logs, traces and metrics labels.
@@ -40,7 +41,7 @@ fn default_tier() -> String {
 }
 
 /// A rate-limit tier; limits are per caller and per gateway replica.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Tier {
     /// Sustained calls per second (GCRA); 0 for no limit.
@@ -70,7 +71,7 @@ impl Default for Tier {
 }
 
 /// JWT bearer tokens checked against a JWKS.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct JwtSettings {
     /// Where the signing keys are (`https://issuer/.well-known/jwks.json`);
@@ -99,7 +100,7 @@ pub struct JwtSettings {
 }
 
 /// Section `[auth]`: who may call, and how much.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthSettings {
     pub mode: AuthMode,

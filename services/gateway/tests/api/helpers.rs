@@ -1,47 +1,17 @@
 //! `spawn_mesh()`: embedding + vector-search + gateway, each a real server
 //! on its own port, the gateway pointed at the other two.
 
-use std::{future::Future, net::SocketAddr};
+use std::net::SocketAddr;
 
 use mlmesh_gateway::Settings;
 use mlmesh_proto::gateway::v1::{self as gw, gateway_client::GatewayClient};
 use mlmesh_runtime::ServerSettings;
+use mlmesh_runtime::service::Service as _;
 use mlmesh_tests::{HttpClient, TempDir};
-use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::transport::Channel;
 
 /// A server running on this test's runtime; stopped on `stop()`.
-pub struct Running {
-    pub addr: SocketAddr,
-    /// Its Prometheus `/metrics` address, when it serves one.
-    pub metrics: Option<SocketAddr>,
-    stop: Option<oneshot::Sender<()>>,
-    handle: Option<JoinHandle<()>>,
-}
-
-impl Running {
-    fn spawn<F>(addr: SocketAddr, run: impl FnOnce(oneshot::Receiver<()>) -> F) -> Self
-    where
-        F: Future<Output = ()> + Send + 'static,
-    {
-        let (stop, stopped) = oneshot::channel();
-        Self {
-            addr,
-            metrics: None,
-            stop: Some(stop),
-            handle: Some(tokio::spawn(run(stopped))),
-        }
-    }
-
-    pub async fn stop(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(h) = self.handle.take() {
-            let _ = h.await;
-        }
-    }
-}
+pub use mlmesh_runtime::testing::Running;
 
 pub async fn spawn_embedding() -> Running {
     let root = mlmesh_tests::repo_root();
@@ -55,39 +25,17 @@ pub async fn spawn_embedding() -> Running {
         s.embedding.models[0].path.join("model.onnx").is_file(),
         "model assets missing: run `make models` first"
     );
-    let app = mlmesh_embedding::Application::build(s)
-        .await
-        .expect("embedding builds");
-    let metrics = app.metrics_addr();
-    let mut running = Running::spawn(app.local_addr(), |stopped| async move {
-        app.run_until_stopped(async {
-            let _ = stopped.await;
-        })
-        .await
-        .expect("embedding runs");
-    });
-    running.metrics = metrics;
-    running
+    Running::spawn::<mlmesh_embedding::Application>(s).await
 }
 
 pub async fn spawn_vector(data: &TempDir) -> Running {
     let s = mlmesh_vector_search::Settings::for_tests(data.path().to_owned());
-    let app = mlmesh_vector_search::Application::build(s)
-        .await
-        .expect("vector-search builds");
-    Running::spawn(app.local_addr(), |stopped| async move {
-        app.run_until_stopped(async {
-            let _ = stopped.await;
-        })
-        .await
-        .expect("vector-search runs");
-    })
+    Running::spawn::<mlmesh_vector_search::Application>(s).await
 }
 
 pub struct Gateway {
     pub grpc: GatewayClient<Channel>,
     pub http_addr: SocketAddr,
-    pub metrics_addr: SocketAddr,
     running: Running,
 }
 
@@ -98,11 +46,7 @@ impl Gateway {
 
     /// Sum of the gateway's `/metrics` samples whose line starts with `prefix`.
     pub async fn metric(&self, prefix: &str) -> f64 {
-        let addr = self.metrics_addr;
-        let text = tokio::task::spawn_blocking(move || mlmesh_tests::scrape(addr))
-            .await
-            .expect("scrape");
-        mlmesh_tests::metric_sum(&text, prefix)
+        self.running.metric(prefix).await
     }
 
     pub async fn stop(self) {
@@ -115,21 +59,13 @@ pub async fn spawn_gateway(settings: Settings) -> Gateway {
         .await
         .expect("gateway builds");
     let http_addr = app.http_addr().expect("http enabled");
-    let metrics_addr = app.metrics_addr().expect("metrics enabled");
-    let running = Running::spawn(app.local_addr(), |stopped| async move {
-        app.run_until_stopped(async {
-            let _ = stopped.await;
-        })
-        .await
-        .expect("gateway runs");
-    });
+    let running = Running::serve(app);
     let grpc = GatewayClient::connect(format!("http://{}", running.addr))
         .await
         .expect("connects");
     Gateway {
         grpc,
         http_addr,
-        metrics_addr,
         running,
     }
 }

@@ -11,10 +11,10 @@ use mlmesh_proto::inference::{
     self as pb, grpc_inference_service_client::GrpcInferenceServiceClient,
     model_infer_request::InferInputTensor,
 };
-use mlmesh_runtime::ServerSettings;
+use mlmesh_runtime::service::Service as _;
+use mlmesh_runtime::{ServerSettings, testing::Running};
 use mlmesh_tests::TempDir;
 use serde_json::Value;
-use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::transport::Channel;
 
 pub type Client = GrpcInferenceServiceClient<Channel>;
@@ -60,11 +60,9 @@ impl TempRepo {
 #[allow(dead_code)]
 pub struct TestApp {
     pub addr: SocketAddr,
-    pub metrics_addr: SocketAddr,
     pub client: Client,
     pub models: std::sync::Arc<ModelManager>,
-    stop: Option<oneshot::Sender<()>>,
-    handle: Option<JoinHandle<()>>,
+    running: Running,
 }
 
 pub async fn spawn_app(repo: &Path, tweak: impl FnOnce(&mut Settings)) -> TestApp {
@@ -77,17 +75,9 @@ pub async fn spawn_app(repo: &Path, tweak: impl FnOnce(&mut Settings)) -> TestAp
         Some(repo_root().join(mlmesh_inference::settings::DEFAULT_ORT_DYLIB));
     tweak(&mut s);
     let app = Application::build(s).await.expect("service builds");
-    let addr = app.local_addr();
-    let metrics_addr = app.metrics_addr().expect("metrics");
     let models = app.models();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let handle = tokio::spawn(async move {
-        app.run_until_stopped(async {
-            let _ = stopped.await;
-        })
-        .await
-        .expect("server runs");
-    });
+    let running = Running::serve(app);
+    let addr = running.addr;
     let client = GrpcInferenceServiceClient::connect(format!("http://{addr}"))
         .await
         .expect("connects")
@@ -95,11 +85,9 @@ pub async fn spawn_app(repo: &Path, tweak: impl FnOnce(&mut Settings)) -> TestAp
         .max_encoding_message_size(256 << 20);
     TestApp {
         addr,
-        metrics_addr,
         client,
         models,
-        stop: Some(stop),
-        handle: Some(handle),
+        running,
     }
 }
 
@@ -108,20 +96,12 @@ impl TestApp {
         self.client.clone()
     }
 
-    pub async fn stop(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(h) = self.handle.take() {
-            let _ = h.await;
-        }
+    pub async fn stop(self) {
+        self.running.stop().await;
     }
 
     pub async fn metrics(&self) -> String {
-        let addr = self.metrics_addr;
-        tokio::task::spawn_blocking(move || mlmesh_tests::scrape(addr))
-            .await
-            .expect("scrape")
+        self.running.metrics().await
     }
 
     /// RepositoryIndex rows of `model`.

@@ -4,10 +4,10 @@ use std::{net::SocketAddr, path::Path, sync::Arc};
 
 use mlmesh_proto::registry::v1::{self as pb, registry_client::RegistryClient};
 use mlmesh_registry::{Application, Settings, registry::Registry};
-use mlmesh_runtime::ServerSettings;
+use mlmesh_runtime::service::Service as _;
+use mlmesh_runtime::{ServerSettings, testing::Running};
 use mlmesh_tests::TempDir;
 use sha2::{Digest, Sha256};
-use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::{Code, transport::Channel};
 
 pub type Client = RegistryClient<Channel>;
@@ -15,11 +15,9 @@ pub type Client = RegistryClient<Channel>;
 pub struct TestApp {
     #[allow(dead_code)]
     pub addr: SocketAddr,
-    pub metrics_addr: Option<SocketAddr>,
     pub client: Client,
     pub registry: Arc<Registry>,
-    stop: Option<oneshot::Sender<()>>,
-    handle: Option<JoinHandle<()>>,
+    running: Running,
 }
 
 pub fn settings(data: &Path) -> Settings {
@@ -37,27 +35,17 @@ pub async fn spawn_app(data: &Path, tweak: impl FnOnce(&mut Settings)) -> TestAp
     let mut s = settings(data);
     tweak(&mut s);
     let app = Application::build(s).await.expect("registry builds");
-    let addr = app.local_addr();
-    let metrics_addr = app.metrics_addr();
     let registry = app.registry();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let handle = tokio::spawn(async move {
-        app.run_until_stopped(async {
-            let _ = stopped.await;
-        })
-        .await
-        .expect("server runs");
-    });
+    let running = Running::serve(app);
+    let addr = running.addr;
     let client = RegistryClient::connect(format!("http://{addr}"))
         .await
         .expect("connects");
     TestApp {
         addr,
-        metrics_addr,
         client,
         registry,
-        stop: Some(stop),
-        handle: Some(handle),
+        running,
     }
 }
 
@@ -180,20 +168,11 @@ impl TestApp {
 
     /// Sum of the `/metrics` samples whose line starts with `prefix`.
     pub async fn metric(&self, prefix: &str) -> f64 {
-        let addr = self.metrics_addr.expect("metrics enabled");
-        let text = tokio::task::spawn_blocking(move || mlmesh_tests::scrape(addr))
-            .await
-            .expect("scrape");
-        mlmesh_tests::metric_sum(&text, prefix)
+        self.running.metric(prefix).await
     }
 
-    pub async fn stop(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(h) = self.handle.take() {
-            let _ = h.await;
-        }
+    pub async fn stop(self) {
+        self.running.stop().await;
     }
 
     /// How many contents the blob store holds (whichever store it is).

@@ -153,7 +153,8 @@ async fn an_unreachable_bucket_fails_at_start_naming_the_key() {
         "s3://no-such-bucket/x".into(),
         server.endpoint.clone(),
     );
-    let Err(e) = mlmesh_registry::Application::build(s).await else {
+    let Err(e) = <mlmesh_registry::Application as mlmesh_runtime::service::Service>::build(s).await
+    else {
         panic!("a missing bucket must fail the start");
     };
     let msg = e.to_string();

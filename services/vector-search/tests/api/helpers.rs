@@ -2,24 +2,22 @@
 //! with its own data folder; `spawn_qdrant_app()` for the Qdrant backend
 //! when `MLMESH_TEST_QDRANT_URL` points at a server.
 
-use std::{net::SocketAddr, time::Duration};
+use std::net::SocketAddr;
 
 use mlmesh_proto::vector::v1::{self as pb, vector_search_client::VectorSearchClient};
+use mlmesh_runtime::testing::Running;
 use mlmesh_tests::TempDir;
 use mlmesh_vector_search::{Application, Settings, settings::BackendKind};
 use prost_types::Struct;
 use serde_json::Value;
-use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::transport::Channel;
 
 pub type Client = VectorSearchClient<Channel>;
 
 pub struct TestApp {
     pub addr: SocketAddr,
-    pub metrics_addr: SocketAddr,
     pub client: Client,
-    stop: Option<oneshot::Sender<()>>,
-    handle: Option<JoinHandle<()>>,
+    running: Running,
     /// Keeps the data folder alive as long as the service.
     _data: Option<TempDir>,
 }
@@ -55,17 +53,8 @@ pub async fn spawn_qdrant_app(test: &str) -> Option<TestApp> {
 }
 
 pub async fn start(settings: Settings, data: Option<TempDir>) -> TestApp {
-    let app = Application::build(settings).await.expect("service builds");
-    let addr = app.local_addr();
-    let metrics_addr = app.metrics_addr().expect("metrics enabled");
-    let (stop, stopped) = oneshot::channel::<()>();
-    let handle = tokio::spawn(async move {
-        app.run_until_stopped(async {
-            let _ = stopped.await;
-        })
-        .await
-        .expect("server runs");
-    });
+    let running = Running::spawn::<Application>(settings).await;
+    let addr = running.addr;
     let client = VectorSearchClient::connect(format!("http://{addr}"))
         .await
         .expect("connects")
@@ -73,10 +62,8 @@ pub async fn start(settings: Settings, data: Option<TempDir>) -> TestApp {
         .max_encoding_message_size(256 * 1024 * 1024);
     TestApp {
         addr,
-        metrics_addr,
         client,
-        stop: Some(stop),
-        handle: Some(handle),
+        running,
         _data: data,
     }
 }
@@ -88,11 +75,7 @@ impl TestApp {
 
     /// Sum of the `/metrics` samples whose line starts with `prefix`.
     pub async fn metric(&self, prefix: &str) -> f64 {
-        let addr = self.metrics_addr;
-        let text = tokio::task::spawn_blocking(move || mlmesh_tests::scrape(addr))
-            .await
-            .expect("scrape");
-        mlmesh_tests::metric_sum(&text, prefix)
+        self.running.metric(prefix).await
     }
 
     /// Creates a collection with a name unique to this test run.
@@ -165,16 +148,8 @@ impl TestApp {
             .await;
     }
 
-    pub async fn stop(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(h) = self.handle.take() {
-            tokio::time::timeout(Duration::from_secs(30), h)
-                .await
-                .expect("stops in time")
-                .expect("server task ok");
-        }
+    pub async fn stop(self) {
+        self.running.stop().await;
     }
 }
 

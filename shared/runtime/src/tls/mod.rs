@@ -31,6 +31,7 @@ use rustls::{
     pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject as _},
     server::WebPkiClientVerifier,
 };
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use identity::{PeerCert, parse_names};
@@ -43,7 +44,7 @@ use crate::settings::SettingsError;
 const MAX_PEM_BYTES: u64 = 1 << 20;
 
 /// Settings of a server's TLS (section `[server.tls]`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerTlsSettings {
     /// PEM certificate chain the server presents; empty: plaintext.
@@ -80,7 +81,7 @@ impl Default for ServerTlsSettings {
 }
 
 /// Settings of a client's TLS to the services it calls.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClientTlsSettings {
     /// PEM CA bundle the servers' certificates must chain to; set: calls

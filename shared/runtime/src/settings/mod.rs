@@ -8,9 +8,12 @@
 //! The environment is passed in as a map rather than read here, so tests can
 //! give each service its own environment without touching the process's.
 
+pub mod reference;
+
 use std::{collections::HashMap, net::SocketAddr, path::Path, time::Duration};
 
 use config::{Config, Environment, File};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 /// Prefix of every environment variable mlmesh reads for settings.
@@ -63,8 +66,16 @@ where
     Ok(builder.build()?.try_deserialize()?)
 }
 
+/// An environment as [`load`] takes it, from pairs (tests, tools).
+pub fn env_of(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 /// Settings of the gRPC server every service runs (section `[server]`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerSettings {
     /// Address the gRPC server listens on. Port 0 picks a free port.
@@ -254,7 +265,7 @@ impl ServerSettings {
 }
 
 /// Log output format.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable, for terminals.
@@ -266,7 +277,7 @@ pub enum LogFormat {
 
 /// Logging settings (section `[telemetry]`). Trace export is configured by
 /// the standard `OTEL_EXPORTER_OTLP_ENDPOINT` / `OTEL_SERVICE_NAME` variables.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct TelemetrySettings {
     pub log_format: LogFormat,
@@ -295,12 +306,7 @@ mod tests {
         telemetry: TelemetrySettings,
     }
 
-    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use super::env_of as env;
 
     #[test]
     fn defaults_then_env() {
