@@ -1,7 +1,7 @@
 //! Typed settings of the embedding service (sections `[server]`,
 //! `[telemetry]`, `[embedding]`), loaded by `mlmesh_runtime::settings::load`.
 
-use std::{collections::HashMap, path::PathBuf};
+use std::path::PathBuf;
 
 use mlmesh_runtime::{ServerSettings, SettingsError, TelemetrySettings, service::ServiceSettings};
 use schemars::JsonSchema;
@@ -185,16 +185,6 @@ impl EmbeddingSettings {
     }
 }
 
-impl Settings {
-    /// Compiled defaults → `file` → `MLMESH_*` entries of `env`, validated.
-    pub fn load(
-        file: Option<&std::path::Path>,
-        env: HashMap<String, String>,
-    ) -> Result<Self, SettingsError> {
-        <Self as ServiceSettings>::load(file, env)
-    }
-}
-
 impl ServiceSettings for Settings {
     const LIST_KEYS: &'static [&'static str] = &["embedding.models"];
 
@@ -208,6 +198,8 @@ impl ServiceSettings for Settings {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
 
     use mlmesh_runtime::settings::env_of as env;

@@ -3,11 +3,7 @@
 //! `[pipelines.<name>]`; `[auth]` in `settings/auth.rs`), loaded by
 //! `mlmesh_runtime::settings::load`.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    net::SocketAddr,
-    time::Duration,
-};
+use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
 use mlmesh_runtime::{
     ServerSettings, SettingsError, TelemetrySettings, service::ServiceSettings, settings,
@@ -317,16 +313,6 @@ fn invalid(key: &str, reason: impl Into<String>) -> SettingsError {
 }
 
 impl Settings {
-    /// Compiled defaults → `file` → `MLMESH_*` entries of `env`, validated.
-    /// Endpoint lists come from the environment comma-separated
-    /// (`MLMESH_DOWNSTREAM__EMBEDDING=10.0.0.1:50051,10.0.0.2:50051`).
-    pub fn load(
-        file: Option<&std::path::Path>,
-        env: HashMap<String, String>,
-    ) -> Result<Self, SettingsError> {
-        <Self as ServiceSettings>::load(file, env)
-    }
-
     /// Checks values no type can express.
     pub fn validate(&self) -> Result<(), SettingsError> {
         self.server.validate()?;

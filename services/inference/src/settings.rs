@@ -1,7 +1,7 @@
 //! Typed settings of the inference service (sections `[server]`,
 //! `[telemetry]`, `[inference]`), loaded by `mlmesh_runtime::settings::load`.
 
-use std::{collections::HashMap, path::PathBuf};
+use std::path::PathBuf;
 
 use mlmesh_runtime::{ServerSettings, SettingsError, TelemetrySettings, service::ServiceSettings};
 use schemars::JsonSchema;
@@ -157,16 +157,6 @@ impl InferenceSettings {
             }
         }
         Ok(())
-    }
-}
-
-impl Settings {
-    /// Compiled defaults → `file` → `MLMESH_*` entries of `env`, validated.
-    pub fn load(
-        file: Option<&std::path::Path>,
-        env: HashMap<String, String>,
-    ) -> Result<Self, SettingsError> {
-        <Self as ServiceSettings>::load(file, env)
     }
 }
 

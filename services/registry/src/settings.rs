@@ -1,7 +1,7 @@
 //! Typed settings of the registry (sections `[server]`, `[telemetry]`,
 //! `[registry]`), loaded by `mlmesh_runtime::settings::load`.
 
-use std::{collections::HashMap, path::PathBuf, time::Duration};
+use std::{path::PathBuf, time::Duration};
 
 use mlmesh_runtime::{ServerSettings, SettingsError, TelemetrySettings, service::ServiceSettings};
 use schemars::JsonSchema;
@@ -308,16 +308,6 @@ impl RegistrySettings {
             );
         }
         Ok(())
-    }
-}
-
-impl Settings {
-    /// Compiled defaults → `file` → `MLMESH_*` entries of `env`, validated.
-    pub fn load(
-        file: Option<&std::path::Path>,
-        env: HashMap<String, String>,
-    ) -> Result<Self, SettingsError> {
-        <Self as ServiceSettings>::load(file, env)
     }
 }
 

@@ -2,7 +2,7 @@
 //! `[telemetry]`, `[vector]`, `[qdrant]`), loaded by
 //! `mlmesh_runtime::settings::load`.
 
-use std::{collections::HashMap, fmt, path::PathBuf};
+use std::{fmt, path::PathBuf};
 
 use mlmesh_runtime::{ServerSettings, SettingsError, TelemetrySettings, service::ServiceSettings};
 use schemars::JsonSchema;
@@ -223,14 +223,6 @@ impl QdrantSettings {
 }
 
 impl Settings {
-    /// Compiled defaults → `file` → `MLMESH_*` entries of `env`, validated.
-    pub fn load(
-        file: Option<&std::path::Path>,
-        env: HashMap<String, String>,
-    ) -> Result<Self, SettingsError> {
-        <Self as ServiceSettings>::load(file, env)
-    }
-
     /// Settings for tests: ephemeral ports, data under `data_dir`, quick checkpoints.
     pub fn for_tests(data_dir: PathBuf) -> Self {
         Self {
@@ -262,6 +254,8 @@ impl ServiceSettings for Settings {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
 
     use mlmesh_runtime::settings::env_of as env;
