@@ -134,7 +134,7 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
     raise_nofile();
     let refs = Arc::new(refs()?);
     let data = TempDir::new("soak-vector");
-    eprintln!("soak: starting 2 inference, 2 embedding, 1 vector-search and the gateway (release)");
+    eprintln!("soak: starting 2 inference, 2 embedding, 1 vector-search and 2 gateways (release)");
     let mut inference = vec![
         Service::start("mlmesh-inference", &[]),
         Service::start("mlmesh-inference", &[]),
