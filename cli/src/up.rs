@@ -79,6 +79,23 @@ const DEMO_GATEWAY: &str = include_str!("../../deploy/demo/gateway.toml");
 const DEMO: &[(&str, &str)] = &[
     ("README.md", include_str!("../../README.md")),
     ("ARCHITECTURE.md", include_str!("../../ARCHITECTURE.md")),
+    ("docs/services.md", include_str!("../../docs/services.md")),
+    ("docs/inference.md", include_str!("../../docs/inference.md")),
+    ("docs/registry.md", include_str!("../../docs/registry.md")),
+    (
+        "docs/front-door.md",
+        include_str!("../../docs/front-door.md"),
+    ),
+    ("docs/deploy.md", include_str!("../../docs/deploy.md")),
+    (
+        "docs/configuration/README.md",
+        include_str!("../../docs/configuration/README.md"),
+    ),
+    ("docs/metrics.md", include_str!("../../docs/metrics.md")),
+    (
+        "docs/benchmarks.md",
+        include_str!("../../docs/benchmarks.md"),
+    ),
 ];
 
 struct Proc {

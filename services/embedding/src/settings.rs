@@ -76,10 +76,10 @@ pub struct EmbeddingSettings {
     /// ONNX Runtime threads inside one model run.
     pub intra_op_threads: usize,
     /// Let ONNX Runtime's idle intra-op threads spin waiting for work:
-    /// lower latency per run, CPU burnt while idle (README, "Tuning").
+    /// lower latency per run, CPU burnt while idle (docs/benchmarks.md, "Tuning").
     pub allow_spinning: bool,
     /// Return ONNX Runtime's unused arena memory after each run (bounds
-    /// the resident set after large batches; README, "Tuning").
+    /// the resident set after large batches; docs/benchmarks.md, "Tuning").
     pub shrink_arena: bool,
     /// Use ONNX Runtime's CPU memory arena (false: allocate per run).
     pub cpu_arena: bool,
@@ -113,7 +113,7 @@ impl Default for EmbeddingSettings {
             ort_dylib_path: None,
             // Measured on the 2-core CI machine: one session with two
             // intra-op threads beats two single-threaded sessions at
-            // saturation and halves single-call latency (README, "Tuning").
+            // saturation and halves single-call latency (docs/benchmarks.md, "Tuning").
             intra_op_threads: 2,
             allow_spinning: false,
             shrink_arena: true,

@@ -32,7 +32,7 @@ pub struct Settings {
     pub limits: LimitSettings,
     pub rag: RagSettings,
     /// Pipelines by name, `[pipelines.<name>]` tables in the file (steps,
-    /// branches, aggregation: README, "The front door").
+    /// branches, aggregation: docs/front-door.md).
     #[schemars(with = "BTreeMap<String, serde_json::Value>")]
     pub pipelines: BTreeMap<String, crate::pipeline::PipelineSpec>,
     pub auth: AuthSettings,

@@ -18,7 +18,7 @@
 //! ```
 //!
 //! so only the gathered rows become float32. Measured on the default model:
-//! idle RSS 193 MB → 158 MB, same run time (README, "Memory").
+//! idle RSS 193 MB → 158 MB, same run time (docs/benchmarks.md, "Memory").
 //!
 //! It works on the protobuf wire format: every field it does not rewrite is
 //! copied byte for byte, so no ONNX schema is needed and nothing else in the

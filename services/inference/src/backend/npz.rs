@@ -1,7 +1,7 @@
 //! NumPy `.npz` models: linear and logistic regression and multi-layer
 //! perceptrons as weight and bias arrays, computed with ndarray.
 //!
-//! The format (also in the README, "NumPy models"):
+//! The format (also in docs/inference.md, "NumPy models"):
 //!
 //! - `W0, b0, W1, b1, …`: layer `i` computes `h · W_i + b_i`; `W_i` is
 //!   `(inputs, outputs)` float32/64 (scikit-learn's `coefs_[i]`, or
