@@ -16,8 +16,8 @@
 use std::time::Duration;
 
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, exponential_buckets,
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    exponential_buckets,
 };
 
 /// Creates metrics in one service's registry and registers each at once.
@@ -73,17 +73,6 @@ impl Registrar {
         self.add(IntGaugeVec::new(Opts::new(name, help), labels)?)
     }
 
-    pub fn histogram(
-        &self,
-        name: &str,
-        help: &str,
-        buckets: Vec<f64>,
-    ) -> Result<Histogram, prometheus::Error> {
-        self.add(Histogram::with_opts(
-            HistogramOpts::new(name, help).buckets(buckets),
-        )?)
-    }
-
     pub fn histogram_vec(
         &self,
         name: &str,
@@ -135,13 +124,6 @@ impl RpcMetrics {
         self.request_seconds
             .with_label_values(&[method])
             .observe(elapsed.as_secs_f64());
-    }
-
-    /// Counts one call whose duration is not measured (the count only).
-    pub fn count(&self, method: &str, code: tonic::Code) {
-        self.requests
-            .with_label_values(&[method, crate::code_name(code)])
-            .inc();
     }
 }
 

@@ -20,8 +20,8 @@ pub struct Running {
     pub addr: SocketAddr,
     /// The `/metrics` address, when enabled.
     pub metrics_addr: Option<SocketAddr>,
-    stop: Option<oneshot::Sender<()>>,
-    handle: Option<JoinHandle<()>>,
+    stop: oneshot::Sender<()>,
+    handle: JoinHandle<()>,
 }
 
 impl Running {
@@ -53,8 +53,8 @@ impl Running {
         Self {
             addr,
             metrics_addr,
-            stop: Some(stop),
-            handle: Some(handle),
+            stop,
+            handle,
         }
     }
 
@@ -84,22 +84,12 @@ impl Running {
 
     /// Stops the service as SIGTERM would and waits (≤ 30 s) for it to
     /// drain; panics when it does not stop in time or failed.
-    pub async fn stop(mut self) {
-        self.stop_in_place().await;
-    }
-
-    /// [`Running::stop`] through a reference (for wrappers that are
-    /// dropped later).
-    pub async fn stop_in_place(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(h) = self.handle.take() {
-            match tokio::time::timeout(Duration::from_secs(30), h).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => panic!("the service task failed: {e}"),
-                Err(_) => panic!("the service did not stop within 30 s"),
-            }
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        match tokio::time::timeout(Duration::from_secs(30), self.handle).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => panic!("the service task failed: {e}"),
+            Err(_) => panic!("the service did not stop within 30 s"),
         }
     }
 }

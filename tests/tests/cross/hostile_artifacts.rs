@@ -45,18 +45,23 @@ fn npy(header: &str, data: &[u8]) -> Vec<u8> {
     b
 }
 
-/// An `.npz` of `members`, stored or deflated.
-fn npz(members: &[(&str, Vec<u8>)], deflate: bool) -> Vec<u8> {
-    let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    let options = zip::write::SimpleFileOptions::default()
-        .compression_method(if deflate {
+/// Zip member options: stored, or deflated at `deflate_level`.
+fn member_options(deflate_level: Option<i64>) -> zip::write::SimpleFileOptions {
+    zip::write::SimpleFileOptions::default()
+        .compression_method(if deflate_level.is_some() {
             zip::CompressionMethod::Deflated
         } else {
             zip::CompressionMethod::Stored
         })
-        .compression_level(deflate.then_some(1));
+        .compression_level(deflate_level)
+}
+
+/// An `.npz` of `members`, stored or deflated.
+fn npz(members: &[(&str, Vec<u8>)], deflate: bool) -> Vec<u8> {
+    let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     for (name, bytes) in members {
-        z.start_file(*name, options).expect("member");
+        z.start_file(*name, member_options(deflate.then_some(1)))
+            .expect("member");
         z.write_all(bytes).expect("write member");
     }
     z.finish().expect("zip").into_inner()
@@ -70,11 +75,10 @@ fn npz(members: &[(&str, Vec<u8>)], deflate: bool) -> Vec<u8> {
 fn bomb(lie: bool) -> Vec<u8> {
     let total: u64 = (2 << 30) + (64 << 20);
     let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    let options = zip::write::SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Deflated)
-        .compression_level(Some(9))
-        .large_file(true);
-    z.start_file("W0.npy", options).expect("member");
+    // ZIP64: the sizes sit in 8-byte extra fields, which `lie_about_sizes`
+    // rewrites.
+    z.start_file("W0.npy", member_options(Some(9)).large_file(true))
+        .expect("member");
     let count = (total - 128) / 4;
     z.write_all(&npy(
         &format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({count},), }}"),
