@@ -228,9 +228,12 @@ impl H2Channel {
         if let Some(rest) = rest {
             tokio::spawn(pump(rest, stream));
         } else if !end {
-            stream
-                .send_data(body, true)
-                .map_err(|e| self.h2_status(&e))?;
+            // A stream that is no longer active here means the peer has
+            // already answered, reset it or lost the connection (a TLS peer
+            // that refuses our certificate closes right after the
+            // handshake); the response says which, so wait for it rather
+            // than report h2's local "inactive stream".
+            let _ = stream.send_data(body, true);
         }
         let response = response.await.map_err(|e| {
             if e.is_io() || e.is_go_away() {
