@@ -7,7 +7,7 @@ VECTOR_DATA_DIR ?= .cache/mlmesh/vector-data
 GATEWAY_LISTEN ?= 127.0.0.1:50050
 HTTP_LISTEN ?= 127.0.0.1:8080
 
-.PHONY: run test models mcp-tools postgres moto container-tools deploy-tools deploy-check images render-manifests openai-client tritonclient mlserver bench-inference bench-registry build check fmt clippy bench bench-embed bench-vector bench-gateway bench-gateway-pinned help
+.PHONY: run test layering models mcp-tools postgres moto container-tools deploy-tools deploy-check images render-manifests openai-client tritonclient mlserver bench-inference bench-registry build check fmt clippy bench bench-embed bench-vector bench-gateway bench-gateway-pinned help
 
 # Every target with its purpose: the first sentence of the comment above
 # it (read from this file, so a new target documents itself).
@@ -101,6 +101,10 @@ render-manifests: deploy-tools
 moto:
 	./scripts/fetch-python-packages.sh moto scripts/moto.txt
 
+# No module cycles inside any crate (scripts/module-cycles.py).
+layering:
+	python3 scripts/module-cycles.py
+
 # cargo fmt --check over the workspace.
 fmt:
 	$(CARGO) fmt --all -- --check
@@ -110,7 +114,7 @@ clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 # Every set-up step, fmt, clippy, the chart checks and every test (what CI runs).
-test: models openai-client tritonclient mcp-tools postgres moto container-tools deploy-tools fmt clippy deploy-check
+test: models openai-client tritonclient mcp-tools postgres moto container-tools deploy-tools fmt layering clippy deploy-check
 	# Binaries first: the cross-process tests in tests/ start them.
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 /// (verified), then `metadata.json` last, so a folder with
 /// `metadata.json` is a complete backup.
 pub(super) async fn backup(
-    c: &mut super::Client,
+    c: &mut mlmesh_registry_client::Client,
     dir: &Path,
 ) -> anyhow::Result<(usize, usize, u64)> {
     if dir.exists() && fs::read_dir(dir)?.next().is_some() {
@@ -73,7 +73,7 @@ pub(super) async fn backup(
 
 /// Streams `dir`'s metadata, then every content it lists, to Restore.
 pub(super) async fn restore(
-    c: &mut super::Client,
+    c: &mut mlmesh_registry_client::Client,
     dir: &Path,
 ) -> anyhow::Result<pb::RestoreResponse> {
     let doc = fs::read(dir.join("metadata.json")).with_context(|| {

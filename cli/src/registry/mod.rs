@@ -10,7 +10,8 @@ mod transfer;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use mlmesh_proto::registry::v1::{self as pb, registry_client::RegistryClient};
+use mlmesh_proto::registry::v1 as pb;
+use mlmesh_registry_client::{Client, Selector};
 
 use self::{
     backup::{backup, restore},
@@ -18,7 +19,6 @@ use self::{
 };
 use mlmesh_runtime::{
     admin::AdminToken,
-    client::{H2Channel, H2Settings, StreamingBody},
     tls::{ClientTls, ClientTlsSettings},
 };
 
@@ -60,42 +60,6 @@ pub struct RegistryCmd {
     tls_key_file: Option<String>,
     #[command(subcommand)]
     command: Cmd,
-}
-
-/// A registry client that sends the admin token, when one is given.
-pub(crate) type Client = RegistryClient<SendToken>;
-
-/// The channel, adding the admin token (if any) to every call and sending
-/// every request body as it is produced (an upload streams files of any
-/// size rather than collecting them first).
-#[derive(Clone)]
-pub(crate) struct SendToken {
-    channel: H2Channel,
-    token: Option<AdminToken>,
-}
-
-impl tower_service::Service<http::Request<tonic::body::Body>> for SendToken {
-    type Response =
-        <H2Channel as tower_service::Service<http::Request<tonic::body::Body>>>::Response;
-    type Error = tonic::Status;
-    type Future = <H2Channel as tower_service::Service<http::Request<tonic::body::Body>>>::Future;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        self.channel.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: http::Request<tonic::body::Body>) -> Self::Future {
-        if let Some(t) = &self.token {
-            let mut m = tonic::metadata::MetadataMap::new();
-            t.attach(&mut m);
-            req.headers_mut().extend(m.into_headers());
-        }
-        req.extensions_mut().insert(StreamingBody);
-        self.channel.call(req)
-    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -194,14 +158,9 @@ pub async fn run(cmd: RegistryCmd) -> anyhow::Result<()> {
         },
         "--tls",
     )?;
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    let uri = format!("{scheme}://{}", cmd.addr)
-        .parse()
-        .with_context(|| format!("registry address {:?}", cmd.addr))?;
     // Connected on the first call, which names the address if it fails.
-    let channel = H2Channel::lazy(uri, H2Settings::default(), tls)
+    let mut c = mlmesh_registry_client::connect(&cmd.addr, tls, token)
         .map_err(|e| anyhow::anyhow!("registry address {:?}: {e}", cmd.addr))?;
-    let mut c = RegistryClient::new(SendToken { channel, token });
     match cmd.command {
         Cmd::Create {
             name,
@@ -319,7 +278,7 @@ pub async fn run(cmd: RegistryCmd) -> anyhow::Result<()> {
             let v = c
                 .get_version(pb::GetVersionRequest {
                     model,
-                    selector: Some(selector(&v)?),
+                    selector: Some(Selector::from_arg(&v).map_err(anyhow::Error::msg)?.to_get()),
                 })
                 .await?
                 .into_inner();
@@ -451,16 +410,4 @@ async fn alias(c: &mut Client, cmd: AliasCmd) -> anyhow::Result<()> {
 
 fn status_name(s: i32) -> &'static str {
     pb::VersionStatus::try_from(s).map_or("?", |s| s.as_str_name())
-}
-
-/// `3` → version 3, `@production` → that alias.
-pub(super) fn selector(v: &str) -> anyhow::Result<pb::get_version_request::Selector> {
-    use pb::get_version_request::Selector as S;
-    if let Some(alias) = v.strip_prefix('@') {
-        return Ok(S::Alias(alias.to_owned()));
-    }
-    let n: i64 = v
-        .parse()
-        .with_context(|| format!("{v:?}: a version number or @alias"))?;
-    Ok(S::Version(n))
 }

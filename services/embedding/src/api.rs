@@ -6,11 +6,11 @@ use std::{pin::Pin, sync::Arc, time::Instant};
 
 use futures::{Stream, StreamExt as _};
 use mlmesh_proto::embedding::v1::{self as pb, embedding_service_server::EmbeddingService};
-use tokenizers::TruncationDirection;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::{
-    engine::{EmbedParams, Embedded, Engine},
+    convert::{embed_response, timings, truncation, usage},
+    engine::{EmbedParams, Engine},
     error::EmbedError,
     metrics::Metrics,
 };
@@ -73,59 +73,6 @@ impl Drop for Unfinished<'_> {
                 &Err(Status::cancelled("the caller went away")),
             );
         }
-    }
-}
-
-/// `truncate` (default true) and its direction → the engine's option.
-fn truncation(
-    truncate: Option<bool>,
-    direction: i32,
-) -> Result<Option<TruncationDirection>, Status> {
-    let direction = match pb::TruncationDirection::try_from(direction) {
-        Ok(pb::TruncationDirection::Unspecified | pb::TruncationDirection::Right) => {
-            TruncationDirection::Right
-        }
-        Ok(pb::TruncationDirection::Left) => TruncationDirection::Left,
-        Err(_) => {
-            return Err(Status::invalid_argument(format!(
-                "`truncation_direction` {direction} is not a TruncationDirection (0, 1 or 2)"
-            )));
-        }
-    };
-    Ok(truncate.unwrap_or(true).then_some(direction))
-}
-
-fn micros(d: std::time::Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
-}
-
-fn usage(out: &Embedded) -> pb::Usage {
-    pb::Usage {
-        prompt_tokens: out.prompt_tokens,
-        total_input_tokens: out.total_input_tokens,
-    }
-}
-
-fn timings(out: &Embedded, start: Instant) -> pb::Timings {
-    pb::Timings {
-        tokenize_us: micros(out.tokenize),
-        queue_us: micros(out.queue),
-        inference_us: micros(out.inference),
-        total_us: micros(start.elapsed()),
-    }
-}
-
-fn embed_response(out: Embedded, start: Instant) -> pb::EmbedResponse {
-    pb::EmbedResponse {
-        usage: Some(usage(&out)),
-        timings: Some(timings(&out, start)),
-        model: out.model,
-        dimensions: u32::try_from(out.dimensions).unwrap_or(u32::MAX),
-        embeddings: out
-            .vectors
-            .into_iter()
-            .map(|values| pb::Embedding { values })
-            .collect(),
     }
 }
 

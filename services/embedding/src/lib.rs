@@ -3,18 +3,20 @@
 //!
 //! Layout: [`settings`] (typed configuration), [`engine`] (model folders,
 //! tokenization, the batching queue and ONNX Runtime workers), [`api`] (the
-//! tonic service), [`error`] (domain errors and their gRPC statuses),
+//! tonic service) over [`convert`] (protocol ↔ engine types),
+//! [`error`] (domain errors and their gRPC statuses),
 //! [`metrics`]. [`Application`] ties them to the shared server bootstrap:
 //! `build(settings)` → `local_addr()` → `run_until_stopped(shutdown)`.
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod convert;
 pub mod engine;
 pub mod error;
 pub mod metrics;
 pub mod settings;
 
-use std::{future::Future, net::SocketAddr, sync::Arc};
+use std::{future::Future, sync::Arc};
 
 use mlmesh_proto::embedding::v1::embedding_service_server::{EmbeddingServiceServer, SERVICE_NAME};
 use mlmesh_runtime::{GrpcServer, ServerError};
@@ -73,12 +75,8 @@ impl mlmesh_runtime::service::Service for Application {
         })
     }
 
-    fn local_addr(&self) -> SocketAddr {
-        self.server.local_addr()
-    }
-
-    fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.server.metrics_addr()
+    fn grpc_server(&self) -> &GrpcServer {
+        &self.server
     }
 
     /// Serves until `shutdown` completes, drains in-flight calls, then stops
@@ -111,12 +109,4 @@ impl mlmesh_runtime::service::Service for Application {
     }
 }
 
-#[cfg(test)]
-mod settings_reference {
-    /// `docs/configuration/mlmesh-embedding.md` is what the settings types generate
-    /// (`MLMESH_BLESS=1 cargo test -p mlmesh-embedding settings_reference` rewrites it).
-    #[test]
-    fn settings_reference_is_current() {
-        mlmesh_runtime::service::check_reference::<crate::Application>(env!("CARGO_MANIFEST_DIR"));
-    }
-}
+mlmesh_runtime::settings_reference_test!(crate::Application);

@@ -54,6 +54,21 @@ pub enum GatewayError {
     Internal(String),
 }
 
+/// A tensor refused: a client's field is INVALID_ARGUMENT naming it; bytes
+/// a service answered that make no tensor are the gateway's INTERNAL.
+impl From<mlmesh_tensor::TensorError> for GatewayError {
+    fn from(e: mlmesh_tensor::TensorError) -> Self {
+        match e {
+            mlmesh_tensor::TensorError::Invalid { field, reason } => {
+                Self::Invalid { field, reason }
+            }
+            malformed @ mlmesh_tensor::TensorError::Malformed { .. } => {
+                Self::Internal(malformed.to_string())
+            }
+        }
+    }
+}
+
 impl GatewayError {
     pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
         Self::Invalid {

@@ -19,6 +19,7 @@ pub mod downstream;
 pub mod error;
 pub mod grpc;
 pub mod http;
+pub mod json;
 pub mod mcp;
 pub mod metrics;
 pub mod passthrough;
@@ -122,12 +123,8 @@ impl mlmesh_runtime::service::Service for Application {
         })
     }
 
-    fn local_addr(&self) -> SocketAddr {
-        self.server.local_addr()
-    }
-
-    fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.server.metrics_addr()
+    fn grpc_server(&self) -> &GrpcServer {
+        &self.server
     }
 
     /// Serves gRPC and HTTP until `shutdown` completes, then drains both.
@@ -214,12 +211,4 @@ impl mlmesh_runtime::service::ServiceArgs<Settings> for GatewayArgs {
     }
 }
 
-#[cfg(test)]
-mod settings_reference {
-    /// `docs/configuration/mlmesh-gateway.md` is what the settings types generate
-    /// (`MLMESH_BLESS=1 cargo test -p mlmesh-gateway settings_reference` rewrites it).
-    #[test]
-    fn settings_reference_is_current() {
-        mlmesh_runtime::service::check_reference::<crate::Application>(env!("CARGO_MANIFEST_DIR"));
-    }
-}
+mlmesh_runtime::settings_reference_test!(crate::Application);

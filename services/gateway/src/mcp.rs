@@ -35,7 +35,7 @@ use crate::{
     auth::{self, Caller, Scope},
     core::{Core, ModelKind},
     error::GatewayError,
-    http::pipelines::{inputs_from_json, run_json},
+    json::{inputs_from_json, run_json},
     settings::McpSettings,
     tensor::{self, Tensor},
 };
@@ -350,7 +350,7 @@ impl Tools {
                     })?;
                     rq.inputs.push(InferInputTensor {
                         name: name.into(),
-                        datatype: t.datatype,
+                        datatype: t.datatype.name().to_owned(),
                         shape: t.shape,
                         ..Default::default()
                     });
@@ -360,7 +360,7 @@ impl Tools {
                 let mut outputs = Vec::new();
                 for (i, o) in r.outputs.iter().enumerate() {
                     let raw = r.raw_output_contents.get(i).cloned().unwrap_or_default();
-                    let data = tensor::from_raw(&o.datatype, &raw, &o.name)?;
+                    let data = tensor::answer_values(&o.datatype, &raw, &o.name)?;
                     outputs.push(json!({"name": o.name, "datatype": o.datatype, "shape": o.shape, "data": data}));
                 }
                 Ok(

@@ -12,6 +12,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 mod auth;
+pub mod endpoint;
 
 pub use auth::{ApiKey, AuthMode, AuthSettings, JwtSettings, Tier};
 
@@ -237,11 +238,8 @@ pub struct LimitSettings {
 
 impl LimitSettings {
     /// The shape limits every client tensor is checked against.
-    pub fn shapes(&self) -> crate::tensor::ShapeLimits {
-        crate::tensor::ShapeLimits {
-            max_rows: self.max_tensor_rows,
-            max_elements: self.max_tensor_elements,
-        }
+    pub fn shapes(&self) -> mlmesh_tensor::ShapeLimits {
+        mlmesh_tensor::ShapeLimits::new(self.max_tensor_rows, self.max_tensor_elements)
     }
 }
 
@@ -334,7 +332,7 @@ impl Settings {
             for a in list {
                 match d.discovery {
                     Discovery::Static => {
-                        crate::downstream::endpoint_uri(a, !d.tls.ca_file.is_empty()).map(|_| ())
+                        endpoint::endpoint_uri(a, !d.tls.ca_file.is_empty()).map(|_| ())
                     }
                     Discovery::Kubernetes => mlmesh_discovery::Target::parse(a).map(|_| ()),
                 }

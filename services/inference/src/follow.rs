@@ -11,79 +11,25 @@
 //! an error log). A lost connection is retried with backoff.
 
 use std::{
-    collections::HashMap,
-    fs::{self, File},
-    io::Write,
+    fs,
     path::{Component, Path, PathBuf},
     sync::{Arc, Weak},
     time::Duration,
 };
 
-use mlmesh_proto::registry::v1::{self as pb, registry_client::RegistryClient};
-use mlmesh_runtime::{
-    client::{H2Channel, H2Settings},
-    tls::ClientTls,
-};
-use sha2::{Digest, Sha256};
+use mlmesh_proto::registry::v1 as pb;
+use mlmesh_registry_client::{Client, Selector, Source};
+use mlmesh_runtime::tls::ClientTls;
 
 use crate::{BuildError, metrics::Metrics, models::ModelManager, settings::InferenceSettings};
 
-/// What a `registry://` source names.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Source {
-    pub model: String,
-    pub selector: Selector,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Selector {
-    Alias(String),
-    Version(i64),
-}
-
-impl Source {
-    /// `registry://<model>@<alias>` or `registry://<model>@<version>`.
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let rest = s
-            .strip_prefix("registry://")
-            .ok_or_else(|| format!("{s:?} does not start with registry://"))?;
-        let (model, at) = rest
-            .split_once('@')
-            .ok_or_else(|| format!("{s:?}: expected registry://<model>@<alias or version>"))?;
-        let ok = |n: &str| {
-            !n.is_empty()
-                && !n.starts_with(['.', '-'])
-                && n.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-        };
-        if !ok(model) || !ok(at) {
-            return Err(format!(
-                "{s:?}: model and alias are names of A-Z a-z 0-9 . _ - (not starting with . or -)"
-            ));
-        }
-        let selector = match at.parse::<i64>() {
-            Ok(v) if v > 0 => Selector::Version(v),
-            Ok(_) => return Err(format!("{s:?}: versions start at 1")),
-            Err(_) => Selector::Alias(at.to_owned()),
-        };
-        Ok(Self {
-            model: model.to_owned(),
-            selector,
-        })
-    }
-}
-
-/// The channel to the registry: one HTTP/2 connection (TLS when
+/// The client of the registry: one HTTP/2 connection (TLS when
 /// `registry_tls` says so) shared by every follower, reconnected when lost.
-fn registry_channel(settings: &InferenceSettings) -> Result<H2Channel, BuildError> {
+fn registry_client(settings: &InferenceSettings) -> Result<Client, BuildError> {
     let fail = |key, reason: String| BuildError::Setting { key, reason };
     let tls = ClientTls::from_settings(&settings.registry_tls, "inference.registry_tls")
         .map_err(|e| fail("inference.registry_tls", e.to_string()))?;
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    let uri = format!("{scheme}://{}", settings.registry_addr.trim())
-        .parse()
-        .map_err(|e| fail("inference.registry_addr", format!("not a host:port: {e}")))?;
-    H2Channel::lazy(uri, H2Settings::default(), tls)
+    mlmesh_registry_client::connect(&settings.registry_addr, tls, None)
         .map_err(|reason| fail("inference.registry_addr", reason))
 }
 
@@ -96,15 +42,11 @@ pub fn spawn_all(
     if settings.registry_models.is_empty() {
         return Ok(());
     }
-    let channel = registry_channel(settings)?;
-    for s in &settings.registry_models {
-        // Validated with the settings.
-        let Ok(source) = Source::parse(s) else {
-            continue;
-        };
+    let client = registry_client(settings)?;
+    for source in &settings.registry_models {
         let f = Follower {
-            source,
-            channel: channel.clone(),
+            source: source.clone(),
+            client: client.clone(),
             cache: settings.registry_cache_dir.join("models"),
             models: Arc::downgrade(models),
             metrics: metrics.clone(),
@@ -117,7 +59,7 @@ pub fn spawn_all(
 
 struct Follower {
     source: Source,
-    channel: H2Channel,
+    client: Client,
     /// `<cache>/<model>/<version>/`: what the model manager reads.
     cache: PathBuf,
     models: Weak<ModelManager>,
@@ -126,8 +68,6 @@ struct Follower {
     /// registry restored or reset may reuse a number for other contents.
     serving: Option<(i64, String)>,
 }
-
-type Client = RegistryClient<H2Channel>;
 
 impl Follower {
     async fn run(mut self) {
@@ -151,7 +91,7 @@ impl Follower {
     async fn session(&mut self) -> Result<(), String> {
         // Lazily connected: the first call below reports an unreachable
         // registry (UNAVAILABLE naming the address).
-        let mut c = Client::new(self.channel.clone());
+        let mut c = self.client.clone();
         let alias = match &self.source.selector {
             Selector::Version(_) => {
                 return self.sync(&mut c).await;
@@ -189,10 +129,7 @@ impl Follower {
     /// Serves the version the source names now.
     async fn sync(&mut self, c: &mut Client) -> Result<(), String> {
         let model = self.source.model.clone();
-        let selector = match &self.source.selector {
-            Selector::Alias(a) => pb::get_version_request::Selector::Alias(a.clone()),
-            Selector::Version(v) => pb::get_version_request::Selector::Version(*v),
-        };
+        let selector = self.source.selector.to_get();
         let v = match c
             .get_version(pb::GetVersionRequest {
                 model: model.clone(),
@@ -299,86 +236,22 @@ impl Follower {
         loaded
     }
 
-    /// Downloads every file of `v`, checks sizes and digests, and moves the
-    /// whole version into place at once.
+    /// Downloads every file of `v` into `<model_dir>/<version>/`,
+    /// verified and moved into place whole, then records its manifest.
     async fn pull(&self, c: &mut Client, v: &pb::Version, model_dir: &Path) -> Result<(), String> {
         let layout = Layout::of(&v.files);
-        let staging = model_dir.join(format!(".pull-{}-{}", v.version, std::process::id()));
-        let _ = fs::remove_dir_all(&staging);
-        let mut stream = c
-            .download(pb::DownloadRequest {
-                model: v.model.clone(),
-                selector: Some(pb::download_request::Selector::Version(v.version)),
-                ..Default::default()
-            })
+        let dest = model_dir.join(v.version.to_string());
+        mlmesh_registry_client::pull(c, v, &dest, move |p| layout.place(p), |_| {})
             .await
-            .map_err(|e| format!("download: {}", e.message()))?
-            .into_inner();
-        let want: HashMap<&str, &pb::FileEntry> =
-            v.files.iter().map(|f| (f.path.as_str(), f)).collect();
-        let mut open: Option<(String, File, Sha256, u64)> = None;
-        let close = |o: Option<(String, File, Sha256, u64)>| -> Result<(), String> {
-            if let Some((path, f, h, n)) = o {
-                f.sync_all().map_err(|e| e.to_string())?;
-                let entry = want[path.as_str()];
-                let got = hex::encode(h.finalize());
-                if got != entry.sha256 || n != entry.size {
-                    return Err(format!(
-                        "{path}: {n} bytes with sha256 {got}, the registry's manifest says {} bytes, {}",
-                        entry.size, entry.sha256
-                    ));
-                }
-            }
-            Ok(())
-        };
-        let result: Result<(), String> = async {
-            while let Some(ch) = stream
-                .message()
-                .await
-                .map_err(|e| format!("download: {}", e.message()))?
-            {
-                if open.as_ref().is_none_or(|o| o.0 != ch.path) {
-                    close(open.take())?;
-                    if !want.contains_key(ch.path.as_str()) {
-                        return Err(format!("{:?} is not in the version's manifest", ch.path));
-                    }
-                    let dest = staging.join(layout.place(&ch.path)?);
-                    if let Some(p) = dest.parent() {
-                        fs::create_dir_all(p).map_err(|e| e.to_string())?;
-                    }
-                    let f = File::create(&dest).map_err(|e| format!("{}: {e}", dest.display()))?;
-                    open = Some((ch.path.clone(), f, Sha256::new(), 0));
-                }
-                if let Some((path, f, h, n)) = open.as_mut() {
-                    // Never more than the manifest declares (a hostile or
-                    // broken registry cannot fill the disk).
-                    let size = want.get(path.as_str()).map_or(0, |e| e.size);
-                    if *n + ch.data.len() as u64 > size {
-                        return Err(format!(
-                            "{path}: more bytes than the {size} the manifest declares"
-                        ));
-                    }
-                    f.write_all(&ch.data).map_err(|e| e.to_string())?;
-                    h.update(&ch.data);
-                    *n += ch.data.len() as u64;
-                }
-            }
-            close(open.take())?;
-            for f in &v.files {
-                if !staging.join(layout.place(&f.path)?).is_file() {
-                    return Err(format!("{} was not received", f.path));
-                }
-            }
-            fs::write(staging.join(MANIFEST_KEPT), &v.manifest_digest)
-                .map_err(|e| format!("recording the manifest: {e}"))?;
-            fs::rename(&staging, model_dir.join(v.version.to_string()))
-                .map_err(|e| format!("moving the version into place: {e}"))
-        }
-        .await;
-        if result.is_err() {
-            let _ = fs::remove_dir_all(&staging);
-        }
-        result
+            .map_err(|e| e.to_string())?;
+        // Written after the version is whole: a crash in between leaves a
+        // version without the marker, which the next switch pulls again.
+        let marker = dest.join(MANIFEST_KEPT);
+        let digest = v.manifest_digest.clone();
+        tokio::task::spawn_blocking(move || fs::write(marker, digest))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("recording the manifest: {e}"))
     }
 }
 
@@ -457,30 +330,6 @@ impl Layout {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sources_parse() {
-        assert_eq!(
-            Source::parse("registry://iris@production"),
-            Ok(Source {
-                model: "iris".into(),
-                selector: Selector::Alias("production".into())
-            })
-        );
-        assert_eq!(
-            Source::parse("registry://iris@3").map(|s| s.selector),
-            Ok(Selector::Version(3))
-        );
-        for bad in [
-            "iris@prod",
-            "registry://iris",
-            "registry://@x",
-            "registry://a/b@x",
-            "registry://a@0",
-        ] {
-            assert!(Source::parse(bad).is_err(), "{bad}");
-        }
-    }
 
     fn f(path: &str) -> pb::FileEntry {
         pb::FileEntry {

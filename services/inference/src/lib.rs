@@ -3,7 +3,8 @@
 //! of Triton and KServe v2), so tritonclient and KServe clients work
 //! unchanged.
 //!
-//! Layout: [`settings`], [`repository`] (Triton's folder layout and
+//! Layout: [`settings`], [`convert`] (requests decoded and checked
+//! against the served model), [`repository`] (Triton's folder layout and
 //! `config.pbtxt`), [`backend`] (ONNX Runtime and ndarray engines),
 //! [`tensor`] (protocol tensors), [`scheduler`] (per-version queue, dynamic
 //! batching, worker threads), [`models`] (load, reload, unload, memory
@@ -15,6 +16,7 @@
 
 pub mod api;
 pub mod backend;
+pub mod convert;
 pub mod error;
 pub mod follow;
 pub mod metrics;
@@ -26,7 +28,6 @@ pub mod tensor;
 
 use std::{
     future::Future,
-    net::SocketAddr,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -110,12 +111,8 @@ impl mlmesh_runtime::service::Service for Application {
         })
     }
 
-    fn local_addr(&self) -> SocketAddr {
-        self.server.local_addr()
-    }
-
-    fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.server.metrics_addr()
+    fn grpc_server(&self) -> &GrpcServer {
+        &self.server
     }
 
     /// Serves until `shutdown` completes, then drains in-flight calls.
@@ -168,12 +165,4 @@ impl mlmesh_runtime::service::ServiceArgs<Settings> for InferenceArgs {
     }
 }
 
-#[cfg(test)]
-mod settings_reference {
-    /// `docs/configuration/mlmesh-inference.md` is what the settings types generate
-    /// (`MLMESH_BLESS=1 cargo test -p mlmesh-inference settings_reference` rewrites it).
-    #[test]
-    fn settings_reference_is_current() {
-        mlmesh_runtime::service::check_reference::<crate::Application>(env!("CARGO_MANIFEST_DIR"));
-    }
-}
+mlmesh_runtime::settings_reference_test!(crate::Application);

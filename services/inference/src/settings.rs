@@ -74,7 +74,7 @@ pub struct InferenceSettings {
     /// Models served from the model registry, each
     /// `registry://<model>@<alias>` (follows the alias) or
     /// `registry://<model>@<version>` (a fixed version).
-    pub registry_models: Vec<String>,
+    pub registry_models: Vec<mlmesh_registry_client::Source>,
     /// The registry's gRPC address (`host:port`), needed by
     /// `registry_models`.
     pub registry_addr: String,
@@ -134,11 +134,6 @@ impl InferenceSettings {
                 "model_repository",
                 format!("{} is not a folder", self.model_repository.display()),
             );
-        }
-        for (i, source) in self.registry_models.iter().enumerate() {
-            if let Err(reason) = crate::follow::Source::parse(source) {
-                return bad(&format!("registry_models[{i}]"), reason);
-            }
         }
         if !self.registry_models.is_empty() && self.registry_addr.is_empty() {
             return bad(
@@ -218,5 +213,33 @@ mod tests {
         )
         .expect_err("zero");
         assert!(e.to_string().contains("inference.max_queue_size"), "{e}");
+        let e = Settings::load(
+            None,
+            env(&[
+                ("MLMESH_INFERENCE__MODEL_REPOSITORY", "/"),
+                ("MLMESH_INFERENCE__REGISTRY_ADDR", "127.0.0.1:1"),
+                (
+                    "MLMESH_INFERENCE__REGISTRY_MODELS",
+                    "registry://iris@production,iris@production",
+                ),
+            ]),
+        )
+        .expect_err("not a registry source");
+        let e = e.to_string();
+        assert!(e.contains("inference.registry_models"), "{e}");
+        assert!(e.contains("registry://"), "{e}");
+        let s = Settings::load(
+            None,
+            env(&[
+                ("MLMESH_INFERENCE__MODEL_REPOSITORY", "/"),
+                ("MLMESH_INFERENCE__REGISTRY_ADDR", "127.0.0.1:1"),
+                ("MLMESH_INFERENCE__REGISTRY_MODELS", "registry://iris@3"),
+            ]),
+        )
+        .expect("a source");
+        assert_eq!(
+            s.inference.registry_models[0].selector,
+            mlmesh_registry_client::Selector::Version(3)
+        );
     }
 }

@@ -3,103 +3,37 @@
 //! from `raw_input_contents` (little-endian; BYTES elements each prefixed by
 //! a 4-byte little-endian length) or from the typed `contents` fields, and
 //! always written raw. Also the batch-axis concatenation and split the
-//! dynamic batcher uses.
+//! dynamic batcher uses. Datatypes and the BYTES framing are
+//! `mlmesh_tensor`'s, shared with the gateway.
 
 use mlmesh_proto::inference as pb;
+pub use mlmesh_tensor::{DataType, element_count};
 
 use crate::error::InferError;
 
-/// A tensor element type, by its protocol name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum DataType {
-    Bool,
-    U8,
-    U16,
-    U32,
-    U64,
-    I8,
-    I16,
-    I32,
-    I64,
-    F16,
-    F32,
-    F64,
-    Bytes,
+/// Triton's config enum (`TYPE_FP32`) of a datatype.
+pub fn to_config(d: DataType) -> pb::DataType {
+    match d {
+        DataType::Bool => pb::DataType::TypeBool,
+        DataType::U8 => pb::DataType::TypeUint8,
+        DataType::U16 => pb::DataType::TypeUint16,
+        DataType::U32 => pb::DataType::TypeUint32,
+        DataType::U64 => pb::DataType::TypeUint64,
+        DataType::I8 => pb::DataType::TypeInt8,
+        DataType::I16 => pb::DataType::TypeInt16,
+        DataType::I32 => pb::DataType::TypeInt32,
+        DataType::I64 => pb::DataType::TypeInt64,
+        DataType::F16 => pb::DataType::TypeFp16,
+        DataType::Bf16 => pb::DataType::TypeBf16,
+        DataType::F32 => pb::DataType::TypeFp32,
+        DataType::F64 => pb::DataType::TypeFp64,
+        DataType::Bytes => pb::DataType::TypeString,
+    }
 }
 
-impl DataType {
-    pub const ALL: [DataType; 13] = [
-        DataType::Bool,
-        DataType::U8,
-        DataType::U16,
-        DataType::U32,
-        DataType::U64,
-        DataType::I8,
-        DataType::I16,
-        DataType::I32,
-        DataType::I64,
-        DataType::F16,
-        DataType::F32,
-        DataType::F64,
-        DataType::Bytes,
-    ];
-
-    /// The protocol name (`FP32`).
-    pub fn name(self) -> &'static str {
-        match self {
-            DataType::Bool => "BOOL",
-            DataType::U8 => "UINT8",
-            DataType::U16 => "UINT16",
-            DataType::U32 => "UINT32",
-            DataType::U64 => "UINT64",
-            DataType::I8 => "INT8",
-            DataType::I16 => "INT16",
-            DataType::I32 => "INT32",
-            DataType::I64 => "INT64",
-            DataType::F16 => "FP16",
-            DataType::F32 => "FP32",
-            DataType::F64 => "FP64",
-            DataType::Bytes => "BYTES",
-        }
-    }
-
-    pub fn parse(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|d| d.name() == name)
-    }
-
-    /// Bytes per element; `None` for BYTES (variable).
-    pub fn size(self) -> Option<usize> {
-        Some(match self {
-            DataType::Bool | DataType::U8 | DataType::I8 => 1,
-            DataType::U16 | DataType::I16 | DataType::F16 => 2,
-            DataType::U32 | DataType::I32 | DataType::F32 => 4,
-            DataType::U64 | DataType::I64 | DataType::F64 => 8,
-            DataType::Bytes => return None,
-        })
-    }
-
-    /// Triton's config enum (`TYPE_FP32`).
-    pub fn to_config(self) -> pb::DataType {
-        match self {
-            DataType::Bool => pb::DataType::TypeBool,
-            DataType::U8 => pb::DataType::TypeUint8,
-            DataType::U16 => pb::DataType::TypeUint16,
-            DataType::U32 => pb::DataType::TypeUint32,
-            DataType::U64 => pb::DataType::TypeUint64,
-            DataType::I8 => pb::DataType::TypeInt8,
-            DataType::I16 => pb::DataType::TypeInt16,
-            DataType::I32 => pb::DataType::TypeInt32,
-            DataType::I64 => pb::DataType::TypeInt64,
-            DataType::F16 => pb::DataType::TypeFp16,
-            DataType::F32 => pb::DataType::TypeFp32,
-            DataType::F64 => pb::DataType::TypeFp64,
-            DataType::Bytes => pb::DataType::TypeString,
-        }
-    }
-
-    pub fn from_config(t: pb::DataType) -> Option<Self> {
-        Self::ALL.into_iter().find(|d| d.to_config() == t)
-    }
+/// The datatype of Triton's config enum; `None` for `TYPE_INVALID`.
+pub fn from_config(t: pb::DataType) -> Option<DataType> {
+    DataType::ALL.into_iter().find(|d| to_config(*d) == t)
 }
 
 /// Flattened, row-major elements of one tensor.
@@ -116,6 +50,8 @@ pub enum Data {
     I64(Vec<i64>),
     /// IEEE half floats, as their bits.
     F16(Vec<u16>),
+    /// bfloat16, as its bits.
+    Bf16(Vec<u16>),
     F32(Vec<f32>),
     F64(Vec<f64>),
     Bytes(Vec<Vec<u8>>),
@@ -135,6 +71,7 @@ macro_rules! each {
             Data::I32($v) => $body,
             Data::I64($v) => $body,
             Data::F16($v) => $body,
+            Data::Bf16($v) => $body,
             Data::F32($v) => $body,
             Data::F64($v) => $body,
             Data::Bytes($v) => $body,
@@ -156,6 +93,7 @@ macro_rules! map_same {
             Data::I32($v) => Data::I32($body),
             Data::I64($v) => Data::I64($body),
             Data::F16($v) => Data::F16($body),
+            Data::Bf16($v) => Data::Bf16($body),
             Data::F32($v) => Data::F32($body),
             Data::F64($v) => Data::F64($body),
             Data::Bytes($v) => Data::Bytes($body),
@@ -176,6 +114,7 @@ impl Data {
             Data::I32(_) => DataType::I32,
             Data::I64(_) => DataType::I64,
             Data::F16(_) => DataType::F16,
+            Data::Bf16(_) => DataType::Bf16,
             Data::F32(_) => DataType::F32,
             Data::F64(_) => DataType::F64,
             Data::Bytes(_) => DataType::Bytes,
@@ -203,6 +142,7 @@ impl Data {
             DataType::I32 => Data::I32(Vec::with_capacity(capacity)),
             DataType::I64 => Data::I64(Vec::with_capacity(capacity)),
             DataType::F16 => Data::F16(Vec::with_capacity(capacity)),
+            DataType::Bf16 => Data::Bf16(Vec::with_capacity(capacity)),
             DataType::F32 => Data::F32(Vec::with_capacity(capacity)),
             DataType::F64 => Data::F64(Vec::with_capacity(capacity)),
             DataType::Bytes => Data::Bytes(Vec::with_capacity(capacity)),
@@ -222,6 +162,7 @@ impl Data {
             DataType::I32 => Data::I32(vec![0; n]),
             DataType::I64 => Data::I64(vec![0; n]),
             DataType::F16 => Data::F16(vec![0; n]),
+            DataType::Bf16 => Data::Bf16(vec![0; n]),
             DataType::F32 => Data::F32(vec![0.0; n]),
             DataType::F64 => Data::F64(vec![0.0; n]),
             DataType::Bytes => Data::Bytes(vec![Vec::new(); n]),
@@ -241,7 +182,7 @@ impl Data {
             };
         }
         ext!(
-            Bool, U8, U16, U32, U64, I8, I16, I32, I64, F16, F32, F64, Bytes
+            Bool, U8, U16, U32, U64, I8, I16, I32, I64, F16, Bf16, F32, F64, Bytes
         )
     }
 
@@ -267,7 +208,7 @@ impl Data {
         match self {
             Data::Bool(v) => v.iter().map(|&b| u8::from(b)).collect(),
             Data::U8(v) => v.clone(),
-            Data::U16(v) | Data::F16(v) => le!(v),
+            Data::U16(v) | Data::F16(v) | Data::Bf16(v) => le!(v),
             Data::U32(v) => le!(v),
             Data::U64(v) => le!(v),
             Data::I8(v) => v.iter().map(|&x| x.to_le_bytes()[0]).collect(),
@@ -329,9 +270,13 @@ impl Data {
             DataType::I32 => Data::I32(le!(i32, 4)),
             DataType::I64 => Data::I64(le!(i64, 8)),
             DataType::F16 => Data::F16(le!(u16, 2)),
+            DataType::Bf16 => Data::Bf16(le!(u16, 2)),
             DataType::F32 => Data::F32(le!(f32, 4)),
             DataType::F64 => Data::F64(le!(f64, 8)),
-            DataType::Bytes => Data::Bytes(split_bytes(count, raw, what)?),
+            DataType::Bytes => Data::Bytes(
+                mlmesh_tensor::raw::split_bytes(count, raw, what)
+                    .map_err(|e| InferError::invalid(e.to_string()))?,
+            ),
         })
     }
 
@@ -378,9 +323,9 @@ impl Data {
             ),
             DataType::I32 => Data::I32(c.int_contents.clone()),
             DataType::I64 => Data::I64(c.int64_contents.clone()),
-            DataType::F16 => {
+            DataType::F16 | DataType::Bf16 => {
                 return Err(InferError::invalid(format!(
-                    "{what}: FP16 has no typed contents field; send it in raw_input_contents"
+                    "{what}: {dtype} has no typed contents field; send it in raw_input_contents"
                 )));
             }
             DataType::F32 => Data::F32(c.fp32_contents.clone()),
@@ -398,49 +343,12 @@ impl Data {
     }
 }
 
-/// Splits BYTES raw contents: `count` elements, each a u32 LE length then
-/// that many bytes, filling `raw` exactly.
-fn split_bytes(count: usize, raw: &[u8], what: &str) -> Result<Vec<Vec<u8>>, InferError> {
-    let mut out = Vec::with_capacity(count.min(raw.len() / 4 + 1));
-    let mut rest = raw;
-    for i in 0..count {
-        let Some((len, tail)) = rest.split_first_chunk::<4>() else {
-            return Err(InferError::invalid(format!(
-                "{what}: BYTES raw contents end before element {i} of {count} (each element is a 4-byte little-endian length, then the bytes)"
-            )));
-        };
-        let len = u32::from_le_bytes(*len) as usize;
-        if tail.len() < len {
-            return Err(InferError::invalid(format!(
-                "{what}: BYTES element {i} claims {len} bytes but only {} remain",
-                tail.len()
-            )));
-        }
-        out.push(tail[..len].to_vec());
-        rest = &tail[len..];
-    }
-    if !rest.is_empty() {
-        return Err(InferError::invalid(format!(
-            "{what}: {} bytes left over after the {count} BYTES elements the shape names",
-            rest.len()
-        )));
-    }
-    Ok(out)
-}
-
 /// A named tensor.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Tensor {
     pub name: String,
     pub shape: Vec<i64>,
     pub data: Data,
-}
-
-/// Elements a shape holds; `None` for a negative axis or an overflow.
-pub fn element_count(shape: &[i64]) -> Option<usize> {
-    shape.iter().try_fold(1usize, |acc, &d| {
-        usize::try_from(d).ok().and_then(|d| acc.checked_mul(d))
-    })
 }
 
 impl Tensor {
@@ -526,6 +434,7 @@ mod tests {
             Data::I32(vec![i32::MIN, 5]),
             Data::I64(vec![i64::MIN, 5]),
             Data::F16(vec![0x3c00, 0xc000]),
+            Data::Bf16(vec![0x3f80, 0xc080]),
             Data::F32(vec![1.5, -0.0]),
             Data::F64(vec![f64::MAX, 2.25]),
             Data::Bytes(vec![b"ab".to_vec(), Vec::new()]),

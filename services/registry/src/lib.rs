@@ -28,11 +28,12 @@ mod outbound;
 pub mod registry;
 pub mod restore_check;
 pub mod settings;
+pub mod staging;
 pub mod store;
 pub mod uploads;
 pub mod watch;
 
-use std::{future::Future, net::SocketAddr, sync::Arc};
+use std::{future::Future, sync::Arc};
 
 use mlmesh_proto::registry::v1::registry_server::{RegistryServer, SERVICE_NAME};
 use mlmesh_runtime::{GrpcServer, ServerError};
@@ -113,12 +114,8 @@ impl mlmesh_runtime::service::Service for Application {
         })
     }
 
-    fn local_addr(&self) -> SocketAddr {
-        self.server.local_addr()
-    }
-
-    fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.server.metrics_addr()
+    fn grpc_server(&self) -> &GrpcServer {
+        &self.server
     }
 
     /// Serves until `shutdown` completes: watch streams end, then in-flight
@@ -147,12 +144,4 @@ impl mlmesh_runtime::service::Service for Application {
     }
 }
 
-#[cfg(test)]
-mod settings_reference {
-    /// `docs/configuration/mlmesh-registry.md` is what the settings types generate
-    /// (`MLMESH_BLESS=1 cargo test -p mlmesh-registry settings_reference` rewrites it).
-    #[test]
-    fn settings_reference_is_current() {
-        mlmesh_runtime::service::check_reference::<crate::Application>(env!("CARGO_MANIFEST_DIR"));
-    }
-}
+mlmesh_runtime::settings_reference_test!(crate::Application);

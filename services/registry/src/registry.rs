@@ -19,11 +19,11 @@ use crate::{
     metrics::Metrics,
     names,
     settings::{MAX_PAGE_SIZE, RegistrySettings},
+    staging::Staging,
     store::{
         AliasChange, AliasMoveRecord, MetaStore, ModelFilter, ModelRecord, ModelSpec, Selector,
         VersionFilter, VersionRecord, VersionStatus, postgres::PostgresStore, sqlite::SqliteStore,
     },
-    uploads::Staging,
 };
 
 /// Milliseconds since the Unix epoch.

@@ -18,7 +18,7 @@ pub mod metrics;
 pub mod model;
 pub mod settings;
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use mlmesh_proto::vector::v1::vector_search_server::{SERVICE_NAME, VectorSearchServer};
 use mlmesh_runtime::{GrpcServer, ServerError};
@@ -105,12 +105,8 @@ impl mlmesh_runtime::service::Service for Application {
         })
     }
 
-    fn local_addr(&self) -> SocketAddr {
-        self.server.local_addr()
-    }
-
-    fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.server.metrics_addr()
+    fn grpc_server(&self) -> &GrpcServer {
+        &self.server
     }
 
     /// Serves until `shutdown` completes, drains in-flight calls, then
@@ -165,12 +161,4 @@ impl mlmesh_runtime::service::ServiceArgs<Settings> for VectorArgs {
     }
 }
 
-#[cfg(test)]
-mod settings_reference {
-    /// `docs/configuration/mlmesh-vector-search.md` is what the settings types generate
-    /// (`MLMESH_BLESS=1 cargo test -p mlmesh-vector-search settings_reference` rewrites it).
-    #[test]
-    fn settings_reference_is_current() {
-        mlmesh_runtime::service::check_reference::<crate::Application>(env!("CARGO_MANIFEST_DIR"));
-    }
-}
+mlmesh_runtime::settings_reference_test!(crate::Application);

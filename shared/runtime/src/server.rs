@@ -88,7 +88,10 @@ impl GrpcServer {
         // decoding it (mlmesh_proto::codec).
         mlmesh_proto::codec::set_max_elements(settings.max_request_elements);
         let mut server = Self::from_listeners(settings, listener, metrics_listener, registry);
-        server.admin_token = settings.admin_token()?;
+        server.admin_token = crate::admin::AdminToken::from_setting(
+            &settings.admin_token_file,
+            "server.admin_token_file",
+        )?;
         server.tls = ServerTls::from_settings(&settings.tls, "server.tls")?;
         let key = "server.tls.admin_identities";
         server.admin_identities = parse_names(&settings.tls.admin_identities, key)?.into();

@@ -97,10 +97,16 @@ pub trait Service: Sized + Send + 'static {
     fn build(
         settings: Self::Settings,
     ) -> impl Future<Output = Result<Self, Self::BuildError>> + Send;
+    /// The bound gRPC server (health, reflection, `/metrics`, drain).
+    fn grpc_server(&self) -> &crate::GrpcServer;
     /// The gRPC address bound.
-    fn local_addr(&self) -> SocketAddr;
+    fn local_addr(&self) -> SocketAddr {
+        self.grpc_server().local_addr()
+    }
     /// The Prometheus `/metrics` address, when enabled.
-    fn metrics_addr(&self) -> Option<SocketAddr>;
+    fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.grpc_server().metrics_addr()
+    }
     /// Serves until `shutdown` completes, then drains in-flight calls.
     fn run_until_stopped(
         self,
@@ -134,6 +140,22 @@ pub fn check_reference<S: Service>(manifest_dir: &str) {
 /// `docs/configuration/<service>.md` for `S`.
 pub fn reference_page<S: Service>() -> String {
     reference::markdown(S::NAME, S::ABOUT, &reference::entries::<S::Settings>())
+}
+
+/// The test that `docs/configuration/<service>.md` is what the settings
+/// types of `$service` generate (`MLMESH_BLESS=1 cargo test -p <crate>
+/// settings_reference` rewrites it): one line in each service's `lib.rs`.
+#[macro_export]
+macro_rules! settings_reference_test {
+    ($service:ty) => {
+        #[cfg(test)]
+        mod settings_reference {
+            #[test]
+            fn settings_reference_is_current() {
+                $crate::service::check_reference::<$service>(env!("CARGO_MANIFEST_DIR"));
+            }
+        }
+    };
 }
 
 /// Why a service binary stopped (each cause is its `source`).

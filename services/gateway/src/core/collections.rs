@@ -127,12 +127,13 @@ impl Core {
     ) -> Result<CollectionView> {
         let info = self
             .vector
-            .call(V_GET_COLLECTION, deadline, true, |ch, t| {
-                let m = vec::GetCollectionRequest {
+            .unary(
+                &rpc::GET_COLLECTION,
+                deadline,
+                vec::GetCollectionRequest {
                     name: name.to_owned(),
-                };
-                async move { VectorSearchClient::new(ch).get_collection(req(m, t)).await }
-            })
+                },
+            )
             .await?;
         let view = CollectionView::from_info(info, self.settings.chunking)?;
         if let Ok(mut c) = self.collections.write() {
@@ -228,17 +229,9 @@ impl Core {
             hnsw: None,
             metadata,
         };
-        // Not retried: a create that reached the service and lost its
-        // answer would come back ALREADY_EXISTS.
+        // Not retried (see rpc::CREATE_COLLECTION).
         self.vector
-            .call(V_CREATE, deadline, false, |ch, t| {
-                let m = create.clone();
-                async move {
-                    VectorSearchClient::new(ch)
-                        .create_collection(req(m, t))
-                        .await
-                }
-            })
+            .unary(&rpc::CREATE_COLLECTION, deadline, create)
             .await?;
         tracing::info!(collection = %r.name, model = %model.name, ?chunking, "collection created");
         Ok(self.fetch_collection(&r.name, deadline).await?.to_pb())
@@ -247,16 +240,13 @@ impl Core {
     pub async fn delete_collection(&self, name: &str, deadline: Deadline) -> Result<()> {
         self.forget(name);
         self.vector
-            .call(V_DELETE_COLLECTION, deadline, true, |ch, t| {
-                let m = vec::DeleteCollectionRequest {
+            .unary(
+                &rpc::DELETE_COLLECTION,
+                deadline,
+                vec::DeleteCollectionRequest {
                     name: name.to_owned(),
-                };
-                async move {
-                    VectorSearchClient::new(ch)
-                        .delete_collection(req(m, t))
-                        .await
-                }
-            })
+                },
+            )
             .await?;
         self.forget(name);
         Ok(())
@@ -275,11 +265,11 @@ impl Core {
     pub async fn list_collections(&self, deadline: Deadline) -> Result<Vec<gw::Collection>> {
         let names = self
             .vector
-            .call(V_LIST, deadline, true, |ch, t| async move {
-                VectorSearchClient::new(ch)
-                    .list_collections(req(vec::ListCollectionsRequest {}, t))
-                    .await
-            })
+            .unary(
+                &rpc::LIST_COLLECTIONS,
+                deadline,
+                vec::ListCollectionsRequest {},
+            )
             .await?
             .names;
         let views =

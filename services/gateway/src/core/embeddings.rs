@@ -22,18 +22,7 @@ impl Core {
         deadline: Deadline,
     ) -> Result<emb::EmbedResponse> {
         self.charge_inputs(r.inputs.len())?;
-        Ok(self
-            .embedding
-            .call(EMBED, deadline, true, |ch, t| {
-                let m = r.clone();
-                async move {
-                    EmbeddingServiceClient::new(ch)
-                        .max_decoding_message_size(MAX_RESPONSE_BYTES)
-                        .embed(req(m, t))
-                        .await
-                }
-            })
-            .await?)
+        Ok(self.embedding.unary(&rpc::EMBED, deadline, r).await?)
     }
 
     /// Forwards a Similarity request unchanged.
@@ -43,13 +32,7 @@ impl Core {
         deadline: Deadline,
     ) -> Result<emb::SimilarityResponse> {
         self.charge_inputs(1 + r.texts.len())?;
-        Ok(self
-            .embedding
-            .call(SIMILARITY, deadline, true, |ch, t| {
-                let m = r.clone();
-                async move { EmbeddingServiceClient::new(ch).similarity(req(m, t)).await }
-            })
-            .await?)
+        Ok(self.embedding.unary(&rpc::SIMILARITY, deadline, r).await?)
     }
 
     /// The embedding service's models, by name.
@@ -69,11 +52,7 @@ impl Core {
         }
         let info = self
             .embedding
-            .call(INFO, deadline, true, |ch, t| async move {
-                EmbeddingServiceClient::new(ch)
-                    .info(req(emb::InfoRequest {}, t))
-                    .await
-            })
+            .unary(&rpc::INFO, deadline, emb::InfoRequest {})
             .await?;
         let default = info
             .models
@@ -169,20 +148,16 @@ impl Core {
     ) -> Result<(Vec<Vec<Range<usize>>>, usize)> {
         let resp = self
             .embedding
-            .call(TOKENIZE, deadline, true, |ch, t| {
-                let m = emb::TokenizeRequest {
-                    inputs: texts.clone(),
+            .unary(
+                &rpc::TOKENIZE,
+                deadline,
+                emb::TokenizeRequest {
+                    inputs: texts,
                     model: model.to_owned(),
                     truncate: Some(false),
                     ..Default::default()
-                };
-                async move {
-                    EmbeddingServiceClient::new(ch)
-                        .max_decoding_message_size(MAX_RESPONSE_BYTES)
-                        .tokenize(req(m, t))
-                        .await
-                }
-            })
+                },
+            )
             .await?;
         let mut specials = 0;
         let ranges = resp

@@ -13,16 +13,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::{Stream, stream::BoxStream};
 use http::uri::PathAndQuery;
-use mlmesh_proto::inference::{
-    self as pb, grpc_inference_service_client::GrpcInferenceServiceClient,
-};
+use mlmesh_proto::inference as pb;
 use mlmesh_runtime::client::StreamingBody;
 use tonic::{Request, Status, Streaming};
 use tracing::Instrument as _;
 
-use super::{Core, MAX_RESPONSE_BYTES, Result, req};
+use super::{Core, Result, req};
 use crate::{
-    downstream::{Deadline, DownstreamError, Pool, TracedChannel},
+    downstream::{Deadline, DownstreamError, Pool, rpc, rpc::MAX_RESPONSE_BYTES},
     error::GatewayError,
     passthrough::Passthrough,
 };
@@ -87,18 +85,6 @@ impl InferenceMethod {
 
 /// The answers of a forwarded stream, as undecoded messages.
 pub type RawStream = BoxStream<'static, std::result::Result<Bytes, Status>>;
-
-fn client(ch: TracedChannel) -> GrpcInferenceServiceClient<TracedChannel> {
-    GrpcInferenceServiceClient::new(ch).max_decoding_message_size(MAX_RESPONSE_BYTES)
-}
-
-const READY: &str = "/inference.GRPCInferenceService/ServerReady";
-const LIVE: &str = "/inference.GRPCInferenceService/ServerLive";
-const SERVER_METADATA: &str = "/inference.GRPCInferenceService/ServerMetadata";
-const MODEL_READY: &str = "/inference.GRPCInferenceService/ModelReady";
-const MODEL_METADATA: &str = "/inference.GRPCInferenceService/ModelMetadata";
-const MODEL_INFER: &str = "/inference.GRPCInferenceService/ModelInfer";
-const REPOSITORY_INDEX: &str = "/inference.GRPCInferenceService/RepositoryIndex";
 
 impl Core {
     /// The inference pool, or UNIMPLEMENTED when this gateway has none.
@@ -245,12 +231,7 @@ impl Core {
         deadline: Deadline,
     ) -> Result<pb::ModelInferResponse> {
         let pool = self.inference_pool()?;
-        Ok(pool
-            .call(MODEL_INFER, deadline, true, |ch, t| {
-                let r = r.clone();
-                async move { client(ch).model_infer(req(r, t)).await }
-            })
-            .await?)
+        Ok(pool.unary(&rpc::MODEL_INFER, deadline, r).await?)
     }
 
     /// A model's inputs and outputs.
@@ -265,12 +246,7 @@ impl Core {
             name: name.into(),
             version: version.into(),
         };
-        Ok(pool
-            .call(MODEL_METADATA, deadline, true, |ch, t| {
-                let r = r.clone();
-                async move { client(ch).model_metadata(req(r, t)).await }
-            })
-            .await?)
+        Ok(pool.unary(&rpc::MODEL_METADATA, deadline, r).await?)
     }
 
     /// Whether a model (version) is ready on the replica asked.
@@ -280,13 +256,7 @@ impl Core {
             name: name.into(),
             version: version.into(),
         };
-        Ok(pool
-            .call(MODEL_READY, deadline, true, |ch, t| {
-                let r = r.clone();
-                async move { client(ch).model_ready(req(r, t)).await }
-            })
-            .await?
-            .ready)
+        Ok(pool.unary(&rpc::MODEL_READY, deadline, r).await?.ready)
     }
 
     /// Whether the inference service is live (`ready = false`) or ready.
@@ -294,20 +264,12 @@ impl Core {
         let pool = self.inference_pool()?;
         if ready {
             Ok(pool
-                .call(READY, deadline, true, |ch, t| async move {
-                    client(ch)
-                        .server_ready(req(pb::ServerReadyRequest {}, t))
-                        .await
-                })
+                .unary(&rpc::SERVER_READY, deadline, pb::ServerReadyRequest {})
                 .await?
                 .ready)
         } else {
             Ok(pool
-                .call(LIVE, deadline, true, |ch, t| async move {
-                    client(ch)
-                        .server_live(req(pb::ServerLiveRequest {}, t))
-                        .await
-                })
+                .unary(&rpc::SERVER_LIVE, deadline, pb::ServerLiveRequest {})
                 .await?
                 .live)
         }
@@ -320,11 +282,11 @@ impl Core {
     ) -> Result<pb::ServerMetadataResponse> {
         let pool = self.inference_pool()?;
         Ok(pool
-            .call(SERVER_METADATA, deadline, true, |ch, t| async move {
-                client(ch)
-                    .server_metadata(req(pb::ServerMetadataRequest {}, t))
-                    .await
-            })
+            .unary(
+                &rpc::SERVER_METADATA,
+                deadline,
+                pb::ServerMetadataRequest {},
+            )
             .await?)
     }
 
@@ -338,17 +300,14 @@ impl Core {
             return Ok(Vec::new());
         };
         Ok(pool
-            .call(REPOSITORY_INDEX, deadline, true, |ch, t| async move {
-                client(ch)
-                    .repository_index(req(
-                        pb::RepositoryIndexRequest {
-                            repository_name: String::new(),
-                            ready: true,
-                        },
-                        t,
-                    ))
-                    .await
-            })
+            .unary(
+                &rpc::REPOSITORY_INDEX,
+                deadline,
+                pb::RepositoryIndexRequest {
+                    repository_name: String::new(),
+                    ready: true,
+                },
+            )
             .await?
             .models)
     }

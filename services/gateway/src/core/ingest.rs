@@ -251,10 +251,7 @@ impl Core {
                 points: group.to_vec(),
             };
             self.vector
-                .call(V_UPSERT, deadline, true, |ch, t| {
-                    let m = m.clone();
-                    async move { VectorSearchClient::new(ch).upsert(req(m, t)).await }
-                })
+                .unary(&rpc::UPSERT, deadline, m)
                 .await
                 .inspect_err(|_| self.forget(&coll.name))?;
         }
@@ -357,12 +354,7 @@ impl Core {
                 ..Default::default()
             })),
         };
-        self.vector
-            .call(V_DELETE, deadline, true, |ch, t| {
-                let m = m.clone();
-                async move { VectorSearchClient::new(ch).delete(req(m, t)).await }
-            })
-            .await?;
+        self.vector.unary(&rpc::DELETE_POINTS, deadline, m).await?;
         Ok(())
     }
 
@@ -377,13 +369,7 @@ impl Core {
             collection: collection.to_owned(),
             filter: Some(filter),
         };
-        let r = self
-            .vector
-            .call(V_COUNT, deadline, true, |ch, t| {
-                let m = m.clone();
-                async move { VectorSearchClient::new(ch).count(req(m, t)).await }
-            })
-            .await?;
+        let r = self.vector.unary(&rpc::COUNT, deadline, m).await?;
         Ok(r.count)
     }
 }

@@ -21,24 +21,20 @@ use std::{
 };
 
 use futures::{StreamExt as _, TryStreamExt as _};
-use mlmesh_proto::{
-    embedding::v1::{self as emb, embedding_service_client::EmbeddingServiceClient},
-    gateway::v1 as gw,
-    json,
-    vector::v1::{self as vec, vector_search_client::VectorSearchClient},
-};
+use mlmesh_proto::{embedding::v1 as emb, gateway::v1 as gw, json, vector::v1 as vec};
 use serde_json::{Map, Value as Json};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::Request;
 
 use crate::{
     chunk,
-    downstream::{Deadline, Pool},
+    downstream::{Deadline, Pool, rpc},
     error::GatewayError,
     metrics::Metrics,
     settings::{ChunkUnit, ChunkingSettings, Settings},
 };
 
+mod aggregate;
 mod collections;
 mod doc_locks;
 mod embeddings;
@@ -55,19 +51,6 @@ pub use pipelines::{PipelineRun, StepReport};
 pub use search::assemble;
 
 pub type Result<T, E = GatewayError> = std::result::Result<T, E>;
-
-const EMBED: &str = "mlmesh.embedding.v1.EmbeddingService/Embed";
-const SIMILARITY: &str = "mlmesh.embedding.v1.EmbeddingService/Similarity";
-const TOKENIZE: &str = "mlmesh.embedding.v1.EmbeddingService/Tokenize";
-const INFO: &str = "mlmesh.embedding.v1.EmbeddingService/Info";
-const V_CREATE: &str = "mlmesh.vector.v1.VectorSearch/CreateCollection";
-const V_DELETE_COLLECTION: &str = "mlmesh.vector.v1.VectorSearch/DeleteCollection";
-const V_LIST: &str = "mlmesh.vector.v1.VectorSearch/ListCollections";
-const V_GET_COLLECTION: &str = "mlmesh.vector.v1.VectorSearch/GetCollection";
-const V_UPSERT: &str = "mlmesh.vector.v1.VectorSearch/Upsert";
-const V_DELETE: &str = "mlmesh.vector.v1.VectorSearch/Delete";
-const V_COUNT: &str = "mlmesh.vector.v1.VectorSearch/Count";
-const V_SEARCH: &str = "mlmesh.vector.v1.VectorSearch/Search";
 
 /// Collection metadata keys the gateway writes.
 const META_MODEL: &str = "mlmesh.model";
@@ -94,9 +77,6 @@ const MAX_DOCUMENT_ID_BYTES: usize = 256;
 const UPSERT_BATCH: usize = 256;
 /// Documents per stale-chunk Delete call (3 filter conditions each).
 const DELETE_BATCH: usize = 64;
-/// Responses from the embedding service can be large (Tokenize of a 1 MiB
-/// document); the service's own request limits bound them.
-const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
 
 /// Namespace of chunk ids (UUID v5 of `document_id`, NUL, revision, NUL,
 /// chunk index).

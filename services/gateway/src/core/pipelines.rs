@@ -14,15 +14,15 @@ use mlmesh_proto::{embedding::v1 as emb, gateway::v1 as gw, inference as pb};
 use serde_json::Value as Json;
 use tonic::Code;
 
-use super::{Core, Result};
+use super::{Core, Result, aggregate};
 use crate::{
     downstream::Deadline,
     error::GatewayError,
     pipeline::{
-        PipelineSpec, aggregate,
+        PipelineSpec,
         spec::{Condition, StepSpec, toml_like::Scalar},
     },
-    tensor::Tensor,
+    tensor::{DataType, Tensor},
 };
 
 /// What one call of a run did.
@@ -508,7 +508,7 @@ impl Core {
                     let t = lookup(values, r)?;
                     rq.inputs.push(pb::model_infer_request::InferInputTensor {
                         name: name.clone(),
-                        datatype: t.datatype.clone(),
+                        datatype: t.datatype.name().to_owned(),
                         shape: t.shape.clone(),
                         ..Default::default()
                     });
@@ -530,10 +530,16 @@ impl Core {
                             o.name
                         )));
                     };
+                    let datatype = DataType::parse(&o.datatype).ok_or_else(|| {
+                        GatewayError::Internal(format!(
+                            "model {model:?} answered output {:?} of unknown datatype {:?}",
+                            o.name, o.datatype
+                        ))
+                    })?;
                     out.insert(
                         o.name.clone(),
                         Tensor {
-                            datatype: o.datatype.clone(),
+                            datatype,
                             shape: o.shape.clone(),
                             raw: raw.clone(),
                         },

@@ -95,10 +95,7 @@ impl Core {
         };
         let resp = self
             .vector
-            .call(V_SEARCH, deadline, true, |ch, t| {
-                let m = m.clone();
-                async move { VectorSearchClient::new(ch).search(req(m, t)).await }
-            })
+            .unary(&rpc::SEARCH, deadline, m)
             .await
             .inspect_err(|_| self.forget(&coll.name))?;
         let search_us = t1.elapsed().as_micros() as u64;

@@ -18,7 +18,7 @@ use crate::{
     core::{Core, PipelineRun},
     downstream::Deadline,
     error::GatewayError,
-    tensor::Tensor,
+    tensor::{self, Tensor},
 };
 
 /// The caller's `grpc-timeout` (`100m`, `5S`, …), when it sent one.
@@ -198,16 +198,15 @@ impl Gateway for GatewayApi {
                 .inputs
                 .into_iter()
                 .map(|(k, t)| {
-                    (
-                        k,
-                        Tensor {
-                            datatype: t.datatype,
-                            shape: t.shape,
-                            raw: t.raw.into(),
-                        },
-                    )
+                    let datatype = tensor::datatype(&t.datatype, &format!("inputs.{k}.datatype"))?;
+                    let t = Tensor {
+                        datatype,
+                        shape: t.shape,
+                        raw: t.raw.into(),
+                    };
+                    Ok((k, t))
                 })
-                .collect();
+                .collect::<Result<_, GatewayError>>()?;
             for (k, t) in r.texts {
                 if inputs.insert(k.clone(), Tensor::texts(&t.values)).is_some() {
                     return Err(GatewayError::invalid(
@@ -259,7 +258,7 @@ pub fn run_to_pb(pipeline: String, run: PipelineRun) -> gw::RunPipelineResponse 
                 (
                     k,
                     gw::Tensor {
-                        datatype: t.datatype,
+                        datatype: t.datatype.name().to_owned(),
                         shape: t.shape,
                         raw: t.raw.to_vec(),
                     },

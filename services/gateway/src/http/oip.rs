@@ -131,6 +131,7 @@ fn infer_request(
     let mut raw = Vec::with_capacity(r.inputs.len());
     for (i, input) in r.inputs.into_iter().enumerate() {
         let field = format!("inputs[{i}]");
+        let datatype = tensor::datatype(&input.datatype, &format!("{field}.datatype"))?;
         let count = limits.count(&input.shape, &format!("{field}.shape"))?;
         let leaves = tensor::flatten(&input.data);
         if leaves.len() != count {
@@ -143,11 +144,7 @@ fn infer_request(
                 ),
             ));
         }
-        raw.push(tensor::to_raw(
-            &input.datatype,
-            &leaves,
-            &format!("{field}.data"),
-        )?);
+        raw.push(tensor::to_raw(datatype, &leaves, &format!("{field}.data"))?);
         inputs.push(pb::model_infer_request::InferInputTensor {
             name: input.name,
             datatype: input.datatype,
@@ -184,7 +181,11 @@ fn output_values(
     raw: Option<&bytes::Bytes>,
 ) -> Result<Vec<Json>, GatewayError> {
     if let Some(raw) = raw {
-        return tensor::from_raw(&o.datatype, raw, &format!("output {:?}", o.name));
+        return Ok(tensor::answer_values(
+            &o.datatype,
+            raw,
+            &format!("output {:?}", o.name),
+        )?);
     }
     let Some(c) = &o.contents else {
         return Ok(Vec::new());
@@ -442,10 +443,7 @@ pub(super) fn routes() -> Router<App> {
 mod tests {
     use super::*;
 
-    const LIMITS: tensor::ShapeLimits = tensor::ShapeLimits {
-        max_rows: 64,
-        max_elements: 1024,
-    };
+    const LIMITS: tensor::ShapeLimits = tensor::ShapeLimits::new(64, 1024);
 
     fn parse(v: Json) -> InferJson {
         serde_json::from_value(v).expect("shape")

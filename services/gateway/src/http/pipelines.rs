@@ -4,8 +4,6 @@
 
 #![allow(clippy::result_large_err)]
 
-use std::collections::HashMap;
-
 use axum::{
     extract::{Path, Request, State},
     http::HeaderMap,
@@ -15,10 +13,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value as Json, json};
 
 use super::{App, err, handle, handle_json, ok};
-use crate::{
-    core::{PipelineRun, StepReport},
-    tensor::Tensor,
-};
+use crate::json::{inputs_from_json, run_json};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -32,51 +27,6 @@ struct RunJson {
     /// The input whose rows are run one by one (default: the first).
     #[serde(default)]
     stream_over: Option<String>,
-}
-
-pub(crate) fn step_json(s: &StepReport) -> Json {
-    json!({
-        "step": s.step,
-        "service": s.service,
-        "model": s.model,
-        "model_version": s.version,
-        "fallback": s.fallback,
-        "arm": s.arm,
-        "started_us": s.started.as_micros() as u64,
-        "duration_us": s.duration.as_micros() as u64,
-    })
-}
-
-/// A finished run as JSON: outputs by name, then the calls made.
-pub(crate) fn run_json(
-    pipeline: &str,
-    run: &PipelineRun,
-) -> Result<Json, crate::error::GatewayError> {
-    let mut outputs = Map::new();
-    for (k, t) in &run.outputs {
-        outputs.insert(k.clone(), t.to_json(k)?);
-    }
-    Ok(json!({
-        "pipeline": pipeline,
-        "outputs": outputs,
-        "steps": run.steps.iter().map(step_json).collect::<Vec<_>>(),
-    }))
-}
-
-/// JSON inputs as tensors, each named `inputs.<name>` in errors.
-pub(crate) fn inputs_from_json(
-    inputs: &Map<String, Json>,
-    limits: &crate::tensor::ShapeLimits,
-) -> Result<HashMap<String, Tensor>, crate::error::GatewayError> {
-    inputs
-        .iter()
-        .map(|(k, v)| {
-            Ok((
-                k.clone(),
-                Tensor::from_json(&format!("inputs.{k}"), v, limits)?,
-            ))
-        })
-        .collect()
 }
 
 pub(super) async fn list(State(app): State<App>, headers: HeaderMap) -> Response {

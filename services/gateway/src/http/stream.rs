@@ -19,7 +19,7 @@ use futures::{Stream, StreamExt as _};
 use mlmesh_proto::gateway::v1 as gw;
 use serde_json::{Value as Json, json};
 
-use super::pipelines::run_json;
+use crate::json::run_json;
 use crate::{auth, core::Core, error::GatewayError, tensor::Tensor};
 
 /// How often an idle stream sends a keep-alive comment.

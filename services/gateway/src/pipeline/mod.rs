@@ -1,8 +1,8 @@
 //! Pipelines: small graphs of embedding, inference and search calls
-//! declared in the gateway's settings ([`spec`]), combined by
-//! [`aggregate`] in parallel steps, and run by `core::pipelines`.
+//! declared in the gateway's settings ([`spec`], parsed and checked when
+//! the settings load), run by `core::pipelines` (parallel steps combined
+//! by `core::aggregate`).
 
-pub mod aggregate;
 pub mod spec;
 
 pub use spec::PipelineSpec;

@@ -140,10 +140,11 @@ fn to_value(t: Tensor) -> Result<DynValue, String> {
         Data::I64(v) => T::from_array((shape, v)).map_err(e)?.into_dyn(),
         Data::F32(v) => T::from_array((shape, v)).map_err(e)?.into_dyn(),
         Data::F64(v) => T::from_array((shape, v)).map_err(e)?.into_dyn(),
-        Data::F16(_) => {
+        half @ (Data::F16(_) | Data::Bf16(_)) => {
             return Err(format!(
-                "input {:?}: FP16 is not supported for ONNX models",
-                t.name
+                "input {:?}: {} is not supported for ONNX models",
+                t.name,
+                half.dtype()
             ));
         }
         Data::Bytes(v) => {

@@ -158,7 +158,7 @@ fn complete(
             };
             let dtype = pb::DataType::try_from(*dt)
                 .ok()
-                .and_then(DataType::from_config)
+                .and_then(crate::tensor::from_config)
                 .ok_or_else(|| {
                     bad(format!(
                         "{what} {name:?}: data_type is missing or not served"
@@ -239,7 +239,7 @@ fn complete(
             .iter()
             .map(|io| pb::ModelInput {
                 name: io.name.clone(),
-                data_type: io.dtype.to_config() as i32,
+                data_type: crate::tensor::to_config(io.dtype) as i32,
                 dims: strip(&io.shape, batched),
                 ..Default::default()
             })
@@ -250,7 +250,7 @@ fn complete(
             .iter()
             .map(|io| pb::ModelOutput {
                 name: io.name.clone(),
-                data_type: io.dtype.to_config() as i32,
+                data_type: crate::tensor::to_config(io.dtype) as i32,
                 dims: strip(&io.shape, batched),
                 ..Default::default()
             })

@@ -8,7 +8,6 @@
 //! [`sqlite`] is the embedded backend, [`postgres`] the one several
 //! replicas share.
 
-mod backup_sql;
 pub mod postgres;
 pub mod queries;
 mod schema;

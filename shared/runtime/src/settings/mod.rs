@@ -9,6 +9,7 @@
 //! give each service its own environment without touching the process's.
 
 pub mod reference;
+pub mod tls;
 
 use std::{collections::HashMap, net::SocketAddr, path::Path, time::Duration};
 
@@ -123,7 +124,7 @@ pub struct ServerSettings {
     pub admin_token_file: String,
     /// TLS of the gRPC server (`[server.tls]`); plaintext when no
     /// certificate is set.
-    pub tls: crate::tls::ServerTlsSettings,
+    pub tls: tls::ServerTlsSettings,
 }
 
 /// Deserializes an address, or `""` / `off` for none (environment variables cannot be unset
@@ -160,7 +161,7 @@ impl Default for ServerSettings {
             header_read_timeout_secs: 10,
             body_timeout_secs: 60,
             admin_token_file: String::new(),
-            tls: crate::tls::ServerTlsSettings::default(),
+            tls: tls::ServerTlsSettings::default(),
         }
     }
 }
@@ -207,11 +208,6 @@ impl ServerSettings {
 
     pub fn http2_keepalive_timeout(&self) -> Duration {
         Duration::from_secs(self.http2_keepalive_timeout_secs.max(1))
-    }
-
-    /// The admin token, read from `admin_token_file` (none when unset).
-    pub fn admin_token(&self) -> Result<Option<crate::admin::AdminToken>, SettingsError> {
-        crate::admin::AdminToken::from_setting(&self.admin_token_file, "server.admin_token_file")
     }
 
     /// Checks values no type can express.

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use rustls::pki_types::{CertificateDer, ServerName};
-use serde::Deserialize as _;
 
 /// The certificate a client presented in the handshake (already verified
 /// against `server.tls.client_ca_file`).
@@ -40,24 +39,4 @@ pub fn parse_names(
             })
         })
         .collect()
-}
-
-/// A list of names, from a TOML array or a comma-separated string (as an
-/// environment variable gives it).
-pub(super) fn names_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    #[derive(serde::Deserialize)]
-    #[serde(untagged)]
-    enum Names {
-        One(String),
-        Many(Vec<String>),
-    }
-    let all = match Names::deserialize(d)? {
-        Names::One(s) => s.split(',').map(str::to_owned).collect::<Vec<_>>(),
-        Names::Many(v) => v,
-    };
-    Ok(all
-        .into_iter()
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty())
-        .collect())
 }

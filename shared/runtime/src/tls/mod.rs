@@ -31,9 +31,10 @@ use rustls::{
     pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject as _},
     server::WebPkiClientVerifier,
 };
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 
+/// The settings live with the other settings (a leaf module); here for
+/// the paths callers know.
+pub use crate::settings::tls::{ClientTlsSettings, ServerTlsSettings};
 pub use identity::{PeerCert, parse_names};
 pub use reload::Reloading;
 
@@ -42,70 +43,6 @@ use crate::settings::SettingsError;
 /// Largest PEM file read (a chain of a few certificates, a key, a CA
 /// bundle): bounded before it is read.
 const MAX_PEM_BYTES: u64 = 1 << 20;
-
-/// Settings of a server's TLS (section `[server.tls]`).
-#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields, default)]
-pub struct ServerTlsSettings {
-    /// PEM certificate chain the server presents; empty: plaintext.
-    pub cert_file: String,
-    /// PEM private key of `cert_file`.
-    pub key_file: String,
-    /// PEM CA bundle that client certificates must chain to; set: every
-    /// client must present one (mutual TLS).
-    pub client_ca_file: String,
-    /// Client-certificate names (DNS or IP subject alternative names)
-    /// allowed to call the state-changing RPCs; a list or a
-    /// comma-separated string.
-    #[serde(deserialize_with = "identity::names_list")]
-    pub admin_identities: Vec<String>,
-    /// How often the files are checked for a change, in seconds; 0: read
-    /// once at start.
-    pub reload_secs: u64,
-    /// A TLS handshake must complete within this, in seconds (a client
-    /// that connects and says nothing holds a slot no longer).
-    pub handshake_timeout_secs: u64,
-}
-
-impl Default for ServerTlsSettings {
-    fn default() -> Self {
-        Self {
-            cert_file: String::new(),
-            key_file: String::new(),
-            client_ca_file: String::new(),
-            admin_identities: Vec::new(),
-            reload_secs: 30,
-            handshake_timeout_secs: 10,
-        }
-    }
-}
-
-/// Settings of a client's TLS to the services it calls.
-#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields, default)]
-pub struct ClientTlsSettings {
-    /// PEM CA bundle the servers' certificates must chain to; set: calls
-    /// use TLS.
-    pub ca_file: String,
-    /// PEM certificate chain presented to servers that ask for one.
-    pub cert_file: String,
-    /// PEM private key of `cert_file`.
-    pub key_file: String,
-    /// How often the files are checked for a change, in seconds; 0: read
-    /// once at start.
-    pub reload_secs: u64,
-}
-
-impl Default for ClientTlsSettings {
-    fn default() -> Self {
-        Self {
-            ca_file: String::new(),
-            cert_file: String::new(),
-            key_file: String::new(),
-            reload_secs: 30,
-        }
-    }
-}
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())

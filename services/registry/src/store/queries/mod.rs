@@ -3,6 +3,7 @@
 //! transaction, and every change appends its event with the next revision
 //! from the `meta` counter row inside that transaction.
 
+mod backup;
 mod rows;
 
 use super::{
@@ -28,7 +29,6 @@ impl<B> SqlStore<B> {
 
 pub use self::rows::meta_text;
 use self::rows::*;
-pub(in crate::store) use self::rows::{files_of, json_map, json_text, meta_value, write_spec};
 
 impl<B: Backend> MetaStore for SqlStore<B> {
     fn create_model(&self, spec: &ModelSpec, now_ms: i64) -> Result<ModelRecord> {
@@ -422,12 +422,11 @@ impl<B: Backend> MetaStore for SqlStore<B> {
     }
 
     fn export(&self) -> Result<Snapshot> {
-        self.db.with(false, super::backup_sql::export)
+        self.db.with(false, backup::export)
     }
 
     fn import(&self, snapshot: &Snapshot) -> Result<()> {
-        self.db
-            .with(true, |tx| super::backup_sql::import(tx, snapshot))
+        self.db.with(true, |tx| backup::import(tx, snapshot))
     }
 
     fn ping(&self) -> Result<()> {

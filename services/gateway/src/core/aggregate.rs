@@ -5,7 +5,7 @@
 
 use serde_json::Value as Json;
 
-use super::spec::Aggregation;
+use crate::pipeline::spec::Aggregation;
 use crate::{
     error::GatewayError,
     tensor::{self, Tensor},
@@ -31,10 +31,7 @@ pub fn combine(how: Aggregation, what: &str, parts: &[Tensor]) -> Result<Tensor,
     // Each branch's elements, as many as its shape says: a replica whose
     // bytes disagree with its shape is an error, never an index past the
     // end of a shorter branch.
-    let count = first
-        .shape
-        .iter()
-        .try_fold(1usize, |n, &d| n.checked_mul(usize::try_from(d).ok()?));
+    let count = mlmesh_tensor::element_count(&first.shape);
     let values = parts
         .iter()
         .map(|p| {
@@ -90,9 +87,9 @@ pub fn combine(how: Aggregation, what: &str, parts: &[Tensor]) -> Result<Tensor,
                 .collect();
             let refs: Vec<&Json> = winners.iter().collect();
             Ok(Tensor {
-                datatype: first.datatype.clone(),
+                datatype: first.datatype,
                 shape: first.shape.clone(),
-                raw: tensor::to_raw(&first.datatype, &refs, what)?.into(),
+                raw: tensor::to_raw(first.datatype, &refs, what)?.into(),
             })
         }
     }
@@ -108,9 +105,11 @@ mod tests {
         let leaves: Vec<Json> = v.iter().map(|x| json!(x)).collect();
         let refs: Vec<&Json> = leaves.iter().collect();
         Tensor {
-            datatype: "INT64".into(),
+            datatype: tensor::DataType::I64,
             shape: vec![v.len() as i64],
-            raw: tensor::to_raw("INT64", &refs, "t").expect("ints").into(),
+            raw: tensor::to_raw(tensor::DataType::I64, &refs, "t")
+                .expect("ints")
+                .into(),
         }
     }
 

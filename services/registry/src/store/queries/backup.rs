@@ -3,13 +3,17 @@
 
 use std::collections::HashMap;
 
-use super::{
-    ModelSpec,
-    queries::{files_of, json_map, json_text, meta_value, write_spec},
-    snapshot::{AliasRow, BlobRow, EventRow, FORMAT, HistoryRow, ModelRow, Snapshot, VersionRow},
-    sql::{Tx, args},
+use super::rows::{files_of, json_map, json_text, meta_value, write_spec};
+use crate::{
+    error::{RegistryError, Result},
+    store::{
+        ModelSpec,
+        snapshot::{
+            AliasRow, BlobRow, EventRow, FORMAT, HistoryRow, ModelRow, Snapshot, VersionRow,
+        },
+        sql::{Tx, args},
+    },
 };
-use crate::error::{RegistryError, Result};
 
 /// Every table, read inside one transaction.
 pub(super) fn export(tx: &mut dyn Tx) -> Result<Snapshot> {
