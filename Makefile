@@ -41,12 +41,17 @@ mlserver:
 build: models
 	$(CARGO) build --release --workspace --bins
 
+# Where `build` leaves the binaries: targets below start what was built
+# instead of `cargo run -p`, whose single-package build unifies features
+# differently and would compile part of the dependencies again.
+RELEASE_BIN = $${CARGO_TARGET_DIR:-target}/release
+
 # Starts the mesh on embedded defaults and loads mlmesh's docs as a demo. It
 # is `mlmesh up`: gateway, embedding, vector-search, inference and registry
 # as processes; it waits until they serve, prints examples, and Ctrl-C stops
 # them all cleanly.
 run: build
-	$(CARGO) run --release -q -p mlmesh-cli -- up --gateway $(GATEWAY_LISTEN) --http $(HTTP_LISTEN) --embedding $(LISTEN) --vector-search $(VECTOR_LISTEN) --data-dir $(VECTOR_DATA_DIR)
+	$(RELEASE_BIN)/mlmesh up --gateway $(GATEWAY_LISTEN) --http $(HTTP_LISTEN) --embedding $(LISTEN) --vector-search $(VECTOR_LISTEN) --data-dir $(VECTOR_DATA_DIR)
 
 ## The MCP clients of the gateway's tests (pinned): the Python `mcp`
 ## client (PyPI) and the MCP conformance suite with Node.js 22 (npm).
@@ -128,16 +133,16 @@ REGISTRY_BENCH_ARGS ?= --sizes 100,500 --rounds 3 --promotions 20
 bench: bench-embed bench-vector bench-gateway bench-inference bench-registry
 
 # The embedding service beside in-process ONNX Runtime.
-bench-embed: models
-	$(CARGO) run --release -q -p mlmesh-bench -- embed $(BENCH_ARGS)
+bench-embed: build
+	$(RELEASE_BIN)/mlmesh-bench embed $(BENCH_ARGS)
 
 # Vector search beside an exact scan (recall and throughput).
-bench-vector:
-	$(CARGO) run --release -q -p mlmesh-bench -- vector $(VECTOR_BENCH_ARGS)
+bench-vector: build
+	$(RELEASE_BIN)/mlmesh-bench vector $(VECTOR_BENCH_ARGS)
 
 # The gateway beside calling the services directly (needs the release binaries).
 bench-gateway: build
-	$(CARGO) run --release -q -p mlmesh-bench -- gateway $(GATEWAY_BENCH_ARGS)
+	$(RELEASE_BIN)/mlmesh-bench gateway $(GATEWAY_BENCH_ARGS)
 
 # bench-gateway with the gateway on a core of its own.
 # The same with the gateway on CPU 1 and everything else (bench, embedding
@@ -149,8 +154,8 @@ bench-gateway-pinned: build
 # The inference service beside the in-process floor and MLServer (same model,
 # same protocol, same load generator). Needs the release binaries.
 bench-inference: build mlserver
-	$(CARGO) run --release -q -p mlmesh-bench -- inference $(INFERENCE_BENCH_ARGS)
+	$(RELEASE_BIN)/mlmesh-bench inference $(INFERENCE_BENCH_ARGS)
 
 # Registry push/pull and alias promotion (needs the release binaries).
 bench-registry: build
-	$(CARGO) run --release -q -p mlmesh-bench -- registry $(REGISTRY_BENCH_ARGS)
+	$(RELEASE_BIN)/mlmesh-bench registry $(REGISTRY_BENCH_ARGS)

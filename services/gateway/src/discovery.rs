@@ -27,7 +27,7 @@ impl Drop for Watchers {
 /// settings (`service:port`).
 pub async fn start(
     settings: &DownstreamSettings,
-    pools: Vec<(&Arc<Pool>, &[String])>,
+    pools: Vec<(&Arc<Pool>, &[crate::settings::Endpoint])>,
 ) -> Result<Watchers, String> {
     let client = mlmesh_discovery::client(&settings.kubernetes_api)
         .await
@@ -44,7 +44,7 @@ pub async fn start(
         let Some(entry) = entries.first() else {
             continue;
         };
-        let target = Target::parse(entry)?;
+        let target = Target::parse(entry.as_str())?;
         // Replicas are dialled by pod IP; their certificates name the
         // Service (its cluster DNS name).
         pool.verify_as(&format!("{}.{namespace}.svc", target.service))?;

@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 mod auth;
 pub mod endpoint;
 
+pub use endpoint::Endpoint;
+
 pub use auth::{ApiKey, AuthMode, AuthSettings, JwtSettings, Tier};
 
 /// Default gRPC, `/metrics` and HTTP ports of the gateway.
@@ -100,12 +102,12 @@ pub struct DownstreamSettings {
     pub discovery: Discovery,
     /// Embedding service replicas (`host:port` or `http://host:port`);
     /// calls are balanced across them.
-    pub embedding: Vec<String>,
+    pub embedding: Vec<Endpoint>,
     /// Vector-search service replicas.
-    pub vector_search: Vec<String>,
+    pub vector_search: Vec<Endpoint>,
     /// Inference service replicas; empty when the mesh has none (its calls
     /// then answer UNAVAILABLE naming this key).
-    pub inference: Vec<String>,
+    pub inference: Vec<Endpoint>,
     /// `kubernetes` discovery: the Services' namespace; empty for this
     /// pod's own (its service account's), else `default`.
     pub namespace: String,
@@ -145,8 +147,8 @@ impl Default for DownstreamSettings {
     fn default() -> Self {
         Self {
             discovery: Discovery::Static,
-            embedding: vec!["127.0.0.1:50051".into()],
-            vector_search: vec!["127.0.0.1:50052".into()],
+            embedding: endpoint::endpoints(&["127.0.0.1:50051"]),
+            vector_search: endpoint::endpoints(&["127.0.0.1:50052"]),
             inference: Vec::new(),
             namespace: String::new(),
             kubernetes_api: String::new(),
@@ -331,10 +333,10 @@ impl Settings {
             }
             for a in list {
                 match d.discovery {
-                    Discovery::Static => {
-                        endpoint::endpoint_uri(a, !d.tls.ca_file.is_empty()).map(|_| ())
+                    Discovery::Static => a.uri(!d.tls.ca_file.is_empty()).map(|_| ()),
+                    Discovery::Kubernetes => {
+                        mlmesh_discovery::Target::parse(a.as_str()).map(|_| ())
                     }
-                    Discovery::Kubernetes => mlmesh_discovery::Target::parse(a).map(|_| ()),
                 }
                 .map_err(|reason| invalid(key, reason))?;
             }
@@ -403,13 +405,18 @@ impl Settings {
                 ..HttpSettings::default()
             },
             downstream: DownstreamSettings {
-                embedding,
-                vector_search,
+                embedding: embedding.iter().map(|a| test_endpoint(a)).collect(),
+                vector_search: vector_search.iter().map(|a| test_endpoint(a)).collect(),
                 ..DownstreamSettings::default()
             },
             ..Self::default()
         }
     }
+}
+
+/// A test's address, which must be one.
+fn test_endpoint(a: &str) -> Endpoint {
+    Endpoint::parse(a).unwrap_or_else(|e| panic!("a test's downstream address: {e}"))
 }
 
 impl ServiceSettings for Settings {

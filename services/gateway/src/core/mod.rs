@@ -31,7 +31,7 @@ use crate::{
     downstream::{Deadline, Pool, rpc},
     error::GatewayError,
     metrics::Metrics,
-    settings::{ChunkUnit, ChunkingSettings, Settings},
+    settings::{ChunkUnit, ChunkingSettings, Endpoint, Settings},
 };
 
 mod aggregate;
@@ -158,14 +158,17 @@ impl Core {
     ) -> Result<Self, String> {
         let d = &settings.downstream;
         // Discovered pools start empty and are filled by their watchers.
-        let fixed = |list: &[String]| match d.discovery {
-            crate::settings::Discovery::Static => list.to_vec(),
+        let fixed = |list: &[Endpoint]| match d.discovery {
+            crate::settings::Discovery::Static => {
+                list.iter().map(|e| e.as_str().to_owned()).collect()
+            }
             crate::settings::Discovery::Kubernetes => Vec::new(),
         };
         let tls = mlmesh_runtime::tls::ClientTls::from_settings(&d.tls, "downstream.tls")
             .map_err(|e| e.to_string())?;
-        let pool =
-            |name, list: &[String]| Pool::new(name, &fixed(list), d, tls.clone(), metrics.clone());
+        let pool = |name, list: &[Endpoint]| {
+            Pool::new(name, &fixed(list), d, tls.clone(), metrics.clone())
+        };
         let embedding = pool("embedding", &d.embedding)?;
         let vector = pool("vector-search", &d.vector_search)?;
         let inference = pool("inference", &d.inference)?;
@@ -195,7 +198,7 @@ impl Core {
 
     /// The pools of the services this gateway is configured to call,
     /// with the settings key naming each one's replicas.
-    pub fn pools(&self) -> Vec<(&Arc<Pool>, &[String])> {
+    pub fn pools(&self) -> Vec<(&Arc<Pool>, &[Endpoint])> {
         let d = &self.settings.downstream;
         let mut v = vec![
             (&self.embedding, d.embedding.as_slice()),
