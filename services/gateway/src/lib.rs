@@ -3,10 +3,13 @@
 //! `/v1/embeddings`, collections, documents, search, RAG retrieval).
 //!
 //! Layout: [`settings`], [`downstream`] (balanced, retried, traced calls to
-//! the embedding and vector-search replicas), [`discovery`] (those replicas
-//! from Kubernetes EndpointSlices), [`chunk`] (token and
-//! character windows), [`core`] (what each call does, protocol-free),
-//! [`grpc`] and [`http`] (the two faces), [`error`], [`metrics`].
+//! the embedding, vector-search and inference replicas; every RPC declared
+//! once in `downstream::rpc`), [`discovery`] (those replicas from
+//! Kubernetes EndpointSlices), [`chunk`] (token and character windows),
+//! [`core`] (what each call does, protocol-free), [`grpc`], [`http`] and
+//! [`mcp`] (the faces; [`json`] the JSON forms the JSON faces share),
+//! [`pipeline`] (pipeline specs), [`tensor`], [`auth`], [`error`],
+//! [`metrics`].
 //! [`Application`] follows the other services: `build(settings)` →
 //! `local_addr()` / `http_addr()` → `run_until_stopped(shutdown)`.
 #![forbid(unsafe_code)]
