@@ -1,9 +1,12 @@
 //! A version into a folder, verified: every file's bytes are bounded by,
 //! and checked against, the size and SHA-256 the version's manifest
 //! declares; each file is fsynced; the whole version is written into a
-//! staging folder beside the destination and renamed into place at once,
-//! so a reader sees all of it or none (a crash leaves only the staging
-//! folder, removed by the next pull). Files are written on a blocking
+//! staging folder beside the destination first. A new (or empty)
+//! destination is then that folder, renamed into place at once, so a
+//! reader sees all of the version or none; into a folder that already
+//! holds files, each file is renamed over its namesake, and only once
+//! every file has been verified. A crash leaves only the staging folder,
+//! removed by the next pull. Files are written on a blocking
 //! thread fed through a small bounded queue: the reactor never waits on
 //! the disk and memory stays flat whatever the version's size.
 
@@ -20,8 +23,8 @@ use tokio::sync::mpsc;
 
 use crate::{Client, Error};
 
-/// Downloads every file of `version` into `dest`, which must not exist or
-/// be an empty folder. `place` says where a manifest path goes inside
+/// Downloads every file of `version` into `dest` (see the module's header
+/// for how it lands). `place` says where a manifest path goes inside
 /// `dest` (the identity for a plain copy); whatever it returns must be a
 /// plain relative path. `on_bytes` hears of every chunk written (progress).
 pub async fn pull(
@@ -205,25 +208,38 @@ impl Writer {
         Ok(o.path)
     }
 
-    /// The staging folder becomes `dest` in one rename, made durable.
+    /// The verified staging folder lands at `dest`, made durable.
     fn commit(&self) -> Result<(), Error> {
-        if self.dest.is_dir() {
-            // An empty folder may be replaced; anything else is the
-            // caller's and stays.
-            fs::remove_dir(&self.dest).map_err(|e| {
-                Error::Refused(format!(
-                    "{} already exists and is not empty: {e}",
-                    self.dest.display()
-                ))
-            })?;
+        // An empty folder is replaced like an absent one.
+        let occupied = self.dest.is_dir() && fs::remove_dir(&self.dest).is_err();
+        if !occupied {
+            fs::rename(&self.staging, &self.dest).map_err(Error::io(&self.dest))?;
+            sync_dir(self.dest.parent());
+            return Ok(());
         }
-        fs::rename(&self.staging, &self.dest).map_err(Error::io(&self.dest))?;
-        if let Some(parent) = self.dest.parent()
-            && let Ok(d) = File::open(parent)
-        {
-            let _ = d.sync_all();
+        // The caller's folder holds files: each verified file replaces its
+        // namesake; other files stay.
+        for path in self.files.keys() {
+            let rel = (self.place)(path).map_err(Error::Refused)?;
+            let from = under(&self.staging, &rel)?;
+            let to = under(&self.dest, &rel)?;
+            if let Some(p) = to.parent() {
+                fs::create_dir_all(p).map_err(Error::io(p))?;
+            }
+            fs::rename(&from, &to).map_err(Error::io(&to))?;
+            sync_dir(to.parent());
         }
-        Ok(())
+        fs::remove_dir_all(&self.staging).map_err(Error::io(&self.staging))
+    }
+}
+
+/// Makes the renames inside `dir` durable (best effort: some file systems
+/// cannot fsync a folder).
+fn sync_dir(dir: Option<&Path>) {
+    if let Some(d) = dir
+        && let Ok(f) = File::open(d)
+    {
+        let _ = f.sync_all();
     }
 }
 
@@ -315,12 +331,26 @@ mod tests {
     }
 
     #[test]
-    fn a_folder_with_contents_is_never_replaced() {
+    fn into_a_folder_with_files_each_verified_file_replaces_its_namesake() {
         let d = tmp("occupied");
-        fs::create_dir_all(d.join("v")).expect("dest");
+        fs::create_dir_all(d.join("v/sub")).expect("dest");
         fs::write(d.join("v/mine"), b"keep").expect("mine");
-        let e = run(writer(&d, &[("a", b"abc")]), vec![chunk("a", b"abc")]).expect_err("occupied");
-        assert!(e.to_string().contains("not empty"), "{e}");
+        fs::write(d.join("v/sub/a"), b"old").expect("old a");
+        let mut w = writer(&d, &[("sub/a", b"abc"), ("b", b"de")]);
+        w.place = Box::new(|p| Ok(PathBuf::from(p)));
+        // A failure leaves the caller's folder as it was.
+        let e = run(
+            writer(&d, &[("sub/a", b"abc"), ("b", b"de")]),
+            vec![chunk("sub/a", b"abc"), chunk("b", b"dX")],
+        )
+        .expect_err("digest");
+        assert!(e.to_string().contains("sha256"), "{e}");
+        assert_eq!(fs::read(d.join("v/sub/a")).expect("untouched"), b"old");
+        assert!(!d.join("v/b").exists());
+        run(w, vec![chunk("sub/a", b"abc"), chunk("b", b"de")]).expect("pulled");
+        assert_eq!(fs::read(d.join("v/sub/a")).expect("a"), b"abc");
+        assert_eq!(fs::read(d.join("v/b")).expect("b"), b"de");
         assert_eq!(fs::read(d.join("v/mine")).expect("kept"), b"keep");
+        assert!(!d.join(".v.pull").exists());
     }
 }
