@@ -77,6 +77,18 @@ for name, cand, champ in [
         "mdd_alpha05_power80": mdd(cand - champ, 0.05, 0.8),
     })
 
+from sklearn.metrics import accuracy_score
+
+# The two models' answers as a served classifier gives them (class
+# probabilities per example), the labels, and scikit-learn's accuracy.
+answers = {
+    "labels": [int(v) for v in y_test],
+    "good_probabilities": [[float(p) for p in row] for row in good.predict_proba(X_test)],
+    "worse_probabilities": [[float(p) for p in row] for row in worse.predict_proba(X_test)],
+    "good_accuracy": float(accuracy_score(y_test, good.predict(X_test))),
+    "worse_accuracy": float(accuracy_score(y_test, worse.predict(X_test))),
+}
+
 out = {
     "generator": f"scripts/make-validation-references.py (scipy {scipy.__version__}, scikit-learn {sklearn.__version__}, numpy {np.__version__})",
     "bootstrap_resamples": 9999,
@@ -88,6 +100,7 @@ out = {
         {"name": "large", **{"b": 480, "c": 560, "p_value": float(stats.binomtest(480, 1040, 0.5).pvalue)}},
         {"name": "none discordant", "b": 0, "c": 0, "p_value": 1.0},
     ],
+    "classifier_answers": answers,
     "normal_quantiles": [[p, float(stats.norm.ppf(p))] for p in [1e-10, 1e-4, 0.01, 0.025, 0.05, 0.2, 0.5, 0.8, 0.95, 0.975, 0.99, 0.9999]],
 }
 path = os.path.join(os.path.dirname(__file__), "..", "shared", "validate", "tests", "data", "references.json")

@@ -14,11 +14,18 @@
 //! - [`Interval::non_inferior`]: the gate's rule, lower bound above
 //!   `-margin`.
 //!
+//! Over them: [`suite`] (a suite document: signature, examples, checks with
+//! tolerances, bounded when parsed) and [`checks`] (contract, tensor
+//! tolerances, cosine, accuracy with non-inferiority, each result in plain
+//! words with its figures).
+//!
 //! Every input is bounded and checked before any loop (lengths, finiteness,
 //! levels, resample counts); references are SciPy's
 //! (`scripts/make-validation-references.py`).
 
+pub mod checks;
 mod stats;
+pub mod suite;
 
 pub use stats::{
     Interval, MAX_EXAMPLES, MAX_RESAMPLES, McNemar, StatsError, mcnemar, min_detectable_difference,

@@ -1,0 +1,171 @@
+//! The suite's checks on two real classifiers' answers (scikit-learn's
+//! breast-cancer data: a logistic regression and a deliberately worse
+//! depth-1 tree; `tests/data/references.json`): accuracy as scikit-learn
+//! computes it, the better model promoted over the worse, the worse one
+//! refused with its interval named, and the contract check.
+
+use std::collections::BTreeMap;
+
+use mlmesh_validate::{
+    checks::{Answers, contract, evaluate},
+    suite::{Signature, Suite, TensorSpec},
+};
+use serde_json::{Value, json};
+
+fn references() -> Value {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/references.json"
+    ))
+    .expect("references.json");
+    serde_json::from_str(&text).expect("json")
+}
+
+fn answers(rows: &Value) -> Answers {
+    rows.as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| {
+            let p: Vec<f64> = r
+                .as_array()
+                .expect("row")
+                .iter()
+                .map(|x| x.as_f64().expect("p"))
+                .collect();
+            BTreeMap::from([("probabilities".to_owned(), p)])
+        })
+        .collect()
+}
+
+/// A suite over the held-out labels (inputs are not needed to judge
+/// answers already given).
+fn suite(labels: &Value, margin: f64) -> Suite {
+    let examples: Vec<Value> = labels
+        .as_array()
+        .expect("labels")
+        .iter()
+        .map(|l| json!({"inputs": {}, "label": l}))
+        .collect();
+    let doc = json!({
+        "name": "breast-cancer",
+        "examples": examples,
+        "checks": [{"kind": "accuracy", "output": "probabilities", "min": 0.9, "margin": margin}],
+        "bootstrap": {"resamples": 4000, "confidence": 0.95, "seed": 3},
+    });
+    Suite::parse(doc.to_string().as_bytes()).expect("suite")
+}
+
+#[test]
+fn accuracy_and_non_inferiority_on_real_classifiers() {
+    let r = references();
+    let a = &r["classifier_answers"];
+    let (good, worse) = (
+        answers(&a["good_probabilities"]),
+        answers(&a["worse_probabilities"]),
+    );
+    let s = suite(&a["labels"], 0.01);
+
+    // Alone: accuracy is scikit-learn's accuracy_score.
+    let alone = evaluate(&s, &good, None).expect("evaluate");
+    let acc = alone.checks[0].figures["accuracy"];
+    assert!(
+        (acc - a["good_accuracy"].as_f64().expect("acc")).abs() < 1e-12,
+        "{acc}"
+    );
+    assert!(alone.passed(), "{:?}", alone.checks[0]);
+
+    // The better model replacing the worse one passes, with its interval.
+    let up = evaluate(&s, &good, Some(&worse)).expect("evaluate");
+    let c = &up.checks[0];
+    assert!(up.passed(), "{}", c.detail);
+    let i = c.interval.expect("an interval");
+    assert!(i.low > 0.0 && i.n == 285, "{i:?}");
+    assert!(c.mcnemar.expect("mcnemar").p_value < 0.01, "{}", c.detail);
+    assert!(c.min_detectable.is_some());
+
+    // The worse one replacing the better one is refused: above the minimum
+    // accuracy, but worse than the champion beyond the margin; the detail
+    // names the interval and the margin.
+    let down = evaluate(&s, &worse, Some(&good)).expect("evaluate");
+    let c = &down.checks[0];
+    println!("refused: {}", c.detail);
+    assert!(!down.passed());
+    assert!((c.figures["accuracy"] - a["worse_accuracy"].as_f64().expect("acc")).abs() < 1e-12);
+    for words in [
+        "margin 0.01",
+        "lower bound",
+        "McNemar",
+        "detects differences",
+    ] {
+        assert!(c.detail.contains(words), "{} lacks {words:?}", c.detail);
+    }
+    // Against itself, any model is non-inferior.
+    assert!(evaluate(&s, &worse, Some(&worse)).expect("same").passed());
+
+    // Answers that do not match the suite are an error, not a pass.
+    assert!(evaluate(&s, &good[..10].to_vec(), None).is_err());
+}
+
+fn spec(name: &str, datatype: &str, shape: &[i64]) -> TensorSpec {
+    TensorSpec {
+        name: name.into(),
+        datatype: datatype.into(),
+        shape: shape.to_vec(),
+    }
+}
+
+#[test]
+fn a_changed_signature_is_reported_as_such() {
+    let declared = Signature {
+        inputs: vec![spec("input", "FP32", &[-1, 4])],
+        outputs: vec![spec("probabilities", "FP32", &[-1, 3])],
+    };
+    let same = declared.clone();
+    assert!(contract(Some(&declared), &same, Some(&declared)).passed);
+    let changed = Signature {
+        inputs: vec![spec("input", "FP64", &[-1, 4])],
+        outputs: vec![
+            spec("probabilities", "FP32", &[-1, 3]),
+            spec("label", "INT64", &[-1]),
+        ],
+    };
+    let r = contract(Some(&declared), &changed, Some(&same));
+    assert!(!r.passed);
+    for words in [
+        "input \"input\" as FP32",
+        "the model has FP64",
+        "the model has output \"label\"",
+        "the champion has",
+    ] {
+        assert!(r.detail.contains(words), "{} lacks {words:?}", r.detail);
+    }
+}
+
+#[test]
+fn tensor_and_cosine_tolerances() {
+    let doc = json!({
+        "name": "t",
+        "examples": [
+            {"inputs": {}, "expected": {"y": [1.0, 2.0], "e": [1.0, 0.0]}},
+            {"inputs": {}, "expected": {"y": [3.0, 4.0], "e": [0.0, 1.0]}},
+        ],
+        "checks": [
+            {"kind": "tensor", "output": "y", "atol": 1e-3, "rtol": 0.0},
+            {"kind": "cosine", "output": "e", "min": 0.999},
+        ],
+    });
+    let s = Suite::parse(doc.to_string().as_bytes()).expect("suite");
+    let ans = |y1: f64, e2: [f64; 2]| -> Answers {
+        vec![
+            BTreeMap::from([("y".into(), vec![1.0, 2.0]), ("e".into(), vec![2.0, 0.0])]),
+            BTreeMap::from([("y".into(), vec![3.0, y1]), ("e".into(), e2.to_vec())]),
+        ]
+    };
+    let ok = evaluate(&s, &ans(4.0005, [0.0, 3.0]), None).expect("ok");
+    assert!(ok.passed(), "{:?}", ok.checks);
+    let bad = evaluate(&s, &ans(4.01, [1.0, 1.0]), None).expect("bad");
+    assert!(!bad.checks[0].passed && bad.checks[0].detail.contains("example 1"));
+    assert!(!bad.checks[1].passed && bad.checks[1].detail.contains("0.707"));
+    let nan = evaluate(&s, &ans(f64::NAN, [0.0, 1.0]), None).expect("nan");
+    assert!(!nan.checks[0].passed, "NaN never passes a tolerance");
+}
