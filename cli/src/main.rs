@@ -1,8 +1,10 @@
 //! `mlmesh`: the mesh launcher (`mlmesh up`, see [`up`]), the model
-//! registry's command line (`mlmesh registry …`, see [`registry`]) and a
-//! private CA for mutual TLS (`mlmesh certs`, see [`certs`]).
+//! registry's command line (`mlmesh registry …`, see [`registry`]), the
+//! validator (`mlmesh model validate`, see [`model`]) and a private CA for
+//! mutual TLS (`mlmesh certs`, see [`certs`]).
 
 mod certs;
+mod model;
 mod registry;
 mod up;
 
@@ -27,6 +29,8 @@ enum Cmd {
     Registry(registry::RegistryCmd),
     /// A private CA and certificates for mutual TLS between the services.
     Certs(certs::Certs),
+    /// Model versions as a whole: validate one against a suite.
+    Model(model::ModelCmd),
 }
 
 #[tokio::main]
@@ -35,5 +39,6 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Up(u) => up::up(u).await,
         Cmd::Registry(r) => registry::run(r).await,
         Cmd::Certs(c) => certs::certs(c),
+        Cmd::Model(m) => model::run(m).await,
     }
 }

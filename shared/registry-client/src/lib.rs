@@ -13,6 +13,7 @@
 //! - [`push`]: a folder as a new version, hashed locally, only the bytes
 //!   the registry lacks sent, resumable.
 
+pub mod layout;
 pub mod names;
 pub mod pull;
 pub mod push;

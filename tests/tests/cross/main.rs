@@ -27,4 +27,5 @@ mod registry_crash;
 mod registry_follow;
 mod registry_support;
 mod tritonclient;
+mod validate;
 mod vector_durability;

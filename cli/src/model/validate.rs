@@ -1,0 +1,379 @@
+//! `mlmesh model validate <model> <version|@alias> --suite FILE [--against
+//! @alias|N]`: the validator as a job. Each version is pulled from the
+//! registry (verified) into a model repository of its own and served by
+//! the real inference service binary on a loopback port of its own, so
+//! the candidate runs exactly as it would in production and nothing that
+//! serves traffic is touched. Every example of the suite goes to both;
+//! the answers are judged by `mlmesh_validate` (contract, tolerances,
+//! accuracy with a paired interval against the champion), and each check
+//! is printed as it is decided. The exit status is 1 when any check fails.
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead as _, BufReader},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail};
+use clap::Args;
+use mlmesh_proto::{
+    inference::{self as inf, grpc_inference_service_client::GrpcInferenceServiceClient},
+    registry::v1 as pb,
+};
+use mlmesh_registry_client::{Selector, layout::Layout};
+use mlmesh_runtime::client::{H2Channel, H2Settings};
+use mlmesh_tensor::{DataType, json::flatten};
+use mlmesh_validate::{
+    checks::{Answers, CheckResult, contract, evaluate},
+    suite::{Signature, Suite, TensorSpec},
+};
+
+#[derive(Args, Debug)]
+pub struct Validate {
+    /// The registered model.
+    model: String,
+    /// The candidate: a version number or @alias.
+    version: String,
+    /// The suite (JSON: signature, examples, checks).
+    #[arg(long)]
+    suite: PathBuf,
+    /// The champion to compare with: a version number or @alias.
+    #[arg(long)]
+    against: Option<String>,
+    /// Registry gRPC address.
+    #[arg(long, default_value = "127.0.0.1:50054", env = "MLMESH_REGISTRY")]
+    registry: String,
+}
+
+pub async fn validate(v: Validate) -> anyhow::Result<()> {
+    let bytes =
+        std::fs::read(&v.suite).with_context(|| format!("reading {}", v.suite.display()))?;
+    let suite = Suite::parse(&bytes)?;
+    let mut reg = mlmesh_registry_client::connect(&v.registry, None, None)
+        .map_err(|e| anyhow::anyhow!("registry address {:?}: {e}", v.registry))?;
+    let work = tempdir()?;
+    let candidate =
+        Served::start(&mut reg, &v.model, &v.version, &work.0.join("candidate")).await?;
+    let champion = match &v.against {
+        Some(a) => Some(Served::start(&mut reg, &v.model, a, &work.0.join("champion")).await?),
+        None => None,
+    };
+    println!(
+        "validating {} v{} with suite {:?} ({} examples){}",
+        v.model,
+        candidate.version.version,
+        suite.name,
+        suite.examples.len(),
+        champion
+            .as_ref()
+            .map(|c| format!(" against v{}", c.version.version))
+            .unwrap_or_default()
+    );
+    let mut results = vec![contract(
+        suite.signature.as_ref(),
+        &candidate.signature().await?,
+        match &champion {
+            Some(c) => Some(c.signature().await?),
+            None => None,
+        }
+        .as_ref(),
+    )];
+    print_check(&results[0]);
+    let ours = candidate.answers(&suite).await?;
+    let theirs = match &champion {
+        Some(c) => Some(c.answers(&suite).await?),
+        None => None,
+    };
+    let report = evaluate(&suite, &ours, theirs.as_ref())?;
+    for c in &report.checks {
+        print_check(c);
+    }
+    results.extend(report.checks);
+    let failed: Vec<&str> = results
+        .iter()
+        .filter(|c| !c.passed)
+        .map(|c| c.check.as_str())
+        .collect();
+    if failed.is_empty() {
+        println!("passed: {} checks", results.len());
+        Ok(())
+    } else {
+        bail!(
+            "validation failed: {} of {} checks ({})",
+            failed.len(),
+            results.len(),
+            failed.join(", ")
+        )
+    }
+}
+
+fn print_check(c: &CheckResult) {
+    println!(
+        "{} {}: {}",
+        if c.passed { "PASS" } else { "FAIL" },
+        c.check,
+        c.detail
+    );
+}
+
+/// A folder removed when dropped.
+struct TempDir(PathBuf);
+
+fn tempdir() -> anyhow::Result<TempDir> {
+    let p = std::env::temp_dir().join(format!(
+        "mlmesh-validate-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    ));
+    std::fs::create_dir_all(&p).with_context(|| format!("creating {}", p.display()))?;
+    Ok(TempDir(p))
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// One version, pulled and served by its own inference process.
+struct Served {
+    version: pb::Version,
+    child: Child,
+    client: GrpcInferenceServiceClient<H2Channel>,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Served {
+    async fn start(
+        reg: &mut mlmesh_registry_client::Client,
+        model: &str,
+        which: &str,
+        repo: &Path,
+    ) -> anyhow::Result<Self> {
+        let selector = Selector::from_arg(which).map_err(anyhow::Error::msg)?;
+        let version = reg
+            .get_version(pb::GetVersionRequest {
+                model: model.to_owned(),
+                selector: Some(selector.to_get()),
+            })
+            .await
+            .with_context(|| format!("{model} {which}"))?
+            .into_inner();
+        // `<repo>/<model>/1/`: the version's files, config.pbtxt beside.
+        let model_dir = repo.join(model);
+        let layout = Layout::of(&version.files);
+        let dest = model_dir.join("1");
+        std::fs::create_dir_all(&model_dir)?;
+        mlmesh_registry_client::pull(reg, &version, &dest, move |p| layout.place(p), |_| {})
+            .await
+            .with_context(|| format!("pulling {model} v{}", version.version))?;
+        let config = dest.join("config.pbtxt");
+        if config.is_file() {
+            std::fs::rename(&config, model_dir.join("config.pbtxt"))?;
+        }
+        let (child, addr) = spawn_inference(repo)?;
+        let uri = format!("http://{addr}").parse()?;
+        let channel =
+            H2Channel::lazy(uri, H2Settings::default(), None).map_err(anyhow::Error::msg)?;
+        let mut served = Self {
+            version,
+            child,
+            client: GrpcInferenceServiceClient::new(channel).max_decoding_message_size(256 << 20),
+        };
+        // Loaded at start; ready once the model answers ModelReady.
+        for _ in 0..600 {
+            let ready = served
+                .client
+                .model_ready(inf::ModelReadyRequest {
+                    name: model.to_owned(),
+                    version: String::new(),
+                })
+                .await
+                .map(|r| r.into_inner().ready)
+                .unwrap_or(false);
+            if ready {
+                return Ok(served);
+            }
+            if let Some(reason) = served.load_failure(model).await {
+                bail!(
+                    "{model} v{} does not load: {reason}",
+                    served.version.version
+                );
+            }
+            if let Ok(Some(status)) = served.child.try_wait() {
+                bail!(
+                    "the inference service serving {model} v{} exited ({status})",
+                    served.version.version
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!(
+            "{model} v{} was not ready within 60 s",
+            served.version.version
+        )
+    }
+
+    /// Why the model failed to load, when the service says it did.
+    async fn load_failure(&self, model: &str) -> Option<String> {
+        let index = self
+            .client
+            .clone()
+            .repository_index(inf::RepositoryIndexRequest::default())
+            .await
+            .ok()?
+            .into_inner();
+        index
+            .models
+            .into_iter()
+            .find(|m| m.name == model && m.state == "UNAVAILABLE" && !m.reason.is_empty())
+            .map(|m| m.reason)
+    }
+
+    fn model(&self) -> &str {
+        &self.version.model
+    }
+
+    async fn signature(&self) -> anyhow::Result<Signature> {
+        let m = self
+            .client
+            .clone()
+            .model_metadata(inf::ModelMetadataRequest {
+                name: self.model().to_owned(),
+                version: String::new(),
+            })
+            .await?
+            .into_inner();
+        let spec = |t: &inf::model_metadata_response::TensorMetadata| TensorSpec {
+            name: t.name.clone(),
+            datatype: t.datatype.clone(),
+            shape: t.shape.clone(),
+        };
+        Ok(Signature {
+            inputs: m.inputs.iter().map(spec).collect(),
+            outputs: m.outputs.iter().map(spec).collect(),
+        })
+    }
+
+    /// Every example's outputs, flattened to numbers.
+    async fn answers(&self, suite: &Suite) -> anyhow::Result<Answers> {
+        let mut out = Vec::with_capacity(suite.examples.len());
+        let mut client = self.client.clone();
+        for (i, e) in suite.examples.iter().enumerate() {
+            let mut rq = inf::ModelInferRequest {
+                model_name: self.model().to_owned(),
+                ..Default::default()
+            };
+            for (name, t) in &e.inputs {
+                let field = format!("examples[{i}].inputs.{name}");
+                let dt = t["datatype"]
+                    .as_str()
+                    .and_then(DataType::parse)
+                    .with_context(|| format!("{field}.datatype"))?;
+                let shape: Vec<i64> = t["shape"]
+                    .as_array()
+                    .and_then(|a| a.iter().map(serde_json::Value::as_i64).collect())
+                    .with_context(|| format!("{field}.shape"))?;
+                let raw = mlmesh_tensor::json::to_raw(
+                    dt,
+                    &flatten(&t["data"]),
+                    &format!("{field}.data"),
+                )?;
+                rq.inputs.push(inf::model_infer_request::InferInputTensor {
+                    name: name.clone(),
+                    datatype: dt.name().to_owned(),
+                    shape,
+                    ..Default::default()
+                });
+                rq.raw_input_contents.push(raw.into());
+            }
+            let r = client
+                .model_infer(rq)
+                .await
+                .with_context(|| {
+                    format!("example {i} on {} v{}", self.model(), self.version.version)
+                })?
+                .into_inner();
+            let mut answer = BTreeMap::new();
+            for (o, raw) in r.outputs.iter().zip(&r.raw_output_contents) {
+                let values = mlmesh_tensor::json::from_raw(
+                    DataType::parse(&o.datatype).with_context(|| format!("output {:?}", o.name))?,
+                    raw,
+                    &o.name,
+                )?;
+                let numbers = values
+                    .iter()
+                    .map(|v| {
+                        v.as_f64()
+                            .or_else(|| v.as_bool().map(|b| f64::from(u8::from(b))))
+                            .unwrap_or(f64::NAN)
+                    })
+                    .collect();
+                answer.insert(o.name.clone(), numbers);
+            }
+            out.push(answer);
+        }
+        Ok(out)
+    }
+}
+
+/// The inference service binary beside this one, serving `repo` on a free
+/// loopback port; its address from the log line that announces it.
+fn spawn_inference(repo: &Path) -> anyhow::Result<(Child, SocketAddr)> {
+    let exe = std::env::current_exe().context("locating the mlmesh binary")?;
+    let bin = exe.with_file_name("mlmesh-inference");
+    if !bin.is_file() {
+        bail!(
+            "{} not found: build the services first (make build)",
+            bin.display()
+        );
+    }
+    let mut child = Command::new(&bin)
+        .args(["--listen", "127.0.0.1:0"])
+        .arg("--model-repository")
+        .arg(repo)
+        .env("MLMESH_SERVER__METRICS_LISTEN", "off")
+        .env("MLMESH_TELEMETRY__LOG_FORMAT", "json")
+        .env("MLMESH_INFERENCE__POLL_INTERVAL_SECS", "0")
+        .env_remove("MLMESH_INFERENCE__REGISTRY_MODELS")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let stdout = child.stdout.take().context("the service's output")?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if v["message"] == "gRPC server listening"
+                && let Some(addr) = v["addr"]
+                    .as_str()
+                    .and_then(|a| a.parse::<SocketAddr>().ok())
+            {
+                let _ = tx.send(addr);
+            }
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(addr) => Ok((child, addr)),
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("{} did not start listening within 60 s", bin.display())
+        }
+    }
+}

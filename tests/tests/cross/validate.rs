@@ -1,0 +1,153 @@
+//! `mlmesh model validate` against a real registry and the real inference
+//! binary: the iris logistic regression (services/inference/models) as v1
+//! in production, a deliberately worse depth-1 tree with the same
+//! signature as v2 (tests/data/validation, made with scikit-learn by
+//! scripts/make-validation-suite.py). Accuracies are checked against
+//! scikit-learn's own (`iris-expected.json`).
+
+use std::process::{Command, Output};
+
+use mlmesh_tests::{Service, TempDir, binary, repo_root};
+
+fn expected() -> serde_json::Value {
+    let text =
+        std::fs::read_to_string(repo_root().join("tests/data/validation/iris-expected.json"))
+            .expect("iris-expected.json");
+    serde_json::from_str(&text).expect("json")
+}
+
+#[test]
+fn a_worse_version_fails_validation_naming_the_check_and_a_good_one_passes() {
+    let _serial = mlmesh_tests::serial();
+    let data = TempDir::new("validate-registry");
+    let registry = Service::start(
+        "mlmesh-registry",
+        &[(
+            "MLMESH_REGISTRY__DATA_DIR",
+            data.path().display().to_string(),
+        )],
+    );
+    let addr = registry.addr.to_string();
+    let mlmesh = |args: &[&str]| -> Output {
+        Command::new(binary("mlmesh"))
+            .current_dir(repo_root())
+            .args(args)
+            .env("MLMESH_REGISTRY", &addr)
+            .output()
+            .expect("run mlmesh")
+    };
+    let ok = |args: &[&str]| {
+        let out = mlmesh(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    ok(&["registry", "create", "iris-logreg"]);
+    ok(&[
+        "registry",
+        "push",
+        "iris-logreg",
+        "services/inference/models/iris-logreg",
+    ]);
+    ok(&[
+        "registry",
+        "alias",
+        "set",
+        "iris-logreg",
+        "production",
+        "1",
+        "--expect",
+        "0",
+    ]);
+    ok(&[
+        "registry",
+        "push",
+        "iris-logreg",
+        "tests/data/validation/iris-tree",
+    ]);
+    let suite = "tests/data/validation/iris-suite.json";
+    let want = expected();
+    let pct = |key: &str| {
+        format!(
+            "accuracy {:.4} on 150 examples",
+            want[key].as_f64().expect(key)
+        )
+    };
+
+    // The production version alone: contract and accuracy pass.
+    let printed = ok(&[
+        "model",
+        "validate",
+        "iris-logreg",
+        "@production",
+        "--suite",
+        suite,
+    ]);
+    assert!(printed.contains("PASS contract"), "{printed}");
+    assert!(
+        printed.contains(&format!(
+            "PASS accuracy probabilities: {}",
+            pct("logreg_accuracy")
+        )),
+        "{printed}"
+    );
+    assert!(printed.contains("passed: 2 checks"), "{printed}");
+
+    // The tree against production: refused, the failed check named with
+    // its interval; the exit status says so.
+    let out = mlmesh(&[
+        "model",
+        "validate",
+        "iris-logreg",
+        "2",
+        "--suite",
+        suite,
+        "--against",
+        "@production",
+    ]);
+    let printed = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    println!("{printed}{err}");
+    assert!(!out.status.success(), "a worse version passed: {printed}");
+    assert!(
+        printed.contains("PASS contract"),
+        "same signature: {printed}"
+    );
+    assert!(
+        printed.contains(&format!(
+            "FAIL accuracy probabilities: {}",
+            pct("tree_accuracy")
+        )),
+        "{printed}"
+    );
+    for words in [
+        "at least 0.9 required",
+        "against the champion",
+        "margin 0.02",
+        "McNemar",
+    ] {
+        assert!(printed.contains(words), "{printed} lacks {words:?}");
+    }
+    assert!(
+        err.contains("validation failed: 1 of 2 checks (accuracy probabilities)"),
+        "{err}"
+    );
+
+    // Production against itself: non-inferior.
+    let printed = ok(&[
+        "model",
+        "validate",
+        "iris-logreg",
+        "1",
+        "--suite",
+        suite,
+        "--against",
+        "@production",
+    ]);
+    assert!(printed.contains("non-inferior by margin 0.02"), "{printed}");
+    drop(registry);
+}
