@@ -2,6 +2,7 @@
 //! `validate` runs a validation suite against a registry version (and,
 //! with `--against`, the version it would replace); see [`validate`].
 
+mod robustness;
 mod validate;
 
 use clap::{Args, Subcommand};

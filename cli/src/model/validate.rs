@@ -5,8 +5,9 @@
 //! the candidate runs exactly as it would in production and nothing that
 //! serves traffic is touched. Every example of the suite goes to both;
 //! the answers are judged by `mlmesh_validate` (contract, tolerances,
-//! accuracy with a paired interval against the champion), and each check
-//! is printed as it is decided. The exit status is 1 when any check fails.
+//! accuracy with a paired interval against the champion), robustness
+//! probes generated from the candidate's signature run against it
+//! (`robustness`), and each check is printed as it is decided. The exit status is 1 when any check fails.
 
 use std::{
     collections::BTreeMap,
@@ -83,9 +84,10 @@ pub async fn validate(v: Validate) -> anyhow::Result<()> {
         .as_ref(),
     )];
     print_check(&results[0]);
-    let ours = candidate.answers(&suite).await?;
+    let requests = requests(&suite, &v.model)?;
+    let ours = candidate.answers(&requests).await?;
     let theirs = match &champion {
-        Some(c) => Some(c.answers(&suite).await?),
+        Some(c) => Some(c.answers(&requests).await?),
         None => None,
     };
     let report = evaluate(&suite, &ours, theirs.as_ref())?;
@@ -93,6 +95,16 @@ pub async fn validate(v: Validate) -> anyhow::Result<()> {
         print_check(c);
     }
     results.extend(report.checks);
+    let robust = super::robustness::probe(
+        &mut candidate.client.clone(),
+        &v.model,
+        candidate.max_batch().await?,
+        &requests,
+        &ours,
+    )
+    .await;
+    print_check(&robust);
+    results.push(robust);
     let failed: Vec<&str> = results
         .iter()
         .filter(|c| !c.passed)
@@ -267,40 +279,27 @@ impl Served {
         })
     }
 
+    /// The model's `max_batch_size` (0: no batch axis).
+    async fn max_batch(&self) -> anyhow::Result<i32> {
+        let c = self
+            .client
+            .clone()
+            .model_config(inf::ModelConfigRequest {
+                name: self.model().to_owned(),
+                version: String::new(),
+            })
+            .await?
+            .into_inner();
+        Ok(c.config.map_or(0, |c| c.max_batch_size))
+    }
+
     /// Every example's outputs, flattened to numbers.
-    async fn answers(&self, suite: &Suite) -> anyhow::Result<Answers> {
-        let mut out = Vec::with_capacity(suite.examples.len());
+    async fn answers(&self, requests: &[inf::ModelInferRequest]) -> anyhow::Result<Answers> {
+        let mut out = Vec::with_capacity(requests.len());
         let mut client = self.client.clone();
-        for (i, e) in suite.examples.iter().enumerate() {
-            let mut rq = inf::ModelInferRequest {
-                model_name: self.model().to_owned(),
-                ..Default::default()
-            };
-            for (name, t) in &e.inputs {
-                let field = format!("examples[{i}].inputs.{name}");
-                let dt = t["datatype"]
-                    .as_str()
-                    .and_then(DataType::parse)
-                    .with_context(|| format!("{field}.datatype"))?;
-                let shape: Vec<i64> = t["shape"]
-                    .as_array()
-                    .and_then(|a| a.iter().map(serde_json::Value::as_i64).collect())
-                    .with_context(|| format!("{field}.shape"))?;
-                let raw = mlmesh_tensor::json::to_raw(
-                    dt,
-                    &flatten(&t["data"]),
-                    &format!("{field}.data"),
-                )?;
-                rq.inputs.push(inf::model_infer_request::InferInputTensor {
-                    name: name.clone(),
-                    datatype: dt.name().to_owned(),
-                    shape,
-                    ..Default::default()
-                });
-                rq.raw_input_contents.push(raw.into());
-            }
+        for (i, rq) in requests.iter().enumerate() {
             let r = client
-                .model_infer(rq)
+                .model_infer(rq.clone())
                 .await
                 .with_context(|| {
                     format!("example {i} on {} v{}", self.model(), self.version.version)
@@ -327,6 +326,46 @@ impl Served {
         }
         Ok(out)
     }
+}
+
+/// The suite's examples as inference requests for `model` (every input
+/// raw), each field named in errors.
+fn requests(suite: &Suite, model: &str) -> anyhow::Result<Vec<inf::ModelInferRequest>> {
+    suite
+        .examples
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let mut rq = inf::ModelInferRequest {
+                model_name: model.to_owned(),
+                ..Default::default()
+            };
+            for (name, t) in &e.inputs {
+                let field = format!("examples[{i}].inputs.{name}");
+                let dt = t["datatype"]
+                    .as_str()
+                    .and_then(DataType::parse)
+                    .with_context(|| format!("{field}.datatype"))?;
+                let shape: Vec<i64> = t["shape"]
+                    .as_array()
+                    .and_then(|a| a.iter().map(serde_json::Value::as_i64).collect())
+                    .with_context(|| format!("{field}.shape"))?;
+                let raw = mlmesh_tensor::json::to_raw(
+                    dt,
+                    &flatten(&t["data"]),
+                    &format!("{field}.data"),
+                )?;
+                rq.inputs.push(inf::model_infer_request::InferInputTensor {
+                    name: name.clone(),
+                    datatype: dt.name().to_owned(),
+                    shape,
+                    ..Default::default()
+                });
+                rq.raw_input_contents.push(raw.into());
+            }
+            Ok(rq)
+        })
+        .collect()
 }
 
 /// The inference service binary beside this one, serving `repo` on a free

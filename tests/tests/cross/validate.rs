@@ -95,7 +95,20 @@ fn a_worse_version_fails_validation_naming_the_check_and_a_good_one_passes() {
         )),
         "{printed}"
     );
-    assert!(printed.contains("passed: 2 checks"), "{printed}");
+    // Robustness probes from the signature: every one a clear status, the
+    // service still live, a batch equal to single calls.
+    for words in [
+        "PASS robustness",
+        "NaN: Ok",
+        "wrong datatype: InvalidArgument",
+        "wrong rank: InvalidArgument",
+        "maximum batch (64): Ok",
+        "one row over (65): InvalidArgument",
+        "a batch of 8 equals 8 single calls",
+    ] {
+        assert!(printed.contains(words), "{printed} lacks {words:?}");
+    }
+    assert!(printed.contains("passed: 3 checks"), "{printed}");
 
     // The tree against production: refused, the failed check named with
     // its interval; the exit status says so.
@@ -133,7 +146,7 @@ fn a_worse_version_fails_validation_naming_the_check_and_a_good_one_passes() {
         assert!(printed.contains(words), "{printed} lacks {words:?}");
     }
     assert!(
-        err.contains("validation failed: 1 of 2 checks (accuracy probabilities)"),
+        err.contains("validation failed: 1 of 3 checks (accuracy probabilities)"),
         "{err}"
     );
 
