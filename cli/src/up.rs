@@ -83,6 +83,10 @@ const DEMO: &[(&str, &str)] = &[
     ("docs/inference.md", include_str!("../../docs/inference.md")),
     ("docs/registry.md", include_str!("../../docs/registry.md")),
     (
+        "docs/validation.md",
+        include_str!("../../docs/validation.md"),
+    ),
+    (
         "docs/front-door.md",
         include_str!("../../docs/front-door.md"),
     ),
