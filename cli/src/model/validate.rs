@@ -32,6 +32,7 @@ use mlmesh_validate::{
     checks::{Answers, CheckResult, contract, evaluate},
     suite::{Signature, Suite, TensorSpec},
 };
+use sha2::Digest as _;
 
 #[derive(Args, Debug)]
 pub struct Validate {
@@ -39,9 +40,16 @@ pub struct Validate {
     model: String,
     /// The candidate: a version number or @alias.
     version: String,
-    /// The suite (JSON: signature, examples, checks).
+    /// The suite: a JSON file, or `registry://<model>@<alias|version>`, a
+    /// registry version holding `suite.json` (content-addressed, reusable
+    /// across the versions it validates).
     #[arg(long)]
-    suite: PathBuf,
+    suite: String,
+    /// Also write the outcome as a JSON record (versions and manifest
+    /// digests, the suite's digest, the runner, every check with its
+    /// figures) to this file.
+    #[arg(long)]
+    report: Option<PathBuf>,
     /// The champion to compare with: a version number or @alias.
     #[arg(long)]
     against: Option<String>,
@@ -51,12 +59,12 @@ pub struct Validate {
 }
 
 pub async fn validate(v: Validate) -> anyhow::Result<()> {
-    let bytes =
-        std::fs::read(&v.suite).with_context(|| format!("reading {}", v.suite.display()))?;
-    let suite = Suite::parse(&bytes)?;
+    let started_ms = now_ms();
     let mut reg = mlmesh_registry_client::connect(&v.registry, None, None)
         .map_err(|e| anyhow::anyhow!("registry address {:?}: {e}", v.registry))?;
     let work = tempdir()?;
+    let (bytes, suite_digest) = suite_bytes(&mut reg, &v.suite, &work.0.join("suite")).await?;
+    let suite = Suite::parse(&bytes)?;
     let candidate =
         Served::start(&mut reg, &v.model, &v.version, &work.0.join("candidate")).await?;
     let champion = match &v.against {
@@ -105,6 +113,23 @@ pub async fn validate(v: Validate) -> anyhow::Result<()> {
     .await;
     print_check(&robust);
     results.push(robust);
+    if let Some(path) = &v.report {
+        let record = serde_json::json!({
+            "model": v.model,
+            "candidate": version_json(&candidate.version),
+            "champion": champion.as_ref().map(|c| version_json(&c.version)),
+            "suite": {"name": suite.name, "source": v.suite, "digest": suite_digest, "examples": suite.examples.len()},
+            "runner": runner(),
+            "checks": results.iter().map(check_json).collect::<Vec<_>>(),
+            "passed": results.iter().all(|c| c.passed),
+            "started_ms": started_ms,
+            "finished_ms": now_ms(),
+        });
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&record)?)
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     let failed: Vec<&str> = results
         .iter()
         .filter(|c| !c.passed)
@@ -121,6 +146,99 @@ pub async fn validate(v: Validate) -> anyhow::Result<()> {
             failed.join(", ")
         )
     }
+}
+
+/// The suite's bytes and digest: a registry version's `suite.json` (its
+/// manifest digest), or a file (`sha256:` of its bytes).
+async fn suite_bytes(
+    reg: &mut mlmesh_registry_client::Client,
+    suite: &str,
+    dir: &Path,
+) -> anyhow::Result<(Vec<u8>, String)> {
+    if suite.starts_with("registry://") {
+        let source = mlmesh_registry_client::Source::parse(suite).map_err(anyhow::Error::msg)?;
+        let version = reg
+            .get_version(pb::GetVersionRequest {
+                model: source.model.clone(),
+                selector: Some(source.selector.to_get()),
+            })
+            .await
+            .with_context(|| format!("the suite {suite}"))?
+            .into_inner();
+        if !version.files.iter().any(|f| f.path == "suite.json") {
+            bail!(
+                "the suite {suite} (v{}) holds no suite.json",
+                version.version
+            );
+        }
+        mlmesh_registry_client::pull(reg, &version, dir, |p| Ok(PathBuf::from(p)), |_| {})
+            .await
+            .with_context(|| format!("pulling the suite {suite}"))?;
+        let bytes = read_bounded(&dir.join("suite.json"))?;
+        return Ok((bytes, version.manifest_digest));
+    }
+    let bytes = read_bounded(Path::new(suite))?;
+    let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&bytes)));
+    Ok((bytes, digest))
+}
+
+/// A suite file, refused past the largest suite before it is read.
+fn read_bounded(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let len = std::fs::metadata(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .len();
+    if len > mlmesh_validate::suite::MAX_SUITE_BYTES as u64 {
+        bail!(
+            "{}: {len} bytes; a suite is at most {}",
+            path.display(),
+            mlmesh_validate::suite::MAX_SUITE_BYTES
+        );
+    }
+    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn version_json(v: &pb::Version) -> serde_json::Value {
+    serde_json::json!({"version": v.version, "manifest_digest": v.manifest_digest})
+}
+
+/// Where the validation ran: what makes its figures comparable.
+fn runner() -> serde_json::Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, m)| m.trim().to_owned())
+        })
+        .unwrap_or_default();
+    serde_json::json!({
+        "cpu": cpu,
+        "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "os": std::env::consts::OS,
+        "arch": std::env::consts::ARCH,
+        "mlmesh": env!("CARGO_PKG_VERSION"),
+    })
+}
+
+fn check_json(c: &CheckResult) -> serde_json::Value {
+    serde_json::json!({
+        "check": c.check,
+        "passed": c.passed,
+        "detail": c.detail,
+        "figures": c.figures,
+        "interval": c.interval.map(|i| serde_json::json!({
+            "estimate": i.estimate, "low": i.low, "high": i.high, "confidence": i.confidence, "n": i.n,
+        })),
+        "mcnemar": c.mcnemar.map(|m| serde_json::json!({"b": m.b, "c": m.c, "p_value": m.p_value})),
+        "min_detectable": c.min_detectable,
+    })
 }
 
 fn print_check(c: &CheckResult) {

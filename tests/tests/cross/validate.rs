@@ -150,17 +150,51 @@ fn a_worse_version_fails_validation_naming_the_check_and_a_good_one_passes() {
         "{err}"
     );
 
-    // Production against itself: non-inferior.
+    // Production against itself: non-inferior; the suite this time from
+    // the registry (content-addressed), and the outcome as a record.
+    let suites = TempDir::new("validate-suite");
+    std::fs::copy(repo_root().join(suite), suites.path().join("suite.json")).expect("copy suite");
+    ok(&["registry", "create", "iris-suites"]);
+    let pushed = ok(&[
+        "registry",
+        "push",
+        "iris-suites",
+        suites.path().to_str().expect("utf-8"),
+    ]);
+    let suite_digest = pushed
+        .split("manifest ")
+        .nth(1)
+        .map(str::trim)
+        .expect("the push prints the manifest digest")
+        .to_owned();
+    let report = suites.path().join("report.json");
     let printed = ok(&[
         "model",
         "validate",
         "iris-logreg",
         "1",
         "--suite",
-        suite,
+        "registry://iris-suites@1",
         "--against",
         "@production",
+        "--report",
+        report.to_str().expect("utf-8"),
     ]);
     assert!(printed.contains("non-inferior by margin 0.02"), "{printed}");
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).expect("the report")).expect("json");
+    assert_eq!(record["suite"]["digest"], suite_digest.as_str(), "{record}");
+    assert_eq!(record["candidate"]["version"], 1);
+    assert_eq!(record["champion"]["version"], 1);
+    assert!(
+        record["candidate"]["manifest_digest"]
+            .as_str()
+            .is_some_and(|d| !d.is_empty()),
+        "{record}"
+    );
+    assert_eq!(record["passed"], true);
+    assert_eq!(record["checks"].as_array().map(Vec::len), Some(3));
+    assert_eq!(record["checks"][1]["interval"]["n"], 150);
+    assert!(record["runner"]["cores"].as_u64().is_some_and(|c| c >= 1));
     drop(registry);
 }
