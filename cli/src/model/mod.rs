@@ -5,7 +5,10 @@
 mod robustness;
 mod validate;
 
+use anyhow::Context as _;
 use clap::{Args, Subcommand};
+use mlmesh_proto::inference as inf;
+use mlmesh_tensor::DataType;
 
 #[derive(Args, Debug)]
 pub struct ModelCmd {
@@ -25,4 +28,22 @@ pub async fn run(cmd: ModelCmd) -> anyhow::Result<()> {
     match cmd.command {
         Cmd::Validate(v) => validate::validate(v).await,
     }
+}
+
+/// An output's elements as numbers (booleans as 0 and 1, anything else
+/// NaN), as the suite's checks read them.
+fn numbers(
+    o: &inf::model_infer_response::InferOutputTensor,
+    raw: &[u8],
+) -> anyhow::Result<Vec<f64>> {
+    let dt = DataType::parse(&o.datatype)
+        .with_context(|| format!("output {:?}: datatype {}", o.name, o.datatype))?;
+    Ok(mlmesh_tensor::json::from_raw(dt, raw, &o.name)?
+        .iter()
+        .map(|v| {
+            v.as_f64()
+                .or_else(|| v.as_bool().map(|b| f64::from(u8::from(b))))
+                .unwrap_or(f64::NAN)
+        })
+        .collect())
 }

@@ -13,7 +13,6 @@ use mlmesh_proto::inference::{
     self as inf, grpc_inference_service_client::GrpcInferenceServiceClient,
 };
 use mlmesh_runtime::client::H2Channel;
-use mlmesh_tensor::DataType;
 use mlmesh_validate::checks::{Answers, CheckResult};
 use tonic::Code;
 
@@ -225,13 +224,7 @@ async fn batch_agrees(
         .await
         .map_err(|s| format!("a batch of {n}: {:?} {}", s.code(), s.message()))?;
     for (o, raw) in resp.outputs.iter().zip(&resp.raw_output_contents) {
-        let dt = DataType::parse(&o.datatype)
-            .ok_or_else(|| format!("output {:?}: datatype {}", o.name, o.datatype))?;
-        let values: Vec<f64> = mlmesh_tensor::json::from_raw(dt, raw, &o.name)
-            .map_err(|e| e.to_string())?
-            .iter()
-            .map(|v| v.as_f64().unwrap_or(f64::NAN))
-            .collect();
+        let values = super::numbers(o, raw).map_err(|e| e.to_string())?;
         let per = values.len() / n;
         for (row, single) in singles.iter().take(n).enumerate() {
             let want: &[f64] = single.get(&o.name).map_or(&[], Vec::as_slice);

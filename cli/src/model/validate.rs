@@ -425,20 +425,7 @@ impl Served {
                 .into_inner();
             let mut answer = BTreeMap::new();
             for (o, raw) in r.outputs.iter().zip(&r.raw_output_contents) {
-                let values = mlmesh_tensor::json::from_raw(
-                    DataType::parse(&o.datatype).with_context(|| format!("output {:?}", o.name))?,
-                    raw,
-                    &o.name,
-                )?;
-                let numbers = values
-                    .iter()
-                    .map(|v| {
-                        v.as_f64()
-                            .or_else(|| v.as_bool().map(|b| f64::from(u8::from(b))))
-                            .unwrap_or(f64::NAN)
-                    })
-                    .collect();
-                answer.insert(o.name.clone(), numbers);
+                answer.insert(o.name.clone(), super::numbers(o, raw)?);
             }
             out.push(answer);
         }

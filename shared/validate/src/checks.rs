@@ -180,21 +180,32 @@ fn answer<'a>(a: &'a Answers, i: usize, output: &str) -> Result<&'a [f64], Strin
         .ok_or_else(|| format!("example {i} has no output {output:?}"))
 }
 
+/// Example `i`'s answer for `output` beside its expected values, of the
+/// same length.
+fn with_expected<'a>(
+    example: &'a crate::suite::Example,
+    a: &'a Answers,
+    i: usize,
+    output: &str,
+) -> Result<(&'a [f64], &'a [f64]), String> {
+    let expected = example.expected.get(output).map_or(&[][..], Vec::as_slice);
+    let got = answer(a, i, output)?;
+    if got.len() != expected.len() {
+        return Err(format!(
+            "example {i}: {} elements, {} expected",
+            got.len(),
+            expected.len()
+        ));
+    }
+    Ok((got, expected))
+}
+
 fn tensor(suite: &Suite, a: &Answers, output: &str, atol: f64, rtol: f64) -> CheckResult {
     let name = format!("tensor {output}");
     let (mut worst, mut failing, mut first) = (0.0f64, 0usize, None);
     for (i, e) in suite.examples.iter().enumerate() {
-        let expected = e.expected.get(output).map_or(&[][..], Vec::as_slice);
-        let got = match answer(a, i, output) {
-            Ok(g) if g.len() == expected.len() => g,
-            Ok(g) => {
-                let why = format!(
-                    "example {i}: {} elements, {} expected",
-                    g.len(),
-                    expected.len()
-                );
-                return CheckResult::new(name, false, why);
-            }
+        let (got, expected) = match with_expected(e, a, i, output) {
+            Ok(pair) => pair,
             Err(why) => return CheckResult::new(name, false, why),
         };
         let mut bad = false;
@@ -230,17 +241,11 @@ fn cosine(suite: &Suite, a: &Answers, output: &str, min: f64) -> CheckResult {
     let name = format!("cosine {output}");
     let (mut lowest, mut sum, mut at) = (f64::INFINITY, 0.0, 0);
     for (i, e) in suite.examples.iter().enumerate() {
-        let expected = e.expected.get(output).map_or(&[][..], Vec::as_slice);
-        let got = match answer(a, i, output) {
-            Ok(g) if g.len() == expected.len() && !g.is_empty() => g,
-            Ok(g) => {
-                let why = format!(
-                    "example {i}: {} elements, {} expected",
-                    g.len(),
-                    expected.len()
-                );
-                return CheckResult::new(name, false, why);
+        let (got, expected) = match with_expected(e, a, i, output) {
+            Ok(([], _)) => {
+                return CheckResult::new(name, false, format!("example {i}: 0 elements"));
             }
+            Ok(pair) => pair,
             Err(why) => return CheckResult::new(name, false, why),
         };
         let dot: f64 = got.iter().zip(expected).map(|(x, y)| x * y).sum();

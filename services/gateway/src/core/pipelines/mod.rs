@@ -3,26 +3,27 @@
 //! first matching case; a split's arm chosen by weight and kept per caller;
 //! a fallback model after UNAVAILABLE or a step timeout. A failed step
 //! fails the run with a status naming it; the answer says which model
-//! version answered each step.
+//! version answered each step. [`choose`] holds what a run decides from
+//! values (references, conditions, arms); [`leaf`] the call each leaf step
+//! makes to its service.
 
 use std::{
     collections::{BTreeMap, HashMap},
     time::{Duration, Instant},
 };
 
-use mlmesh_proto::{embedding::v1 as emb, gateway::v1 as gw, inference as pb};
-use serde_json::Value as Json;
 use tonic::Code;
 
+mod choose;
+mod leaf;
+
+use self::choose::{fnv1a, holds, lookup};
 use super::{Core, Result, aggregate};
 use crate::{
     downstream::Deadline,
     error::GatewayError,
-    pipeline::{
-        PipelineSpec,
-        spec::{Condition, StepSpec, toml_like::Scalar},
-    },
-    tensor::{DataType, Tensor},
+    pipeline::{PipelineSpec, spec::StepSpec},
+    tensor::Tensor,
 };
 
 /// What one call of a run did.
@@ -52,83 +53,11 @@ pub struct PipelineRun {
 }
 
 /// Values by reference (`request.text`, `embed.embedding`).
-type Values = HashMap<String, Tensor>;
+pub(super) type Values = HashMap<String, Tensor>;
 
 struct Leaf {
     outputs: BTreeMap<String, Tensor>,
     report: StepReport,
-}
-
-/// FNV-1a: the same arm for the same key on every replica and release.
-fn fnv1a(parts: &[&str]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for p in parts {
-        for b in p.bytes().chain([0u8]) {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    h
-}
-
-fn lookup<'v>(values: &'v Values, reference: &str) -> Result<&'v Tensor> {
-    values.get(reference).ok_or_else(|| {
-        GatewayError::Internal(format!(
-            "{reference} has no value (checked at start; a bug)"
-        ))
-    })
-}
-
-/// The one element a condition tests.
-fn scalar(values: &Values, reference: &str) -> Result<Json> {
-    let t = lookup(values, reference)?;
-    let mut v = t.values(reference)?;
-    if v.len() != 1 {
-        return Err(GatewayError::invalid(
-            reference,
-            format!(
-                "a condition tests one value; this has {} (shape {:?})",
-                v.len(),
-                t.shape
-            ),
-        ));
-    }
-    Ok(v.remove(0))
-}
-
-fn same(v: &Json, s: &Scalar) -> bool {
-    match s {
-        Scalar::Bool(b) => v.as_bool() == Some(*b),
-        Scalar::Int(i) => v.as_f64() == Some(*i as f64),
-        Scalar::Float(f) => v.as_f64() == Some(*f),
-        Scalar::Text(t) => v.as_str() == Some(t.as_str()),
-    }
-}
-
-fn holds(c: &Condition, values: &Values) -> Result<bool> {
-    let v = scalar(values, &c.value)?;
-    let num = || {
-        v.as_f64().ok_or_else(|| {
-            GatewayError::invalid(&c.value, format!("{v} is not a number to compare"))
-        })
-    };
-    Ok(if let Some(s) = &c.equals {
-        same(&v, s)
-    } else if let Some(s) = &c.not_equals {
-        !same(&v, s)
-    } else if let Some(list) = &c.one_of {
-        list.iter().any(|s| same(&v, s))
-    } else if let Some(x) = c.gt {
-        num()? > x
-    } else if let Some(x) = c.gte {
-        num()? >= x
-    } else if let Some(x) = c.lt {
-        num()? < x
-    } else if let Some(x) = c.lte {
-        num()? <= x
-    } else {
-        false
-    })
 }
 
 fn timeout_of(step: &StepSpec) -> Option<u64> {
@@ -451,149 +380,6 @@ impl Core {
             ])
             .inc();
     }
-
-    /// Calls the service of a leaf step (`instead`: a fallback model);
-    /// returns its outputs, the model and version that answered, and the
-    /// service.
-    async fn call_leaf(
-        &self,
-        step: &StepSpec,
-        instead: Option<&crate::pipeline::spec::ModelRef>,
-        values: &Values,
-        deadline: Deadline,
-    ) -> Result<(BTreeMap<String, Tensor>, String, String, &'static str)> {
-        match step {
-            StepSpec::Embed { model, input, .. } => {
-                let texts = lookup(values, input)?.strings(input)?;
-                let n = texts.len() as i64;
-                let resp = self
-                    .embed(
-                        emb::EmbedRequest {
-                            inputs: texts,
-                            model: model.clone(),
-                            ..Default::default()
-                        },
-                        deadline,
-                    )
-                    .await?;
-                let dim = resp.embeddings.first().map_or(0, |e| e.values.len()) as i64;
-                let t = Tensor::f32(
-                    vec![n, dim],
-                    resp.embeddings.into_iter().flat_map(|e| e.values),
-                );
-                Ok((
-                    BTreeMap::from([("embedding".to_owned(), t)]),
-                    resp.model,
-                    String::new(),
-                    "embedding",
-                ))
-            }
-            StepSpec::Infer {
-                model,
-                version,
-                inputs,
-                outputs,
-                ..
-            } => {
-                let (model, version) = match instead {
-                    Some(f) => (&f.model, &f.version),
-                    None => (model, version),
-                };
-                let mut rq = pb::ModelInferRequest {
-                    model_name: model.clone(),
-                    model_version: version.clone(),
-                    ..Default::default()
-                };
-                for (name, r) in inputs {
-                    let t = lookup(values, r)?;
-                    rq.inputs.push(pb::model_infer_request::InferInputTensor {
-                        name: name.clone(),
-                        datatype: t.datatype.name().to_owned(),
-                        shape: t.shape.clone(),
-                        ..Default::default()
-                    });
-                    rq.raw_input_contents.push(t.raw.clone());
-                }
-                rq.outputs = outputs
-                    .iter()
-                    .map(|o| pb::model_infer_request::InferRequestedOutputTensor {
-                        name: o.clone(),
-                        ..Default::default()
-                    })
-                    .collect();
-                let resp = self.model_infer(rq, deadline).await?;
-                let mut out = BTreeMap::new();
-                for (i, o) in resp.outputs.iter().enumerate() {
-                    let Some(raw) = resp.raw_output_contents.get(i) else {
-                        return Err(GatewayError::Internal(format!(
-                            "model {model:?} answered output {:?} without raw contents",
-                            o.name
-                        )));
-                    };
-                    let datatype = DataType::parse(&o.datatype).ok_or_else(|| {
-                        GatewayError::Internal(format!(
-                            "model {model:?} answered output {:?} of unknown datatype {:?}",
-                            o.name, o.datatype
-                        ))
-                    })?;
-                    out.insert(
-                        o.name.clone(),
-                        Tensor {
-                            datatype,
-                            shape: o.shape.clone(),
-                            raw: raw.clone(),
-                        },
-                    );
-                }
-                if let Some(missing) = outputs.iter().find(|o| !out.contains_key(*o)) {
-                    return Err(GatewayError::Internal(format!(
-                        "model {model:?} did not answer output {missing:?}"
-                    )));
-                }
-                Ok((out, resp.model_name, resp.model_version, "inference"))
-            }
-            StepSpec::Search {
-                collection,
-                query,
-                limit,
-                ..
-            } => {
-                let q = lookup(values, query)?.strings(query)?;
-                let [q] = <[String; 1]>::try_from(q).map_err(|q| {
-                    GatewayError::invalid(
-                        query,
-                        format!("a search takes one query, not {}", q.len()),
-                    )
-                })?;
-                let resp = self
-                    .search(
-                        gw::SearchRequest {
-                            collection: collection.clone(),
-                            query: q,
-                            limit: *limit,
-                            ..Default::default()
-                        },
-                        deadline,
-                    )
-                    .await?;
-                let k = resp.hits.len() as i64;
-                let texts: Vec<&str> = resp.hits.iter().map(|h| h.text.as_str()).collect();
-                let ids: Vec<&str> = resp.hits.iter().map(|h| h.document_id.as_str()).collect();
-                let out = BTreeMap::from([
-                    ("text".to_owned(), Tensor::texts(&texts)),
-                    ("document_id".to_owned(), Tensor::texts(&ids)),
-                    (
-                        "score".to_owned(),
-                        Tensor::f32(vec![k], resp.hits.iter().map(|h| h.score)),
-                    ),
-                ]);
-                Ok((out, collection.clone(), String::new(), "vector-search"))
-            }
-            _ => Err(GatewayError::Internal(
-                "a combining step inside a combining step (refused at start)".into(),
-            )),
-        }
-    }
 }
 
 /// `e` as the failure of step `label` (a branch, case or arm).
@@ -610,46 +396,5 @@ fn step_model(step: &StepSpec) -> &str {
         StepSpec::Embed { model, .. } | StepSpec::Infer { model, .. } => model,
         StepSpec::Search { collection, .. } => collection,
         _ => "",
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn arms_are_sticky_per_key_and_differ_across_keys() {
-        let a = fnv1a(&["p", "ab", "alice"]);
-        assert_eq!(a, fnv1a(&["p", "ab", "alice"]));
-        assert_ne!(a, fnv1a(&["p", "ab", "bob"]));
-        // The separator keeps ("ab", "c") and ("a", "bc") apart.
-        assert_ne!(fnv1a(&["ab", "c"]), fnv1a(&["a", "bc"]));
-    }
-
-    #[test]
-    fn conditions_compare_one_value() {
-        let mut values = Values::new();
-        values.insert("request.lang".into(), Tensor::texts(&["en"]));
-        values.insert("s.score".into(), Tensor::f32(vec![1], [0.7]));
-        values.insert("s.many".into(), Tensor::f32(vec![2], [0.7, 0.1]));
-        let c = |value: &str| Condition {
-            value: value.into(),
-            ..Default::default()
-        };
-        let eq = Condition {
-            equals: Some(Scalar::Text("en".into())),
-            ..c("request.lang")
-        };
-        assert!(holds(&eq, &values).expect("en"));
-        let gt = Condition {
-            gt: Some(0.5),
-            ..c("s.score")
-        };
-        assert!(holds(&gt, &values).expect("0.7 > 0.5"));
-        let many = Condition {
-            gt: Some(0.5),
-            ..c("s.many")
-        };
-        assert!(holds(&many, &values).is_err());
     }
 }
