@@ -350,6 +350,7 @@ async fn promotions(reg: &Service, c: &mut Client, n: usize) -> anyhow::Result<(
                     expected_version: None,
                 }],
                 reason: "bench".into(),
+                override_policy: false,
             })
             .await
         }

@@ -1,8 +1,13 @@
 //! `mlmesh model …`: what is done to a model version as a whole.
 //! `validate` runs a validation suite against a registry version (and,
 //! with `--against`, the version it would replace); see [`validate`].
+//! `promote` moves an alias through its policy, validating first when the
+//! registry would refuse for want of evidence; see [`promote`].
 
+mod budgets;
+mod promote;
 mod robustness;
+pub(crate) mod suite;
 mod validate;
 
 use anyhow::Context as _;
@@ -22,11 +27,17 @@ enum Cmd {
     /// @ALIAS), alone or against another version; exits 1 when a check
     /// fails, naming it.
     Validate(validate::Validate),
+    /// Move an alias to a version through its policy: validate first when
+    /// the version lacks fresh evidence of the policy's suite (printing
+    /// each check), record the evidence, then move the alias with
+    /// compare-and-set.
+    Promote(promote::Promote),
 }
 
 pub async fn run(cmd: ModelCmd) -> anyhow::Result<()> {
     match cmd.command {
         Cmd::Validate(v) => validate::validate(v).await,
+        Cmd::Promote(p) => promote::promote(p).await,
     }
 }
 

@@ -32,7 +32,6 @@ use mlmesh_validate::{
     checks::{Answers, CheckResult, contract, evaluate},
     suite::{Signature, Suite, TensorSpec},
 };
-use sha2::Digest as _;
 
 #[derive(Args, Debug)]
 pub struct Validate {
@@ -53,83 +52,61 @@ pub struct Validate {
     /// The champion to compare with: a version number or @alias.
     #[arg(long)]
     against: Option<String>,
-    /// Registry gRPC address.
-    #[arg(long, default_value = "127.0.0.1:50054", env = "MLMESH_REGISTRY")]
-    registry: String,
+    /// Store the outcome in the registry as evidence of the version (what
+    /// alias policies demand before a move).
+    #[arg(long)]
+    record: bool,
+    #[command(flatten)]
+    conn: crate::registry::RegistryConn,
+}
+
+/// A finished run: every check, and the evidence record it makes.
+pub struct Outcome {
+    pub results: Vec<CheckResult>,
+    pub evidence: pb::Evidence,
+    pub report: serde_json::Value,
 }
 
 pub async fn validate(v: Validate) -> anyhow::Result<()> {
-    let started_ms = now_ms();
-    let mut reg = mlmesh_registry_client::connect(&v.registry, None, None)
-        .map_err(|e| anyhow::anyhow!("registry address {:?}: {e}", v.registry))?;
-    let work = tempdir()?;
-    let (bytes, suite_digest) = suite_bytes(&mut reg, &v.suite, &work.0.join("suite")).await?;
-    let suite = Suite::parse(&bytes)?;
-    let candidate =
-        Served::start(&mut reg, &v.model, &v.version, &work.0.join("candidate")).await?;
-    let champion = match &v.against {
-        Some(a) => Some(Served::start(&mut reg, &v.model, a, &work.0.join("champion")).await?),
-        None => None,
-    };
-    println!(
-        "validating {} v{} with suite {:?} ({} examples){}",
-        v.model,
-        candidate.version.version,
-        suite.name,
-        suite.examples.len(),
-        champion
-            .as_ref()
-            .map(|c| format!(" against v{}", c.version.version))
-            .unwrap_or_default()
-    );
-    let mut results = vec![contract(
-        suite.signature.as_ref(),
-        &candidate.signature().await?,
-        match &champion {
-            Some(c) => Some(c.signature().await?),
-            None => None,
-        }
-        .as_ref(),
-    )];
-    print_check(&results[0]);
-    let requests = requests(&suite, &v.model)?;
-    let ours = candidate.answers(&requests).await?;
-    let theirs = match &champion {
-        Some(c) => Some(c.answers(&requests).await?),
-        None => None,
-    };
-    let report = evaluate(&suite, &ours, theirs.as_ref())?;
-    for c in &report.checks {
-        print_check(c);
-    }
-    results.extend(report.checks);
-    let robust = super::robustness::probe(
-        &mut candidate.client.clone(),
+    let mut reg = v.conn.connect()?;
+    let out = run(
+        &mut reg,
         &v.model,
-        candidate.max_batch().await?,
-        &requests,
-        &ours,
+        &v.version,
+        &v.suite,
+        v.against.as_deref(),
     )
-    .await;
-    print_check(&robust);
-    results.push(robust);
+    .await?;
     if let Some(path) = &v.report {
-        let record = serde_json::json!({
-            "model": v.model,
-            "candidate": version_json(&candidate.version),
-            "champion": champion.as_ref().map(|c| version_json(&c.version)),
-            "suite": {"name": suite.name, "source": v.suite, "digest": suite_digest, "examples": suite.examples.len()},
-            "runner": runner(),
-            "checks": results.iter().map(check_json).collect::<Vec<_>>(),
-            "passed": results.iter().all(|c| c.passed),
-            "started_ms": started_ms,
-            "finished_ms": now_ms(),
-        });
         let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(&record)?)
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&out.report)?)
             .and_then(|()| std::fs::rename(&tmp, path))
             .with_context(|| format!("writing {}", path.display()))?;
     }
+    if v.record {
+        let e = record(&mut reg, out.evidence.clone()).await?;
+        println!(
+            "recorded as evidence {} of {} v{}",
+            e.id, e.model, e.version
+        );
+    }
+    verdict(&out.results)
+}
+
+/// Stores `e` in the registry.
+pub async fn record(
+    reg: &mut mlmesh_registry_client::Client,
+    e: pb::Evidence,
+) -> anyhow::Result<pb::Evidence> {
+    Ok(reg
+        .record_evidence(pb::RecordEvidenceRequest { evidence: Some(e) })
+        .await
+        .context("recording the evidence")?
+        .into_inner())
+}
+
+/// Ok when every check passed; otherwise the failed checks, named.
+pub fn verdict(results: &[CheckResult]) -> anyhow::Result<()> {
     let failed: Vec<&str> = results
         .iter()
         .filter(|c| !c.passed)
@@ -148,53 +125,152 @@ pub async fn validate(v: Validate) -> anyhow::Result<()> {
     }
 }
 
-/// The suite's bytes and digest: a registry version's `suite.json` (its
-/// manifest digest), or a file (`sha256:` of its bytes).
-async fn suite_bytes(
+/// Runs `suite` against `version` of `model` (and `against`), printing each
+/// check as it is decided.
+pub async fn run(
     reg: &mut mlmesh_registry_client::Client,
-    suite: &str,
-    dir: &Path,
-) -> anyhow::Result<(Vec<u8>, String)> {
-    if suite.starts_with("registry://") {
-        let source = mlmesh_registry_client::Source::parse(suite).map_err(anyhow::Error::msg)?;
-        let version = reg
-            .get_version(pb::GetVersionRequest {
-                model: source.model.clone(),
-                selector: Some(source.selector.to_get()),
-            })
-            .await
-            .with_context(|| format!("the suite {suite}"))?
-            .into_inner();
-        if !version.files.iter().any(|f| f.path == "suite.json") {
-            bail!(
-                "the suite {suite} (v{}) holds no suite.json",
-                version.version
-            );
+    model: &str,
+    version: &str,
+    suite_source: &str,
+    against: Option<&str>,
+) -> anyhow::Result<Outcome> {
+    let started = std::time::Instant::now();
+    let started_ms = now_ms();
+    let work = tempdir()?;
+    let (bytes, suite_digest) =
+        super::suite::fetch(reg, suite_source, &work.0.join("suite")).await?;
+    let suite = Suite::parse(&bytes)?;
+    let candidate = Served::start(reg, model, version, &work.0.join("candidate")).await?;
+    let champion = match against {
+        Some(a) => Some(Served::start(reg, model, a, &work.0.join("champion")).await?),
+        None => None,
+    };
+    println!(
+        "validating {} v{} with suite {:?} ({} examples){}",
+        model,
+        candidate.version.version,
+        suite.name,
+        suite.examples.len(),
+        champion
+            .as_ref()
+            .map(|c| format!(" against v{}", c.version.version))
+            .unwrap_or_default()
+    );
+    let mut results = vec![contract(
+        suite.signature.as_ref(),
+        &candidate.signature().await?,
+        match &champion {
+            Some(c) => Some(c.signature().await?),
+            None => None,
         }
-        mlmesh_registry_client::pull(reg, &version, dir, |p| Ok(PathBuf::from(p)), |_| {})
-            .await
-            .with_context(|| format!("pulling the suite {suite}"))?;
-        let bytes = read_bounded(&dir.join("suite.json"))?;
-        return Ok((bytes, version.manifest_digest));
+        .as_ref(),
+    )];
+    print_check(&results[0]);
+    let requests = requests(&suite, model)?;
+    let ours = candidate.answers(&requests).await?;
+    let theirs = match &champion {
+        Some(c) => Some(c.answers(&requests).await?),
+        None => None,
+    };
+    let report = evaluate(&suite, &ours, theirs.as_ref())?;
+    for c in &report.checks {
+        print_check(c);
     }
-    let bytes = read_bounded(Path::new(suite))?;
-    let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&bytes)));
-    Ok((bytes, digest))
+    results.extend(report.checks);
+    let robust = super::robustness::probe(
+        &mut candidate.client.clone(),
+        model,
+        candidate.max_batch().await?,
+        &requests,
+        &ours,
+    )
+    .await;
+    print_check(&robust);
+    results.push(robust);
+    if let Some(b) = &suite.budgets {
+        for c in super::budgets::measure(b, &candidate, champion.as_ref(), &requests).await {
+            print_check(&c);
+            results.push(c);
+        }
+    }
+    let runner = runner();
+    let evidence = pb::Evidence {
+        model: model.to_owned(),
+        version: candidate.version.version,
+        manifest_digest: candidate.version.manifest_digest.clone(),
+        suite_digest: suite_digest.clone(),
+        suite_source: suite_source.to_owned(),
+        passed: results.iter().all(|c| c.passed),
+        against_version: champion.as_ref().map_or(0, |c| c.version.version),
+        against_manifest_digest: champion
+            .as_ref()
+            .map(|c| c.version.manifest_digest.clone())
+            .unwrap_or_default(),
+        checks: results
+            .iter()
+            .map(|c| evidence_check(c, champion.as_ref().map_or(0, |c| c.version.version)))
+            .collect(),
+        runner: Some(runner.clone()),
+        recorded_at: None,
+        duration_ms: started.elapsed().as_millis() as u64,
+        kind: "validation".into(),
+        id: 0,
+    };
+    let report = serde_json::json!({
+        "model": model,
+        "candidate": version_json(&candidate.version),
+        "champion": champion.as_ref().map(|c| version_json(&c.version)),
+        "suite": {"name": suite.name, "source": suite_source, "digest": suite_digest, "examples": suite.examples.len()},
+        "runner": {"cpu": runner.cpu, "cores": runner.cores, "os": runner.os, "mlmesh": runner.mlmesh},
+        "checks": results.iter().map(check_json).collect::<Vec<_>>(),
+        "passed": evidence.passed,
+        "started_ms": started_ms,
+        "finished_ms": now_ms(),
+    });
+    Ok(Outcome {
+        results,
+        evidence,
+        report,
+    })
 }
 
-/// A suite file, refused past the largest suite before it is read.
-fn read_bounded(path: &Path) -> anyhow::Result<Vec<u8>> {
-    let len = std::fs::metadata(path)
-        .with_context(|| format!("reading {}", path.display()))?
-        .len();
-    if len > mlmesh_validate::suite::MAX_SUITE_BYTES as u64 {
-        bail!(
-            "{}: {len} bytes; a suite is at most {}",
-            path.display(),
-            mlmesh_validate::suite::MAX_SUITE_BYTES
-        );
+/// A check as the registry keeps it (bounded as the registry demands:
+/// finite figures, text within its limit).
+fn evidence_check(c: &CheckResult, against: i64) -> pb::Check {
+    let mut detail = c.detail.clone();
+    if detail.len() > 4000 {
+        let mut end = 4000;
+        while !detail.is_char_boundary(end) {
+            end -= 1;
+        }
+        detail.truncate(end);
     }
-    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+    pb::Check {
+        name: c.check.clone(),
+        passed: c.passed,
+        detail,
+        figures: c
+            .figures
+            .iter()
+            .filter(|(_, v)| v.is_finite())
+            .map(|(k, v)| (k.clone(), *v))
+            .collect(),
+        non_inferiority: c
+            .interval
+            .filter(|_| against != 0)
+            .map(|i| pb::NonInferiority {
+                metric: c.check.clone(),
+                against_version: against,
+                difference: i.estimate,
+                lower: i.low,
+                upper: i.high,
+                confidence: i.confidence,
+                margin: c.margin.unwrap_or(0.0),
+                samples: i.n as u64,
+                detectable: c.min_detectable.filter(|m| m.is_finite()).unwrap_or(0.0),
+                mcnemar_p: c.mcnemar.map_or(-1.0, |m| m.p_value),
+            }),
+    }
 }
 
 fn now_ms() -> u64 {
@@ -208,7 +284,7 @@ fn version_json(v: &pb::Version) -> serde_json::Value {
 }
 
 /// Where the validation ran: what makes its figures comparable.
-fn runner() -> serde_json::Value {
+fn runner() -> pb::Runner {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|t| {
@@ -218,13 +294,14 @@ fn runner() -> serde_json::Value {
                 .map(|(_, m)| m.trim().to_owned())
         })
         .unwrap_or_default();
-    serde_json::json!({
-        "cpu": cpu,
-        "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
-        "os": std::env::consts::OS,
-        "arch": std::env::consts::ARCH,
-        "mlmesh": env!("CARGO_PKG_VERSION"),
-    })
+    pb::Runner {
+        cpu,
+        cores: std::thread::available_parallelism().map_or(0, |n| n.get() as u32),
+        os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
+        onnxruntime: String::new(),
+        mlmesh: env!("CARGO_PKG_VERSION").to_owned(),
+        host: std::env::var("HOSTNAME").unwrap_or_default(),
+    }
 }
 
 fn check_json(c: &CheckResult) -> serde_json::Value {
@@ -272,10 +349,12 @@ impl Drop for TempDir {
 }
 
 /// One version, pulled and served by its own inference process.
-struct Served {
-    version: pb::Version,
+pub struct Served {
+    pub version: pb::Version,
     child: Child,
-    client: GrpcInferenceServiceClient<H2Channel>,
+    pub client: GrpcInferenceServiceClient<H2Channel>,
+    /// From starting the process to the model answering ready.
+    pub load_time: Duration,
 }
 
 impl Drop for Served {
@@ -313,6 +392,7 @@ impl Served {
         if config.is_file() {
             std::fs::rename(&config, model_dir.join("config.pbtxt"))?;
         }
+        let spawned = std::time::Instant::now();
         let (child, addr) = spawn_inference(repo)?;
         let uri = format!("http://{addr}").parse()?;
         let channel =
@@ -321,6 +401,7 @@ impl Served {
             version,
             child,
             client: GrpcInferenceServiceClient::new(channel).max_decoding_message_size(256 << 20),
+            load_time: Duration::ZERO,
         };
         // Loaded at start; ready once the model answers ModelReady.
         for _ in 0..600 {
@@ -334,6 +415,7 @@ impl Served {
                 .map(|r| r.into_inner().ready)
                 .unwrap_or(false);
             if ready {
+                served.load_time = spawned.elapsed();
                 return Ok(served);
             }
             if let Some(reason) = served.load_failure(model).await {
@@ -370,6 +452,19 @@ impl Served {
             .into_iter()
             .find(|m| m.name == model && m.state == "UNAVAILABLE" && !m.reason.is_empty())
             .map(|m| m.reason)
+    }
+
+    /// The serving process's resident memory, in MB (Linux).
+    pub fn rss_mb(&self) -> Option<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let kb: f64 = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()?;
+        Some(kb / 1024.0)
     }
 
     fn model(&self) -> &str {

@@ -6,6 +6,8 @@
 use std::{collections::HashMap, path::PathBuf};
 
 mod backup;
+pub mod conn;
+pub mod gate;
 mod transfer;
 
 use anyhow::Context as _;
@@ -13,51 +15,16 @@ use clap::{Args, Subcommand};
 use mlmesh_proto::registry::v1 as pb;
 use mlmesh_registry_client::{Client, Selector};
 
+pub use self::conn::RegistryConn;
 use self::{
     backup::{backup, restore},
     transfer::{pull, push},
 };
-use mlmesh_runtime::{
-    admin::AdminToken,
-    tls::{ClientTls, ClientTlsSettings},
-};
 
 #[derive(Args, Debug)]
 pub struct RegistryCmd {
-    /// Registry gRPC address.
-    #[arg(
-        long,
-        global = true,
-        default_value = "127.0.0.1:50054",
-        env = "MLMESH_REGISTRY"
-    )]
-    addr: String,
-    /// A file holding the registry's admin token (its
-    /// server.admin_token_file), sent with every call.
-    #[arg(long, global = true, env = "MLMESH_ADMIN_TOKEN_FILE")]
-    admin_token_file: Option<PathBuf>,
-    /// The mesh CA (PEM): the registry serves TLS and its certificate must
-    /// chain to this CA and name the host of --addr.
-    #[arg(long, global = true, env = "MLMESH_TLS_CA_FILE")]
-    tls_ca_file: Option<String>,
-    /// This client's certificate (PEM), for a registry that asks for one
-    /// (mutual TLS); its name must be in the registry's
-    /// server.tls.admin_identities to change anything.
-    #[arg(
-        long,
-        global = true,
-        env = "MLMESH_TLS_CERT_FILE",
-        requires = "tls_key_file"
-    )]
-    tls_cert_file: Option<String>,
-    /// The private key of --tls-cert-file (PEM).
-    #[arg(
-        long,
-        global = true,
-        env = "MLMESH_TLS_KEY_FILE",
-        requires = "tls_cert_file"
-    )]
-    tls_key_file: Option<String>,
+    #[command(flatten)]
+    conn: RegistryConn,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -106,6 +73,11 @@ enum Cmd {
     /// Aliases: set (compare-and-set with --expect), history, rollback.
     #[command(subcommand)]
     Alias(AliasCmd),
+    /// What an alias demands before it moves: set, list, remove.
+    #[command(subcommand)]
+    Policy(gate::PolicyCmd),
+    /// Validation evidence of a model (or one version), newest first.
+    Evidence { model: String, version: Option<i64> },
     /// Write a consistent snapshot of the running registry (metadata and
     /// contents) into an empty folder.
     Backup { dir: PathBuf },
@@ -131,6 +103,10 @@ enum AliasCmd {
         expect: Option<i64>,
         #[arg(long, default_value = "")]
         reason: String,
+        /// Move even where the alias's policy refuses (admin scope; needs
+        /// --reason, kept in the history).
+        #[arg(long = "override")]
+        override_policy: bool,
     },
     History {
         model: String,
@@ -141,26 +117,14 @@ enum AliasCmd {
         alias: String,
         #[arg(long, default_value = "")]
         reason: String,
+        /// As for `alias set`.
+        #[arg(long = "override")]
+        override_policy: bool,
     },
 }
 
 pub async fn run(cmd: RegistryCmd) -> anyhow::Result<()> {
-    let token = match &cmd.admin_token_file {
-        Some(path) => Some(AdminToken::from_file(path, "--admin-token-file")?),
-        None => None,
-    };
-    let tls = ClientTls::from_settings(
-        &ClientTlsSettings {
-            ca_file: cmd.tls_ca_file.clone().unwrap_or_default(),
-            cert_file: cmd.tls_cert_file.clone().unwrap_or_default(),
-            key_file: cmd.tls_key_file.clone().unwrap_or_default(),
-            reload_secs: 0,
-        },
-        "--tls",
-    )?;
-    // Connected on the first call, which names the address if it fails.
-    let mut c = mlmesh_registry_client::connect(&cmd.addr, tls, token)
-        .map_err(|e| anyhow::anyhow!("registry address {:?}: {e}", cmd.addr))?;
+    let mut c = cmd.conn.connect()?;
     match cmd.command {
         Cmd::Create {
             name,
@@ -290,11 +254,16 @@ pub async fn run(cmd: RegistryCmd) -> anyhow::Result<()> {
                 v.manifest_digest,
                 v.aliases
             );
-            for f in v.files {
+            for f in &v.files {
                 println!("  {}  {:>12}  {}", f.sha256, f.size, f.path);
             }
+            gate::print_evidence(&mut c, &v.model, v.version).await?;
         }
         Cmd::Alias(a) => alias(&mut c, a).await?,
+        Cmd::Policy(p) => gate::policy(&mut c, p).await?,
+        Cmd::Evidence { model, version } => {
+            gate::print_evidence(&mut c, &model, version.unwrap_or(0)).await?;
+        }
         Cmd::Backup { dir } => {
             let (models, blobs, bytes) = backup(&mut c, &dir).await?;
             println!(
@@ -348,6 +317,7 @@ async fn alias(c: &mut Client, cmd: AliasCmd) -> anyhow::Result<()> {
             version,
             expect,
             reason,
+            override_policy,
         } => {
             let r = c
                 .set_aliases(pb::SetAliasesRequest {
@@ -358,14 +328,12 @@ async fn alias(c: &mut Client, cmd: AliasCmd) -> anyhow::Result<()> {
                         expected_version: expect,
                     }],
                     reason,
+                    override_policy,
                 })
                 .await?
                 .into_inner();
             for m in r.moves {
-                println!(
-                    "{} {}: v{} -> v{} (revision {})",
-                    m.model, m.alias, m.from_version, m.to_version, m.revision
-                );
+                println!("{}", gate::describe_move(&m));
             }
         }
         AliasCmd::History { model, alias } => {
@@ -380,8 +348,13 @@ async fn alias(c: &mut Client, cmd: AliasCmd) -> anyhow::Result<()> {
             for m in h.moves {
                 let at = m.moved_at.map_or(0, |t| t.seconds);
                 println!(
-                    "{:>8}  {at}  {:<16} v{} -> v{}  {}",
-                    m.revision, m.alias, m.from_version, m.to_version, m.reason
+                    "{:>8}  {at}  {:<16} v{} -> v{}  {}{}",
+                    m.revision,
+                    m.alias,
+                    m.from_version,
+                    m.to_version,
+                    gate::admitted_by(&m),
+                    m.reason
                 );
             }
         }
@@ -389,6 +362,7 @@ async fn alias(c: &mut Client, cmd: AliasCmd) -> anyhow::Result<()> {
             model,
             alias,
             reason,
+            override_policy,
         } => {
             let m = c
                 .rollback_alias(pb::RollbackAliasRequest {
@@ -396,13 +370,11 @@ async fn alias(c: &mut Client, cmd: AliasCmd) -> anyhow::Result<()> {
                     alias,
                     expected_version: None,
                     reason,
+                    override_policy,
                 })
                 .await?
                 .into_inner();
-            println!(
-                "{} {}: v{} -> v{} (revision {})",
-                m.model, m.alias, m.from_version, m.to_version, m.revision
-            );
+            println!("{}", gate::describe_move(&m));
         }
     }
     Ok(())

@@ -5,6 +5,7 @@ use std::{collections::HashSet, future::Future, pin::Pin, sync::Arc};
 
 use futures::{Stream, StreamExt};
 use mlmesh_proto::registry::v1::{self as pb, registry_server};
+use mlmesh_runtime::admin::Scope;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument as _;
@@ -15,7 +16,7 @@ use crate::{
     download::DownloadSpec,
     error::RegistryError,
     registry::Registry,
-    store::{AliasChange, ModelFilter, VersionFilter},
+    store::{AliasChange, ModelFilter, VersionFilter, evidence::Gate},
     uploads::{Chunk, UploadSpec},
     watch::{WatchItem, WatchSpec},
 };
@@ -52,6 +53,20 @@ impl RegistryApi {
             .with_label_values(&[method, mlmesh_runtime::code_name(code)])
             .inc();
         result.map(Response::new)
+    }
+}
+
+/// How a move treats its alias's policy: an override needs the admin scope
+/// (the admin layer says what the caller was admitted as).
+fn gate<T>(req: &Request<T>, override_policy: bool) -> Result<Gate, RegistryError> {
+    if !override_policy {
+        return Ok(Gate::Enforce);
+    }
+    match Scope::of(req) {
+        Some(s) if s.is_admin() => Ok(Gate::Override),
+        _ => Err(RegistryError::PermissionDenied(
+            "override_policy needs the admin scope (server.admin_token_file or server.tls.admin_identities); a writer's credential moves aliases only through their policies".into(),
+        )),
     }
 }
 
@@ -285,8 +300,10 @@ impl registry_server::Registry for RegistryApi {
         &self,
         req: Request<pb::SetAliasesRequest>,
     ) -> Result<Response<pb::SetAliasesResponse>, Status> {
+        let gate = gate(&req, req.get_ref().override_policy);
         let r = req.into_inner();
         self.call("SetAliases", async {
+            let gate = gate?;
             let changes = r
                 .aliases
                 .into_iter()
@@ -298,7 +315,7 @@ impl registry_server::Registry for RegistryApi {
                 .collect();
             let moves = self
                 .registry
-                .set_aliases(r.model, changes, r.reason)
+                .set_aliases(r.model, changes, r.reason, gate)
                 .await?;
             let revision = match moves.last() {
                 Some(m) => m.revision,
@@ -335,12 +352,77 @@ impl registry_server::Registry for RegistryApi {
         &self,
         req: Request<pb::RollbackAliasRequest>,
     ) -> Result<Response<pb::AliasMove>, Status> {
+        let gate = gate(&req, req.get_ref().override_policy);
         let r = req.into_inner();
         self.call("RollbackAlias", async {
             self.registry
-                .rollback_alias(r.model, r.alias, r.expected_version, r.reason)
+                .rollback_alias(r.model, r.alias, r.expected_version, r.reason, gate?)
                 .await
                 .map(convert::alias_move)
+        })
+        .await
+    }
+
+    async fn record_evidence(
+        &self,
+        req: Request<pb::RecordEvidenceRequest>,
+    ) -> Result<Response<pb::Evidence>, Status> {
+        let r = req.into_inner();
+        self.call("RecordEvidence", async {
+            let e = convert::evidence_from(r.evidence)?;
+            self.registry
+                .record_evidence(e)
+                .await
+                .map(convert::evidence)
+        })
+        .await
+    }
+
+    async fn list_evidence(
+        &self,
+        req: Request<pb::ListEvidenceRequest>,
+    ) -> Result<Response<pb::ListEvidenceResponse>, Status> {
+        let r = req.into_inner();
+        self.call("ListEvidence", async {
+            let before = convert::page_token_i64("page_token", &r.page_token)?;
+            let version = (r.version != 0).then_some(r.version);
+            let (list, next) = self
+                .registry
+                .list_evidence(r.model, version, before, r.page_size)
+                .await?;
+            Ok(pb::ListEvidenceResponse {
+                evidence: list.into_iter().map(convert::evidence).collect(),
+                next_page_token: next.map(|n| n.to_string()).unwrap_or_default(),
+            })
+        })
+        .await
+    }
+
+    async fn set_alias_policy(
+        &self,
+        req: Request<pb::SetAliasPolicyRequest>,
+    ) -> Result<Response<pb::AliasPolicy>, Status> {
+        let r = req.into_inner();
+        self.call("SetAliasPolicy", async {
+            let p = convert::policy_from(r.policy)?;
+            self.registry
+                .set_policy(p, r.remove)
+                .await
+                .map(convert::policy)
+        })
+        .await
+    }
+
+    async fn list_alias_policies(
+        &self,
+        req: Request<pb::ListAliasPoliciesRequest>,
+    ) -> Result<Response<pb::ListAliasPoliciesResponse>, Status> {
+        let r = req.into_inner();
+        self.call("ListAliasPolicies", async {
+            let list = self.registry.list_policies(r.model).await?;
+            Ok(pb::ListAliasPoliciesResponse {
+                policies: list.into_iter().map(convert::policy).collect(),
+            })
         })
         .await
     }

@@ -13,6 +13,9 @@ use crate::{
     store::{
         AliasMoveRecord, EventKind, EventRecord, Lineage, ModelRecord, ModelSpec, Selector,
         VersionRecord, VersionStatus,
+        evidence::{
+            CheckRecord, EvidenceBody, EvidenceRecord, NonInferiority, PolicyRecord, Runner,
+        },
     },
     uploads::Progress,
 };
@@ -178,6 +181,8 @@ pub fn alias_move(m: AliasMoveRecord) -> pb::AliasMove {
         revision: m.revision,
         moved_at: timestamp(m.moved_ms),
         reason: m.reason,
+        evidence_id: m.evidence_id,
+        overridden: m.overridden,
     }
 }
 
@@ -189,6 +194,8 @@ pub fn event_kind(k: EventKind) -> pb::EventKind {
         EventKind::VersionStatusChanged => pb::EventKind::VersionStatusChanged,
         EventKind::VersionDeleted => pb::EventKind::VersionDeleted,
         EventKind::AliasMoved => pb::EventKind::AliasMoved,
+        EventKind::EvidenceRecorded => pb::EventKind::EvidenceRecorded,
+        EventKind::PolicyChanged => pb::EventKind::PolicyChanged,
     }
 }
 
@@ -206,6 +213,8 @@ pub fn event_kind_from(i: usize, v: i32) -> Result<EventKind> {
         pb::EventKind::VersionStatusChanged => EventKind::VersionStatusChanged,
         pb::EventKind::VersionDeleted => EventKind::VersionDeleted,
         pb::EventKind::AliasMoved => EventKind::AliasMoved,
+        pb::EventKind::EvidenceRecorded => EventKind::EvidenceRecorded,
+        pb::EventKind::PolicyChanged => EventKind::PolicyChanged,
         pb::EventKind::Unspecified | pb::EventKind::Progress => return Err(bad()),
     })
 }
@@ -230,4 +239,145 @@ pub fn page_token_i64(field: &str, t: &str) -> Result<Option<i64>> {
     t.parse()
         .map(Some)
         .map_err(|_| RegistryError::invalid(format!("{field}: not a token this registry gave")))
+}
+
+pub fn evidence(e: EvidenceRecord) -> pb::Evidence {
+    let b = e.body;
+    pb::Evidence {
+        id: e.id,
+        model: e.model,
+        version: e.version,
+        manifest_digest: e.manifest_digest,
+        suite_digest: e.suite_digest,
+        suite_source: b.suite_source,
+        passed: e.passed,
+        against_version: e.against_version,
+        against_manifest_digest: b.against_manifest_digest,
+        checks: b
+            .checks
+            .into_iter()
+            .map(|c| pb::Check {
+                name: c.name,
+                passed: c.passed,
+                detail: c.detail,
+                figures: c.figures.into_iter().collect(),
+                non_inferiority: c.non_inferiority.map(|n| pb::NonInferiority {
+                    metric: n.metric,
+                    against_version: n.against_version,
+                    difference: n.difference,
+                    lower: n.lower,
+                    upper: n.upper,
+                    confidence: n.confidence,
+                    margin: n.margin,
+                    samples: n.samples,
+                    detectable: n.detectable,
+                    mcnemar_p: n.mcnemar_p,
+                }),
+            })
+            .collect(),
+        runner: Some(pb::Runner {
+            cpu: b.runner.cpu,
+            cores: b.runner.cores,
+            os: b.runner.os,
+            onnxruntime: b.runner.onnxruntime,
+            mlmesh: b.runner.mlmesh,
+            host: b.runner.host,
+        }),
+        recorded_at: timestamp(e.recorded_ms),
+        duration_ms: b.duration_ms,
+        kind: b.kind,
+    }
+}
+
+/// A client's evidence (id and time are the registry's to give); the
+/// figures keep their names' order.
+pub fn evidence_from(e: Option<pb::Evidence>) -> Result<EvidenceRecord> {
+    let e = e.ok_or_else(|| RegistryError::invalid("evidence: required"))?;
+    let r = e.runner.unwrap_or_default();
+    if e.checks.len() > crate::evidence::MAX_CHECKS {
+        return Err(RegistryError::invalid(format!(
+            "evidence.checks: {} checks, more than the limit of {}",
+            e.checks.len(),
+            crate::evidence::MAX_CHECKS
+        )));
+    }
+    Ok(EvidenceRecord {
+        id: 0,
+        model: e.model,
+        version: e.version,
+        manifest_digest: e.manifest_digest,
+        suite_digest: e.suite_digest,
+        passed: e.passed,
+        against_version: e.against_version,
+        recorded_ms: 0,
+        body: EvidenceBody {
+            suite_source: e.suite_source,
+            against_manifest_digest: e.against_manifest_digest,
+            checks: e
+                .checks
+                .into_iter()
+                .map(|c| {
+                    let mut figures: Vec<_> = c.figures.into_iter().collect();
+                    figures.sort_by(|a, b| a.0.cmp(&b.0));
+                    CheckRecord {
+                        name: c.name,
+                        passed: c.passed,
+                        detail: c.detail,
+                        figures,
+                        non_inferiority: c.non_inferiority.map(|n| NonInferiority {
+                            metric: n.metric,
+                            against_version: n.against_version,
+                            difference: n.difference,
+                            lower: n.lower,
+                            upper: n.upper,
+                            confidence: n.confidence,
+                            margin: n.margin,
+                            samples: n.samples,
+                            detectable: n.detectable,
+                            mcnemar_p: n.mcnemar_p,
+                        }),
+                    }
+                })
+                .collect(),
+            runner: Runner {
+                cpu: r.cpu,
+                cores: r.cores,
+                os: r.os,
+                onnxruntime: r.onnxruntime,
+                mlmesh: r.mlmesh,
+                host: r.host,
+            },
+            duration_ms: e.duration_ms,
+            kind: if e.kind.is_empty() {
+                "validation".into()
+            } else {
+                e.kind
+            },
+        },
+    })
+}
+
+pub fn policy(p: PolicyRecord) -> pb::AliasPolicy {
+    pb::AliasPolicy {
+        model: p.model,
+        alias: p.alias,
+        suite_digest: p.suite_digest,
+        suite_source: p.suite_source,
+        margin: p.margin,
+        max_age_secs: p.max_age_secs,
+        updated_at: timestamp(p.updated_ms),
+    }
+}
+
+pub fn policy_from(p: Option<pb::AliasPolicy>) -> Result<PolicyRecord> {
+    let p = p.ok_or_else(|| RegistryError::invalid("policy: required"))?;
+    Ok(PolicyRecord {
+        model: p.model,
+        alias: p.alias,
+        suite_digest: p.suite_digest,
+        suite_source: p.suite_source,
+        margin: p.margin,
+        max_age_secs: p.max_age_secs,
+        updated_ms: 0,
+    })
 }

@@ -25,6 +25,8 @@ pub enum RegistryError {
     },
     #[error("upload {0:?} does not exist (never started, committed, aborted or expired)")]
     UnknownUpload(String),
+    #[error("alias {alias:?} of model {model:?} has no policy")]
+    UnknownPolicy { model: String, alias: String },
     #[error("model {0:?} already exists")]
     ModelExists(String),
     /// A compare-and-set lost, or a state forbids the change.
@@ -46,6 +48,10 @@ pub enum RegistryError {
     /// A quota of the registry is used up (the message names the setting).
     #[error("{0}")]
     Exhausted(String),
+    /// The caller's credential does not admit this use of a call (an
+    /// override without the admin scope).
+    #[error("{0}")]
+    PermissionDenied(String),
     /// A client stopped reading a stream (the message names the setting).
     #[error("{0}")]
     Stalled(String),
@@ -64,7 +70,8 @@ impl RegistryError {
             | RegistryError::UnknownVersion { .. }
             | RegistryError::UnknownAlias { .. }
             | RegistryError::UnknownFile { .. }
-            | RegistryError::UnknownUpload(_) => Code::NotFound,
+            | RegistryError::UnknownUpload(_)
+            | RegistryError::UnknownPolicy { .. } => Code::NotFound,
             RegistryError::ModelExists(_) => Code::AlreadyExists,
             RegistryError::FailedPrecondition(_) => Code::FailedPrecondition,
             RegistryError::Aborted(_) => Code::Aborted,
@@ -73,6 +80,7 @@ impl RegistryError {
             RegistryError::ShuttingDown => Code::Unavailable,
             RegistryError::Exhausted(_) => Code::ResourceExhausted,
             RegistryError::Stalled(_) => Code::DeadlineExceeded,
+            RegistryError::PermissionDenied(_) => Code::PermissionDenied,
         }
     }
 }

@@ -20,6 +20,7 @@ pub mod blobs;
 pub mod convert;
 pub mod download;
 pub mod error;
+pub mod evidence;
 pub mod housekeeping;
 pub mod manifest;
 pub mod metrics;
@@ -53,9 +54,9 @@ pub enum BuildError {
     Storage(#[from] error::RegistryError),
 }
 
-/// The methods that change the registry (or, for Backup, read all of it at
-/// once): with `server.admin_token_file` set they need its token. The
-/// follower's reads (GetVersion, Download, Watch …) stay open.
+/// The methods that change the registry: with credentials configured they
+/// need a writer's or an admin's. The follower's reads (GetVersion,
+/// Download, Watch, ListEvidence …) stay open.
 pub const ADMIN_METHODS: &[&str] = &[
     "/mlmesh.registry.v1.Registry/CreateModel",
     "/mlmesh.registry.v1.Registry/UpdateModel",
@@ -66,6 +67,14 @@ pub const ADMIN_METHODS: &[&str] = &[
     "/mlmesh.registry.v1.Registry/DeleteVersion",
     "/mlmesh.registry.v1.Registry/SetAliases",
     "/mlmesh.registry.v1.Registry/RollbackAlias",
+    "/mlmesh.registry.v1.Registry/RecordEvidence",
+    "/mlmesh.registry.v1.Registry/SetAliasPolicy",
+];
+
+/// What only an admin credential admits: a whole copy of the registry, and
+/// replacing its contents. (An alias policy override is a field of
+/// SetAliases / RollbackAlias; the handler checks its scope.)
+pub const ADMIN_ONLY_METHODS: &[&str] = &[
     "/mlmesh.registry.v1.Registry/Backup",
     "/mlmesh.registry.v1.Registry/Restore",
 ];
@@ -106,7 +115,8 @@ impl mlmesh_runtime::service::Service for Application {
         let registry = Arc::new(registry);
         let server = GrpcServer::bind(&settings.server, registry.metrics.registry.clone())
             .await?
-            .protect(ADMIN_METHODS);
+            .protect(ADMIN_METHODS)
+            .admin_only(ADMIN_ONLY_METHODS);
         Ok(Self {
             server,
             registry,

@@ -22,7 +22,8 @@ use crate::{
     staging::Staging,
     store::{
         AliasChange, AliasMoveRecord, MetaStore, ModelFilter, ModelRecord, ModelSpec, Selector,
-        VersionFilter, VersionRecord, VersionStatus, postgres::PostgresStore, sqlite::SqliteStore,
+        VersionFilter, VersionRecord, VersionStatus, evidence::Gate, postgres::PostgresStore,
+        sqlite::SqliteStore,
     },
 };
 
@@ -259,7 +260,9 @@ impl Registry {
         model: String,
         changes: Vec<AliasChange>,
         reason: String,
+        gate: Gate,
     ) -> Result<Vec<AliasMoveRecord>> {
+        check_reason(&reason, gate)?;
         if changes.is_empty() {
             return Err(RegistryError::invalid("aliases: at least one alias to set"));
         }
@@ -279,7 +282,7 @@ impl Registry {
             }
         }
         let moves = self
-            .meta(move |s| s.set_aliases(&model, &changes, &reason, now_ms()))
+            .meta(move |s| s.set_aliases(&model, &changes, &reason, gate, now_ms()))
             .await?;
         self.metrics.alias_moves.inc_by(moves.len() as u64);
         self.changed().await;
@@ -292,10 +295,12 @@ impl Registry {
         alias: String,
         expected: Option<i64>,
         reason: String,
+        gate: Gate,
     ) -> Result<AliasMoveRecord> {
         names::check("alias", &alias)?;
+        check_reason(&reason, gate)?;
         let m = self
-            .meta(move |s| s.rollback_alias(&model, &alias, expected, &reason, now_ms()))
+            .meta(move |s| s.rollback_alias(&model, &alias, expected, &reason, gate, now_ms()))
             .await?;
         self.metrics.alias_moves.inc();
         self.changed().await;
@@ -327,12 +332,31 @@ impl Registry {
 
 /// The key the next page starts after: the last item's, when the page is
 /// full (a short page is the last one).
-fn next_page<T, K>(items: &[T], limit: usize, key: impl Fn(&T) -> K) -> Option<K> {
+pub(crate) fn next_page<T, K>(items: &[T], limit: usize, key: impl Fn(&T) -> K) -> Option<K> {
     if items.len() == limit {
         items.last().map(key)
     } else {
         None
     }
+}
+
+/// Longest reason kept in the alias history.
+pub const MAX_REASON_BYTES: usize = 4096;
+
+/// A reason fits the history; an override must say why.
+fn check_reason(reason: &str, gate: Gate) -> Result<()> {
+    if reason.len() > MAX_REASON_BYTES {
+        return Err(RegistryError::invalid(format!(
+            "reason: {} bytes, more than the limit of {MAX_REASON_BYTES}",
+            reason.len()
+        )));
+    }
+    if gate == Gate::Override && reason.trim().is_empty() {
+        return Err(RegistryError::invalid(
+            "reason: an override_policy move must say why (it is kept in the alias history)",
+        ));
+    }
+    Ok(())
 }
 
 /// Checks a model's name, tags and metadata against the limits.

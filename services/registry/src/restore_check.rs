@@ -9,9 +9,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::{
     error::{RegistryError, Result},
-    manifest, names,
+    evidence, manifest, names,
     registry::{MAX_TAGS, check_metadata},
-    store::{EventKind, VersionStatus, snapshot::Snapshot},
+    store::{EventKind, VersionStatus, evidence::EvidenceRecord, snapshot::Snapshot},
 };
 
 /// Largest metadata document a restore reads, in bytes.
@@ -132,6 +132,7 @@ pub fn check(s: &Snapshot, max_files: usize) -> Result<()> {
             )));
         }
     }
+    check_gate_tables(s, &latest)?;
     let mut last = 0;
     for e in &s.events {
         revision(e.revision, "an event")?;
@@ -152,12 +153,82 @@ pub fn check(s: &Snapshot, max_files: usize) -> Result<()> {
     Ok(())
 }
 
+/// Evidence, policies and the gate's decisions: bounded like live writes,
+/// and every reference resolves inside the backup.
+fn check_gate_tables(s: &Snapshot, latest: &HashMap<&str, i64>) -> Result<()> {
+    let mut ids = HashSet::new();
+    for (i, e) in s.evidence.iter().enumerate() {
+        let at = format!("backup evidence[{i}]");
+        let record = EvidenceRecord {
+            id: e.id,
+            model: e.model.clone(),
+            version: e.version,
+            manifest_digest: e.manifest_digest.clone(),
+            suite_digest: e.suite_digest.clone(),
+            passed: e.passed,
+            against_version: e.against_version,
+            recorded_ms: e.recorded_ms,
+            body: e.body.clone(),
+        };
+        evidence::check_evidence(&at, &record)?;
+        let top = latest.get(e.model.as_str()).copied().unwrap_or(0);
+        if e.version > top || e.against_version > top {
+            return Err(bad(format!(
+                "{at}: model {:?} has no version {} or {} (its latest_version is {top})",
+                e.model, e.version, e.against_version
+            )));
+        }
+        if !ids.insert(e.id) {
+            return Err(bad(format!("{at}: id {} appears twice", e.id)));
+        }
+    }
+    let mut policies = HashSet::new();
+    for (i, p) in s.policies.iter().enumerate() {
+        let at = format!("backup policies[{i}]");
+        let mut record = p.policy.clone();
+        record.model = p.model.clone();
+        record.alias = p.alias.clone();
+        evidence::check_policy(&at, &record)?;
+        if !latest.contains_key(p.model.as_str()) {
+            return Err(bad(format!(
+                "{at}: model {:?} is not in the backup",
+                p.model
+            )));
+        }
+        if !policies.insert((p.model.as_str(), p.alias.as_str())) {
+            return Err(bad(format!("{at}: {}@{} appears twice", p.model, p.alias)));
+        }
+    }
+    let moves: HashSet<i64> = s.alias_history.iter().map(|h| h.revision).collect();
+    let mut gated = HashSet::new();
+    for g in &s.alias_gate {
+        if !moves.contains(&g.revision) || !gated.insert(g.revision) {
+            return Err(bad(format!(
+                "alias_gate: revision {} is no alias move of the backup, or appears twice",
+                g.revision
+            )));
+        }
+        if g.evidence_id != 0 && !ids.contains(&g.evidence_id) {
+            return Err(bad(format!(
+                "alias_gate: the move of revision {} names evidence {}, which the backup does not hold",
+                g.revision, g.evidence_id
+            )));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::{
         manifest::FileEntry,
-        store::snapshot::{AliasRow, BlobRow, EventRow, ModelRow, VersionRow},
+        store::{
+            evidence::{CheckRecord, EvidenceBody, PolicyRecord},
+            snapshot::{
+                AliasRow, BlobRow, EventRow, EvidenceRow, GateRow, ModelRow, PolicyRow, VersionRow,
+            },
+        },
     };
 
     const SHA: &str = "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae";
@@ -211,6 +282,41 @@ mod tests {
                 size: 3,
                 released_ms: None,
             }],
+            evidence: vec![EvidenceRow {
+                id: 4,
+                model: "m".into(),
+                version: 1,
+                manifest_digest: manifest::digest(&[FileEntry {
+                    path: "model.onnx".into(),
+                    size: 3,
+                    sha256: SHA.into(),
+                }]),
+                suite_digest: SHA.into(),
+                passed: true,
+                against_version: 0,
+                recorded_ms: 0,
+                body: EvidenceBody {
+                    checks: vec![CheckRecord {
+                        name: "accuracy".into(),
+                        passed: true,
+                        figures: vec![("accuracy".into(), 0.9)],
+                        ..Default::default()
+                    }],
+                    kind: "validation".into(),
+                    ..Default::default()
+                },
+            }],
+            policies: vec![PolicyRow {
+                model: "m".into(),
+                alias: "production".into(),
+                policy: PolicyRecord {
+                    suite_digest: SHA.into(),
+                    margin: Some(0.02),
+                    ..Default::default()
+                },
+                updated_ms: 0,
+            }],
+            alias_gate: Vec::new(),
         }
     }
 
@@ -251,6 +357,32 @@ mod tests {
                 Box::new(|s| {
                     let m = s.models[0].clone();
                     s.models.push(m);
+                }),
+            ),
+            (
+                "finite",
+                Box::new(|s| s.evidence[0].body.checks[0].figures[0].1 = f64::NAN),
+            ),
+            (
+                "latest_version is 1",
+                Box::new(|s| s.evidence[0].version = 3),
+            ),
+            (
+                "check(s) failed",
+                Box::new(|s| s.evidence[0].body.checks[0].passed = false),
+            ),
+            (
+                "margin",
+                Box::new(|s| s.policies[0].policy.margin = Some(7.0)),
+            ),
+            (
+                "no alias move",
+                Box::new(|s| {
+                    s.alias_gate.push(GateRow {
+                        revision: 2,
+                        evidence_id: 4,
+                        overridden: false,
+                    })
                 }),
             ),
         ];

@@ -30,7 +30,8 @@ impl WatchSpec {
         (self.models.is_empty() || self.models.contains(&e.model))
             && (self.kinds.is_empty() || self.kinds.contains(&e.kind))
             && (self.aliases.is_empty()
-                || (e.kind == EventKind::AliasMoved && self.aliases.contains(&e.alias)))
+                || (matches!(e.kind, EventKind::AliasMoved | EventKind::PolicyChanged)
+                    && self.aliases.contains(&e.alias)))
     }
 }
 

@@ -118,12 +118,82 @@ impl AdminToken {
     }
 }
 
-/// Refuses calls to `protected` paths that carry neither credential.
+/// What a caller was admitted as; the layer puts it in the request's
+/// extensions of every protected call, so a handler can ask for more than
+/// the method itself needs (the registry's policy override).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// No credential is configured: every caller may do everything
+    /// (loopback development).
+    Open,
+    /// A writer credential (`server.writer_token_file`,
+    /// `server.tls.writer_identities`).
+    Write,
+    /// An admin credential (`server.admin_token_file`,
+    /// `server.tls.admin_identities`).
+    Admin,
+}
+
+impl Scope {
+    /// The scope a handler finds in a request (none: an unprotected call,
+    /// which admits nothing beyond reading).
+    pub fn of<T>(req: &tonic::Request<T>) -> Option<Scope> {
+        req.extensions().get::<Scope>().copied()
+    }
+
+    /// Whether this scope may do what only an admin may.
+    pub fn is_admin(self) -> bool {
+        matches!(self, Scope::Open | Scope::Admin)
+    }
+}
+
+/// The credentials a server accepts, by scope.
+#[derive(Clone, Debug, Default)]
+pub struct Credentials {
+    pub admin_token: Option<AdminToken>,
+    pub admin_identities: Arc<[ServerName<'static>]>,
+    pub writer_token: Option<AdminToken>,
+    pub writer_identities: Arc<[ServerName<'static>]>,
+}
+
+impl Credentials {
+    /// Whether any credential is configured (otherwise every call is open).
+    pub fn any(&self) -> bool {
+        self.admin_token.is_some()
+            || self.writer_token.is_some()
+            || !self.admin_identities.is_empty()
+            || !self.writer_identities.is_empty()
+    }
+
+    /// The highest scope a call's token or certificate grants.
+    fn scope_of<B>(&self, req: &Request<B>) -> Option<Scope> {
+        let given = req.headers().get(ADMIN_TOKEN_HEADER).map(|v| v.as_bytes());
+        let cert = req
+            .extensions()
+            .get::<ConnInfo>()
+            .and_then(|c| c.peer_cert.as_ref());
+        let token_is =
+            |t: &Option<AdminToken>| matches!((t, given), (Some(t), Some(g)) if t.matches(g));
+        let named = |ids: &[ServerName<'static>]| {
+            !ids.is_empty() && cert.and_then(|c| c.named(ids)).is_some()
+        };
+        if token_is(&self.admin_token) || named(&self.admin_identities) {
+            Some(Scope::Admin)
+        } else if token_is(&self.writer_token) || named(&self.writer_identities) {
+            Some(Scope::Write)
+        } else {
+            None
+        }
+    }
+}
+
+/// Refuses calls to `protected` paths that carry no writer or admin
+/// credential, and calls to `admin_only` paths without an admin one.
 #[derive(Clone, Debug)]
 pub struct AdminLayer {
-    pub token: Option<AdminToken>,
-    pub identities: Arc<[ServerName<'static>]>,
+    pub credentials: Arc<Credentials>,
     pub protected: &'static [&'static str],
+    pub admin_only: &'static [&'static str],
 }
 
 impl<S> Layer<S> for AdminLayer {
@@ -131,9 +201,7 @@ impl<S> Layer<S> for AdminLayer {
     fn layer(&self, inner: S) -> Self::Service {
         Admin {
             inner,
-            token: self.token.clone(),
-            identities: Arc::clone(&self.identities),
-            protected: self.protected,
+            layer: self.clone(),
         }
     }
 }
@@ -141,9 +209,7 @@ impl<S> Layer<S> for AdminLayer {
 #[derive(Clone, Debug)]
 pub struct Admin<S> {
     inner: S,
-    token: Option<AdminToken>,
-    identities: Arc<[ServerName<'static>]>,
-    protected: &'static [&'static str],
+    layer: AdminLayer,
 }
 
 impl<S, B, RB> Service<Request<B>> for Admin<S>
@@ -160,55 +226,67 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        if self.token.is_none() && self.identities.is_empty() {
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let l = &self.layer;
+        let path = req.uri().path().to_owned();
+        let admin_only = l.admin_only.contains(&path.as_str());
+        if !admin_only && !l.protected.contains(&path.as_str()) {
             return Either::Left(self.inner.call(req));
         }
-        let path = req.uri().path();
-        if !self.protected.contains(&path) {
+        if !l.credentials.any() {
+            req.extensions_mut().insert(Scope::Open);
             return Either::Left(self.inner.call(req));
         }
-        let given = req.headers().get(ADMIN_TOKEN_HEADER);
-        if let (Some(token), Some(v)) = (&self.token, given)
-            && token.matches(v.as_bytes())
-        {
+        let scope = l.credentials.scope_of(&req);
+        if scope == Some(Scope::Admin) || (scope == Some(Scope::Write) && !admin_only) {
+            tracing::debug!(method = path, ?scope, "protected call admitted");
+            if let Some(scope) = scope {
+                req.extensions_mut().insert(scope);
+            }
             return Either::Left(self.inner.call(req));
         }
-        let cert = req
+        let had_token = req.headers().contains_key(ADMIN_TOKEN_HEADER);
+        let had_cert = req
             .extensions()
             .get::<ConnInfo>()
-            .and_then(|c| c.peer_cert.as_ref());
-        if let Some(name) = cert.and_then(|c| c.named(&self.identities)) {
-            tracing::debug!(method = path, identity = ?name, "admin call by certificate");
-            return Either::Left(self.inner.call(req));
-        }
-        let status = refusal(
-            path,
-            given.is_some(),
-            cert.is_some() && !self.identities.is_empty(),
-            self.token.is_some(),
-        );
+            .is_some_and(|c| c.peer_cert.is_some());
+        let status = refusal(&path, admin_only, scope.is_some(), had_token, had_cert);
         tracing::warn!(
             method = path,
             reason = status.message(),
-            "admin call refused"
+            "protected call refused"
         );
         Either::Right(ready(Ok(status.into_http())))
     }
 }
 
-/// Why a protected call was refused, naming what would admit it.
-fn refusal(path: &str, had_token: bool, cert_not_listed: bool, token_set: bool) -> tonic::Status {
-    let accepted = if token_set {
+/// Why a protected call was refused, naming what would admit it:
+/// PERMISSION_DENIED for a credential of too low a scope or a certificate
+/// that names no one listed, UNAUTHENTICATED for no or a wrong token.
+fn refusal(
+    path: &str,
+    admin_only: bool,
+    writer: bool,
+    had_token: bool,
+    had_cert: bool,
+) -> tonic::Status {
+    let accepted = if admin_only {
         format!(
-            "a client certificate named in server.tls.admin_identities or `{ADMIN_TOKEN_HEADER}` metadata with the token of server.admin_token_file"
+            "an admin credential: a client certificate named in server.tls.admin_identities or `{ADMIN_TOKEN_HEADER}` metadata with the token of server.admin_token_file"
         )
     } else {
-        "a client certificate named in server.tls.admin_identities".to_owned()
+        format!(
+            "a client certificate named in server.tls.admin_identities or server.tls.writer_identities, or `{ADMIN_TOKEN_HEADER}` metadata with the token of server.admin_token_file or server.writer_token_file"
+        )
     };
-    if cert_not_listed && !had_token {
+    if writer {
         return tonic::Status::permission_denied(format!(
-            "{path} changes state: the client certificate is not named in server.tls.admin_identities (accepted: {accepted})"
+            "{path} needs the admin scope; the call's credential is a writer's (accepted: {accepted})"
+        ));
+    }
+    if had_cert && !had_token {
+        return tonic::Status::permission_denied(format!(
+            "{path} changes state: the client certificate is not named in the configured identities (accepted: {accepted})"
         ));
     }
     let why = if had_token {
@@ -216,15 +294,9 @@ fn refusal(path: &str, had_token: bool, cert_not_listed: bool, token_set: bool) 
     } else {
         "lacks the"
     };
-    if token_set {
-        tonic::Status::unauthenticated(format!(
-            "{path} changes state: the call {why} `{ADMIN_TOKEN_HEADER}` metadata (accepted: {accepted})"
-        ))
-    } else {
-        tonic::Status::unauthenticated(format!(
-            "{path} changes state: the call has no client certificate named in server.tls.admin_identities"
-        ))
-    }
+    tonic::Status::unauthenticated(format!(
+        "{path} changes state: the call {why} credential (accepted: {accepted})"
+    ))
 }
 
 #[cfg(test)]

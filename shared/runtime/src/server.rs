@@ -16,14 +16,13 @@ use tonic::service::Routes;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
-    admin::{AdminLayer, AdminToken},
+    admin::{AdminLayer, AdminToken, Credentials},
     conn::{self, ConnPolicy},
     limits::MessageLimitLayer,
     propagation::ServerTraceLayer,
     settings::ServerSettings,
     tls::{ServerTls, parse_names},
 };
-use rustls::pki_types::ServerName;
 
 /// Why the server could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -53,10 +52,10 @@ pub struct GrpcServer {
     health: HealthReporter,
     health_service:
         tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>,
-    admin_token: Option<AdminToken>,
-    admin_identities: std::sync::Arc<[ServerName<'static>]>,
+    credentials: Credentials,
     tls: Option<ServerTls>,
     protected: &'static [&'static str],
+    admin_only: &'static [&'static str],
 }
 
 impl GrpcServer {
@@ -88,16 +87,29 @@ impl GrpcServer {
         // decoding it (mlmesh_proto::codec).
         mlmesh_proto::codec::set_max_elements(settings.max_request_elements);
         let mut server = Self::from_listeners(settings, listener, metrics_listener, registry);
-        server.admin_token = crate::admin::AdminToken::from_setting(
-            &settings.admin_token_file,
-            "server.admin_token_file",
-        )?;
+        let c = &mut server.credentials;
+        c.admin_token =
+            AdminToken::from_setting(&settings.admin_token_file, "server.admin_token_file")?;
+        c.writer_token =
+            AdminToken::from_setting(&settings.writer_token_file, "server.writer_token_file")?;
         server.tls = ServerTls::from_settings(&settings.tls, "server.tls")?;
-        let key = "server.tls.admin_identities";
-        server.admin_identities = parse_names(&settings.tls.admin_identities, key)?.into();
-        if !server.admin_identities.is_empty()
-            && !server.tls.as_ref().is_some_and(|t| t.is_mutual())
-        {
+        let mutual = server.tls.as_ref().is_some_and(|t| t.is_mutual());
+        for (key, names, into) in [
+            (
+                "server.tls.admin_identities",
+                &settings.tls.admin_identities,
+                &mut server.credentials.admin_identities,
+            ),
+            (
+                "server.tls.writer_identities",
+                &settings.tls.writer_identities,
+                &mut server.credentials.writer_identities,
+            ),
+        ] {
+            *into = parse_names(names, key)?.into();
+            if into.is_empty() || mutual {
+                continue;
+            }
             return Err(crate::SettingsError::Value {
                 key: key.into(),
                 reason: "set without server.tls.client_ca_file: clients present no certificate to name them".into(),
@@ -108,19 +120,23 @@ impl GrpcServer {
     }
 
     /// Names the methods (full gRPC paths, `/pkg.Service/Method`) that
-    /// change state: with `server.admin_token_file` set they need its token
-    /// (see [`crate::admin`]).
+    /// change state: with credentials configured they need a writer's or an
+    /// admin's (see [`crate::admin`]).
     pub fn protect(mut self, paths: &'static [&'static str]) -> Self {
         self.protected = paths;
-        if self.admin_token.is_none()
-            && self.admin_identities.is_empty()
-            && !self.local_addr().ip().is_loopback()
-        {
+        if !self.credentials.any() && !self.local_addr().ip().is_loopback() {
             tracing::warn!(
                 addr = %self.local_addr(),
                 "state-changing RPCs are open to every caller that can reach this address: set server.tls.admin_identities (mutual TLS) or server.admin_token_file (and keep the chart's NetworkPolicies on)"
             );
         }
+        self
+    }
+
+    /// Names the methods only an admin credential admits (a writer's is
+    /// refused with PERMISSION_DENIED), e.g. the registry's Backup.
+    pub fn admin_only(mut self, paths: &'static [&'static str]) -> Self {
+        self.admin_only = paths;
         self
     }
 
@@ -142,8 +158,8 @@ impl GrpcServer {
             registry,
             health,
             health_service,
-            admin_token: None,
-            admin_identities: Vec::new().into(),
+            credentials: Credentials::default(),
+            admin_only: &[],
             tls: None,
             protected: &[],
         }
@@ -275,9 +291,9 @@ impl GrpcServer {
             .http2_keepalive_timeout(Some(self.settings.http2_keepalive_timeout()))
             .layer(ServerTraceLayer)
             .layer(AdminLayer {
-                token: self.admin_token.clone(),
-                identities: self.admin_identities.clone(),
+                credentials: std::sync::Arc::new(self.credentials),
                 protected: self.protected,
+                admin_only: self.admin_only,
             })
             .layer(MessageLimitLayer {
                 max_request_bytes: self.settings.max_request_bytes,

@@ -29,6 +29,8 @@ pub struct CheckResult {
     pub mcnemar: Option<McNemar>,
     /// The smallest difference the suite could detect (α 0.05, power 0.8).
     pub min_detectable: Option<f64>,
+    /// The non-inferiority margin the interval was judged with.
+    pub margin: Option<f64>,
 }
 
 impl CheckResult {
@@ -42,6 +44,7 @@ impl CheckResult {
             interval: None,
             mcnemar: None,
             min_detectable: None,
+            margin: None,
         }
     }
 }
@@ -371,6 +374,7 @@ fn accuracy(
         r.interval = Some(interval);
         r.mcnemar = Some(test);
         r.min_detectable = mdd;
+        r.margin = margin;
     }
     r.passed = passed;
     r.detail = detail;

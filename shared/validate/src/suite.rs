@@ -129,7 +129,47 @@ pub struct Suite {
     pub checks: Vec<Check>,
     #[serde(default)]
     pub bootstrap: Bootstrap,
+    /// What running the version may cost; none: nothing is measured.
+    #[serde(default)]
+    pub budgets: Option<Budgets>,
 }
+
+/// Limits on what serving a version costs, measured by the validator on
+/// the machine it runs on (with a champion, interleaved with it so drift
+/// hits both).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Budgets {
+    /// Most milliseconds from starting the serving process to ready.
+    pub load_ms: Option<f64>,
+    /// Most resident megabytes of the serving process once loaded.
+    pub rss_mb: Option<f64>,
+    /// Most p99 latency, in milliseconds, at `concurrency`.
+    pub p99_ms: Option<f64>,
+    /// Most candidate p99 as a multiple of the champion's.
+    pub p99_ratio: Option<f64>,
+    /// Calls in flight while latency is measured.
+    pub concurrency: usize,
+    /// Calls per version (in rounds alternating with the champion).
+    pub requests: usize,
+}
+
+impl Default for Budgets {
+    fn default() -> Self {
+        Self {
+            load_ms: None,
+            rss_mb: None,
+            p99_ms: None,
+            p99_ratio: None,
+            concurrency: 4,
+            requests: 200,
+        }
+    }
+}
+
+/// Most calls a latency budget makes per version, and most in flight.
+pub const MAX_BUDGET_REQUESTS: usize = 20_000;
+pub const MAX_BUDGET_CONCURRENCY: usize = 64;
 
 impl Suite {
     /// Parses and checks a suite document.
@@ -167,6 +207,30 @@ impl Suite {
                 "bootstrap.resamples",
                 format!("1 to {}", crate::MAX_RESAMPLES),
             ));
+        }
+        if let Some(b) = &self.budgets {
+            for (f, v) in [
+                ("load_ms", b.load_ms),
+                ("rss_mb", b.rss_mb),
+                ("p99_ms", b.p99_ms),
+                ("p99_ratio", b.p99_ratio),
+            ] {
+                if v.is_some_and(|v| !(v.is_finite() && v > 0.0)) {
+                    return Err(invalid(format!("budgets.{f}"), "a finite number above 0"));
+                }
+            }
+            if !(1..=MAX_BUDGET_CONCURRENCY).contains(&b.concurrency) {
+                return Err(invalid(
+                    "budgets.concurrency",
+                    format!("1 to {MAX_BUDGET_CONCURRENCY}"),
+                ));
+            }
+            if !(1..=MAX_BUDGET_REQUESTS).contains(&b.requests) {
+                return Err(invalid(
+                    "budgets.requests",
+                    format!("1 to {MAX_BUDGET_REQUESTS}"),
+                ));
+            }
         }
         for (i, c) in self.checks.iter().enumerate() {
             let field = |f: &str| format!("checks[{i}].{f}");

@@ -253,6 +253,7 @@ async fn move_alias(reg: &mut RegistryClient<tonic::transport::Channel>, from: i
             expected_version: Some(from),
         }],
         reason: format!("move to v{to}"),
+        override_policy: false,
     })
     .await
     .expect("move the alias");

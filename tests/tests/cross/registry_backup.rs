@@ -149,6 +149,7 @@ fn backup_of_a_running_registry_restores_into_an_empty_one() {
                     expected_version: None,
                 }],
                 reason: "release".into(),
+                override_policy: false,
             })
             .await
             .expect("alias");

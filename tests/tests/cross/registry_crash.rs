@@ -74,6 +74,7 @@ async fn push_seeded(
             expected_version: None,
         }],
         reason: String::new(),
+        override_policy: false,
     })
     .await?;
     Ok((version, files.iter().map(|(_, b)| sha256(b)).collect()))

@@ -175,6 +175,7 @@ fn the_inference_service_follows_an_alias_with_zero_failed_calls() {
                 expected_version: Some(0),
             }],
             reason: "first release".into(),
+            override_policy: false,
         })
         .await
         .expect("alias");
@@ -265,6 +266,7 @@ fn the_inference_service_follows_an_alias_with_zero_failed_calls() {
                 expected_version: Some(1),
             }],
             reason: "v2".into(),
+            override_policy: false,
         })
         .await
         .expect("promote");
@@ -275,6 +277,7 @@ fn the_inference_service_follows_an_alias_with_zero_failed_calls() {
             alias: "production".into(),
             expected_version: Some(2),
             reason: "roll back".into(),
+            override_policy: false,
         })
         .await
         .expect("rollback");
@@ -296,6 +299,7 @@ fn the_inference_service_follows_an_alias_with_zero_failed_calls() {
                 expected_version: Some(1),
             }],
             reason: "broken".into(),
+            override_policy: false,
         })
         .await
         .expect("move to the broken version");
@@ -346,6 +350,7 @@ fn the_inference_service_follows_an_alias_with_zero_failed_calls() {
                 expected_version: Some(3),
             }],
             reason: "broken, with a config".into(),
+            override_policy: false,
         })
         .await
         .expect("move to the broken version with a config");
@@ -371,6 +376,7 @@ fn the_inference_service_follows_an_alias_with_zero_failed_calls() {
                 expected_version: Some(4),
             }],
             reason: "back to v1".into(),
+            override_policy: false,
         })
         .await
         .expect("back to v1");

@@ -152,21 +152,26 @@ fn a_worse_version_fails_validation_naming_the_check_and_a_good_one_passes() {
 
     // Production against itself: non-inferior; the suite this time from
     // the registry (content-addressed), and the outcome as a record.
+    // This copy of the suite also has budgets (generous: the machine is
+    // shared; the figures are what matters).
     let suites = TempDir::new("validate-suite");
-    std::fs::copy(repo_root().join(suite), suites.path().join("suite.json")).expect("copy suite");
+    let mut doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(repo_root().join(suite)).expect("suite"))
+            .expect("json");
+    doc["budgets"] = serde_json::json!({
+        "load_ms": 60000, "rss_mb": 4096, "p99_ms": 2000, "p99_ratio": 50,
+        "concurrency": 4, "requests": 100
+    });
+    let bytes = serde_json::to_vec(&doc).expect("json");
+    std::fs::write(suites.path().join("suite.json"), &bytes).expect("write suite");
+    let suite_digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
     ok(&["registry", "create", "iris-suites"]);
-    let pushed = ok(&[
+    ok(&[
         "registry",
         "push",
         "iris-suites",
         suites.path().to_str().expect("utf-8"),
     ]);
-    let suite_digest = pushed
-        .split("manifest ")
-        .nth(1)
-        .map(str::trim)
-        .expect("the push prints the manifest digest")
-        .to_owned();
     let report = suites.path().join("report.json");
     let printed = ok(&[
         "model",
@@ -192,9 +197,86 @@ fn a_worse_version_fails_validation_naming_the_check_and_a_good_one_passes() {
             .is_some_and(|d| !d.is_empty()),
         "{record}"
     );
-    assert_eq!(record["passed"], true);
-    assert_eq!(record["checks"].as_array().map(Vec::len), Some(3));
+    assert_eq!(record["passed"], true, "{record}");
+    assert_eq!(record["checks"].as_array().map(Vec::len), Some(6));
     assert_eq!(record["checks"][1]["interval"]["n"], 150);
     assert!(record["runner"]["cores"].as_u64().is_some_and(|c| c >= 1));
+    for words in [
+        "PASS budget load",
+        "PASS budget memory",
+        "PASS budget latency",
+        "champion p99",
+    ] {
+        assert!(printed.contains(words), "{printed} lacks {words:?}");
+    }
+
+    // The gate: production now demands passing evidence of this suite,
+    // non-inferior to the current version by 0.02.
+    let printed = ok(&[
+        "registry",
+        "policy",
+        "set",
+        "iris-logreg",
+        "production",
+        "--suite",
+        "registry://iris-suites@1",
+        "--margin",
+        "0.02",
+    ]);
+    assert!(printed.contains(&suite_digest[..12]), "{printed}");
+    let out = mlmesh(&["registry", "alias", "set", "iris-logreg", "production", "2"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("requires passing evidence"),
+        "{err}"
+    );
+    // Promoting the worse tree: validated, refused, the failure recorded.
+    let out = mlmesh(&["model", "promote", "iris-logreg", "2", "--to", "production"]);
+    let printed = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the tree was promoted: {printed}");
+    for words in [
+        "the registry asks for evidence",
+        "FAIL accuracy probabilities",
+        "recorded as evidence",
+    ] {
+        assert!(printed.contains(words), "{printed} lacks {words:?}");
+    }
+    assert!(err.contains("validation failed"), "{err}");
+    let shown = ok(&["registry", "evidence", "iris-logreg", "2"]);
+    assert!(
+        shown.contains("FAILED") && shown.contains("FAIL accuracy probabilities"),
+        "{shown}"
+    );
+    // A good version (the same logistic regression again) is validated and
+    // promoted; the move names its evidence.
+    ok(&[
+        "registry",
+        "push",
+        "iris-logreg",
+        "services/inference/models/iris-logreg",
+    ]);
+    let printed = ok(&["model", "promote", "iris-logreg", "3", "--to", "production"]);
+    assert!(printed.contains("PASS accuracy probabilities"), "{printed}");
+    assert!(
+        printed.contains("production: v1 -> v3") && printed.contains("[evidence"),
+        "{printed}"
+    );
+    let history = ok(&["registry", "alias", "history", "iris-logreg", "production"]);
+    assert!(
+        history
+            .lines()
+            .next()
+            .is_some_and(|l| l.contains("v1 -> v3") && l.contains("[evidence")),
+        "{history}"
+    );
+    let shown = ok(&["registry", "show", "iris-logreg", "3"]);
+    assert!(
+        shown.contains("PASSED") && shown.contains("against v1"),
+        "{shown}"
+    );
+    // Promoting again: nothing to do.
+    let printed = ok(&["model", "promote", "iris-logreg", "3", "--to", "production"]);
+    assert!(printed.contains("already points at v3"), "{printed}");
     drop(registry);
 }

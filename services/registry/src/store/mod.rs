@@ -8,6 +8,7 @@
 //! [`sqlite`] is the embedded backend, [`postgres`] the one several
 //! replicas share.
 
+pub mod evidence;
 pub mod postgres;
 pub mod queries;
 mod schema;
@@ -125,6 +126,10 @@ pub struct AliasMoveRecord {
     pub revision: i64,
     pub moved_ms: i64,
     pub reason: String,
+    /// The evidence the alias's policy accepted (0: none needed).
+    pub evidence_id: i64,
+    /// The move passed over the alias's policy.
+    pub overridden: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -135,6 +140,8 @@ pub enum EventKind {
     VersionStatusChanged = 4,
     VersionDeleted = 5,
     AliasMoved = 6,
+    EvidenceRecorded = 8,
+    PolicyChanged = 9,
 }
 
 impl EventKind {
@@ -146,6 +153,8 @@ impl EventKind {
             4 => Self::VersionStatusChanged,
             5 => Self::VersionDeleted,
             6 => Self::AliasMoved,
+            8 => Self::EvidenceRecorded,
+            9 => Self::PolicyChanged,
             _ => return None,
         })
     }
@@ -237,11 +246,14 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Deletes a version; contents no other version holds are released.
     fn delete_version(&self, model: &str, version: i64, now_ms: i64) -> Result<()>;
 
+    /// Moves aliases; each move with a policy passes the gate (or is
+    /// overridden) in the same transaction.
     fn set_aliases(
         &self,
         model: &str,
         changes: &[AliasChange],
         reason: &str,
+        gate: evidence::Gate,
         now_ms: i64,
     ) -> Result<Vec<AliasMoveRecord>>;
     fn rollback_alias(
@@ -250,8 +262,32 @@ pub trait MetaStore: Send + Sync + 'static {
         alias: &str,
         expected: Option<i64>,
         reason: &str,
+        gate: evidence::Gate,
         now_ms: i64,
     ) -> Result<AliasMoveRecord>;
+
+    /// Stores evidence for a version (bound to its manifest digest).
+    fn record_evidence(
+        &self,
+        e: &evidence::EvidenceRecord,
+        now_ms: i64,
+    ) -> Result<evidence::EvidenceRecord>;
+    /// Newest first; `before`: ids below it (the page token).
+    fn list_evidence(
+        &self,
+        model: &str,
+        version: Option<i64>,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<evidence::EvidenceRecord>>;
+    /// Sets or removes an alias's policy.
+    fn set_policy(
+        &self,
+        p: &evidence::PolicyRecord,
+        remove: bool,
+        now_ms: i64,
+    ) -> Result<evidence::PolicyRecord>;
+    fn list_policies(&self, model: &str) -> Result<Vec<evidence::PolicyRecord>>;
     /// Moves newest first; `before`: revisions below it (the page token).
     fn alias_history(
         &self,

@@ -1,5 +1,5 @@
 //! The metadata tables, written once for both backends: BIGINT and TEXT
-//! columns (SQLite reads BIGINT as its INTEGER), `{SERIAL}` the one
+//! columns (SQLite reads BIGINT as its INTEGER), `{SERIAL}` a
 //! generated key (SQLite `INTEGER PRIMARY KEY`, PostgreSQL `BIGSERIAL
 //! PRIMARY KEY`). Every statement is idempotent: it runs at every start.
 
@@ -69,4 +69,17 @@ CREATE TABLE IF NOT EXISTS upload_files (
   path TEXT NOT NULL, size BIGINT NOT NULL, sha256 TEXT NOT NULL,
   PRIMARY KEY (upload_id, idx)
 );
-CREATE INDEX IF NOT EXISTS upload_files_sha256 ON upload_files (sha256)";
+CREATE INDEX IF NOT EXISTS upload_files_sha256 ON upload_files (sha256);
+CREATE TABLE IF NOT EXISTS evidence (
+  id {SERIAL}, model_id BIGINT NOT NULL, version BIGINT NOT NULL,
+  manifest_digest TEXT NOT NULL, suite_digest TEXT NOT NULL, passed BIGINT NOT NULL,
+  against_version BIGINT NOT NULL, recorded_ms BIGINT NOT NULL, body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS evidence_version ON evidence (model_id, version, suite_digest, id);
+CREATE TABLE IF NOT EXISTS alias_policies (
+  model_id BIGINT NOT NULL, alias TEXT NOT NULL, policy TEXT NOT NULL, updated_ms BIGINT NOT NULL,
+  PRIMARY KEY (model_id, alias)
+);
+CREATE TABLE IF NOT EXISTS alias_gate (
+  revision BIGINT PRIMARY KEY, evidence_id BIGINT NOT NULL, overridden BIGINT NOT NULL
+)";

@@ -6,7 +6,10 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::Lineage;
+use super::{
+    Lineage,
+    evidence::{EvidenceBody, PolicyRecord},
+};
 use crate::manifest::FileEntry;
 
 /// Bumped when the document changes incompatibly.
@@ -23,6 +26,42 @@ pub struct Snapshot {
     pub alias_history: Vec<HistoryRow>,
     pub events: Vec<EventRow>,
     pub blobs: Vec<BlobRow>,
+    /// Added after format 1 was first written: absent in older backups.
+    #[serde(default)]
+    pub evidence: Vec<EvidenceRow>,
+    #[serde(default)]
+    pub policies: Vec<PolicyRow>,
+    #[serde(default)]
+    pub alias_gate: Vec<GateRow>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EvidenceRow {
+    pub id: i64,
+    pub model: String,
+    pub version: i64,
+    pub manifest_digest: String,
+    pub suite_digest: String,
+    pub passed: bool,
+    pub against_version: i64,
+    pub recorded_ms: i64,
+    pub body: EvidenceBody,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PolicyRow {
+    pub model: String,
+    pub alias: String,
+    pub policy: PolicyRecord,
+    pub updated_ms: i64,
+}
+
+/// What the gate decided for the alias move of `revision`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GateRow {
+    pub revision: i64,
+    pub evidence_id: i64,
+    pub overridden: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

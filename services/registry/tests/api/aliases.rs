@@ -54,6 +54,7 @@ async fn aliases_move_by_compare_and_set_and_roll_back(store: Store) {
                 },
             ],
             reason: "promote".into(),
+            override_policy: false,
         })
         .await,
         Code::FailedPrecondition,
@@ -86,6 +87,7 @@ async fn aliases_move_by_compare_and_set_and_roll_back(store: Store) {
                 },
             ],
             reason: "release 3".into(),
+            override_policy: false,
         })
         .await
         .expect("both")
@@ -114,6 +116,7 @@ async fn aliases_move_by_compare_and_set_and_roll_back(store: Store) {
             alias: "production".into(),
             expected_version: Some(3),
             reason: "bad release".into(),
+            override_policy: false,
         })
         .await
         .expect("rollback")

@@ -311,6 +311,7 @@ impl TestApp {
                     expected_version: expected,
                 }],
                 reason: "test".into(),
+                override_policy: false,
             })
             .await
             .map(|r| r.into_inner())

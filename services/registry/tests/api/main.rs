@@ -3,6 +3,7 @@
 //! Digests are computed by the `sha2` crate, not by the registry.
 
 mod aliases;
+mod gate;
 mod helpers;
 mod limits;
 mod models;

@@ -122,6 +122,11 @@ pub struct ServerSettings {
     /// `x-mlmesh-admin-token`; empty: they are open (loopback development).
     /// The token is never logged.
     pub admin_token_file: String,
+    /// A file holding a second token, admitting the state-changing RPCs
+    /// except those only an admin may call (the registry's Backup and
+    /// Restore, an alias policy override): for CI jobs that push and
+    /// promote. Travels in the same metadata; empty: no writer token.
+    pub writer_token_file: String,
     /// TLS of the gRPC server (`[server.tls]`); plaintext when no
     /// certificate is set.
     pub tls: tls::ServerTlsSettings,
@@ -161,6 +166,7 @@ impl Default for ServerSettings {
             header_read_timeout_secs: 10,
             body_timeout_secs: 60,
             admin_token_file: String::new(),
+            writer_token_file: String::new(),
             tls: tls::ServerTlsSettings::default(),
         }
     }

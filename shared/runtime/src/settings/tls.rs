@@ -21,6 +21,11 @@ pub struct ServerTlsSettings {
     /// comma-separated string.
     #[serde(deserialize_with = "names_list")]
     pub admin_identities: Vec<String>,
+    /// Names (DNS or IP) of client certificates allowed to call the
+    /// state-changing RPCs except the admin-only ones (see
+    /// `server.writer_token_file`); a list or a comma-separated string.
+    #[serde(deserialize_with = "names_list")]
+    pub writer_identities: Vec<String>,
     /// How often the files are checked for a change, in seconds; 0: read
     /// once at start.
     pub reload_secs: u64,
@@ -36,6 +41,7 @@ impl Default for ServerTlsSettings {
             key_file: String::new(),
             client_ca_file: String::new(),
             admin_identities: Vec::new(),
+            writer_identities: Vec::new(),
             reload_secs: 30,
             handshake_timeout_secs: 10,
         }

@@ -127,6 +127,7 @@ pub(super) fn export(tx: &mut dyn Tx) -> Result<Snapshot> {
             })
         })
         .collect::<Result<Vec<_>>>()?;
+    let (evidence, policies, alias_gate) = super::gate::export(tx)?;
     Ok(Snapshot {
         format: FORMAT,
         revision: meta_value(tx, "revision")?,
@@ -137,6 +138,9 @@ pub(super) fn export(tx: &mut dyn Tx) -> Result<Snapshot> {
         alias_history,
         events,
         blobs,
+        evidence,
+        policies,
+        alias_gate,
     })
 }
 
@@ -234,6 +238,7 @@ pub(super) fn import(tx: &mut dyn Tx, s: &Snapshot) -> Result<()> {
             ],
         )?;
     }
+    super::gate::import(tx, s, &id_of)?;
     for b in &s.blobs {
         tx.exec(
             "INSERT INTO blobs VALUES (?1, ?2, ?3)",

@@ -4,12 +4,14 @@
 //! from the `meta` counter row inside that transaction.
 
 mod backup;
+mod gate;
 mod rows;
 
 use super::{
     AliasChange, AliasMoveRecord, EventKind, EventRecord, MetaStore, ModelFilter, ModelRecord,
     ModelSpec, Revisions, Selector, UploadQuota, UploadRecord, VersionFilter, VersionRecord,
     VersionStatus,
+    evidence::{EvidenceRecord, Gate, PolicyRecord},
     snapshot::Snapshot,
     sql::{Backend, args},
 };
@@ -269,13 +271,14 @@ impl<B: Backend> MetaStore for SqlStore<B> {
         model: &str,
         changes: &[AliasChange],
         reason: &str,
+        gate: Gate,
         now_ms: i64,
     ) -> Result<Vec<AliasMoveRecord>> {
         self.db.with(true, |tx| {
             let id = model_id(tx, model)?;
             let mut moves = Vec::new();
             for c in changes {
-                moves.extend(move_alias(tx, model, id, c, reason, now_ms)?);
+                moves.extend(move_alias(tx, model, id, c, reason, gate, now_ms)?);
             }
             Ok(moves)
         })
@@ -287,11 +290,38 @@ impl<B: Backend> MetaStore for SqlStore<B> {
         alias: &str,
         expected: Option<i64>,
         reason: &str,
+        gate: Gate,
         now_ms: i64,
     ) -> Result<AliasMoveRecord> {
         self.db.with(true, |tx| {
-            rollback_alias(tx, model, alias, expected, reason, now_ms)
+            rollback_alias(tx, model, alias, expected, reason, gate, now_ms)
         })
+    }
+
+    fn record_evidence(&self, e: &EvidenceRecord, now_ms: i64) -> Result<EvidenceRecord> {
+        self.db
+            .with(true, |tx| gate::record_evidence(tx, e, now_ms))
+    }
+
+    fn list_evidence(
+        &self,
+        model: &str,
+        version: Option<i64>,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<EvidenceRecord>> {
+        self.db.with(false, |tx| {
+            gate::list_evidence(tx, model, version, before, limit)
+        })
+    }
+
+    fn set_policy(&self, p: &PolicyRecord, remove: bool, now_ms: i64) -> Result<PolicyRecord> {
+        self.db
+            .with(true, |tx| gate::set_policy(tx, p, remove, now_ms))
+    }
+
+    fn list_policies(&self, model: &str) -> Result<Vec<PolicyRecord>> {
+        self.db.with(false, |tx| gate::list_policies(tx, model))
     }
 
     fn alias_history(
@@ -304,9 +334,11 @@ impl<B: Backend> MetaStore for SqlStore<B> {
         self.db.with(false, |tx| {
             let id = model_id(tx, model)?;
             tx.query(
-                "SELECT alias, from_version, to_version, revision, moved_ms, reason FROM alias_history
-                 WHERE model_id = ?1 AND (CAST(?2 AS TEXT) = '' OR alias = ?2) AND revision < ?3
-                 ORDER BY revision DESC LIMIT ?4",
+                "SELECT h.alias, h.from_version, h.to_version, h.revision, h.moved_ms, h.reason,
+                        COALESCE(g.evidence_id, 0), COALESCE(g.overridden, 0)
+                 FROM alias_history h LEFT JOIN alias_gate g ON g.revision = h.revision
+                 WHERE h.model_id = ?1 AND (CAST(?2 AS TEXT) = '' OR h.alias = ?2) AND h.revision < ?3
+                 ORDER BY h.revision DESC LIMIT ?4",
                 args![
                     id,
                     alias.unwrap_or(""),
@@ -324,6 +356,8 @@ impl<B: Backend> MetaStore for SqlStore<B> {
                     revision: r.int(3)?,
                     moved_ms: r.int(4)?,
                     reason: r.text(5)?,
+                    evidence_id: r.int(6)?,
+                    overridden: r.int(7)? != 0,
                 })
             })
             .collect()

@@ -12,6 +12,7 @@ use crate::{
     store::{
         AliasChange, AliasMoveRecord, EventKind, ModelFilter, ModelRecord, ModelSpec, UploadRecord,
         VersionRecord, VersionStatus,
+        evidence::Gate,
         sql::{Tx, Val, args},
     },
 };
@@ -222,6 +223,7 @@ pub(super) fn move_alias(
     id: i64,
     change: &AliasChange,
     reason: &str,
+    gate: Gate,
     now_ms: i64,
 ) -> Result<Option<AliasMoveRecord>> {
     let current = alias_of(tx, id, &change.alias)?;
@@ -258,6 +260,16 @@ pub(super) fn move_alias(
     if from == change.version {
         return Ok(None);
     }
+    let admission = super::gate::admit(
+        tx,
+        model,
+        id,
+        &change.alias,
+        from,
+        change.version,
+        gate,
+        now_ms,
+    )?;
     let revision = event(
         tx,
         EventKind::AliasMoved,
@@ -279,6 +291,7 @@ pub(super) fn move_alias(
             reason
         ],
     )?;
+    super::gate::remember(tx, revision, admission)?;
     if change.version == 0 {
         tx.exec(
             "DELETE FROM aliases WHERE model_id = ?1 AND alias = ?2",
@@ -298,6 +311,8 @@ pub(super) fn move_alias(
         revision,
         moved_ms: now_ms,
         reason: reason.to_owned(),
+        evidence_id: admission.evidence_id,
+        overridden: admission.overridden,
     }))
 }
 
@@ -442,6 +457,7 @@ pub(super) fn rollback_alias(
     alias: &str,
     expected: Option<i64>,
     reason: &str,
+    gate: Gate,
     now_ms: i64,
 ) -> Result<AliasMoveRecord> {
     let id = model_id(tx, model)?;
@@ -471,7 +487,7 @@ pub(super) fn rollback_alias(
         version: from,
         expected,
     };
-    move_alias(tx, model, id, &change, reason, now_ms)?.ok_or_else(|| {
+    move_alias(tx, model, id, &change, reason, gate, now_ms)?.ok_or_else(|| {
         RegistryError::FailedPrecondition(format!(
             "alias {alias:?} of model {model:?} already points at version {from}"
         ))
