@@ -170,12 +170,62 @@ impl Follower {
                     .registry_version
                     .with_label_values(&[&model])
                     .set(v.version);
+                self.report_evidence(c, &v).await;
             }
             Err(e) => {
                 tracing::error!(%model, version = v.version, serving = ?self.serving, error = %e, "registry version not served; the running version keeps serving");
             }
         }
         outcome
+    }
+
+    /// Says which validation evidence the version now served carries (a
+    /// log line and `mlmesh_inference_registry_evidence`): the newest
+    /// passing record bound to its manifest, or none. Informational: a
+    /// registry that cannot answer does not stop serving.
+    async fn report_evidence(&self, c: &mut Client, v: &pb::Version) {
+        let listed = c
+            .list_evidence(pb::ListEvidenceRequest {
+                model: v.model.clone(),
+                version: v.version,
+                page_size: 100,
+                page_token: String::new(),
+            })
+            .await;
+        let list = match listed {
+            Ok(r) => r.into_inner().evidence,
+            Err(s) => {
+                tracing::warn!(model = %v.model, version = v.version, error = %s.message(), "cannot list the served version's evidence");
+                return;
+            }
+        };
+        let bound: Vec<_> = list
+            .iter()
+            .filter(|e| e.manifest_digest == v.manifest_digest)
+            .collect();
+        let passing = bound.iter().find(|e| e.passed);
+        self.metrics
+            .registry_evidence
+            .with_label_values(&[&v.model])
+            .set(passing.map_or(0, |e| e.id));
+        match passing {
+            Some(e) => tracing::info!(
+                model = %v.model,
+                version = v.version,
+                evidence = e.id,
+                suite = %e.suite_digest,
+                suite_source = %e.suite_source,
+                against = e.against_version,
+                records = bound.len(),
+                "the served version carries passing validation evidence"
+            ),
+            None => tracing::warn!(
+                model = %v.model,
+                version = v.version,
+                records = bound.len(),
+                "the served version carries no passing validation evidence"
+            ),
+        }
     }
 
     async fn switch(&self, c: &mut Client, v: &pb::Version) -> Result<(), String> {

@@ -31,6 +31,7 @@ pub struct Metrics {
     pub registry_syncs: IntCounterVec,
     /// The registry version each registry-sourced model serves.
     pub registry_version: IntGaugeVec,
+    pub registry_evidence: IntGaugeVec,
 }
 
 impl Metrics {
@@ -100,6 +101,11 @@ impl Metrics {
             "Registry version served, per registry-sourced model",
             &["model"],
         )?;
+        let registry_evidence = r.gauge_vec(
+            "registry_evidence",
+            "Newest passing validation evidence (registry id) of the served version's manifest, per registry-sourced model; 0: none",
+            &["model"],
+        )?;
         Ok(Self {
             registry: r.registry(),
             requests,
@@ -115,6 +121,7 @@ impl Metrics {
             load_seconds,
             registry_syncs,
             registry_version,
+            registry_evidence,
         })
     }
 }

@@ -278,5 +278,34 @@ fn a_worse_version_fails_validation_naming_the_check_and_a_good_one_passes() {
     // Promoting again: nothing to do.
     let printed = ok(&["model", "promote", "iris-logreg", "3", "--to", "production"]);
     assert!(printed.contains("already points at v3"), "{printed}");
+
+    // The follower reports the evidence of the version it serves.
+    let evidence_id: f64 = history
+        .split("[evidence ")
+        .nth(1)
+        .and_then(|t| t.split(']').next())
+        .and_then(|n| n.trim().parse().ok())
+        .expect("the history names the evidence");
+    let (repo, cache) = (TempDir::new("validate-repo"), TempDir::new("validate-cache"));
+    let inference = Service::start(
+        "mlmesh-inference",
+        &[
+            ("MLMESH_INFERENCE__MODEL_REPOSITORY", repo.path().display().to_string()),
+            ("MLMESH_INFERENCE__REGISTRY_ADDR", addr.clone()),
+            ("MLMESH_INFERENCE__REGISTRY_MODELS", "registry://iris-logreg@production".into()),
+            ("MLMESH_INFERENCE__REGISTRY_CACHE_DIR", cache.path().display().to_string()),
+        ],
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let metric = "mlmesh_inference_registry_evidence{model=\"iris-logreg\"}";
+    while inference.metric(metric) != evidence_id {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the follower reports evidence {} (want {evidence_id})",
+            inference.metric(metric)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    drop(inference);
     drop(registry);
 }
