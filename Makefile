@@ -7,7 +7,7 @@ VECTOR_DATA_DIR ?= .cache/mlmesh/vector-data
 GATEWAY_LISTEN ?= 127.0.0.1:50050
 HTTP_LISTEN ?= 127.0.0.1:8080
 
-.PHONY: run test layering models mcp-tools postgres moto container-tools deploy-tools deploy-check images render-manifests openai-client tritonclient mlserver bench-inference bench-registry build check fmt clippy bench bench-embed bench-vector bench-gateway bench-gateway-pinned help
+.PHONY: run test layering models mcp-tools postgres moto container-tools deploy-tools deploy-check images render-manifests openai-client tritonclient mlserver bench-inference bench-registry bench-validation build check fmt clippy bench bench-embed bench-vector bench-gateway bench-gateway-pinned help
 
 # Every target with its purpose: the first sentence of the comment above
 # it (read from this file, so a new target documents itself).
@@ -130,7 +130,7 @@ GATEWAY_BENCH_ARGS ?= --concurrency 1,8 --duration 6 --rounds 3
 INFERENCE_BENCH_ARGS ?= --concurrency 1,16 --duration 6 --rounds 3
 REGISTRY_BENCH_ARGS ?= --sizes 100,500 --rounds 3 --promotions 20
 # Every benchmark below, each beside its baseline in the same run.
-bench: bench-embed bench-vector bench-gateway bench-inference bench-registry
+bench: bench-embed bench-vector bench-gateway bench-inference bench-registry bench-validation
 
 # The embedding service beside in-process ONNX Runtime.
 bench-embed: build
@@ -155,6 +155,11 @@ bench-gateway-pinned: build
 # same protocol, same load generator). Needs the release binaries.
 bench-inference: build mlserver
 	$(RELEASE_BIN)/mlmesh-bench inference $(INFERENCE_BENCH_ARGS)
+
+# The validation gate: SetAliases with and without a policy; a suite's run
+# time (needs the release binaries).
+bench-validation: build
+	$(RELEASE_BIN)/mlmesh-bench validation $(VALIDATION_BENCH_ARGS)
 
 # Registry push/pull and alias promotion (needs the release binaries).
 bench-registry: build

@@ -19,6 +19,7 @@ mod gateway;
 mod inference;
 mod registry;
 mod soak;
+mod validation;
 mod vector;
 
 use std::{
@@ -60,6 +61,8 @@ enum Workload {
     Soak(soak::SoakArgs),
     /// Codec: the element walk before every decode vs. prost's decode alone.
     Codec(codec::CodecArgs),
+    /// Validation: the gate's overhead on alias moves; a suite's run time.
+    Validation(validation::ValidationArgs),
 }
 
 #[derive(Parser)]
@@ -346,6 +349,7 @@ async fn main() -> anyhow::Result<()> {
             Workload::Gateway(args) => gateway::run(args).await,
             Workload::Inference(args) => inference::run(args).await,
             Workload::Registry(args) => registry::run(args).await,
+            Workload::Validation(args) => validation::run(args).await,
             Workload::Soak(args) => soak::run(args).await,
             Workload::Codec(args) => {
                 codec::run(args);

@@ -286,14 +286,26 @@ fn a_worse_version_fails_validation_naming_the_check_and_a_good_one_passes() {
         .and_then(|t| t.split(']').next())
         .and_then(|n| n.trim().parse().ok())
         .expect("the history names the evidence");
-    let (repo, cache) = (TempDir::new("validate-repo"), TempDir::new("validate-cache"));
+    let (repo, cache) = (
+        TempDir::new("validate-repo"),
+        TempDir::new("validate-cache"),
+    );
     let inference = Service::start(
         "mlmesh-inference",
         &[
-            ("MLMESH_INFERENCE__MODEL_REPOSITORY", repo.path().display().to_string()),
+            (
+                "MLMESH_INFERENCE__MODEL_REPOSITORY",
+                repo.path().display().to_string(),
+            ),
             ("MLMESH_INFERENCE__REGISTRY_ADDR", addr.clone()),
-            ("MLMESH_INFERENCE__REGISTRY_MODELS", "registry://iris-logreg@production".into()),
-            ("MLMESH_INFERENCE__REGISTRY_CACHE_DIR", cache.path().display().to_string()),
+            (
+                "MLMESH_INFERENCE__REGISTRY_MODELS",
+                "registry://iris-logreg@production".into(),
+            ),
+            (
+                "MLMESH_INFERENCE__REGISTRY_CACHE_DIR",
+                cache.path().display().to_string(),
+            ),
         ],
     );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
