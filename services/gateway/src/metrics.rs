@@ -37,6 +37,13 @@ pub struct Metrics {
     /// Authentication outcomes by caller (an API key's name, `jwt:<tier>`,
     /// or `unauthenticated`): bounded by the settings.
     pub auth: IntCounterVec,
+    /// Shadow calls by primary model and outcome (`agree`, `disagree`,
+    /// `error`, `skipped`): bounded by the rules in settings.
+    pub shadow_calls: IntCounterVec,
+    /// The largest absolute difference of a shadow's answer from the
+    /// primary's, per compared call.
+    pub shadow_drift: HistogramVec,
+    pub shadow_seconds: HistogramVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -102,6 +109,23 @@ impl Metrics {
                 "pipeline_duration_seconds",
                 "Pipeline run duration",
                 &["pipeline"],
+                secs.clone(),
+            )?,
+            shadow_calls: r.counter_vec(
+                "shadow_calls_total",
+                "Shadow calls by primary model and outcome",
+                &["model", "outcome"],
+            )?,
+            shadow_drift: r.histogram_vec(
+                "shadow_drift",
+                "Largest absolute difference of a shadow's answer from the primary's",
+                &["model"],
+                exponential_buckets(1e-9, 10.0, 12)?,
+            )?,
+            shadow_seconds: r.histogram_vec(
+                "shadow_duration_seconds",
+                "Shadow call duration",
+                &["model"],
                 secs,
             )?,
             pipeline_steps: r.counter_vec(

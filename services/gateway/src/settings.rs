@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 mod auth;
 pub mod endpoint;
+pub mod shadow;
 
 pub use endpoint::Endpoint;
 
@@ -40,6 +41,9 @@ pub struct Settings {
     pub pipelines: BTreeMap<String, crate::pipeline::PipelineSpec>,
     pub auth: AuthSettings,
     pub mcp: McpSettings,
+    /// Live calls mirrored to shadow models and compared
+    /// (`[[shadow.rules]]` tables: docs/validation.md).
+    pub shadow: shadow::ShadowSettings,
 }
 
 impl Default for Settings {
@@ -55,6 +59,7 @@ impl Default for Settings {
             pipelines: BTreeMap::new(),
             auth: AuthSettings::default(),
             mcp: McpSettings::default(),
+            shadow: shadow::ShadowSettings::default(),
         }
     }
 }
@@ -316,6 +321,13 @@ impl Settings {
     /// Checks values no type can express.
     pub fn validate(&self) -> Result<(), SettingsError> {
         self.server.validate()?;
+        self.shadow.validate()?;
+        if !self.shadow.rules.is_empty() && self.downstream.inference.is_empty() {
+            return Err(invalid(
+                "shadow.rules",
+                "shadows are inference calls: set downstream.inference",
+            ));
+        }
         let d = &self.downstream;
         for (key, list) in [
             ("downstream.embedding", &d.embedding),

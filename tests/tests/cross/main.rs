@@ -26,6 +26,7 @@ mod registry_backup;
 mod registry_crash;
 mod registry_follow;
 mod registry_support;
+mod shadow;
 mod tritonclient;
 mod validate;
 mod vector_durability;

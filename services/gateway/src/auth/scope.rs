@@ -67,6 +67,8 @@ pub fn for_http(method: &http::Method, path: &str) -> Option<Option<Scope>> {
         "/mcp" => return Some(None),
         "/v1/embeddings" | "/v1/similarity" => Scope::Embed,
         "/v1/rag/query" => Scope::Search,
+        // How a candidate compares with production is the operator's.
+        "/v1/shadow" => Scope::Admin,
         p if p.starts_with("/v1/collections") => {
             if read || p.ends_with("/search") {
                 Scope::Search

@@ -109,6 +109,7 @@ impl Core {
         if m.forwarding == Forwarding::Broadcast {
             return self.broadcast(pool, m, body, deadline).await;
         }
+        let start = std::time::Instant::now();
         let resp = pool
             .call(m.path, deadline, true, |ch, remaining| {
                 let body = body.clone();
@@ -123,6 +124,9 @@ impl Core {
                 }
             })
             .await?;
+        if m.name == "ModelInfer" {
+            self.shadows.offer_raw(&body, &resp, start.elapsed());
+        }
         Ok(resp)
     }
 
@@ -231,7 +235,13 @@ impl Core {
         deadline: Deadline,
     ) -> Result<pb::ModelInferResponse> {
         let pool = self.inference_pool()?;
-        Ok(pool.unary(&rpc::MODEL_INFER, deadline, r).await?)
+        if self.shadows.is_empty() {
+            return Ok(pool.unary(&rpc::MODEL_INFER, deadline, r).await?);
+        }
+        let start = std::time::Instant::now();
+        let resp = pool.unary(&rpc::MODEL_INFER, deadline, r.clone()).await?;
+        self.shadows.offer(&r, &resp, start.elapsed());
+        Ok(resp)
     }
 
     /// A model's inputs and outputs.

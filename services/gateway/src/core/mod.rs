@@ -43,6 +43,7 @@ mod ingest;
 mod models;
 mod pipelines;
 mod search;
+pub mod shadow;
 
 pub use collections::{CollectionView, chunking_to_pb};
 pub use inference::{Forwarding, InferenceMethod, RawStream};
@@ -139,6 +140,8 @@ pub struct Core {
     /// Authentication and limits, when on.
     pub auth: Option<Arc<crate::auth::Auth>>,
     pub metrics: Metrics,
+    /// Live inference calls mirrored to shadow models (`[shadow]`).
+    pub shadows: Arc<shadow::Shadows>,
 }
 
 impl std::fmt::Debug for Core {
@@ -177,11 +180,17 @@ impl Core {
             "downstream.admin_token_file",
         )
         .map_err(|e| e.to_string())?;
+        let shadows = Arc::new(shadow::Shadows::new(
+            &settings.shadow,
+            Arc::clone(&inference),
+            metrics.clone(),
+        ));
         Ok(Self {
             inference_admin,
             embedding,
             vector,
             inference,
+            shadows,
             admission: Arc::new(Semaphore::new(settings.limits.max_in_flight)),
             settings,
             models: RwLock::new(None),

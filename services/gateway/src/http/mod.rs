@@ -228,6 +228,11 @@ fn invalid(field: &str, reason: impl Into<String>) -> Response {
     err(GatewayError::invalid(field, reason))
 }
 
+/// The shadow rules' figures so far (`core::shadow`).
+async fn shadow_report(State(app): State<App>) -> Response {
+    json_response(StatusCode::OK, &app.core.shadows.report())
+}
+
 async fn healthz() -> Response {
     json_response(StatusCode::OK, &json!({"status": "ok"}))
 }
@@ -329,6 +334,7 @@ pub fn router(core: Arc<Core>, mcp: Option<crate::mcp::McpService>) -> Router {
         .route("/v1/pipelines", get(pipelines::list))
         .route("/v1/pipelines/{name}", post(pipelines::run))
         .route("/v1/models", get(openai::list_models))
+        .route("/v1/shadow", get(shadow_report))
         .route("/v1/models/{id}", get(openai::get_model))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
