@@ -7,7 +7,10 @@
 //! - `mlmesh model validate` of a classifier suite of `--examples` examples
 //!   (the iris data set's 150 flowers, repeated in order to the size) with
 //!   robustness probes and budgets, against a champion: wall time per run,
-//!   median of `--runs`.
+//!   median of `--runs`;
+//! - the primary's latency through a gateway mirroring a share of its
+//!   calls to a shadow, against one without the rule (same inference
+//!   service, alternating rounds).
 
 use std::{process::Command, time::Instant};
 
@@ -29,6 +32,16 @@ pub struct ValidationArgs {
     /// Validation runs timed.
     #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// ModelInfer calls per gateway (shadow on and off) in the shadow
+    /// comparison.
+    #[arg(long, default_value_t = 4000)]
+    shadow_calls: usize,
+    /// The shadow's sampled share.
+    #[arg(long, default_value_t = 0.1)]
+    shadow_fraction: f64,
+    /// Callers at once in the shadow comparison.
+    #[arg(long, default_value_t = 4)]
+    shadow_concurrency: usize,
 }
 
 fn sha256(b: &[u8]) -> String {
@@ -50,7 +63,10 @@ pub async fn run(args: ValidationArgs) -> anyhow::Result<()> {
                 "MLMESH_REGISTRY__DATA_DIR",
                 data.path().display().to_string(),
             ),
-            ("MLMESH_TELEMETRY__LOG_LEVEL", "warn".into()),
+            (
+                "MLMESH_TELEMETRY__LOG_LEVEL",
+                "warn,mlmesh_runtime=info".into(),
+            ),
         ],
     );
     println!("# mlmesh-bench validation");
@@ -62,6 +78,181 @@ pub async fn run(args: ValidationArgs) -> anyhow::Result<()> {
     gate_overhead(&svc, args.moves).await?;
     println!();
     validation_time(&svc, args.examples, args.runs)?;
+    println!();
+    shadow_overhead(&args).await?;
+    Ok(())
+}
+
+/// The primary's latency through a gateway mirroring `--shadow-fraction`
+/// of its calls to a shadow, against a gateway without the rule, both in
+/// front of the same inference service, in alternating rounds.
+async fn shadow_overhead(args: &ValidationArgs) -> anyhow::Result<()> {
+    use futures::{StreamExt as _, stream};
+    use mlmesh_proto::inference::{
+        self as ipb, grpc_inference_service_client::GrpcInferenceServiceClient,
+    };
+    let root = repo_root();
+    let models = TempDir::new("bench-shadow-models");
+    mlmesh_tests::copy_dir(
+        &root.join("services/inference/models/iris-logreg"),
+        &models.path().join("iris-logreg"),
+    )?;
+    mlmesh_tests::copy_dir(
+        &root.join("tests/data/validation/iris-tree"),
+        &models.path().join("iris-tree"),
+    )?;
+    let config = TempDir::new("bench-shadow-config");
+    let file = config.path().join("gateway.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[shadow]\nmax_in_flight = 64\n[[shadow.rules]]\nmodel = \"iris-logreg\"\nshadow_model = \"iris-tree\"\nfraction = {}\ncompare = \"argmax\"\noutput = \"probabilities\"\n",
+            args.shadow_fraction
+        ),
+    )?;
+    let inference = Service::start(
+        "mlmesh-inference",
+        &[
+            (
+                "MLMESH_INFERENCE__MODEL_REPOSITORY",
+                models.path().display().to_string(),
+            ),
+            (
+                "MLMESH_TELEMETRY__LOG_LEVEL",
+                "warn,mlmesh_runtime=info".into(),
+            ),
+        ],
+    );
+    let gateway = |shadow: bool| {
+        let mut env = vec![
+            ("MLMESH_DOWNSTREAM__INFERENCE", inference.addr.to_string()),
+            ("MLMESH_DOWNSTREAM__EMBEDDING", "127.0.0.1:9".into()),
+            ("MLMESH_DOWNSTREAM__VECTOR_SEARCH", "127.0.0.1:9".into()),
+            ("MLMESH_HTTP__LISTEN", "127.0.0.1:0".into()),
+            (
+                "MLMESH_TELEMETRY__LOG_LEVEL",
+                "warn,mlmesh_runtime=info,mlmesh_gateway=info".into(),
+            ),
+        ];
+        if shadow {
+            env.push(("MLMESH_CONFIG", file.display().to_string()));
+        }
+        Service::start("mlmesh-gateway", &env)
+    };
+    let (off, on) = (gateway(false), gateway(true));
+    let suite: serde_json::Value = serde_json::from_slice(&std::fs::read(
+        root.join("tests/data/validation/iris-suite.json"),
+    )?)?;
+    let requests: Vec<ipb::ModelInferRequest> = suite["examples"]
+        .as_array()
+        .context("examples")?
+        .iter()
+        .map(|e| {
+            let data: Vec<u8> = e["inputs"]["input"]["data"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .flat_map(|v| (v.as_f64().unwrap_or(0.0) as f32).to_le_bytes())
+                        .collect()
+                })
+                .unwrap_or_default();
+            ipb::ModelInferRequest {
+                model_name: "iris-logreg".into(),
+                inputs: vec![ipb::model_infer_request::InferInputTensor {
+                    name: "input".into(),
+                    datatype: "FP32".into(),
+                    shape: vec![1, 4],
+                    ..Default::default()
+                }],
+                raw_input_contents: vec![data.into()],
+                ..Default::default()
+            }
+        })
+        .collect();
+    let connect = |addr: std::net::SocketAddr| async move {
+        GrpcInferenceServiceClient::connect(format!("http://{addr}")).await
+    };
+    let (c_off, c_on) = (connect(off.addr).await?, connect(on.addr).await?);
+    let burst = |c: GrpcInferenceServiceClient<tonic::transport::Channel>, n: usize| {
+        let requests = requests.clone();
+        async move {
+            let out: Vec<Result<f64, tonic::Status>> = stream::iter(0..n)
+                .map(|i| {
+                    let mut c = c.clone();
+                    let rq = requests[i % requests.len()].clone();
+                    async move {
+                        let t = Instant::now();
+                        c.model_infer(rq)
+                            .await
+                            .map(|_| t.elapsed().as_secs_f64() * 1000.0)
+                    }
+                })
+                .buffer_unordered(args.shadow_concurrency)
+                .collect()
+                .await;
+            out
+        }
+    };
+    // Warm both paths.
+    burst(c_off.clone(), 200).await;
+    burst(c_on.clone(), 200).await;
+    let rounds = 10;
+    let per = args.shadow_calls.div_ceil(rounds);
+    let (mut t_off, mut t_on, mut failed) = (Vec::new(), Vec::new(), 0usize);
+    for r in 0..rounds {
+        let order = if r % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for shadow in order {
+            let c = if shadow { c_on.clone() } else { c_off.clone() };
+            for x in burst(c, per).await {
+                match x {
+                    Ok(ms) if shadow => t_on.push(ms),
+                    Ok(ms) => t_off.push(ms),
+                    Err(_) => failed += 1,
+                }
+            }
+        }
+    }
+    let mut http = mlmesh_tests::HttpClient::new(on.http_addr.context("http address")?);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let (_, report) = http.json("GET", "/v1/shadow", None);
+    let rule = &report["rules"][0];
+    println!(
+        "## Shadow at {:.0}% sampling: the primary's latency (`mlmesh-bench validation --shadow-calls {} --shadow-fraction {}`)",
+        args.shadow_fraction * 100.0,
+        args.shadow_calls,
+        args.shadow_fraction
+    );
+    println!();
+    println!(
+        "iris-logreg through two gateways in front of one inference service, one mirroring to iris-tree (compared by class), {} callers, {rounds} alternating rounds",
+        args.shadow_concurrency
+    );
+    println!();
+    println!("| gateway | calls | p50 | p99 |");
+    println!("|---|---|---|---|");
+    let (p50_off, p99_off) = (median(t_off.clone()), quantile(t_off.clone(), 0.99));
+    let (p50_on, p99_on) = (median(t_on.clone()), quantile(t_on.clone(), 0.99));
+    println!(
+        "| shadow off | {} | {p50_off:.3} ms | {p99_off:.3} ms |",
+        t_off.len()
+    );
+    println!(
+        "| shadow on | {} | {p50_on:.3} ms | {p99_on:.3} ms |",
+        t_on.len()
+    );
+    println!();
+    println!(
+        "failed primary calls: {failed}; p99 on / off: {:.3} (target ≤ 1.05); shadow calls compared {}, skipped {}, errors {}, agreement {}",
+        p99_on / p99_off.max(1e-9),
+        rule["calls"],
+        rule["skipped"],
+        rule["errors"],
+        rule["agreement"]
+    );
     Ok(())
 }
 
@@ -237,9 +428,9 @@ fn validation_time(svc: &Service, examples: usize, runs: usize) -> anyhow::Resul
     };
     let model = "services/inference/models/iris-logreg";
     for args in [
-        vec!["registry", "create", "iris"],
-        vec!["registry", "push", "iris", model],
-        vec!["registry", "push", "iris", model],
+        vec!["registry", "create", "iris-logreg"],
+        vec!["registry", "push", "iris-logreg", model],
+        vec!["registry", "push", "iris-logreg", model],
     ] {
         let (ok, out) = mlmesh(&args)?;
         if !ok {
@@ -254,7 +445,7 @@ fn validation_time(svc: &Service, examples: usize, runs: usize) -> anyhow::Resul
         let (ok, out) = mlmesh(&[
             "model",
             "validate",
-            "iris",
+            "iris-logreg",
             "2",
             "--suite",
             &suite_arg,
