@@ -7,6 +7,7 @@
 mod budgets;
 mod promote;
 mod robustness;
+mod shadow;
 pub(crate) mod suite;
 mod validate;
 
@@ -32,12 +33,17 @@ enum Cmd {
     /// each check), record the evidence, then move the alias with
     /// compare-and-set.
     Promote(promote::Promote),
+    /// Judge a gateway's shadow report for one rule (agreement with its
+    /// interval, errors, latency) and, with --record, store it as evidence
+    /// of the version the shadow served.
+    Shadow(shadow::Shadow),
 }
 
 pub async fn run(cmd: ModelCmd) -> anyhow::Result<()> {
     match cmd.command {
         Cmd::Validate(v) => validate::validate(v).await,
         Cmd::Promote(p) => promote::promote(p).await,
+        Cmd::Shadow(s) => shadow::shadow(s).await,
     }
 }
 

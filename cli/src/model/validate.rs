@@ -284,7 +284,7 @@ fn version_json(v: &pb::Version) -> serde_json::Value {
 }
 
 /// Where the validation ran: what makes its figures comparable.
-fn runner() -> pb::Runner {
+pub fn runner() -> pb::Runner {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|t| {

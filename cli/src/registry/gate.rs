@@ -154,12 +154,11 @@ pub async fn print_evidence(c: &mut Client, model: &str, version: i64) -> anyhow
 pub fn describe_evidence(e: &pb::Evidence) -> String {
     let at = e.recorded_at.map_or(0, |t| t.seconds);
     format!(
-        "evidence {:>4}  v{:<4} {}  {} {} suite {} ({}){}  {} checks, {} ms, on {} ({} cores)  at {at}",
+        "evidence {:>4}  v{:<4} {}  {} of suite {} ({}){}  {} checks, {} ms, on {} ({} cores)  at {at}",
         e.id,
         e.version,
         if e.passed { "PASSED" } else { "FAILED" },
         e.kind,
-        "of",
         &e.suite_digest[..e.suite_digest.len().min(12)],
         e.suite_source,
         match e.against_version {

@@ -252,4 +252,80 @@ async fn shadows_compare_live_calls_and_never_touch_the_primary() {
     };
     assert_eq!(metric("disagree"), (rounds * differ as u64) as f64);
     assert_eq!(metric("error"), 0.0);
+
+    // The report as evidence of the tree's registry version: judged by the
+    // lower bound of the agreement's interval.
+    let data = TempDir::new("shadow-registry");
+    let registry = Service::start(
+        "mlmesh-registry",
+        &[(
+            "MLMESH_REGISTRY__DATA_DIR",
+            data.path().display().to_string(),
+        )],
+    );
+    let mlmesh = |args: &[&str]| {
+        std::process::Command::new(mlmesh_tests::binary("mlmesh"))
+            .current_dir(repo_root())
+            .env("MLMESH_REGISTRY", registry.addr.to_string())
+            .args(args)
+            .output()
+            .expect("run mlmesh")
+    };
+    for args in [
+        &["registry", "create", "iris-tree"][..],
+        &[
+            "registry",
+            "push",
+            "iris-tree",
+            "tests/data/validation/iris-tree",
+        ],
+    ] {
+        let out = mlmesh(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let gw = format!("http://{}", gateway.http_addr.expect("http"));
+    let judge = |min: &str| {
+        mlmesh(&[
+            "model",
+            "shadow",
+            "iris-tree",
+            "1",
+            "--gateway",
+            &gw,
+            "--rule",
+            "iris-logreg",
+            "--min-agreement",
+            min,
+            "--record",
+        ])
+    };
+    let out = judge("0.5");
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{printed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        printed.contains("PASS shadow agreement") && printed.contains("recorded as evidence"),
+        "{printed}"
+    );
+    let out = judge("0.9");
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.status.success(),
+        "agreement {rate} passed 0.9: {printed}"
+    );
+    assert!(printed.contains("FAIL shadow agreement"), "{printed}");
+    let listed = mlmesh(&["registry", "evidence", "iris-tree", "1"]);
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert_eq!(listed.matches("shadow of suite").count(), 2, "{listed}");
+    assert!(
+        listed.contains("PASSED") && listed.contains("FAILED"),
+        "{listed}"
+    );
 }

@@ -59,8 +59,7 @@ impl JwtVerifier {
         if !matches!(url.scheme(), "https" | "http") {
             return Err("an http(s) URL is required".into());
         }
-        // reqwest's TLS uses rustls with the ring provider (as tonic does).
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        mlmesh_runtime::tls::install_default_provider();
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
             .build()

@@ -44,6 +44,13 @@ use crate::settings::SettingsError;
 /// bundle): bounded before it is read.
 const MAX_PEM_BYTES: u64 = 1 << 20;
 
+/// Makes ring this process's default rustls provider, for clients that
+/// take the default (reqwest); the same provider tonic's TLS uses here.
+/// Idempotent.
+pub fn install_default_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
