@@ -12,6 +12,7 @@ const PROTOS: &[&str] = &[
     "mlmesh/gateway/v1/gateway.proto",
     "inference/grpc_service.proto",
     "mlmesh/registry/v1/registry.proto",
+    "mlmesh/validation/v1/validation.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -4,17 +4,11 @@
 //! `promote` moves an alias through its policy, validating first when the
 //! registry would refuse for want of evidence; see [`promote`].
 
-mod budgets;
 mod promote;
-mod robustness;
 mod shadow;
-pub(crate) mod suite;
 mod validate;
 
-use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use mlmesh_proto::inference as inf;
-use mlmesh_tensor::DataType;
 
 #[derive(Args, Debug)]
 pub struct ModelCmd {
@@ -45,22 +39,4 @@ pub async fn run(cmd: ModelCmd) -> anyhow::Result<()> {
         Cmd::Promote(p) => promote::promote(p).await,
         Cmd::Shadow(s) => shadow::shadow(s).await,
     }
-}
-
-/// An output's elements as numbers (booleans as 0 and 1, anything else
-/// NaN), as the suite's checks read them.
-fn numbers(
-    o: &inf::model_infer_response::InferOutputTensor,
-    raw: &[u8],
-) -> anyhow::Result<Vec<f64>> {
-    let dt = DataType::parse(&o.datatype)
-        .with_context(|| format!("output {:?}: datatype {}", o.name, o.datatype))?;
-    Ok(mlmesh_tensor::json::from_raw(dt, raw, &o.name)?
-        .iter()
-        .map(|v| {
-            v.as_f64()
-                .or_else(|| v.as_bool().map(|b| f64::from(u8::from(b))))
-                .unwrap_or(f64::NAN)
-        })
-        .collect())
 }

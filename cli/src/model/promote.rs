@@ -129,7 +129,7 @@ pub async fn promote(p: Promote) -> anyhow::Result<()> {
             policy.suite_digest
         );
     }
-    let e = validate::record(&mut reg, out.evidence.clone()).await?;
+    let e = mlmesh_validator::record(&mut reg, out.evidence.clone()).await?;
     println!("recorded as evidence {}", e.id);
     validate::verdict(&out.results)?;
     let r = move_alias()

@@ -177,7 +177,7 @@ pub async fn shadow(s: Shadow) -> anyhow::Result<()> {
             "shadow_version": rule["shadow_version"], "compare": rule["compare"],
             "output": rule["output"], "atol": rule["atol"], "rtol": rule["rtol"],
         });
-        let e = super::validate::record(
+        let e = mlmesh_validator::record(
             &mut reg,
             pb::Evidence {
                 model: v.model.clone(),
@@ -192,7 +192,7 @@ pub async fn shadow(s: Shadow) -> anyhow::Result<()> {
                 ),
                 passed,
                 checks,
-                runner: Some(super::validate::runner()),
+                runner: Some(mlmesh_validator::runner()),
                 kind: "shadow".into(),
                 ..Default::default()
             },

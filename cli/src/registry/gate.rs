@@ -40,7 +40,7 @@ pub async fn policy(c: &mut Client, cmd: PolicyCmd) -> anyhow::Result<()> {
             max_age_days,
         } => {
             let dir = std::env::temp_dir().join(format!("mlmesh-policy-{}", std::process::id()));
-            let fetched = crate::model::suite::fetch(c, &suite, &dir).await;
+            let fetched = mlmesh_validator::suite_source::fetch(c, &suite, &dir).await;
             let _ = std::fs::remove_dir_all(&dir);
             let (bytes, digest) = fetched?;
             mlmesh_validate::suite::Suite::parse(&bytes)

@@ -25,11 +25,16 @@ use crate::{BuildError, metrics::Metrics, models::ModelManager, settings::Infere
 
 /// The client of the registry: one HTTP/2 connection (TLS when
 /// `registry_tls` says so) shared by every follower, reconnected when lost.
-fn registry_client(settings: &InferenceSettings) -> Result<Client, BuildError> {
+pub(crate) fn registry_client(settings: &InferenceSettings) -> Result<Client, BuildError> {
     let fail = |key, reason: String| BuildError::Setting { key, reason };
     let tls = ClientTls::from_settings(&settings.registry_tls, "inference.registry_tls")
         .map_err(|e| fail("inference.registry_tls", e.to_string()))?;
-    mlmesh_registry_client::connect(&settings.registry_addr, tls, None)
+    let token = mlmesh_runtime::admin::AdminToken::from_setting(
+        &settings.registry_token_file,
+        "inference.registry_token_file",
+    )
+    .map_err(|e| fail("inference.registry_token_file", e.to_string()))?;
+    mlmesh_registry_client::connect(&settings.registry_addr, tls, token)
         .map_err(|reason| fail("inference.registry_addr", reason))
 }
 

@@ -25,6 +25,7 @@ pub mod repository;
 pub mod scheduler;
 pub mod settings;
 pub mod tensor;
+pub mod validator;
 
 use std::{
     future::Future,
@@ -63,6 +64,7 @@ pub struct Application {
     ready: Arc<AtomicBool>,
     max_request_bytes: usize,
     stream_concurrency: usize,
+    validator: Option<validator::ValidatorApi>,
 }
 
 /// Loading and unloading models: with `server.admin_token_file` set they
@@ -70,6 +72,8 @@ pub struct Application {
 pub const ADMIN_METHODS: &[&str] = &[
     "/inference.GRPCInferenceService/RepositoryModelLoad",
     "/inference.GRPCInferenceService/RepositoryModelUnload",
+    // Starts processes and may write evidence to the registry.
+    "/mlmesh.validation.v1.Validator/Validate",
 ];
 
 impl Application {
@@ -101,7 +105,28 @@ impl mlmesh_runtime::service::Service for Application {
         models.load_startup().await;
         models.spawn_poller();
         follow::spawn_all(&settings.inference, &models, &metrics)?;
+        let validator = match settings.inference.max_validations {
+            0 => None,
+            max => {
+                let registry = match settings.inference.registry_addr.is_empty() {
+                    true => None,
+                    false => Some(follow::registry_client(&settings.inference)?),
+                };
+                // Versions under validation run in processes of this binary.
+                let bin = std::env::current_exe().map_err(|e| BuildError::Setting {
+                    key: "inference.max_validations",
+                    reason: format!("cannot locate this binary to start validations: {e}"),
+                })?;
+                Some(validator::ValidatorApi::new(
+                    registry,
+                    max,
+                    bin,
+                    &settings.inference.ort_dylib(),
+                ))
+            }
+        };
         Ok(Self {
+            validator,
             server,
             models,
             metrics,
@@ -137,11 +162,18 @@ impl mlmesh_runtime::service::Service for Application {
         .accept_compressed(CompressionEncoding::Gzip)
         .accept_compressed(CompressionEncoding::Deflate)
         .send_compressed(CompressionEncoding::Gzip);
-        let routes = Routes::new(api);
+        let mut routes = Routes::new(api);
+        let mut names = vec![SERVICE_NAME];
+        if let Some(v) = self.validator {
+            routes = routes.add_service(
+                mlmesh_proto::validation::v1::validator_server::ValidatorServer::new(v),
+            );
+            names.push(mlmesh_proto::validation::v1::validator_server::SERVICE_NAME);
+        }
         self.server
             .serve(
                 routes,
-                &[SERVICE_NAME],
+                &names,
                 &[mlmesh_proto::FILE_DESCRIPTOR_SET],
                 shutdown,
             )

@@ -83,6 +83,15 @@ pub struct InferenceSettings {
     /// certificate for the host of `registry_addr`, and presents
     /// `cert_file` when the registry asks (mutual TLS).
     pub registry_tls: mlmesh_runtime::tls::ClientTlsSettings,
+    /// A file holding a registry token (its `server.writer_token_file`),
+    /// sent when the Validator service records evidence; empty: none (a
+    /// registry with credentials then refuses the record, or admits this
+    /// service's certificate by `server.tls.writer_identities`).
+    pub registry_token_file: String,
+    /// Validations (`mlmesh.validation.v1.Validator`) run at once; each
+    /// starts an inference process per version it validates. 0: the
+    /// Validator service is off.
+    pub max_validations: usize,
     /// Where versions pulled from the registry are kept
     /// (`<dir>/models/<model>/<version>/`), verified by digest.
     pub registry_cache_dir: PathBuf,
@@ -110,6 +119,8 @@ impl Default for InferenceSettings {
             registry_models: Vec::new(),
             registry_addr: String::new(),
             registry_tls: mlmesh_runtime::tls::ClientTlsSettings::default(),
+            registry_token_file: String::new(),
+            max_validations: 1,
             registry_cache_dir: PathBuf::from(".cache/mlmesh/inference-registry"),
         }
     }

@@ -294,11 +294,11 @@ pub fn evidence(e: EvidenceRecord) -> pb::Evidence {
 pub fn evidence_from(e: Option<pb::Evidence>) -> Result<EvidenceRecord> {
     let e = e.ok_or_else(|| RegistryError::invalid("evidence: required"))?;
     let r = e.runner.unwrap_or_default();
-    if e.checks.len() > crate::evidence::MAX_CHECKS {
+    if e.checks.len() > crate::validation::MAX_CHECKS {
         return Err(RegistryError::invalid(format!(
             "evidence.checks: {} checks, more than the limit of {}",
             e.checks.len(),
-            crate::evidence::MAX_CHECKS
+            crate::validation::MAX_CHECKS
         )));
     }
     Ok(EvidenceRecord {

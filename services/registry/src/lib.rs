@@ -20,7 +20,6 @@ pub mod blobs;
 pub mod convert;
 pub mod download;
 pub mod error;
-pub mod evidence;
 pub mod housekeeping;
 pub mod manifest;
 pub mod metrics;
@@ -32,6 +31,7 @@ pub mod settings;
 pub mod staging;
 pub mod store;
 pub mod uploads;
+pub mod validation;
 pub mod watch;
 
 use std::{future::Future, sync::Arc};

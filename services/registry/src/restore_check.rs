@@ -9,9 +9,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::{
     error::{RegistryError, Result},
-    evidence, manifest, names,
+    manifest, names,
     registry::{MAX_TAGS, check_metadata},
     store::{EventKind, VersionStatus, evidence::EvidenceRecord, snapshot::Snapshot},
+    validation,
 };
 
 /// Largest metadata document a restore reads, in bytes.
@@ -170,7 +171,7 @@ fn check_gate_tables(s: &Snapshot, latest: &HashMap<&str, i64>) -> Result<()> {
             recorded_ms: e.recorded_ms,
             body: e.body.clone(),
         };
-        evidence::check_evidence(&at, &record)?;
+        validation::check_evidence(&at, &record)?;
         let top = latest.get(e.model.as_str()).copied().unwrap_or(0);
         if e.version > top || e.against_version > top {
             return Err(bad(format!(
@@ -188,7 +189,7 @@ fn check_gate_tables(s: &Snapshot, latest: &HashMap<&str, i64>) -> Result<()> {
         let mut record = p.policy.clone();
         record.model = p.model.clone();
         record.alias = p.alias.clone();
-        evidence::check_policy(&at, &record)?;
+        validation::check_policy(&at, &record)?;
         if !latest.contains_key(p.model.as_str()) {
             return Err(bad(format!(
                 "{at}: model {:?} is not in the backup",

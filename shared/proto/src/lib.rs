@@ -40,6 +40,15 @@ pub mod registry {
     }
 }
 
+/// `mlmesh.validation.v1`: the validator over gRPC (served by the inference
+/// service).
+pub mod validation {
+    pub mod v1 {
+        #![allow(clippy::all, missing_docs)]
+        tonic::include_proto!("mlmesh.validation.v1");
+    }
+}
+
 /// `inference`: the Open Inference Protocol (KServe v2) as Triton publishes
 /// it, served by the inference service and called by tritonclient.
 pub mod inference {

@@ -3,6 +3,7 @@
 //! transaction, and every change appends its event with the next revision
 //! from the `meta` counter row inside that transaction.
 
+mod aliases;
 mod backup;
 mod gate;
 mod rows;
@@ -30,7 +31,10 @@ impl<B> SqlStore<B> {
 }
 
 pub use self::rows::meta_text;
-use self::rows::*;
+use self::{
+    aliases::{move_alias, rollback_alias},
+    rows::*,
+};
 
 impl<B: Backend> MetaStore for SqlStore<B> {
     fn create_model(&self, spec: &ModelSpec, now_ms: i64) -> Result<ModelRecord> {

@@ -224,7 +224,7 @@ async fn batch_agrees(
         .await
         .map_err(|s| format!("a batch of {n}: {:?} {}", s.code(), s.message()))?;
     for (o, raw) in resp.outputs.iter().zip(&resp.raw_output_contents) {
-        let values = super::numbers(o, raw).map_err(|e| e.to_string())?;
+        let values = crate::numbers(o, raw).map_err(|e| e.to_string())?;
         let per = values.len() / n;
         for (row, single) in singles.iter().take(n).enumerate() {
             let want: &[f64] = single.get(&o.name).map_or(&[], Vec::as_slice);

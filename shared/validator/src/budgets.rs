@@ -10,7 +10,7 @@ use futures::{StreamExt as _, stream};
 use mlmesh_proto::inference as inf;
 use mlmesh_validate::{checks::CheckResult, suite::Budgets};
 
-use super::validate::Served;
+use crate::Served;
 
 /// Rounds the latency calls are split into (each version takes a turn per
 /// round).
