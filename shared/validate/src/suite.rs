@@ -294,6 +294,14 @@ mod tests {
                        {"kind": "accuracy", "output": "y", "min": 0.9, "margin": 0.01}]}"#;
         let s = Suite::parse(ok).expect("a suite");
         assert_eq!(s.bootstrap.resamples, 2000);
+        assert_eq!(s.budgets, None);
+        let with_budgets = br#"{"name": "s", "examples": [{"inputs": {}, "label": 0}],
+            "checks": [{"kind": "accuracy", "output": "p"}], "budgets": {"p99_ms": 20}}"#;
+        let b = Suite::parse(with_budgets)
+            .expect("a suite")
+            .budgets
+            .expect("budgets");
+        assert_eq!((b.p99_ms, b.concurrency, b.requests), (Some(20.0), 4, 200));
         for (doc, words) in [
             (r#"{"name": "s", "examples": [], "checks": []}"#, "examples"),
             (
@@ -311,6 +319,22 @@ mod tests {
             (
                 r#"{"name": "s", "examples": [{"inputs": {}}], "checks": [{"kind": "magic", "output": "p"}]}"#,
                 "not a suite",
+            ),
+            (
+                r#"{"name": "s", "examples": [{"inputs": {}, "label": 0}], "checks": [{"kind": "accuracy", "output": "p"}], "budgets": {"p99_ms": -1}}"#,
+                "budgets.p99_ms",
+            ),
+            (
+                r#"{"name": "s", "examples": [{"inputs": {}, "label": 0}], "checks": [{"kind": "accuracy", "output": "p"}], "budgets": {"concurrency": 1000}}"#,
+                "budgets.concurrency",
+            ),
+            (
+                r#"{"name": "s", "examples": [{"inputs": {}, "label": 0}], "checks": [{"kind": "accuracy", "output": "p"}], "budgets": {"requests": 0}}"#,
+                "budgets.requests",
+            ),
+            (
+                r#"{"name": "s", "examples": [{"inputs": {}, "label": 0}], "checks": [{"kind": "accuracy", "output": "p"}], "budgets": {"rss": 5}}"#,
+                "rss",
             ),
         ] {
             let e = Suite::parse(doc.as_bytes()).expect_err(words);

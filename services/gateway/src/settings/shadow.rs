@@ -140,3 +140,50 @@ impl ShadowSettings {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule() -> ShadowRule {
+        ShadowRule {
+            model: "m".into(),
+            shadow_model: "s".into(),
+            shadow_version: String::new(),
+            fraction: 0.1,
+            compare: Compare::Tensor,
+            output: String::new(),
+            atol: 1e-5,
+            rtol: 1e-5,
+        }
+    }
+
+    #[test]
+    fn bad_rules_name_their_key() {
+        let ok = ShadowSettings {
+            rules: vec![rule()],
+            ..Default::default()
+        };
+        ok.validate().expect("a valid rule");
+        type Spoil = fn(&mut ShadowSettings);
+        let cases: [(&str, Spoil); 7] = [
+            ("shadow.rules[0].fraction", |s| s.rules[0].fraction = 0.0),
+            ("shadow.rules[0].fraction", |s| s.rules[0].fraction = 1.5),
+            ("shadow.rules[0].atol", |s| s.rules[0].atol = f64::NAN),
+            ("shadow.rules[0].output", |s| {
+                s.rules[0].compare = Compare::Argmax
+            }),
+            ("shadow.rules[0].shadow_model", |s| {
+                s.rules[0].shadow_model = "m".into()
+            }),
+            ("shadow.rules[1].model", |s| s.rules.push(rule())),
+            ("shadow.max_in_flight", |s| s.max_in_flight = 0),
+        ];
+        for (key, spoil) in cases {
+            let mut s = ok.clone();
+            spoil(&mut s);
+            let e = s.validate().expect_err(key).to_string();
+            assert!(e.contains(key), "{key}: {e}");
+        }
+    }
+}
