@@ -466,3 +466,74 @@ fn the_validator_runs_over_grpc_and_records_evidence() {
         assert_eq!(listed[0].checks.len(), 3);
     });
 }
+
+/// A broken version (scripts/make-broken-model.py: the logistic
+/// regression behind a batch-dependent normalisation, as a layer exported
+/// in training mode would be) fails accuracy and robustness — a batch
+/// differs from the same rows one by one — and nothing crashes: the
+/// registry and the validator stay well, the exit status says it failed.
+#[test]
+fn a_broken_version_fails_robustness_and_crashes_nothing() {
+    let _serial = mlmesh_tests::serial();
+    let data = TempDir::new("validate-broken");
+    let registry = Service::start(
+        "mlmesh-registry",
+        &[(
+            "MLMESH_REGISTRY__DATA_DIR",
+            data.path().display().to_string(),
+        )],
+    );
+    let addr = registry.addr.to_string();
+    let mlmesh = |args: &[&str]| -> Output {
+        Command::new(binary("mlmesh"))
+            .current_dir(repo_root())
+            .args(args)
+            .env("MLMESH_REGISTRY", &addr)
+            .output()
+            .expect("run mlmesh")
+    };
+    for args in [
+        &["registry", "create", "iris-logreg"][..],
+        &[
+            "registry",
+            "push",
+            "iris-logreg",
+            "tests/data/validation/iris-batch-dependent",
+        ],
+    ] {
+        let out = mlmesh(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = mlmesh(&[
+        "model",
+        "validate",
+        "iris-logreg",
+        "1",
+        "--suite",
+        "tests/data/validation/iris-suite.json",
+    ]);
+    let printed = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a broken version passed: {printed}");
+    for words in [
+        "PASS contract",
+        "FAIL accuracy probabilities: accuracy 0.3333 on 150 examples",
+        "FAIL robustness",
+        "differs in a batch of 8",
+    ] {
+        assert!(printed.contains(words), "{printed} lacks {words:?}");
+    }
+    // Every probe still ended in a clear status: the service lived.
+    assert!(
+        printed.contains("NaN: Ok") && printed.contains("wrong rank: InvalidArgument"),
+        "{printed}"
+    );
+    assert!(err.contains("validation failed: 2 of 3 checks"), "{err}");
+    // The registry is unharmed.
+    let out = mlmesh(&["registry", "list"]);
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("iris-logreg"));
+}
