@@ -101,7 +101,8 @@ pub async fn run(
     against: Option<&str>,
 ) -> anyhow::Result<Outcome> {
     let job = Job {
-        inference_bin: mlmesh_validator::sibling_inference()?,
+        inference_bin: mlmesh_validator::sibling("mlmesh-inference")?,
+        embedding_bin: mlmesh_validator::sibling("mlmesh-embedding")?,
         env: Vec::new(),
     };
     let mut print = |p: Progress<'_>| match p {

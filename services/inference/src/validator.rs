@@ -49,6 +49,9 @@ impl ValidatorApi {
             slots: Arc::new(Semaphore::new(max)),
             max,
             job: Job {
+                // Embedding suites need the embedding service's binary;
+                // in the images it is beside this one.
+                embedding_bin: inference_bin.with_file_name("mlmesh-embedding"),
                 inference_bin,
                 env: vec![("ORT_DYLIB_PATH".into(), ort_dylib.display().to_string())],
             },

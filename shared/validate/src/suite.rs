@@ -132,6 +132,24 @@ pub struct Suite {
     /// What running the version may cost; none: nothing is measured.
     #[serde(default)]
     pub budgets: Option<Budgets>,
+    /// What serves the version: the inference service (tensors in,
+    /// tensors out) or the embedding service (a text in, its vector out as
+    /// the output `embedding`).
+    #[serde(default)]
+    pub task: Task,
+}
+
+/// What kind of version a suite validates.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Task {
+    /// A model of the inference service: each example's `inputs` are
+    /// tensors (`{"datatype", "shape", "data"}`) by input name.
+    #[default]
+    Inference,
+    /// A model of the embedding service: each example's `inputs` is
+    /// `{"text": "…"}`; its answer is the output `embedding`.
+    Embedding,
 }
 
 /// Limits on what serving a version costs, measured by the validator on
@@ -229,6 +247,24 @@ impl Suite {
                 return Err(invalid(
                     "budgets.requests",
                     format!("1 to {MAX_BUDGET_REQUESTS}"),
+                ));
+            }
+        }
+        if self.task == Task::Embedding {
+            if let Some(j) = self
+                .examples
+                .iter()
+                .position(|e| !e.inputs.get("text").is_some_and(|t| t.is_string()))
+            {
+                return Err(invalid(
+                    format!("examples[{j}].inputs.text"),
+                    "an embedding suite's example is a text",
+                ));
+            }
+            if let Some(i) = self.checks.iter().position(|c| c.output() != "embedding") {
+                return Err(invalid(
+                    format!("checks[{i}].output"),
+                    "an embedding suite checks the output \"embedding\"",
                 ));
             }
         }

@@ -6,11 +6,19 @@
 
 use std::time::{Duration, Instant};
 
-use futures::{StreamExt as _, stream};
-use mlmesh_proto::inference as inf;
+use futures::{StreamExt as _, future::BoxFuture, stream};
 use mlmesh_validate::{checks::CheckResult, suite::Budgets};
 
-use crate::Served;
+/// A served version as the budgets see it, whatever serves it.
+pub trait Costed: Send + Sync {
+    /// From starting the serving process to ready.
+    fn load_time(&self) -> Duration;
+    /// Its resident memory, in MB, when it can be read.
+    fn rss_mb(&self) -> Option<f64>;
+    /// The call of example `i` (examples in turn, `i` may pass their
+    /// count).
+    fn call(&self, i: usize) -> BoxFuture<'_, Result<(), tonic::Status>>;
+}
 
 /// Rounds the latency calls are split into (each version takes a turn per
 /// round).
@@ -20,12 +28,11 @@ const ROUNDS: usize = 10;
 /// `champion`).
 pub async fn measure(
     b: &Budgets,
-    candidate: &Served,
-    champion: Option<&Served>,
-    requests: &[inf::ModelInferRequest],
+    candidate: &dyn Costed,
+    champion: Option<&dyn Costed>,
 ) -> Vec<CheckResult> {
     let mut out = Vec::new();
-    let load_ms = candidate.load_time.as_secs_f64() * 1000.0;
+    let load_ms = candidate.load_time().as_secs_f64() * 1000.0;
     let mut r = CheckResult::new(
         "budget load",
         b.load_ms.is_none_or(|m| load_ms <= m),
@@ -40,13 +47,13 @@ pub async fn measure(
     if let Some(c) = champion {
         r.figures.insert(
             "champion_load_ms".into(),
-            c.load_time.as_secs_f64() * 1000.0,
+            c.load_time().as_secs_f64() * 1000.0,
         );
     }
     out.push(r);
 
     let rss = candidate.rss_mb();
-    let champion_rss = champion.and_then(Served::rss_mb);
+    let champion_rss = champion.and_then(|c| c.rss_mb());
     let mut r = match rss {
         Some(mb) => CheckResult::new(
             "budget memory",
@@ -75,16 +82,13 @@ pub async fn measure(
     }
     out.push(r);
 
-    if requests.is_empty() {
-        return out;
-    }
     let per_round = b.requests.div_ceil(ROUNDS);
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
     let mut failed = 0usize;
     for _ in 0..ROUNDS {
-        failed += burst(candidate, requests, per_round, b.concurrency, &mut ours).await;
+        failed += burst(candidate, per_round, b.concurrency, &mut ours).await;
         if let Some(c) = champion {
-            failed += burst(c, requests, per_round, b.concurrency, &mut theirs).await;
+            failed += burst(c, per_round, b.concurrency, &mut theirs).await;
         }
     }
     let p99 = percentile(&mut ours, 0.99);
@@ -128,21 +132,11 @@ pub async fn measure(
 
 /// `n` calls (the suite's examples in turn) with `concurrency` in flight;
 /// each call's milliseconds pushed to `into`; how many failed.
-async fn burst(
-    s: &Served,
-    requests: &[inf::ModelInferRequest],
-    n: usize,
-    concurrency: usize,
-    into: &mut Vec<f64>,
-) -> usize {
+async fn burst(s: &dyn Costed, n: usize, concurrency: usize, into: &mut Vec<f64>) -> usize {
     let results: Vec<Result<Duration, tonic::Status>> = stream::iter(0..n)
-        .map(|i| {
-            let mut client = s.client.clone();
-            let rq = requests[i % requests.len()].clone();
-            async move {
-                let t = Instant::now();
-                client.model_infer(rq).await.map(|_| t.elapsed())
-            }
+        .map(|i| async move {
+            let t = Instant::now();
+            s.call(i).await.map(|()| t.elapsed())
         })
         .buffer_unordered(concurrency)
         .collect()

@@ -12,9 +12,11 @@
 //! decided, and the outcome is an evidence record for the registry.
 
 pub mod budgets;
+mod embedding;
 pub mod robustness;
 mod served;
 pub mod suite_source;
+mod target;
 
 use std::path::PathBuf;
 
@@ -27,7 +29,8 @@ use mlmesh_validate::{
 };
 
 pub use served::Served;
-use served::{requests, tempdir};
+use served::tempdir;
+use target::Target;
 
 /// What a run reports as it goes.
 #[derive(Debug)]
@@ -44,8 +47,10 @@ pub enum Progress<'a> {
 /// Where the serving processes come from.
 #[derive(Clone, Debug)]
 pub struct Job {
-    /// The `mlmesh-inference` binary each version is served by.
+    /// The `mlmesh-inference` binary an inference version is served by.
     pub inference_bin: PathBuf,
+    /// The `mlmesh-embedding` binary an embedding version is served by.
+    pub embedding_bin: PathBuf,
     /// Settings given to those processes (none of the caller's `MLMESH_*`
     /// are), e.g. `ORT_DYLIB_PATH`.
     pub env: Vec<(String, String)>,
@@ -77,11 +82,11 @@ pub(crate) fn numbers(
         .collect())
 }
 
-/// Where `bin` lives for a job started beside the binaries (the CLI):
-/// `mlmesh-inference` next to the running executable.
-pub fn sibling_inference() -> anyhow::Result<PathBuf> {
+/// A mesh binary (`mlmesh-inference`, `mlmesh-embedding`) next to the
+/// running executable.
+pub fn sibling(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("locating this executable")?;
-    Ok(exe.with_file_name("mlmesh-inference"))
+    Ok(exe.with_file_name(name))
 }
 
 /// Stores `e` in the registry.
@@ -114,41 +119,26 @@ impl Job {
         let (bytes, suite_digest) =
             suite_source::fetch(reg, suite_source, &work.0.join("suite")).await?;
         let suite = Suite::parse(&bytes)?;
-        let candidate = Served::start(
-            reg,
-            model,
-            version,
-            &work.0.join("candidate"),
-            &self.inference_bin,
-            &self.env,
-        )
-        .await?;
+        let candidate =
+            Target::start(self, reg, &suite, model, version, &work.0.join("candidate")).await?;
         let champion = match against {
-            Some(a) => Some(
-                Served::start(
-                    reg,
-                    model,
-                    a,
-                    &work.0.join("champion"),
-                    &self.inference_bin,
-                    &self.env,
-                )
-                .await?,
-            ),
+            Some(a) => {
+                Some(Target::start(self, reg, &suite, model, a, &work.0.join("champion")).await?)
+            }
             None => None,
         };
         if let Some(c) = &champion {
-            progress(Progress::Champion(c.version.version));
+            progress(Progress::Champion(c.version().version));
         }
         progress(Progress::Note(format!(
             "validating {} v{} with suite {:?} ({} examples){}",
             model,
-            candidate.version.version,
+            candidate.version().version,
             suite.name,
             suite.examples.len(),
             champion
                 .as_ref()
-                .map(|c| format!(" against v{}", c.version.version))
+                .map(|c| format!(" against v{}", c.version().version))
                 .unwrap_or_default()
         )));
         let mut results = vec![contract(
@@ -161,10 +151,9 @@ impl Job {
             .as_ref(),
         )];
         progress(Progress::Check(&results[0]));
-        let requests = requests(&suite, model)?;
-        let ours = candidate.answers(&requests).await?;
+        let ours = candidate.answers().await?;
         let theirs = match &champion {
-            Some(c) => Some(c.answers(&requests).await?),
+            Some(c) => Some(c.answers().await?),
             None => None,
         };
         let report = evaluate(&suite, &ours, theirs.as_ref())?;
@@ -172,38 +161,38 @@ impl Job {
             progress(Progress::Check(c));
         }
         results.extend(report.checks);
-        let robust = robustness::probe(
-            &mut candidate.client.clone(),
-            model,
-            candidate.max_batch().await?,
-            &requests,
-            &ours,
-        )
-        .await;
+        let robust = candidate.robustness(model, &ours).await?;
         progress(Progress::Check(&robust));
         results.push(robust);
         if let Some(b) = &suite.budgets {
-            for c in budgets::measure(b, &candidate, champion.as_ref(), &requests).await {
+            let champion_cost = champion.as_ref().map(Target::costed);
+            for c in
+                budgets::measure(b, candidate.costed().as_ref(), champion_cost.as_deref()).await
+            {
                 progress(Progress::Check(&c));
                 results.push(c);
             }
         }
+        let (candidate, champion) = (
+            candidate.version().clone(),
+            champion.as_ref().map(|c| c.version().clone()),
+        );
         let runner = runner();
         let evidence = pb::Evidence {
             model: model.to_owned(),
-            version: candidate.version.version,
-            manifest_digest: candidate.version.manifest_digest.clone(),
+            version: candidate.version,
+            manifest_digest: candidate.manifest_digest.clone(),
             suite_digest: suite_digest.clone(),
             suite_source: suite_source.to_owned(),
             passed: results.iter().all(|c| c.passed),
-            against_version: champion.as_ref().map_or(0, |c| c.version.version),
+            against_version: champion.as_ref().map_or(0, |c| c.version),
             against_manifest_digest: champion
                 .as_ref()
-                .map(|c| c.version.manifest_digest.clone())
+                .map(|c| c.manifest_digest.clone())
                 .unwrap_or_default(),
             checks: results
                 .iter()
-                .map(|c| evidence_check(c, champion.as_ref().map_or(0, |c| c.version.version)))
+                .map(|c| evidence_check(c, champion.as_ref().map_or(0, |c| c.version)))
                 .collect(),
             runner: Some(runner.clone()),
             recorded_at: None,
@@ -213,8 +202,8 @@ impl Job {
         };
         let report = serde_json::json!({
             "model": model,
-            "candidate": version_json(&candidate.version),
-            "champion": champion.as_ref().map(|c| version_json(&c.version)),
+            "candidate": version_json(&candidate),
+            "champion": champion.as_ref().map(version_json),
             "suite": {"name": suite.name, "source": suite_source, "digest": suite_digest, "examples": suite.examples.len()},
             "runner": {"cpu": runner.cpu, "cores": runner.cores, "os": runner.os, "mlmesh": runner.mlmesh},
             "checks": results.iter().map(check_json).collect::<Vec<_>>(),

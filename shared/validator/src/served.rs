@@ -47,6 +47,28 @@ impl Drop for TempDir {
     }
 }
 
+/// The budgets' view of an inference version and the suite's requests.
+pub(crate) struct InferCost<'a> {
+    pub served: &'a Served,
+    pub requests: &'a [inf::ModelInferRequest],
+}
+
+impl crate::budgets::Costed for InferCost<'_> {
+    fn load_time(&self) -> Duration {
+        self.served.load_time
+    }
+
+    fn rss_mb(&self) -> Option<f64> {
+        self.served.rss_mb()
+    }
+
+    fn call(&self, i: usize) -> futures::future::BoxFuture<'_, Result<(), tonic::Status>> {
+        let mut client = self.served.client.clone();
+        let rq = self.requests[i % self.requests.len().max(1)].clone();
+        Box::pin(async move { client.model_infer(rq).await.map(|_| ()) })
+    }
+}
+
 /// One version, pulled and served by its own inference process.
 pub struct Served {
     pub version: pb::Version,
@@ -157,15 +179,7 @@ impl Served {
 
     /// The serving process's resident memory, in MB (Linux).
     pub fn rss_mb(&self) -> Option<f64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        let kb: f64 = status
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))?
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()?;
-        Some(kb / 1024.0)
+        rss_mb(&self.child)
     }
 
     fn model(&self) -> &str {
@@ -229,6 +243,19 @@ impl Served {
     }
 }
 
+/// A process's resident memory, in MB (Linux).
+pub(crate) fn rss_mb(child: &Child) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).ok()?;
+    let kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb / 1024.0)
+}
+
 /// The suite's examples as inference requests for `model` (every input
 /// raw), each field named in errors.
 pub(crate) fn requests(suite: &Suite, model: &str) -> anyhow::Result<Vec<inf::ModelInferRequest>> {
@@ -269,16 +296,33 @@ pub(crate) fn requests(suite: &Suite, model: &str) -> anyhow::Result<Vec<inf::Mo
         .collect()
 }
 
-/// The inference service binary beside this one, serving `repo` on a free
-/// loopback port; its address from the log line that announces it.
-///
-/// The process gets none of this process's `MLMESH_*` settings (a TLS
-/// certificate, a registry to follow or a config file meant for the
-/// caller must not shape the process under test), only `env` (the ONNX
-/// Runtime library, for one) and what it needs to be found and read.
+/// `bin` serving `repo` (a model repository) on a free loopback port; its
+/// address from the log line that announces it.
 fn spawn_inference(
     bin: &Path,
     repo: &Path,
+    env: &[(String, String)],
+) -> anyhow::Result<(Child, SocketAddr)> {
+    let args = [std::ffi::OsString::from("--model-repository"), repo.into()];
+    let settings = [
+        ("MLMESH_INFERENCE__POLL_INTERVAL_SECS", "0".to_owned()),
+        ("MLMESH_INFERENCE__MAX_VALIDATIONS", "0".to_owned()),
+    ];
+    spawn_service(bin, &args, &settings, env)
+}
+
+/// `bin` (a mesh service) on a free loopback port with `args` and
+/// `settings`; its address from the log line that announces it.
+///
+/// The process gets none of this process's `MLMESH_*` settings (a TLS
+/// certificate, a registry to follow or a config file meant for the
+/// caller must not shape the process under test), only `settings`, `env`
+/// (the ONNX Runtime library, for one) and what it needs to be found and
+/// read.
+pub(crate) fn spawn_service(
+    bin: &Path,
+    args: &[std::ffi::OsString],
+    settings: &[(&str, String)],
     env: &[(String, String)],
 ) -> anyhow::Result<(Child, SocketAddr)> {
     if !bin.is_file() {
@@ -295,13 +339,11 @@ fn spawn_inference(
     }
     let mut child = cmd
         .args(["--listen", "127.0.0.1:0"])
-        .arg("--model-repository")
-        .arg(repo)
+        .args(args)
         .env("MLMESH_SERVER__METRICS_LISTEN", "off")
         .env("MLMESH_TELEMETRY__LOG_FORMAT", "json")
         .env("MLMESH_TELEMETRY__LOG_LEVEL", "warn,mlmesh_runtime=info")
-        .env("MLMESH_INFERENCE__POLL_INTERVAL_SECS", "0")
-        .env("MLMESH_INFERENCE__MAX_VALIDATIONS", "0")
+        .envs(settings.iter().map(|(k, v)| (k, v)))
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
