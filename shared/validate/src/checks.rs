@@ -142,6 +142,24 @@ pub fn evaluate(
     candidate: &Answers,
     champion: Option<&Answers>,
 ) -> Result<Report, EvalError> {
+    evaluate_with_corpus(suite, candidate, champion, &Corpora::default())
+}
+
+/// The corpus vectors of a retrieval suite, as each version embedded them
+/// (in the suite's corpus order).
+#[derive(Debug, Default, Clone)]
+pub struct Corpora {
+    pub candidate: Vec<Vec<f64>>,
+    pub champion: Option<Vec<Vec<f64>>>,
+}
+
+/// [`evaluate`], with the corpus vectors recall checks search.
+pub fn evaluate_with_corpus(
+    suite: &Suite,
+    candidate: &Answers,
+    champion: Option<&Answers>,
+    corpora: &Corpora,
+) -> Result<Report, EvalError> {
     let want = suite.examples.len();
     for (who, a) in [
         ("the candidate", Some(candidate)),
@@ -167,6 +185,14 @@ pub fn evaluate(
                 min,
                 margin,
             } => accuracy(suite, candidate, champion, output, *min, *margin)?,
+            Check::Recall { k, min, margin } => recall(
+                suite,
+                (candidate, &corpora.candidate),
+                champion.zip(corpora.champion.as_ref()),
+                *k,
+                *min,
+                *margin,
+            )?,
         });
     }
     Ok(Report {
@@ -300,6 +326,138 @@ fn correctness(suite: &Suite, a: &Answers, output: &str) -> Result<Vec<bool>, St
         .collect()
 }
 
+/// The smallest detectable difference in words. Paired differences with
+/// no variance (the two versions did alike on every example) leave it
+/// undefined: said so rather than claiming any difference would show.
+fn detectable(mdd: Option<f64>) -> String {
+    match mdd {
+        Some(m) if m > 0.0 => format!("; the suite detects differences of {m:.4} or more"),
+        Some(_) => {
+            "; both did alike on every example, so the smallest detectable difference is undefined"
+                .into()
+        }
+        None => String::new(),
+    }
+}
+
+/// Each query's recall at `k`: the share of its relevant documents among
+/// the `k` corpus vectors of highest cosine to its own vector.
+fn recalls(
+    suite: &Suite,
+    answers: &Answers,
+    corpus: &[Vec<f64>],
+    k: usize,
+) -> Result<Vec<f64>, String> {
+    if corpus.len() != suite.corpus.len() {
+        return Err(format!(
+            "{} corpus vectors for {} documents",
+            corpus.len(),
+            suite.corpus.len()
+        ));
+    }
+    let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let cos = |a: &[f64], b: &[f64]| {
+        let c = a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>() / (norm(a) * norm(b));
+        if c.is_finite() && a.len() == b.len() {
+            c
+        } else {
+            -1.0
+        }
+    };
+    suite
+        .examples
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let q = answer(answers, i, "embedding")?;
+            let mut scored: Vec<(f64, usize)> = corpus
+                .iter()
+                .enumerate()
+                .map(|(j, d)| (cos(q, d), j))
+                .collect();
+            // Highest first; ties by corpus order, so the result is stable.
+            scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            let found = scored
+                .iter()
+                .take(k)
+                .filter(|(_, j)| e.relevant.contains(&suite.corpus[*j].id))
+                .count();
+            Ok(found as f64 / e.relevant.len() as f64)
+        })
+        .collect()
+}
+
+fn recall(
+    suite: &Suite,
+    candidate: (&Answers, &Vec<Vec<f64>>),
+    champion: Option<(&Answers, &Vec<Vec<f64>>)>,
+    k: usize,
+    min: Option<f64>,
+    margin: Option<f64>,
+) -> Result<CheckResult, EvalError> {
+    let name = format!("recall@{k}");
+    let ours = match recalls(suite, candidate.0, candidate.1, k) {
+        Ok(r) => r,
+        Err(why) => return Ok(CheckResult::new(name, false, why)),
+    };
+    let n = ours.len();
+    let mean = ours.iter().sum::<f64>() / n as f64;
+    let mut passed = min.is_none_or(|m| mean >= m);
+    let mut detail = format!(
+        "recall@{k} {mean:.4} over {n} queries and {} documents",
+        suite.corpus.len()
+    );
+    if let Some(m) = min {
+        detail.push_str(&format!(" (at least {m} required)"));
+    }
+    let mut r = CheckResult::new(name.clone(), passed, String::new());
+    r.figures.insert("recall".into(), mean);
+    if let Some((answers, corpus)) = champion {
+        let theirs = match recalls(suite, answers, corpus, k) {
+            Ok(r) => r,
+            Err(why) => return Ok(CheckResult::new(name, false, format!("champion: {why}"))),
+        };
+        let bs = suite.bootstrap;
+        let interval = paired_bootstrap(&ours, &theirs, bs.confidence, bs.resamples, bs.seed)?;
+        let d: Vec<f64> = ours.iter().zip(&theirs).map(|(x, y)| x - y).collect();
+        let mdd = if n >= 2 {
+            Some(min_detectable_difference(&d, 0.05, 0.8)?)
+        } else {
+            None
+        };
+        r.figures.insert(
+            "champion_recall".into(),
+            theirs.iter().sum::<f64>() / n as f64,
+        );
+        detail.push_str(&format!(
+            "; against the champion {:+.4} [{:+.4}, {:+.4}] at {:.0}%",
+            interval.estimate,
+            interval.low,
+            interval.high,
+            interval.confidence * 100.0
+        ));
+        detail.push_str(&detectable(mdd));
+        if let Some(margin) = margin {
+            let ok = interval.non_inferior(margin);
+            detail.push_str(&if ok {
+                format!("; non-inferior by margin {margin}")
+            } else {
+                format!(
+                    "; may be worse by more than the margin {margin} (lower bound {:+.4})",
+                    interval.low
+                )
+            });
+            passed &= ok;
+        }
+        r.interval = Some(interval);
+        r.min_detectable = mdd;
+        r.margin = margin;
+    }
+    r.passed = passed;
+    r.detail = detail;
+    Ok(r)
+}
+
 fn accuracy(
     suite: &Suite,
     candidate: &Answers,
@@ -354,11 +512,7 @@ fn accuracy(
             test.b,
             test.c
         ));
-        if let Some(m) = mdd {
-            detail.push_str(&format!(
-                "; the suite detects differences of {m:.4} or more"
-            ));
-        }
+        detail.push_str(&detectable(mdd));
         if let Some(margin) = margin {
             let ok = interval.non_inferior(margin);
             detail.push_str(&if ok {

@@ -59,7 +59,22 @@ pub struct Example {
     pub expected: BTreeMap<String, Vec<f64>>,
     #[serde(default)]
     pub label: Option<i64>,
+    /// A retrieval example (a query): the ids of the corpus documents it
+    /// should find.
+    #[serde(default)]
+    pub relevant: Vec<String>,
 }
+
+/// A document of a retrieval suite's corpus.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Document {
+    pub id: String,
+    pub text: String,
+}
+
+/// Most documents in a corpus.
+pub const MAX_CORPUS: usize = 100_000;
 
 /// What is checked, with its tolerance.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -86,6 +101,19 @@ pub enum Check {
         #[serde(default)]
         margin: Option<f64>,
     },
+    /// Retrieval (embedding suites with a corpus): each example's text is
+    /// a query; the `k` corpus documents nearest to it (cosine of the
+    /// version's own vectors, exact search) should hold its `relevant`
+    /// ids. Mean recall at least `min`, and, against a champion, not
+    /// worse by more than `margin` (paired bootstrap interval of the
+    /// per-query difference).
+    Recall {
+        k: usize,
+        #[serde(default)]
+        min: Option<f64>,
+        #[serde(default)]
+        margin: Option<f64>,
+    },
 }
 
 impl Check {
@@ -95,6 +123,7 @@ impl Check {
             Check::Tensor { output, .. }
             | Check::Cosine { output, .. }
             | Check::Accuracy { output, .. } => output,
+            Check::Recall { .. } => "embedding",
         }
     }
 }
@@ -132,6 +161,9 @@ pub struct Suite {
     /// What running the version may cost; none: nothing is measured.
     #[serde(default)]
     pub budgets: Option<Budgets>,
+    /// A retrieval suite's documents (embedding suites; recall checks).
+    #[serde(default)]
+    pub corpus: Vec<Document>,
     /// What serves the version: the inference service (tensors in,
     /// tensors out) or the embedding service (a text in, its vector out as
     /// the output `embedding`).
@@ -250,6 +282,17 @@ impl Suite {
                 ));
             }
         }
+        if self.corpus.len() > MAX_CORPUS {
+            return Err(invalid(
+                "corpus",
+                format!("{} documents; at most {MAX_CORPUS}", self.corpus.len()),
+            ));
+        }
+        let ids: std::collections::HashSet<&str> =
+            self.corpus.iter().map(|d| d.id.as_str()).collect();
+        if ids.len() != self.corpus.len() {
+            return Err(invalid("corpus", "document ids must be unique"));
+        }
         if self.task == Task::Embedding {
             if let Some(j) = self
                 .examples
@@ -283,6 +326,41 @@ impl Suite {
                         return Err(invalid(field("min"), "a cosine between -1 and 1"));
                     }
                     self.need_expected(i, c.output())?;
+                }
+                Check::Recall { k, min, margin } => {
+                    if self.task != Task::Embedding || self.corpus.is_empty() {
+                        return Err(invalid(
+                            field("kind"),
+                            "recall needs an embedding suite with a corpus",
+                        ));
+                    }
+                    if *k == 0 || *k > self.corpus.len() {
+                        return Err(invalid(
+                            field("k"),
+                            format!("1 to the corpus size ({})", self.corpus.len()),
+                        ));
+                    }
+                    if min.is_some_and(|m| !(0.0..=1.0).contains(&m))
+                        || margin.is_some_and(|m| !(0.0..=1.0).contains(&m))
+                    {
+                        return Err(invalid(field("min"), "min and margin are between 0 and 1"));
+                    }
+                    for (j, e) in self.examples.iter().enumerate() {
+                        if e.relevant.is_empty() {
+                            return Err(invalid(
+                                format!("examples[{j}].relevant"),
+                                format!(
+                                    "checks[{i}] (recall) needs the ids each query should find"
+                                ),
+                            ));
+                        }
+                        if let Some(id) = e.relevant.iter().find(|r| !ids.contains(r.as_str())) {
+                            return Err(invalid(
+                                format!("examples[{j}].relevant"),
+                                format!("{id:?} is not a corpus document"),
+                            ));
+                        }
+                    }
                 }
                 Check::Accuracy { min, margin, .. } => {
                     if min.is_some_and(|m| !(0.0..=1.0).contains(&m)) {

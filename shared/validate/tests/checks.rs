@@ -169,3 +169,80 @@ fn tensor_and_cosine_tolerances() {
     let nan = evaluate(&s, &ans(f64::NAN, [0.0, 1.0]), None).expect("nan");
     assert!(!nan.checks[0].passed, "NaN never passes a tolerance");
 }
+
+/// Recall@k over a corpus, by exact cosine search of each version's own
+/// vectors; the expected hits worked out by hand on 2-D vectors.
+#[test]
+fn recall_counts_relevant_documents_among_the_nearest() {
+    use mlmesh_validate::checks::{Corpora, evaluate_with_corpus};
+    let suite = Suite::parse(
+        json!({
+            "name": "r",
+            "task": "embedding",
+            "corpus": [{"id": "east", "text": "e"}, {"id": "north", "text": "n"}, {"id": "west", "text": "w"}],
+            "examples": [
+                {"inputs": {"text": "q1"}, "relevant": ["east"]},
+                {"inputs": {"text": "q2"}, "relevant": ["north"]},
+                {"inputs": {"text": "q3"}, "relevant": ["west", "north"]}
+            ],
+            "checks": [{"kind": "recall", "k": 1, "min": 0.5, "margin": 0.1}],
+            "bootstrap": {"resamples": 200, "seed": 1}
+        })
+        .to_string()
+        .as_bytes(),
+    )
+    .expect("suite");
+    let q = |x: f64, y: f64| -> BTreeMap<String, Vec<f64>> {
+        [("embedding".to_owned(), vec![x, y])].into_iter().collect()
+    };
+    let corpus = vec![vec![1.0, 0.0], vec![0.0, 1.0], vec![-1.0, 0.0]];
+    // q1 nearest east (hit), q2 nearest north (hit), q3 nearest west: one
+    // of its two relevant documents at k = 1 (0.5). Mean 5/6.
+    let good: Answers = vec![q(0.9, 0.1), q(0.1, 0.9), q(-0.9, 0.2)];
+    // q2 now nearest east: a miss. Mean 1/2.
+    let worse: Answers = vec![q(0.9, 0.1), q(0.9, 0.2), q(-0.9, 0.2)];
+    let corpora = Corpora {
+        candidate: corpus.clone(),
+        champion: Some(corpus),
+    };
+    let r = evaluate_with_corpus(&suite, &good, Some(&worse), &corpora).expect("evaluates");
+    let c = &r.checks[0];
+    assert!((c.figures["recall"] - 5.0 / 6.0).abs() < 1e-12, "{c:?}");
+    assert!((c.figures["champion_recall"] - 0.5).abs() < 1e-12, "{c:?}");
+    assert!(c.passed, "{c:?}");
+    let r = evaluate_with_corpus(
+        &suite,
+        &worse,
+        Some(&good),
+        &Corpora {
+            candidate: corpora.candidate.clone(),
+            champion: corpora.champion.clone(),
+        },
+    )
+    .expect("evaluates");
+    let c = &r.checks[0];
+    // The minimum is met, but worse by 1/3 on average: the interval
+    // reaches below -0.1, so it is refused on the margin, and says so.
+    assert!((c.figures["recall"] - 0.5).abs() < 1e-12, "{c:?}");
+    assert!(!c.interval.expect("interval").non_inferior(0.1), "{c:?}");
+    assert!(!c.passed && c.detail.contains("worse by more than the margin 0.1"), "{c:?}");
+    // A corpus missing vectors is a failed check, not a panic.
+    let short = Corpora {
+        candidate: vec![vec![1.0, 0.0]],
+        champion: None,
+    };
+    let r = evaluate_with_corpus(&suite, &good, None, &short).expect("evaluates");
+    assert!(
+        !r.checks[0].passed
+            && r.checks[0]
+                .detail
+                .contains("1 corpus vectors for 3 documents")
+    );
+    // A recall check needs a corpus and known ids.
+    let e = Suite::parse(br#"{"name": "r", "task": "embedding", "examples": [{"inputs": {"text": "q"}, "relevant": ["x"]}], "checks": [{"kind": "recall", "k": 1}]}"#)
+        .expect_err("no corpus");
+    assert!(e.to_string().contains("checks[0].kind"), "{e}");
+    let e = Suite::parse(br#"{"name": "r", "task": "embedding", "corpus": [{"id": "a", "text": "t"}], "examples": [{"inputs": {"text": "q"}, "relevant": ["x"]}], "checks": [{"kind": "recall", "k": 1}]}"#)
+        .expect_err("unknown id");
+    assert!(e.to_string().contains("examples[0].relevant"), "{e}");
+}

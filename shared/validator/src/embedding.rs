@@ -168,6 +168,33 @@ impl EmbedServed {
             .unwrap_or_default())
     }
 
+    /// Every corpus document's vector, in order, in batches of 32.
+    pub async fn corpus(&self, texts: &[String]) -> anyhow::Result<Vec<Vec<f64>>> {
+        let mut out = Vec::with_capacity(texts.len());
+        for (i, chunk) in texts.chunks(32).enumerate() {
+            let r = self
+                .client
+                .clone()
+                .embed(self.request(chunk.to_vec()))
+                .await
+                .with_context(|| format!("corpus documents from {}", i * 32))?
+                .into_inner();
+            if r.embeddings.len() != chunk.len() {
+                bail!(
+                    "{} vectors for {} corpus documents",
+                    r.embeddings.len(),
+                    chunk.len()
+                );
+            }
+            out.extend(
+                r.embeddings
+                    .iter()
+                    .map(|e| e.values.iter().map(|v| f64::from(*v)).collect()),
+            );
+        }
+        Ok(out)
+    }
+
     /// Every text's vector, one call each.
     pub async fn answers(&self) -> anyhow::Result<Answers> {
         let mut out = Vec::with_capacity(self.texts.len());

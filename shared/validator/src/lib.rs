@@ -24,7 +24,7 @@ use anyhow::Context as _;
 use mlmesh_proto::{inference as inf, registry::v1 as pb};
 use mlmesh_tensor::DataType;
 use mlmesh_validate::{
-    checks::{CheckResult, contract, evaluate},
+    checks::{CheckResult, Corpora, contract, evaluate_with_corpus},
     suite::Suite,
 };
 
@@ -156,7 +156,14 @@ impl Job {
             Some(c) => Some(c.answers().await?),
             None => None,
         };
-        let report = evaluate(&suite, &ours, theirs.as_ref())?;
+        let corpora = Corpora {
+            candidate: candidate.corpus(&suite).await?,
+            champion: match &champion {
+                Some(c) => Some(c.corpus(&suite).await?),
+                None => None,
+            },
+        };
+        let report = evaluate_with_corpus(&suite, &ours, theirs.as_ref(), &corpora)?;
         for c in &report.checks {
             progress(Progress::Check(c));
         }

@@ -76,6 +76,17 @@ impl Target {
         }
     }
 
+    /// The vectors of a retrieval suite's corpus (none for other suites).
+    pub async fn corpus(&self, suite: &Suite) -> anyhow::Result<Vec<Vec<f64>>> {
+        match self {
+            Target::Embedding(e) if !suite.corpus.is_empty() => {
+                let texts: Vec<String> = suite.corpus.iter().map(|d| d.text.clone()).collect();
+                e.corpus(&texts).await
+            }
+            _ => Ok(Vec::new()),
+        }
+    }
+
     /// The robustness probes, against what `ours` answered one by one.
     pub async fn robustness(&self, model: &str, ours: &Answers) -> anyhow::Result<CheckResult> {
         Ok(match self {

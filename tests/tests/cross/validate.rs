@@ -658,4 +658,54 @@ fn an_embedding_suite_validates_minilm_against_sentence_transformers() {
     );
     assert!(printed.contains("FAIL cosine embedding"), "{printed}");
     assert!(printed.contains("PASS robustness"), "{printed}");
+
+    // A retrieval suite over the end-to-end corpus (8 documents, 8
+    // held-out questions, each naming the document that answers it):
+    // recall@1 of each version's own vectors, exact search.
+    let corpus: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(repo_root().join("tests/data/e2e-corpus.json")).expect("corpus"),
+    )
+    .expect("json");
+    let retrieval = serde_json::json!({
+        "name": "e2e-retrieval",
+        "task": "embedding",
+        "corpus": corpus["documents"].as_array().expect("documents").iter()
+            .map(|d| serde_json::json!({"id": d["id"], "text": d["text"]})).collect::<Vec<_>>(),
+        "examples": corpus["questions"].as_array().expect("questions").iter()
+            .map(|q| serde_json::json!({"inputs": {"text": q["question"]}, "relevant": [q["expect"]]}))
+            .collect::<Vec<_>>(),
+        "checks": [{"kind": "recall", "k": 1, "min": 0.75, "margin": 0.5}]
+    });
+    let retrieval_file = work.path().join("retrieval.json");
+    std::fs::write(
+        &retrieval_file,
+        serde_json::to_vec(&retrieval).expect("json"),
+    )
+    .expect("write");
+    let retrieval_arg = retrieval_file.display().to_string();
+    let out = mlmesh(&[
+        "model",
+        "validate",
+        "minilm",
+        "1",
+        "--suite",
+        &retrieval_arg,
+        "--against",
+        "1",
+    ]);
+    let printed = String::from_utf8_lossy(&out.stdout);
+    println!("{printed}");
+    assert!(
+        out.status.success(),
+        "{printed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        printed.contains("PASS recall@1: recall@1 1.0000 over 8 queries and 8 documents"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("against the champion +0.0000"),
+        "{printed}"
+    );
 }
