@@ -79,7 +79,113 @@ pub async fn run(args: ValidationArgs) -> anyhow::Result<()> {
     println!();
     validation_time(&svc, args.examples, args.runs)?;
     println!();
+    minilm_time(&svc, args.runs)?;
+    println!();
     shadow_overhead(&args).await?;
+    Ok(())
+}
+
+/// `mlmesh model validate` of the MiniLM suite (sentence-transformers'
+/// vectors for 60 texts, cosine ≥ 0.999, robustness, budgets) against a
+/// champion: two embedding processes started and loaded per run.
+fn minilm_time(svc: &Service, runs: usize) -> anyhow::Result<()> {
+    let root = repo_root();
+    let model = root.join(".cache/mlmesh/models/all-MiniLM-L6-v2");
+    if !model.join("model.onnx").is_file() {
+        println!(
+            "MiniLM suite: skipped, {} is missing (make models)",
+            model.display()
+        );
+        return Ok(());
+    }
+    let golden: serde_json::Value = serde_json::from_slice(&std::fs::read(
+        root.join("services/embedding/tests/data/minilm-golden.json"),
+    )?)?;
+    let items = golden["items"].as_array().context("items")?;
+    let suite = serde_json::json!({
+        "name": "minilm-sentence-transformers",
+        "task": "embedding",
+        "examples": items.iter().map(|i| serde_json::json!({
+            "inputs": {"text": i["text"]}, "expected": {"embedding": i["embedding"]}
+        })).collect::<Vec<_>>(),
+        "checks": [{"kind": "cosine", "output": "embedding", "min": 0.999}],
+        "budgets": {"load_ms": 60000, "rss_mb": 4096, "concurrency": 4, "requests": 200}
+    });
+    let dir = TempDir::new("bench-validation-minilm");
+    let suite_file = dir.path().join("suite.json");
+    std::fs::write(&suite_file, serde_json::to_vec(&suite)?)?;
+    let addr = svc.addr.to_string();
+    let mlmesh = |args: &[&str]| -> anyhow::Result<(bool, String)> {
+        let out = Command::new(binary("mlmesh"))
+            .current_dir(&root)
+            .env("MLMESH_REGISTRY", &addr)
+            .args(args)
+            .output()
+            .context("run mlmesh")?;
+        Ok((
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        ))
+    };
+    let model_arg = model.display().to_string();
+    for args in [
+        vec!["registry", "create", "minilm"],
+        vec!["registry", "push", "minilm", &model_arg],
+        vec!["registry", "push", "minilm", &model_arg],
+    ] {
+        let (ok, out) = mlmesh(&args)?;
+        if !ok {
+            bail!("{args:?}: {out}");
+        }
+    }
+    let suite_arg = suite_file.display().to_string();
+    let (mut secs, mut last) = (Vec::new(), String::new());
+    for _ in 0..runs {
+        let t = Instant::now();
+        let (ok, out) = mlmesh(&[
+            "model",
+            "validate",
+            "minilm",
+            "2",
+            "--suite",
+            &suite_arg,
+            "--against",
+            "1",
+        ])?;
+        secs.push(t.elapsed().as_secs_f64());
+        if !ok {
+            bail!("validation failed: {out}");
+        }
+        last = out;
+    }
+    println!(
+        "## `mlmesh model validate` of the MiniLM suite (`mlmesh-bench validation --runs {runs}`)"
+    );
+    println!();
+    println!(
+        "60 texts against sentence-transformers' vectors (cosine ≥ 0.999), 5 robustness probes and a batch check, budgets (p99 at concurrency 4 over 200 calls each, interleaved with the champion); two embedding processes started and loaded per run"
+    );
+    println!();
+    println!(
+        "| runs | median wall time | min | max | target |\n|---|---|---|---|---|\n| {} | {:.2} s | {:.2} s | {:.2} s | < 60 s |",
+        secs.len(),
+        median(secs.clone()),
+        secs.iter().copied().fold(f64::INFINITY, f64::min),
+        secs.iter().copied().fold(0.0, f64::max),
+    );
+    println!();
+    println!("last run's checks:");
+    for l in last
+        .lines()
+        .filter(|l| l.starts_with("PASS") || l.starts_with("FAIL"))
+    {
+        let short: String = l.chars().take(160).collect();
+        println!("- {short}");
+    }
     Ok(())
 }
 

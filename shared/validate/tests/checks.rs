@@ -225,7 +225,10 @@ fn recall_counts_relevant_documents_among_the_nearest() {
     // reaches below -0.1, so it is refused on the margin, and says so.
     assert!((c.figures["recall"] - 0.5).abs() < 1e-12, "{c:?}");
     assert!(!c.interval.expect("interval").non_inferior(0.1), "{c:?}");
-    assert!(!c.passed && c.detail.contains("worse by more than the margin 0.1"), "{c:?}");
+    assert!(
+        !c.passed && c.detail.contains("worse by more than the margin 0.1"),
+        "{c:?}"
+    );
     // A corpus missing vectors is a failed check, not a panic.
     let short = Corpora {
         candidate: vec![vec![1.0, 0.0]],
