@@ -133,11 +133,14 @@ impl Follower {
 
     /// Serves the version the source names now.
     async fn sync(&mut self, c: &mut Client) -> Result<(), String> {
-        let model = self.source.model.clone();
+        // The registry's name for registry calls; the served name (` as
+        // <name>`) for everything this service shows.
+        let registry_model = self.source.model.clone();
+        let model = self.source.served_name().to_owned();
         let selector = self.source.selector.to_get();
         let v = match c
             .get_version(pb::GetVersionRequest {
-                model: model.clone(),
+                model: registry_model,
                 selector: Some(selector),
             })
             .await
@@ -211,7 +214,7 @@ impl Follower {
         let passing = bound.iter().find(|e| e.passed);
         self.metrics
             .registry_evidence
-            .with_label_values(&[&v.model])
+            .with_label_values(&[self.source.served_name()])
             .set(passing.map_or(0, |e| e.id));
         match passing {
             Some(e) => tracing::info!(
@@ -234,7 +237,8 @@ impl Follower {
     }
 
     async fn switch(&self, c: &mut Client, v: &pb::Version) -> Result<(), String> {
-        let model_dir = self.cache.join(&v.model);
+        let name = self.source.served_name().to_owned();
+        let model_dir = self.cache.join(&name);
         let version_dir = model_dir.join(v.version.to_string());
         // The cached folder is this version only if its manifest is the
         // one the registry names now; otherwise (a registry restored or
@@ -269,10 +273,14 @@ impl Follower {
             .await
             .map_err(|e| e.to_string())?;
         let t = target.clone();
+        let serve_as = self.source.serve_as.clone();
         run_blocking(move || {
             if config.is_file() {
                 let bytes = fs::read(&config)?;
-                write_config(&t, Some(&bytes))
+                match serve_as {
+                    Some(n) => write_config(&t, Some(&renamed(&bytes, &n))),
+                    None => write_config(&t, Some(&bytes)),
+                }
             } else {
                 write_config(&t, None)
             }
@@ -282,7 +290,7 @@ impl Follower {
             return Err("the service is stopping".into());
         };
         let loaded = models
-            .load_version(&v.model, v.version)
+            .load_version(&name, v.version)
             .await
             .map_err(|e| e.to_string());
         if loaded.is_err() {
@@ -318,6 +326,25 @@ async fn run_blocking(
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("writing the config: {e}"))
+}
+
+/// A config served under another name (` as <name>`): its top-level
+/// `name:` line (unindented, as configs write it) becomes `name`, since a
+/// config's name must be its folder's; a config without one is kept (the
+/// folder's name is taken).
+fn renamed(config: &[u8], name: &str) -> Vec<u8> {
+    let text = String::from_utf8_lossy(config);
+    let mut done = false;
+    let mut out = String::with_capacity(text.len() + name.len());
+    for line in text.split_inclusive('\n') {
+        if !done && line.starts_with("name:") {
+            out.push_str(&format!("name: \"{name}\"\n"));
+            done = true;
+        } else {
+            out.push_str(line);
+        }
+    }
+    out.into_bytes()
 }
 
 /// The model folder's `config.pbtxt` becomes `bytes` (written whole, then

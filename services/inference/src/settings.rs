@@ -73,7 +73,9 @@ pub struct InferenceSettings {
     pub stream_concurrency: usize,
     /// Models served from the model registry, each
     /// `registry://<model>@<alias>` (follows the alias) or
-    /// `registry://<model>@<version>` (a fixed version).
+    /// `registry://<model>@<version>` (a fixed version), optionally
+    /// `… as <name>` to serve it under another name (a `candidate` beside
+    /// `production`).
     pub registry_models: Vec<mlmesh_registry_client::Source>,
     /// The registry's gRPC address (`host:port`), needed by
     /// `registry_models`.
@@ -150,6 +152,20 @@ impl InferenceSettings {
             return bad(
                 "registry_addr",
                 "required by inference.registry_models (the registry's host:port)".into(),
+            );
+        }
+        let mut served = std::collections::HashSet::new();
+        if let Some(dup) = self
+            .registry_models
+            .iter()
+            .find(|s| !served.insert(s.served_name()))
+        {
+            return bad(
+                "registry_models",
+                format!(
+                    "two entries serve {:?}: give one another name with ` as <name>`",
+                    dup.served_name()
+                ),
             );
         }
         for (key, v) in [
@@ -239,6 +255,31 @@ mod tests {
         let e = e.to_string();
         assert!(e.contains("inference.registry_models"), "{e}");
         assert!(e.contains("registry://"), "{e}");
+        let e = Settings::load(
+            None,
+            env(&[
+                ("MLMESH_INFERENCE__MODEL_REPOSITORY", "/"),
+                ("MLMESH_INFERENCE__REGISTRY_ADDR", "127.0.0.1:1"),
+                (
+                    "MLMESH_INFERENCE__REGISTRY_MODELS",
+                    "registry://iris@production,registry://iris@candidate",
+                ),
+            ]),
+        )
+        .expect_err("two serve iris");
+        assert!(e.to_string().contains("as <name>"), "{e}");
+        Settings::load(
+            None,
+            env(&[
+                ("MLMESH_INFERENCE__MODEL_REPOSITORY", "/"),
+                ("MLMESH_INFERENCE__REGISTRY_ADDR", "127.0.0.1:1"),
+                (
+                    "MLMESH_INFERENCE__REGISTRY_MODELS",
+                    "registry://iris@production,registry://iris@candidate as iris-candidate",
+                ),
+            ]),
+        )
+        .expect("a candidate beside production");
         let s = Settings::load(
             None,
             env(&[

@@ -1,5 +1,7 @@
 //! What a `registry://` source names: `registry://<model>@<alias>` follows
-//! an alias, `registry://<model>@<version>` serves a fixed version. A
+//! an alias, `registry://<model>@<version>` serves a fixed version; a
+//! trailing ` as <name>` serves it under another name (a `candidate` alias
+//! beside `production` of the same model, for a shadow to compare). A
 //! setting holding a source is parsed when the settings load (serde goes
 //! through [`Source::parse`]), so a bad one stops the service at start,
 //! naming the key.
@@ -15,6 +17,8 @@ use crate::names;
 pub struct Source {
     pub model: String,
     pub selector: Selector,
+    /// The name to serve it under (` as <name>`); none: the model's.
+    pub serve_as: Option<String>,
 }
 
 /// An alias (followed as it moves) or a fixed version number (≥ 1).
@@ -49,8 +53,19 @@ impl Selector {
 }
 
 impl Source {
-    /// `registry://<model>@<alias>` or `registry://<model>@<version>`.
+    /// `registry://<model>@<alias>` or `registry://<model>@<version>`,
+    /// optionally followed by ` as <name>`.
     pub fn parse(s: &str) -> Result<Self, String> {
+        let (source, serve_as) = match s.trim().split_once(" as ") {
+            Some((src, name)) => {
+                let name = name.trim();
+                names::check(name)
+                    .map_err(|why| format!("{s:?}: name {name:?} {why}: {}", names::RULE))?;
+                (src.trim(), Some(name.to_owned()))
+            }
+            None => (s.trim(), None),
+        };
+        let s = source;
         let rest = s
             .strip_prefix("registry://")
             .ok_or_else(|| format!("{s:?} does not start with registry://"))?;
@@ -70,15 +85,25 @@ impl Source {
         Ok(Self {
             model: model.to_owned(),
             selector,
+            serve_as,
         })
+    }
+
+    /// The name the version is served under.
+    pub fn served_name(&self) -> &str {
+        self.serve_as.as_deref().unwrap_or(&self.model)
     }
 }
 
 impl fmt::Display for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.selector {
-            Selector::Alias(a) => write!(f, "registry://{}@{a}", self.model),
-            Selector::Version(v) => write!(f, "registry://{}@{v}", self.model),
+            Selector::Alias(a) => write!(f, "registry://{}@{a}", self.model)?,
+            Selector::Version(v) => write!(f, "registry://{}@{v}", self.model)?,
+        }
+        match &self.serve_as {
+            Some(n) => write!(f, " as {n}"),
+            None => Ok(()),
         }
     }
 }
@@ -112,7 +137,7 @@ impl schemars::JsonSchema for Source {
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         schemars::json_schema!({
             "type": "string",
-            "pattern": "^registry://[A-Za-z0-9_][A-Za-z0-9._-]*@[A-Za-z0-9_][A-Za-z0-9._-]*$",
+            "pattern": "^registry://[A-Za-z0-9_][A-Za-z0-9._-]*@[A-Za-z0-9_][A-Za-z0-9._-]*( as [A-Za-z0-9_][A-Za-z0-9._-]*)?$",
         })
     }
 }
@@ -127,8 +152,16 @@ mod tests {
             Source::parse("registry://iris@production"),
             Ok(Source {
                 model: "iris".into(),
-                selector: Selector::Alias("production".into())
+                selector: Selector::Alias("production".into()),
+                serve_as: None,
             })
+        );
+        let shadow = Source::parse("registry://iris@candidate as iris-candidate").expect("as");
+        assert_eq!(shadow.served_name(), "iris-candidate");
+        assert_eq!(shadow.model, "iris");
+        assert_eq!(
+            shadow.to_string(),
+            "registry://iris@candidate as iris-candidate"
         );
         assert_eq!(
             Source::parse("registry://iris@3").map(|s| s.selector),
@@ -142,6 +175,8 @@ mod tests {
             "registry://a@0",
             "registry://a@-1",
             "registry://.a@x",
+            "registry://a@x as ../b",
+            "registry://a@x as ",
         ] {
             assert!(Source::parse(bad).is_err(), "{bad}");
         }

@@ -329,3 +329,175 @@ async fn shadows_compare_live_calls_and_never_touch_the_primary() {
         "{listed}"
     );
 }
+
+/// A registry `candidate` alias shadowing `production` of the same model:
+/// the inference service follows both (`… as iris-candidate` serves the
+/// candidate under a name of its own, its config renamed to match), the
+/// gateway mirrors every `iris-logreg` call to `iris-candidate`, and the
+/// report becomes evidence of the candidate's registry version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_candidate_alias_shadows_production_of_the_same_model() {
+    let _serial = mlmesh_tests::serial_async().await;
+    let data = TempDir::new("shadow-alias-registry");
+    let registry = Service::start(
+        "mlmesh-registry",
+        &[(
+            "MLMESH_REGISTRY__DATA_DIR",
+            data.path().display().to_string(),
+        )],
+    );
+    let mlmesh = |args: &[&str]| {
+        std::process::Command::new(mlmesh_tests::binary("mlmesh"))
+            .current_dir(repo_root())
+            .env("MLMESH_REGISTRY", registry.addr.to_string())
+            .args(args)
+            .output()
+            .expect("run mlmesh")
+    };
+    // v1: the depth-1 tree (no name in its config) in production; v2: the
+    // logistic regression (its config says name "iris-logreg") as the
+    // candidate, served as iris-candidate.
+    for args in [
+        &["registry", "create", "iris-logreg"][..],
+        &[
+            "registry",
+            "push",
+            "iris-logreg",
+            "tests/data/validation/iris-tree",
+        ],
+        &[
+            "registry",
+            "push",
+            "iris-logreg",
+            "services/inference/models/iris-logreg",
+        ],
+        &["registry", "alias", "set", "iris-logreg", "production", "1"],
+        &["registry", "alias", "set", "iris-logreg", "candidate", "2"],
+    ] {
+        let out = mlmesh(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let (repo, cache, config) = (
+        TempDir::new("shadow-alias-repo"),
+        TempDir::new("shadow-alias-cache"),
+        TempDir::new("shadow-alias-config"),
+    );
+    let inference = Service::start(
+        "mlmesh-inference",
+        &[
+            ("MLMESH_INFERENCE__MODEL_REPOSITORY", repo.path().display().to_string()),
+            ("MLMESH_INFERENCE__REGISTRY_ADDR", registry.addr.to_string()),
+            (
+                "MLMESH_INFERENCE__REGISTRY_MODELS",
+                "registry://iris-logreg@production,registry://iris-logreg@candidate as iris-candidate".into(),
+            ),
+            ("MLMESH_INFERENCE__REGISTRY_CACHE_DIR", cache.path().display().to_string()),
+        ],
+    );
+    let file = config.path().join("gateway.toml");
+    std::fs::write(
+        &file,
+        "[shadow]\nmax_in_flight = 1024\n[[shadow.rules]]\nmodel = \"iris-logreg\"\nshadow_model = \"iris-candidate\"\nfraction = 1.0\ncompare = \"argmax\"\noutput = \"probabilities\"\n",
+    )
+    .expect("write");
+    let gateway = Service::start(
+        "mlmesh-gateway",
+        &[
+            ("MLMESH_DOWNSTREAM__INFERENCE", inference.addr.to_string()),
+            ("MLMESH_DOWNSTREAM__EMBEDDING", "127.0.0.1:9".into()),
+            ("MLMESH_DOWNSTREAM__VECTOR_SEARCH", "127.0.0.1:9".into()),
+            ("MLMESH_HTTP__LISTEN", "127.0.0.1:0".into()),
+            ("MLMESH_CONFIG", file.display().to_string()),
+        ],
+    );
+    // Both names serve once the followers have synced.
+    let mut direct = client(inference.addr).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    for name in ["iris-logreg", "iris-candidate"] {
+        loop {
+            let ready = direct
+                .model_ready(pb::ModelReadyRequest {
+                    name: name.into(),
+                    version: String::new(),
+                })
+                .await
+                .map(|r| r.into_inner().ready)
+                .unwrap_or(false);
+            if ready {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name} never became ready"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+    let mut answers = std::collections::HashMap::new();
+    for name in ["iris-logreg", "iris-candidate"] {
+        let mut v = Vec::new();
+        for rq in requests(name) {
+            v.push(probabilities(
+                &direct.model_infer(rq).await.expect("direct").into_inner(),
+            ));
+        }
+        answers.insert(name, v);
+    }
+    let differ = answers["iris-logreg"]
+        .iter()
+        .zip(&answers["iris-candidate"])
+        .filter(|(a, b)| argmax(a) != argmax(b))
+        .count() as u64;
+    assert!(
+        differ > 0,
+        "production (the tree) and the candidate differ somewhere"
+    );
+    let mut c = client(gateway.addr).await;
+    for rq in requests("iris-logreg") {
+        c.model_infer(rq).await.expect("primary call");
+    }
+    let n = requests("iris-logreg").len() as u64;
+    let mut http = HttpClient::new(gateway.http_addr.expect("http"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let rule = loop {
+        let (_, body) = http.json("GET", "/v1/shadow", None);
+        let rule = body["rules"][0].clone();
+        if rule["calls"].as_u64() == Some(n) || std::time::Instant::now() > deadline {
+            break rule;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(rule["errors"], 0, "{rule}");
+    assert_eq!(rule["disagree"].as_u64(), Some(differ), "{rule}");
+    // The report as evidence of the candidate's version (v2, by alias).
+    let gw = format!("http://{}", gateway.http_addr.expect("http"));
+    let out = mlmesh(&[
+        "model",
+        "shadow",
+        "iris-logreg",
+        "@candidate",
+        "--gateway",
+        &gw,
+        "--rule",
+        "iris-logreg",
+        "--min-agreement",
+        "0.3",
+        "--min-calls",
+        "100",
+        "--record",
+    ]);
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{printed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        printed.contains("recorded as evidence") && printed.contains("of iris-logreg v2"),
+        "{printed}"
+    );
+}
