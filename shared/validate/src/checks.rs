@@ -184,7 +184,8 @@ pub fn evaluate_with_corpus(
                 output,
                 min,
                 margin,
-            } => accuracy(suite, candidate, champion, output, *min, *margin)?,
+                top_k,
+            } => accuracy(suite, candidate, champion, (output, *top_k), *min, *margin)?,
             Check::Recall { k, min, margin } => recall(
                 suite,
                 (candidate, &corpora.candidate),
@@ -313,15 +314,26 @@ fn predicted(values: &[f64]) -> Option<i64> {
     }
 }
 
-fn correctness(suite: &Suite, a: &Answers, output: &str) -> Result<Vec<bool>, String> {
+/// Whether each example's label is among the `k` classes the answer
+/// ranks highest (k = 1: the predicted class; a single-value output is
+/// its own class whatever `k`).
+fn correctness(suite: &Suite, a: &Answers, output: &str, k: usize) -> Result<Vec<bool>, String> {
     suite
         .examples
         .iter()
         .enumerate()
         .map(|(i, e)| {
-            let p = predicted(answer(a, i, output)?)
-                .ok_or_else(|| format!("example {i}: {output:?} is empty"))?;
-            Ok(Some(p) == e.label)
+            let values = answer(a, i, output)?;
+            if k <= 1 || values.len() <= 1 {
+                let p =
+                    predicted(values).ok_or_else(|| format!("example {i}: {output:?} is empty"))?;
+                return Ok(Some(p) == e.label);
+            }
+            let mut ranked: Vec<usize> = (0..values.len()).collect();
+            // Highest first; ties by class index, so the result is stable.
+            ranked.sort_by(|x, y| values[*y].total_cmp(&values[*x]).then(x.cmp(y)));
+            Ok(e.label
+                .is_some_and(|l| ranked.iter().take(k).any(|c| *c as i64 == l)))
         })
         .collect()
 }
@@ -462,12 +474,15 @@ fn accuracy(
     suite: &Suite,
     candidate: &Answers,
     champion: Option<&Answers>,
-    output: &str,
+    (output, k): (&str, usize),
     min: Option<f64>,
     margin: Option<f64>,
 ) -> Result<CheckResult, EvalError> {
-    let name = format!("accuracy {output}");
-    let ours = match correctness(suite, candidate, output) {
+    let name = match k {
+        1 => format!("accuracy {output}"),
+        k => format!("top-{k} accuracy {output}"),
+    };
+    let ours = match correctness(suite, candidate, output, k) {
         Ok(c) => c,
         Err(why) => return Ok(CheckResult::new(name, false, why)),
     };
@@ -481,7 +496,7 @@ fn accuracy(
     let mut r = CheckResult::new(name.clone(), passed, String::new());
     r.figures.insert("accuracy".into(), acc);
     if let Some(champ) = champion {
-        let theirs = match correctness(suite, champ, output) {
+        let theirs = match correctness(suite, champ, output, k) {
             Ok(c) => c,
             Err(why) => return Ok(CheckResult::new(name, false, format!("champion: {why}"))),
         };

@@ -100,6 +100,10 @@ pub enum Check {
         min: Option<f64>,
         #[serde(default)]
         margin: Option<f64>,
+        /// Top-k accuracy: right when the label is among the `top_k`
+        /// largest values of `output` (default 1: the argmax).
+        #[serde(default = "one")]
+        top_k: usize,
     },
     /// Retrieval (embedding suites with a corpus): each example's text is
     /// a query; the `k` corpus documents nearest to it (cosine of the
@@ -126,6 +130,10 @@ impl Check {
             Check::Recall { .. } => "embedding",
         }
     }
+}
+
+fn one() -> usize {
+    1
 }
 
 /// How intervals are drawn.
@@ -362,7 +370,12 @@ impl Suite {
                         }
                     }
                 }
-                Check::Accuracy { min, margin, .. } => {
+                Check::Accuracy {
+                    min, margin, top_k, ..
+                } => {
+                    if *top_k == 0 || *top_k > 1000 {
+                        return Err(invalid(field("top_k"), "1 to 1000"));
+                    }
                     if min.is_some_and(|m| !(0.0..=1.0).contains(&m)) {
                         return Err(invalid(field("min"), "an accuracy between 0 and 1"));
                     }

@@ -249,3 +249,44 @@ fn recall_counts_relevant_documents_among_the_nearest() {
         .expect_err("unknown id");
     assert!(e.to_string().contains("examples[0].relevant"), "{e}");
 }
+
+/// Top-k accuracy: right when the label is among the k highest scores
+/// (worked out by hand on three examples).
+#[test]
+fn top_k_accuracy_counts_labels_among_the_highest_scores() {
+    let suite = Suite::parse(
+        json!({
+            "name": "k",
+            "examples": [
+                {"inputs": {}, "label": 0},
+                {"inputs": {}, "label": 1},
+                {"inputs": {}, "label": 2}
+            ],
+            "checks": [
+                {"kind": "accuracy", "output": "p"},
+                {"kind": "accuracy", "output": "p", "top_k": 2}
+            ]
+        })
+        .to_string()
+        .as_bytes(),
+    )
+    .expect("suite");
+    let row = |v: [f64; 3]| -> BTreeMap<String, Vec<f64>> {
+        [("p".to_owned(), v.to_vec())].into_iter().collect()
+    };
+    // Example 0: class 0 first (top-1 right); example 1: class 1 second
+    // (top-2 right); example 2: class 2 last (wrong either way).
+    let a: Answers = vec![
+        row([0.7, 0.2, 0.1]),
+        row([0.5, 0.3, 0.2]),
+        row([0.6, 0.3, 0.1]),
+    ];
+    let r = evaluate(&suite, &a, None).expect("evaluates");
+    assert_eq!(r.checks[0].check, "accuracy p");
+    assert!((r.checks[0].figures["accuracy"] - 1.0 / 3.0).abs() < 1e-12);
+    assert_eq!(r.checks[1].check, "top-2 accuracy p");
+    assert!((r.checks[1].figures["accuracy"] - 2.0 / 3.0).abs() < 1e-12);
+    let e = Suite::parse(br#"{"name": "k", "examples": [{"inputs": {}, "label": 0}], "checks": [{"kind": "accuracy", "output": "p", "top_k": 0}]}"#)
+        .expect_err("top_k 0");
+    assert!(e.to_string().contains("checks[0].top_k"), "{e}");
+}

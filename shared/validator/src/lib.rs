@@ -226,6 +226,30 @@ impl Job {
     }
 }
 
+/// The ONNX Runtime the serving processes load, by its library's file
+/// name (`ORT_DYLIB_PATH`, else the cache `make models` fills, as the
+/// services resolve it): `1.31.1`; empty when it cannot be told.
+fn onnxruntime_version() -> String {
+    let file = match std::env::var_os("ORT_DYLIB_PATH") {
+        Some(p) => std::fs::canonicalize(&p).ok(),
+        None => std::fs::read_dir(".cache/mlmesh/onnxruntime")
+            .ok()
+            .and_then(|d| {
+                d.filter_map(Result::ok).map(|e| e.path()).find(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with("libonnxruntime.so."))
+                })
+            }),
+    };
+    file.as_deref()
+        .and_then(std::path::Path::file_name)
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix("libonnxruntime.so."))
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// A check as the registry keeps it (bounded as the registry demands:
 /// finite figures, text within its limit).
 pub fn evidence_check(c: &CheckResult, against: i64) -> pb::Check {
@@ -290,7 +314,7 @@ pub fn runner() -> pb::Runner {
         cpu,
         cores: std::thread::available_parallelism().map_or(0, |n| n.get() as u32),
         os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
-        onnxruntime: String::new(),
+        onnxruntime: onnxruntime_version(),
         mlmesh: env!("CARGO_PKG_VERSION").to_owned(),
         host: std::env::var("HOSTNAME").unwrap_or_default(),
     }

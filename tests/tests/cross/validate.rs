@@ -709,3 +709,106 @@ fn an_embedding_suite_validates_minilm_against_sentence_transformers() {
         "{printed}"
     );
 }
+
+/// A regressor: scikit-learn's diabetes linear regression (the bundled
+/// model, `services/inference/models/diabetes-linear`) checked element by
+/// element against scikit-learn's own predictions for 20 rows
+/// (`services/inference/tests/data/references.json`); the same suite with
+/// a tolerance no float32 model can meet fails, naming the largest error.
+#[test]
+fn a_regressor_is_checked_against_scikit_learn() {
+    let _serial = mlmesh_tests::serial();
+    let refs: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(repo_root().join("services/inference/tests/data/references.json"))
+            .expect("references"),
+    )
+    .expect("json");
+    let m = &refs["models"]["diabetes-linear"];
+    let rows = m["input"]["data"].as_array().expect("rows");
+    let want = m["sklearn"]["variable"].as_array().expect("sklearn");
+    let suite = |atol: f64| {
+        serde_json::json!({
+            "name": "diabetes",
+            "examples": rows.iter().zip(want).map(|(x, y)| serde_json::json!({
+                "inputs": {"X": {"datatype": "FP32", "shape": [1, 10], "data": x}},
+                "expected": {"variable": y}
+            })).collect::<Vec<_>>(),
+            "checks": [{"kind": "tensor", "output": "variable", "atol": atol, "rtol": 0.0}]
+        })
+    };
+    let work = TempDir::new("validate-diabetes");
+    let (loose, tight) = (
+        work.path().join("loose.json"),
+        work.path().join("tight.json"),
+    );
+    std::fs::write(&loose, serde_json::to_vec(&suite(1e-3)).expect("json")).expect("write");
+    std::fs::write(&tight, serde_json::to_vec(&suite(1e-9)).expect("json")).expect("write");
+    let data = TempDir::new("validate-diabetes-registry");
+    let registry = Service::start(
+        "mlmesh-registry",
+        &[(
+            "MLMESH_REGISTRY__DATA_DIR",
+            data.path().display().to_string(),
+        )],
+    );
+    let addr = registry.addr.to_string();
+    let mlmesh = |args: &[&str]| -> Output {
+        Command::new(binary("mlmesh"))
+            .current_dir(repo_root())
+            .args(args)
+            .env("MLMESH_REGISTRY", &addr)
+            .output()
+            .expect("run mlmesh")
+    };
+    for args in [
+        &["registry", "create", "diabetes-linear"][..],
+        &[
+            "registry",
+            "push",
+            "diabetes-linear",
+            "services/inference/models/diabetes-linear",
+        ],
+    ] {
+        let out = mlmesh(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let loose_arg = loose.display().to_string();
+    let out = mlmesh(&[
+        "model",
+        "validate",
+        "diabetes-linear",
+        "1",
+        "--suite",
+        &loose_arg,
+    ]);
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{printed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        printed.contains("PASS tensor variable: every element within atol 0.001"),
+        "{printed}"
+    );
+    assert!(printed.contains("PASS robustness"), "{printed}");
+    let tight_arg = tight.display().to_string();
+    let out = mlmesh(&[
+        "model",
+        "validate",
+        "diabetes-linear",
+        "1",
+        "--suite",
+        &tight_arg,
+    ]);
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "a 1e-9 tolerance passed: {printed}");
+    assert!(
+        printed.contains("FAIL tensor variable") && printed.contains("largest error"),
+        "{printed}"
+    );
+}
