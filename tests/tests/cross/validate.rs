@@ -152,15 +152,15 @@ fn a_worse_version_fails_validation_naming_the_check_and_a_good_one_passes() {
 
     // Production against itself: non-inferior; the suite this time from
     // the registry (content-addressed), and the outcome as a record.
-    // This copy of the suite also has budgets (generous: the machine is
-    // shared; the figures are what matters).
+    // This copy of the suite also has budgets: memory and load bounds no
+    // version comes near, and latency measured without a limit (a test
+    // never judges time; the benchmark does).
     let suites = TempDir::new("validate-suite");
     let mut doc: serde_json::Value =
         serde_json::from_slice(&std::fs::read(repo_root().join(suite)).expect("suite"))
             .expect("json");
     doc["budgets"] = serde_json::json!({
-        "load_ms": 60000, "rss_mb": 4096, "p99_ms": 2000, "p99_ratio": 50,
-        "concurrency": 4, "requests": 100
+        "load_ms": 60000, "rss_mb": 4096, "concurrency": 4, "requests": 100
     });
     let bytes = serde_json::to_vec(&doc).expect("json");
     std::fs::write(suites.path().join("suite.json"), &bytes).expect("write suite");
