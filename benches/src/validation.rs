@@ -111,82 +111,18 @@ fn minilm_time(svc: &Service, runs: usize) -> anyhow::Result<()> {
         "checks": [{"kind": "cosine", "output": "embedding", "min": 0.999}],
         "budgets": {"load_ms": 60000, "rss_mb": 4096, "concurrency": 4, "requests": 200}
     });
-    let dir = TempDir::new("bench-validation-minilm");
-    let suite_file = dir.path().join("suite.json");
-    std::fs::write(&suite_file, serde_json::to_vec(&suite)?)?;
-    let addr = svc.addr.to_string();
-    let mlmesh = |args: &[&str]| -> anyhow::Result<(bool, String)> {
-        let out = Command::new(binary("mlmesh"))
-            .current_dir(&root)
-            .env("MLMESH_REGISTRY", &addr)
-            .args(args)
-            .output()
-            .context("run mlmesh")?;
-        Ok((
-            out.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        ))
-    };
-    let model_arg = model.display().to_string();
-    for args in [
-        vec!["registry", "create", "minilm"],
-        vec!["registry", "push", "minilm", &model_arg],
-        vec!["registry", "push", "minilm", &model_arg],
-    ] {
-        let (ok, out) = mlmesh(&args)?;
-        if !ok {
-            bail!("{args:?}: {out}");
-        }
-    }
-    let suite_arg = suite_file.display().to_string();
-    let (mut secs, mut last) = (Vec::new(), String::new());
-    for _ in 0..runs {
-        let t = Instant::now();
-        let (ok, out) = mlmesh(&[
-            "model",
-            "validate",
-            "minilm",
-            "2",
-            "--suite",
-            &suite_arg,
-            "--against",
-            "1",
-        ])?;
-        secs.push(t.elapsed().as_secs_f64());
-        if !ok {
-            bail!("validation failed: {out}");
-        }
-        last = out;
-    }
-    println!(
-        "## `mlmesh model validate` of the MiniLM suite (`mlmesh-bench validation --runs {runs}`)"
-    );
-    println!();
-    println!(
-        "60 texts against sentence-transformers' vectors (cosine ≥ 0.999), 5 robustness probes and a batch check, budgets (p99 at concurrency 4 over 200 calls each, interleaved with the champion); two embedding processes started and loaded per run"
-    );
-    println!();
-    println!(
-        "| runs | median wall time | min | max | target |\n|---|---|---|---|---|\n| {} | {:.2} s | {:.2} s | {:.2} s | < 60 s |",
-        secs.len(),
-        median(secs.clone()),
-        secs.iter().copied().fold(f64::INFINITY, f64::min),
-        secs.iter().copied().fold(0.0, f64::max),
-    );
-    println!();
-    println!("last run's checks:");
-    for l in last
-        .lines()
-        .filter(|l| l.starts_with("PASS") || l.starts_with("FAIL"))
-    {
-        let short: String = l.chars().take(160).collect();
-        println!("- {short}");
-    }
-    Ok(())
+    time_suite(
+        svc,
+        runs,
+        &Timed {
+            model: "minilm",
+            folder: &model.display().to_string(),
+            suite: &suite,
+            title: format!("the MiniLM suite (`mlmesh-bench validation --runs {runs}`)"),
+            what: "60 texts against sentence-transformers' vectors (cosine ≥ 0.999), 5 robustness probes and a batch check, budgets (p99 at concurrency 4 over 200 calls each, interleaved with the champion); two embedding processes started and loaded per run",
+            target: "< 60 s",
+        },
+    )
 }
 
 /// The primary's latency through a gateway mirroring `--shadow-fraction`
@@ -512,9 +448,39 @@ fn validation_time(svc: &Service, examples: usize, runs: usize) -> anyhow::Resul
     suite["examples"] = base.iter().cycle().take(examples).cloned().collect();
     suite["budgets"] =
         serde_json::json!({"load_ms": 60000, "rss_mb": 4096, "concurrency": 4, "requests": 200});
+    time_suite(
+        svc,
+        runs,
+        &Timed {
+            model: "iris-logreg",
+            folder: "services/inference/models/iris-logreg",
+            suite: &suite,
+            title: format!(
+                "a {examples}-example classifier suite (`mlmesh-bench validation --examples {examples} --runs {runs}`)"
+            ),
+            what: "contract, accuracy with a paired bootstrap interval and McNemar against the champion, 10 robustness probes, budgets (load, memory, p99 at concurrency 4 over 200 calls each, interleaved with the champion); two inference processes started and loaded per run",
+            target: "< 5 s",
+        },
+    )
+}
+
+/// One suite's timing: the model folder pushed twice (v1 the champion,
+/// v2 the candidate), then `mlmesh model validate` of v2 against v1
+/// `runs` times; its wall times and the last run's checks, printed.
+struct Timed<'a> {
+    model: &'a str,
+    folder: &'a str,
+    suite: &'a serde_json::Value,
+    title: String,
+    what: &'a str,
+    target: &'a str,
+}
+
+fn time_suite(svc: &Service, runs: usize, t: &Timed<'_>) -> anyhow::Result<()> {
+    let root = repo_root();
     let dir = TempDir::new("bench-validation-suite");
     let suite_file = dir.path().join("suite.json");
-    std::fs::write(&suite_file, serde_json::to_vec(&suite)?)?;
+    std::fs::write(&suite_file, serde_json::to_vec(t.suite)?)?;
     let addr = svc.addr.to_string();
     let mlmesh = |args: &[&str]| -> anyhow::Result<(bool, String)> {
         let out = Command::new(binary("mlmesh"))
@@ -532,11 +498,10 @@ fn validation_time(svc: &Service, examples: usize, runs: usize) -> anyhow::Resul
             ),
         ))
     };
-    let model = "services/inference/models/iris-logreg";
     for args in [
-        vec!["registry", "create", "iris-logreg"],
-        vec!["registry", "push", "iris-logreg", model],
-        vec!["registry", "push", "iris-logreg", model],
+        vec!["registry", "create", t.model],
+        vec!["registry", "push", t.model, t.folder],
+        vec!["registry", "push", t.model, t.folder],
     ] {
         let (ok, out) = mlmesh(&args)?;
         if !ok {
@@ -544,40 +509,36 @@ fn validation_time(svc: &Service, examples: usize, runs: usize) -> anyhow::Resul
         }
     }
     let suite_arg = suite_file.display().to_string();
-    let mut secs = Vec::new();
-    let mut last = String::new();
+    let (mut secs, mut last) = (Vec::new(), String::new());
     for _ in 0..runs {
-        let t = Instant::now();
+        let started = Instant::now();
         let (ok, out) = mlmesh(&[
             "model",
             "validate",
-            "iris-logreg",
+            t.model,
             "2",
             "--suite",
             &suite_arg,
             "--against",
             "1",
         ])?;
-        secs.push(t.elapsed().as_secs_f64());
+        secs.push(started.elapsed().as_secs_f64());
         if !ok {
             bail!("validation failed: {out}");
         }
         last = out;
     }
-    println!(
-        "## `mlmesh model validate` of a {examples}-example classifier suite (`mlmesh-bench validation --examples {examples} --runs {runs}`)"
-    );
+    println!("## `mlmesh model validate` of {}", t.title);
+    println!();
+    println!("{}", t.what);
     println!();
     println!(
-        "contract, accuracy with a paired bootstrap interval and McNemar against the champion, 10 robustness probes, budgets (load, memory, p99 at concurrency 4 over 200 calls each, interleaved with the champion); two inference processes started and loaded per run"
-    );
-    println!();
-    println!(
-        "| runs | median wall time | min | max | target |\n|---|---|---|---|---|\n| {} | {:.2} s | {:.2} s | {:.2} s | < 5 s |",
+        "| runs | median wall time | min | max | target |\n|---|---|---|---|---|\n| {} | {:.2} s | {:.2} s | {:.2} s | {} |",
         secs.len(),
         median(secs.clone()),
         secs.iter().copied().fold(f64::INFINITY, f64::min),
         secs.iter().copied().fold(0.0, f64::max),
+        t.target,
     );
     println!();
     println!("last run's checks:");

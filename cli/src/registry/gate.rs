@@ -87,12 +87,17 @@ pub async fn policy(c: &mut Client, cmd: PolicyCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A digest's first 12 characters (whatever the registry sent).
+fn short(digest: &str) -> String {
+    digest.chars().take(12).collect()
+}
+
 fn describe_policy(p: &pb::AliasPolicy) -> String {
     format!(
         "{} {}: requires suite {} ({}){}{}",
         p.model,
         p.alias,
-        &p.suite_digest[..p.suite_digest.len().min(12)],
+        short(&p.suite_digest),
         p.suite_source,
         p.margin
             .map(|m| format!(", non-inferior to the current version by margin {m}"))
@@ -159,7 +164,7 @@ pub fn describe_evidence(e: &pb::Evidence) -> String {
         e.version,
         if e.passed { "PASSED" } else { "FAILED" },
         e.kind,
-        &e.suite_digest[..e.suite_digest.len().min(12)],
+        short(&e.suite_digest),
         e.suite_source,
         match e.against_version {
             0 => String::new(),

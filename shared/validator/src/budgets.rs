@@ -20,6 +20,21 @@ pub trait Costed: Send + Sync {
     fn call(&self, i: usize) -> BoxFuture<'_, Result<(), tonic::Status>>;
 }
 
+/// A borrowed version costs what it does.
+impl<T: Costed + ?Sized> Costed for &T {
+    fn load_time(&self) -> Duration {
+        (**self).load_time()
+    }
+
+    fn rss_mb(&self) -> Option<f64> {
+        (**self).rss_mb()
+    }
+
+    fn call(&self, i: usize) -> BoxFuture<'_, Result<(), tonic::Status>> {
+        (**self).call(i)
+    }
+}
+
 /// Rounds the latency calls are split into (each version takes a turn per
 /// round).
 const ROUNDS: usize = 10;

@@ -10,7 +10,6 @@ use mlmesh_proto::{
     embedding::v1::{self as epb, embedding_service_client::EmbeddingServiceClient},
     registry::v1 as pb,
 };
-use mlmesh_registry_client::Selector;
 use mlmesh_runtime::client::{H2Channel, H2Settings};
 use mlmesh_validate::{
     checks::{Answers, CheckResult},
@@ -18,7 +17,7 @@ use mlmesh_validate::{
 };
 use tonic::Code;
 
-use crate::served::{rss_mb, spawn_service};
+use crate::served::{resolve, rss_mb, spawn_service};
 
 type Client = EmbeddingServiceClient<H2Channel>;
 
@@ -56,15 +55,7 @@ impl EmbedServed {
         env: &[(String, String)],
         texts: Vec<String>,
     ) -> anyhow::Result<Self> {
-        let selector = Selector::from_arg(which).map_err(anyhow::Error::msg)?;
-        let version = reg
-            .get_version(pb::GetVersionRequest {
-                model: model.to_owned(),
-                selector: Some(selector.to_get()),
-            })
-            .await
-            .with_context(|| format!("{model} {which}"))?
-            .into_inner();
+        let version = resolve(reg, model, which).await?;
         mlmesh_registry_client::pull(
             reg,
             &version,

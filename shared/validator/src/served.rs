@@ -94,15 +94,7 @@ impl Served {
         bin: &Path,
         env: &[(String, String)],
     ) -> anyhow::Result<Self> {
-        let selector = Selector::from_arg(which).map_err(anyhow::Error::msg)?;
-        let version = reg
-            .get_version(pb::GetVersionRequest {
-                model: model.to_owned(),
-                selector: Some(selector.to_get()),
-            })
-            .await
-            .with_context(|| format!("{model} {which}"))?
-            .into_inner();
+        let version = resolve(reg, model, which).await?;
         // `<repo>/<model>/1/`: the version's files, config.pbtxt beside.
         let model_dir = repo.join(model);
         let layout = Layout::of(&version.files);
@@ -241,6 +233,23 @@ impl Served {
         }
         Ok(out)
     }
+}
+
+/// `which` version (a number or @alias) of `model`, as the registry has it.
+pub(crate) async fn resolve(
+    reg: &mut mlmesh_registry_client::Client,
+    model: &str,
+    which: &str,
+) -> anyhow::Result<pb::Version> {
+    let selector = Selector::from_arg(which).map_err(anyhow::Error::msg)?;
+    Ok(reg
+        .get_version(pb::GetVersionRequest {
+            model: model.to_owned(),
+            selector: Some(selector.to_get()),
+        })
+        .await
+        .with_context(|| format!("{model} {which}"))?
+        .into_inner())
 }
 
 /// A process's resident memory, in MB (Linux).

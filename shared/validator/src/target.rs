@@ -108,24 +108,7 @@ impl Target {
     pub fn costed(&self) -> Box<dyn Costed + '_> {
         match self {
             Target::Inference { served, requests } => Box::new(InferCost { served, requests }),
-            Target::Embedding(e) => Box::new(EmbedRef(e)),
+            Target::Embedding(e) => Box::new(e),
         }
-    }
-}
-
-/// A borrowed embedding version as the budgets see it.
-struct EmbedRef<'a>(&'a EmbedServed);
-
-impl Costed for EmbedRef<'_> {
-    fn load_time(&self) -> std::time::Duration {
-        self.0.load_time
-    }
-
-    fn rss_mb(&self) -> Option<f64> {
-        self.0.rss_mb()
-    }
-
-    fn call(&self, i: usize) -> futures::future::BoxFuture<'_, Result<(), tonic::Status>> {
-        self.0.call(i)
     }
 }

@@ -15,6 +15,8 @@ use mlmesh_tests::{HttpClient, Service, TempDir, repo_root};
 use serde_json::Value;
 use tonic::transport::Channel;
 
+use crate::registry_cli::RegistryCli;
+
 const RULES: &str = r#"
 [shadow]
 max_in_flight = 1024
@@ -106,6 +108,54 @@ fn argmax(v: &[f32]) -> usize {
         .0
 }
 
+/// The second test's rule: every `iris-logreg` call mirrored to the
+/// registry candidate served as `iris-candidate`.
+const CANDIDATE_RULE: &str = r#"
+[shadow]
+max_in_flight = 1024
+
+[[shadow.rules]]
+model = "iris-logreg"
+shadow_model = "iris-candidate"
+fraction = 1.0
+compare = "argmax"
+output = "probabilities"
+"#;
+
+/// A gateway in front of `inference` with `rules` (its settings file in
+/// `dir`), HTTP on a port of its own.
+fn gateway(inference: &Service, rules: &str, dir: &TempDir) -> Service {
+    let file = dir.path().join("gateway.toml");
+    std::fs::write(&file, rules).expect("write");
+    Service::start(
+        "mlmesh-gateway",
+        &[
+            ("MLMESH_DOWNSTREAM__INFERENCE", inference.addr.to_string()),
+            ("MLMESH_DOWNSTREAM__EMBEDDING", "127.0.0.1:9".into()),
+            ("MLMESH_DOWNSTREAM__VECTOR_SEARCH", "127.0.0.1:9".into()),
+            ("MLMESH_HTTP__LISTEN", "127.0.0.1:0".into()),
+            ("MLMESH_CONFIG", file.display().to_string()),
+        ],
+    )
+}
+
+/// The gateway's shadow report once the first rule's sampled calls
+/// (compared or skipped) reach `sampled`, or after 30 s.
+async fn settled_report(gateway: &Service, sampled: u64) -> Value {
+    let mut http = HttpClient::new(gateway.http_addr.expect("http"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (status, body) = http.json("GET", "/v1/shadow", None);
+        assert_eq!(status, 200, "{body}");
+        let rule = &body["rules"][0];
+        let done = rule["calls"].as_u64().unwrap_or(0) + rule["skipped"].as_u64().unwrap_or(0);
+        if done == sampled || std::time::Instant::now() > deadline {
+            return body;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 async fn client(addr: std::net::SocketAddr) -> GrpcInferenceServiceClient<Channel> {
     GrpcInferenceServiceClient::connect(format!("http://{addr}"))
         .await
@@ -117,8 +167,6 @@ async fn shadows_compare_live_calls_and_never_touch_the_primary() {
     let _serial = mlmesh_tests::serial_async().await;
     let models = repository();
     let config = TempDir::new("shadow-config");
-    let file = config.path().join("gateway.toml");
-    std::fs::write(&file, RULES).expect("write");
     let inference = Service::start(
         "mlmesh-inference",
         &[(
@@ -126,16 +174,7 @@ async fn shadows_compare_live_calls_and_never_touch_the_primary() {
             models.path().display().to_string(),
         )],
     );
-    let gateway = Service::start(
-        "mlmesh-gateway",
-        &[
-            ("MLMESH_DOWNSTREAM__INFERENCE", inference.addr.to_string()),
-            ("MLMESH_DOWNSTREAM__EMBEDDING", "127.0.0.1:9".into()),
-            ("MLMESH_DOWNSTREAM__VECTOR_SEARCH", "127.0.0.1:9".into()),
-            ("MLMESH_HTTP__LISTEN", "127.0.0.1:0".into()),
-            ("MLMESH_CONFIG", file.display().to_string()),
-        ],
-    );
+    let gateway = gateway(&inference, RULES, &config);
 
     // What each model answers, directly.
     let mut direct = client(inference.addr).await;
@@ -190,18 +229,7 @@ async fn shadows_compare_live_calls_and_never_touch_the_primary() {
 
     // The report settles once every sampled shadow call is done.
     let n = requests("iris-logreg").len() as u64;
-    let mut http = HttpClient::new(gateway.http_addr.expect("http"));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let report = loop {
-        let (status, body) = http.json("GET", "/v1/shadow", None);
-        assert_eq!(status, 200, "{body}");
-        let done = body["rules"][0]["calls"].as_u64().unwrap_or(0)
-            + body["rules"][0]["skipped"].as_u64().unwrap_or(0);
-        if done == rounds * n || std::time::Instant::now() > deadline {
-            break body;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+    let report = settled_report(&gateway, rounds * n).await;
     let tree = &report["rules"][0];
     assert_eq!(tree["errors"], 0, "{report}");
     assert_eq!(tree["skipped"], 0, "{report}");
@@ -256,23 +284,9 @@ async fn shadows_compare_live_calls_and_never_touch_the_primary() {
     // The report as evidence of the tree's registry version: judged by the
     // lower bound of the agreement's interval (latency is the benchmark's
     // business, never a test's: its ratio is not judged here).
-    let data = TempDir::new("shadow-registry");
-    let registry = Service::start(
-        "mlmesh-registry",
-        &[(
-            "MLMESH_REGISTRY__DATA_DIR",
-            data.path().display().to_string(),
-        )],
-    );
-    let mlmesh = |args: &[&str]| {
-        std::process::Command::new(mlmesh_tests::binary("mlmesh"))
-            .current_dir(repo_root())
-            .env("MLMESH_REGISTRY", registry.addr.to_string())
-            .args(args)
-            .output()
-            .expect("run mlmesh")
-    };
-    for args in [
+    let cli = RegistryCli::start("shadow-registry");
+    let mlmesh = |args: &[&str]| cli.run(args);
+    cli.all_ok(&[
         &["registry", "create", "iris-tree"][..],
         &[
             "registry",
@@ -280,14 +294,7 @@ async fn shadows_compare_live_calls_and_never_touch_the_primary() {
             "iris-tree",
             "tests/data/validation/iris-tree",
         ],
-    ] {
-        let out = mlmesh(args);
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    ]);
     let gw = format!("http://{}", gateway.http_addr.expect("http"));
     let judge = |min: &str| {
         mlmesh(&[
@@ -341,26 +348,12 @@ async fn shadows_compare_live_calls_and_never_touch_the_primary() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_candidate_alias_shadows_production_of_the_same_model() {
     let _serial = mlmesh_tests::serial_async().await;
-    let data = TempDir::new("shadow-alias-registry");
-    let registry = Service::start(
-        "mlmesh-registry",
-        &[(
-            "MLMESH_REGISTRY__DATA_DIR",
-            data.path().display().to_string(),
-        )],
-    );
-    let mlmesh = |args: &[&str]| {
-        std::process::Command::new(mlmesh_tests::binary("mlmesh"))
-            .current_dir(repo_root())
-            .env("MLMESH_REGISTRY", registry.addr.to_string())
-            .args(args)
-            .output()
-            .expect("run mlmesh")
-    };
+    let cli = RegistryCli::start("shadow-alias-registry");
+    let mlmesh = |args: &[&str]| cli.run(args);
     // v1: the depth-1 tree (no name in its config) in production; v2: the
     // logistic regression (its config says name "iris-logreg") as the
     // candidate, served as iris-candidate.
-    for args in [
+    cli.all_ok(&[
         &["registry", "create", "iris-logreg"][..],
         &[
             "registry",
@@ -376,14 +369,7 @@ async fn a_candidate_alias_shadows_production_of_the_same_model() {
         ],
         &["registry", "alias", "set", "iris-logreg", "production", "1"],
         &["registry", "alias", "set", "iris-logreg", "candidate", "2"],
-    ] {
-        let out = mlmesh(args);
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    ]);
     let (repo, cache, config) = (
         TempDir::new("shadow-alias-repo"),
         TempDir::new("shadow-alias-cache"),
@@ -393,7 +379,7 @@ async fn a_candidate_alias_shadows_production_of_the_same_model() {
         "mlmesh-inference",
         &[
             ("MLMESH_INFERENCE__MODEL_REPOSITORY", repo.path().display().to_string()),
-            ("MLMESH_INFERENCE__REGISTRY_ADDR", registry.addr.to_string()),
+            ("MLMESH_INFERENCE__REGISTRY_ADDR", cli.addr()),
             (
                 "MLMESH_INFERENCE__REGISTRY_MODELS",
                 "registry://iris-logreg@production,registry://iris-logreg@candidate as iris-candidate".into(),
@@ -401,22 +387,7 @@ async fn a_candidate_alias_shadows_production_of_the_same_model() {
             ("MLMESH_INFERENCE__REGISTRY_CACHE_DIR", cache.path().display().to_string()),
         ],
     );
-    let file = config.path().join("gateway.toml");
-    std::fs::write(
-        &file,
-        "[shadow]\nmax_in_flight = 1024\n[[shadow.rules]]\nmodel = \"iris-logreg\"\nshadow_model = \"iris-candidate\"\nfraction = 1.0\ncompare = \"argmax\"\noutput = \"probabilities\"\n",
-    )
-    .expect("write");
-    let gateway = Service::start(
-        "mlmesh-gateway",
-        &[
-            ("MLMESH_DOWNSTREAM__INFERENCE", inference.addr.to_string()),
-            ("MLMESH_DOWNSTREAM__EMBEDDING", "127.0.0.1:9".into()),
-            ("MLMESH_DOWNSTREAM__VECTOR_SEARCH", "127.0.0.1:9".into()),
-            ("MLMESH_HTTP__LISTEN", "127.0.0.1:0".into()),
-            ("MLMESH_CONFIG", file.display().to_string()),
-        ],
-    );
+    let gateway = gateway(&inference, CANDIDATE_RULE, &config);
     // Both names serve once the followers have synced.
     let mut direct = client(inference.addr).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -464,16 +435,7 @@ async fn a_candidate_alias_shadows_production_of_the_same_model() {
         c.model_infer(rq).await.expect("primary call");
     }
     let n = requests("iris-logreg").len() as u64;
-    let mut http = HttpClient::new(gateway.http_addr.expect("http"));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let rule = loop {
-        let (_, body) = http.json("GET", "/v1/shadow", None);
-        let rule = body["rules"][0].clone();
-        if rule["calls"].as_u64() == Some(n) || std::time::Instant::now() > deadline {
-            break rule;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+    let rule = settled_report(&gateway, n).await["rules"][0].clone();
     assert_eq!(rule["errors"], 0, "{rule}");
     assert_eq!(rule["disagree"].as_u64(), Some(differ), "{rule}");
     // The report as evidence of the candidate's version (v2, by alias);

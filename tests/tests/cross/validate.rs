@@ -3,11 +3,14 @@
 //! in production, a deliberately worse depth-1 tree with the same
 //! signature as v2 (tests/data/validation, made with scikit-learn by
 //! scripts/make-validation-suite.py). Accuracies are checked against
-//! scikit-learn's own (`iris-expected.json`).
+//! scikit-learn's own (`iris-expected.json`). Then the gate end to end
+//! (policy, promotion, the follower's evidence), a broken version, and a
+//! regressor. Over gRPC: `validate_grpc.rs`; embedding and retrieval
+//! suites: `validate_embedding.rs`.
 
-use std::process::{Command, Output};
+use mlmesh_tests::{Service, TempDir, repo_root};
 
-use mlmesh_tests::{Service, TempDir, binary, repo_root};
+use crate::registry_cli::RegistryCli;
 
 fn expected() -> serde_json::Value {
     let text =
@@ -19,33 +22,10 @@ fn expected() -> serde_json::Value {
 #[test]
 fn a_worse_version_fails_validation_naming_the_check_and_a_good_one_passes() {
     let _serial = mlmesh_tests::serial();
-    let data = TempDir::new("validate-registry");
-    let registry = Service::start(
-        "mlmesh-registry",
-        &[(
-            "MLMESH_REGISTRY__DATA_DIR",
-            data.path().display().to_string(),
-        )],
-    );
-    let addr = registry.addr.to_string();
-    let mlmesh = |args: &[&str]| -> Output {
-        Command::new(binary("mlmesh"))
-            .current_dir(repo_root())
-            .args(args)
-            .env("MLMESH_REGISTRY", &addr)
-            .output()
-            .expect("run mlmesh")
-    };
-    let ok = |args: &[&str]| {
-        let out = mlmesh(args);
-        assert!(
-            out.status.success(),
-            "{args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let cli = RegistryCli::start("validate-registry");
+    let addr = cli.addr();
+    let mlmesh = |args: &[&str]| cli.run(args);
+    let ok = |args: &[&str]| cli.ok(args);
     ok(&["registry", "create", "iris-logreg"]);
     ok(&[
         "registry",
@@ -319,152 +299,7 @@ fn a_worse_version_fails_validation_naming_the_check_and_a_good_one_passes() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     drop(inference);
-    drop(registry);
-}
-
-/// The same job over gRPC (`mlmesh.validation.v1.Validator`, served by an
-/// inference service that knows the registry): each check streamed as it
-/// is decided, the outcome recorded as evidence; a file suite refused, a
-/// second run while one runs refused at once.
-#[test]
-fn the_validator_runs_over_grpc_and_records_evidence() {
-    use mlmesh_proto::{
-        registry::v1 as rpb,
-        validation::v1::{self as vpb, validate_event::Event, validator_client::ValidatorClient},
-    };
-    let _serial = mlmesh_tests::serial();
-    let data = TempDir::new("validator-registry");
-    let registry = Service::start(
-        "mlmesh-registry",
-        &[(
-            "MLMESH_REGISTRY__DATA_DIR",
-            data.path().display().to_string(),
-        )],
-    );
-    let addr = registry.addr.to_string();
-    let suites = TempDir::new("validator-suite");
-    std::fs::copy(
-        repo_root().join("tests/data/validation/iris-suite.json"),
-        suites.path().join("suite.json"),
-    )
-    .expect("copy suite");
-    let suite_dir = suites.path().display().to_string();
-    for args in [
-        &["registry", "create", "iris-logreg"][..],
-        &[
-            "registry",
-            "push",
-            "iris-logreg",
-            "services/inference/models/iris-logreg",
-        ],
-        &[
-            "registry",
-            "push",
-            "iris-logreg",
-            "tests/data/validation/iris-tree",
-        ],
-        &["registry", "create", "iris-suites"],
-        &["registry", "push", "iris-suites", &suite_dir],
-    ] {
-        let out = Command::new(binary("mlmesh"))
-            .current_dir(repo_root())
-            .env("MLMESH_REGISTRY", &addr)
-            .args(args)
-            .output()
-            .expect("run mlmesh");
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let repo = TempDir::new("validator-repo");
-    let inference = Service::start(
-        "mlmesh-inference",
-        &[
-            (
-                "MLMESH_INFERENCE__MODEL_REPOSITORY",
-                repo.path().display().to_string(),
-            ),
-            ("MLMESH_INFERENCE__REGISTRY_ADDR", addr.clone()),
-        ],
-    );
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let mut v = ValidatorClient::connect(format!("http://{}", inference.addr))
-            .await
-            .expect("connect");
-        let request = |suite: &str| vpb::ValidateRequest {
-            model: "iris-logreg".into(),
-            version: "2".into(),
-            suite: suite.into(),
-            against: "1".into(),
-            record: true,
-        };
-        let e = v
-            .validate(request("tests/data/validation/iris-suite.json"))
-            .await
-            .expect_err("a file suite");
-        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
-        assert!(e.message().contains("suite"), "{e:?}");
-
-        let mut stream = v
-            .validate(request("registry://iris-suites@1"))
-            .await
-            .expect("validate")
-            .into_inner();
-        let busy = v
-            .validate(request("registry://iris-suites@1"))
-            .await
-            .expect_err("a second run at once");
-        assert_eq!(busy.code(), tonic::Code::ResourceExhausted, "{busy:?}");
-        let (mut notes, mut checks, mut outcome) = (Vec::new(), Vec::<rpb::Check>::new(), None);
-        while let Some(ev) = stream.message().await.expect("event") {
-            match ev.event.expect("event") {
-                Event::Note(n) => notes.push(n),
-                Event::Check(c) => checks.push(c),
-                Event::Outcome(o) => outcome = Some(o),
-            }
-        }
-        assert!(notes[0].contains("against v1"), "{notes:?}");
-        let names: Vec<&str> = checks.iter().map(|c| c.name.as_str()).collect();
-        assert_eq!(
-            names,
-            ["contract", "accuracy probabilities", "robustness"],
-            "{checks:?}"
-        );
-        let acc = &checks[1];
-        assert!(!acc.passed, "{acc:?}");
-        let ni = acc.non_inferiority.as_ref().expect("compared with v1");
-        assert!(
-            ni.against_version == 1 && ni.samples == 150 && ni.upper < 0.0,
-            "{ni:?}"
-        );
-        let o = outcome.expect("an outcome");
-        let e = o.evidence.expect("evidence");
-        assert!(o.recorded && e.id > 0 && !e.passed, "{e:?}");
-        // The registry holds it.
-        let mut reg = rpb::registry_client::RegistryClient::connect(format!("http://{addr}"))
-            .await
-            .expect("registry");
-        let listed = reg
-            .list_evidence(rpb::ListEvidenceRequest {
-                model: "iris-logreg".into(),
-                version: 2,
-                ..Default::default()
-            })
-            .await
-            .expect("list")
-            .into_inner()
-            .evidence;
-        assert_eq!(listed.len(), 1);
-        assert_eq!(listed[0].id, e.id);
-        assert_eq!(listed[0].checks.len(), 3);
-    });
+    drop(cli);
 }
 
 /// A broken version (scripts/make-broken-model.py: the logistic
@@ -475,24 +310,9 @@ fn the_validator_runs_over_grpc_and_records_evidence() {
 #[test]
 fn a_broken_version_fails_robustness_and_crashes_nothing() {
     let _serial = mlmesh_tests::serial();
-    let data = TempDir::new("validate-broken");
-    let registry = Service::start(
-        "mlmesh-registry",
-        &[(
-            "MLMESH_REGISTRY__DATA_DIR",
-            data.path().display().to_string(),
-        )],
-    );
-    let addr = registry.addr.to_string();
-    let mlmesh = |args: &[&str]| -> Output {
-        Command::new(binary("mlmesh"))
-            .current_dir(repo_root())
-            .args(args)
-            .env("MLMESH_REGISTRY", &addr)
-            .output()
-            .expect("run mlmesh")
-    };
-    for args in [
+    let cli = RegistryCli::start("validate-broken");
+    let mlmesh = |args: &[&str]| cli.run(args);
+    cli.all_ok(&[
         &["registry", "create", "iris-logreg"][..],
         &[
             "registry",
@@ -500,14 +320,7 @@ fn a_broken_version_fails_robustness_and_crashes_nothing() {
             "iris-logreg",
             "tests/data/validation/iris-batch-dependent",
         ],
-    ] {
-        let out = mlmesh(args);
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    ]);
     let out = mlmesh(&[
         "model",
         "validate",
@@ -536,178 +349,6 @@ fn a_broken_version_fails_robustness_and_crashes_nothing() {
     // The registry is unharmed.
     let out = mlmesh(&["registry", "list"]);
     assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("iris-logreg"));
-}
-
-/// An embedding suite (`"task": "embedding"`): all-MiniLM-L6-v2 (the int8
-/// model `make models` fetches) pushed to the registry and validated by
-/// the real embedding service against sentence-transformers' own vectors
-/// for 60 texts (`services/embedding/tests/data/minilm-golden.json`),
-/// cosine ≥ 0.999 each; then a perturbed version — the same weights with
-/// the tokenizer's lower-casing turned off, so capitals become unknown
-/// tokens — fails that check against the first, and its robustness
-/// probes still end in clear statuses.
-#[test]
-fn an_embedding_suite_validates_minilm_against_sentence_transformers() {
-    let _serial = mlmesh_tests::serial();
-    let model = repo_root().join(".cache/mlmesh/models/all-MiniLM-L6-v2");
-    if !model.join("model.onnx").is_file() {
-        eprintln!(
-            "skipped: {} is missing; run make models (make test does)",
-            model.display()
-        );
-        return;
-    }
-    let golden: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(repo_root().join("services/embedding/tests/data/minilm-golden.json"))
-            .expect("golden"),
-    )
-    .expect("json");
-    let items = golden["items"].as_array().expect("items");
-    let suite = serde_json::json!({
-        "name": "minilm-sentence-transformers",
-        "task": "embedding",
-        "signature": {
-            "inputs": [{"name": "text", "datatype": "BYTES", "shape": [-1]}],
-            "outputs": [{"name": "embedding", "datatype": "FP32", "shape": [-1, 384]}]
-        },
-        "examples": items.iter().map(|i| serde_json::json!({
-            "inputs": {"text": i["text"]},
-            "expected": {"embedding": i["embedding"]}
-        })).collect::<Vec<_>>(),
-        "checks": [{"kind": "cosine", "output": "embedding", "min": 0.999}],
-        "budgets": {"load_ms": 60000, "rss_mb": 4096, "concurrency": 2, "requests": 40}
-    });
-    let work = TempDir::new("validate-minilm");
-    let suite_file = work.path().join("suite.json");
-    std::fs::write(&suite_file, serde_json::to_vec(&suite).expect("json")).expect("write");
-    // The perturbed copy.
-    let perturbed = work.path().join("perturbed");
-    mlmesh_tests::copy_dir(&model, &perturbed).expect("copy");
-    let tok = perturbed.join("tokenizer.json");
-    let mut t: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&tok).expect("tokenizer")).expect("json");
-    t["normalizer"]["lowercase"] = serde_json::Value::Bool(false);
-    std::fs::write(&tok, serde_json::to_vec(&t).expect("json")).expect("write");
-
-    let data = TempDir::new("validate-minilm-registry");
-    let registry = Service::start(
-        "mlmesh-registry",
-        &[(
-            "MLMESH_REGISTRY__DATA_DIR",
-            data.path().display().to_string(),
-        )],
-    );
-    let addr = registry.addr.to_string();
-    let mlmesh = |args: &[&str]| -> Output {
-        Command::new(binary("mlmesh"))
-            .current_dir(repo_root())
-            .args(args)
-            .env("MLMESH_REGISTRY", &addr)
-            .output()
-            .expect("run mlmesh")
-    };
-    let (model_arg, perturbed_arg) = (model.display().to_string(), perturbed.display().to_string());
-    for args in [
-        &["registry", "create", "minilm"][..],
-        &["registry", "push", "minilm", &model_arg],
-        &["registry", "push", "minilm", &perturbed_arg],
-    ] {
-        let out = mlmesh(args);
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let suite_arg = suite_file.display().to_string();
-    let printed = {
-        let out = mlmesh(&["model", "validate", "minilm", "1", "--suite", &suite_arg]);
-        let printed = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "{printed}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        printed
-    };
-    println!("{printed}");
-    for words in [
-        "PASS contract",
-        "PASS cosine embedding",
-        "PASS robustness",
-        "a batch of 8 equals 8 single calls",
-        "PASS budget latency",
-    ] {
-        assert!(printed.contains(words), "{printed} lacks {words:?}");
-    }
-    let out = mlmesh(&[
-        "model",
-        "validate",
-        "minilm",
-        "2",
-        "--suite",
-        &suite_arg,
-        "--against",
-        "1",
-    ]);
-    let printed = String::from_utf8_lossy(&out.stdout);
-    println!("{printed}");
-    assert!(
-        !out.status.success(),
-        "the perturbed tokenizer passed: {printed}"
-    );
-    assert!(printed.contains("FAIL cosine embedding"), "{printed}");
-    assert!(printed.contains("PASS robustness"), "{printed}");
-
-    // A retrieval suite over the end-to-end corpus (8 documents, 8
-    // held-out questions, each naming the document that answers it):
-    // recall@1 of each version's own vectors, exact search.
-    let corpus: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(repo_root().join("tests/data/e2e-corpus.json")).expect("corpus"),
-    )
-    .expect("json");
-    let retrieval = serde_json::json!({
-        "name": "e2e-retrieval",
-        "task": "embedding",
-        "corpus": corpus["documents"].as_array().expect("documents").iter()
-            .map(|d| serde_json::json!({"id": d["id"], "text": d["text"]})).collect::<Vec<_>>(),
-        "examples": corpus["questions"].as_array().expect("questions").iter()
-            .map(|q| serde_json::json!({"inputs": {"text": q["question"]}, "relevant": [q["expect"]]}))
-            .collect::<Vec<_>>(),
-        "checks": [{"kind": "recall", "k": 1, "min": 0.75, "margin": 0.5}]
-    });
-    let retrieval_file = work.path().join("retrieval.json");
-    std::fs::write(
-        &retrieval_file,
-        serde_json::to_vec(&retrieval).expect("json"),
-    )
-    .expect("write");
-    let retrieval_arg = retrieval_file.display().to_string();
-    let out = mlmesh(&[
-        "model",
-        "validate",
-        "minilm",
-        "1",
-        "--suite",
-        &retrieval_arg,
-        "--against",
-        "1",
-    ]);
-    let printed = String::from_utf8_lossy(&out.stdout);
-    println!("{printed}");
-    assert!(
-        out.status.success(),
-        "{printed}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        printed.contains("PASS recall@1: recall@1 1.0000 over 8 queries and 8 documents"),
-        "{printed}"
-    );
-    assert!(
-        printed.contains("against the champion +0.0000"),
-        "{printed}"
-    );
 }
 
 /// A regressor: scikit-learn's diabetes linear regression (the bundled
@@ -743,24 +384,9 @@ fn a_regressor_is_checked_against_scikit_learn() {
     );
     std::fs::write(&loose, serde_json::to_vec(&suite(1e-3)).expect("json")).expect("write");
     std::fs::write(&tight, serde_json::to_vec(&suite(1e-9)).expect("json")).expect("write");
-    let data = TempDir::new("validate-diabetes-registry");
-    let registry = Service::start(
-        "mlmesh-registry",
-        &[(
-            "MLMESH_REGISTRY__DATA_DIR",
-            data.path().display().to_string(),
-        )],
-    );
-    let addr = registry.addr.to_string();
-    let mlmesh = |args: &[&str]| -> Output {
-        Command::new(binary("mlmesh"))
-            .current_dir(repo_root())
-            .args(args)
-            .env("MLMESH_REGISTRY", &addr)
-            .output()
-            .expect("run mlmesh")
-    };
-    for args in [
+    let cli = RegistryCli::start("validate-diabetes-registry");
+    let mlmesh = |args: &[&str]| cli.run(args);
+    cli.all_ok(&[
         &["registry", "create", "diabetes-linear"][..],
         &[
             "registry",
@@ -768,14 +394,7 @@ fn a_regressor_is_checked_against_scikit_learn() {
             "diabetes-linear",
             "services/inference/models/diabetes-linear",
         ],
-    ] {
-        let out = mlmesh(args);
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    ]);
     let loose_arg = loose.display().to_string();
     let out = mlmesh(&[
         "model",

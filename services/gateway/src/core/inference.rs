@@ -235,12 +235,13 @@ impl Core {
         deadline: Deadline,
     ) -> Result<pb::ModelInferResponse> {
         let pool = self.inference_pool()?;
-        if self.shadows.is_empty() {
+        // Only a sampled call keeps a copy of its request for the shadow.
+        let Some(ticket) = self.shadows.ticket(&r.model_name) else {
             return Ok(pool.unary(&rpc::MODEL_INFER, deadline, r).await?);
-        }
+        };
         let start = std::time::Instant::now();
         let resp = pool.unary(&rpc::MODEL_INFER, deadline, r.clone()).await?;
-        self.shadows.offer(&r, &resp, start.elapsed());
+        self.shadows.offer(ticket, r, &resp, start.elapsed());
         Ok(resp)
     }
 

@@ -74,6 +74,14 @@ struct Stats {
     last_error: String,
 }
 
+/// A sampled call's rule and its slot of `shadow.max_in_flight` (given
+/// back when the comparison ends).
+#[derive(Debug)]
+pub struct Ticket {
+    rule: usize,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
 /// What one comparison found.
 #[derive(Debug, PartialEq)]
 pub struct Comparison {
@@ -167,15 +175,27 @@ impl Shadows {
         self.rules.is_empty()
     }
 
+    /// Whether a typed call of `model` is shadowed this time: its ticket
+    /// (the caller then keeps a copy of the request for [`Self::offer`]).
+    pub fn ticket(&self, model: &str) -> Option<Ticket> {
+        self.take(model)
+    }
+
     /// A sampled rule's index and a slot, or None (not shadowed, not
     /// sampled, or no slot free: counted as skipped).
-    fn take(&self, model: &str) -> Option<(usize, tokio::sync::OwnedSemaphorePermit)> {
+    fn take(&self, model: &str) -> Option<Ticket> {
+        if self.is_empty() {
+            return None;
+        }
         let i = rule_of(&self.rules, model)?;
         if draw() >= self.rules[i].fraction {
             return None;
         }
         match Arc::clone(&self.slots).try_acquire_owned() {
-            Ok(p) => Some((i, p)),
+            Ok(permit) => Some(Ticket {
+                rule: i,
+                _permit: permit,
+            }),
             Err(_) => {
                 self.count(i, "skipped");
                 if let Ok(mut s) = self.stats[i].lock() {
@@ -195,51 +215,43 @@ impl Shadows {
 
     /// A forwarded (undecoded) call and its answer.
     pub fn offer_raw(self: &Arc<Self>, request: &Bytes, response: &Bytes, primary: Duration) {
-        if self.is_empty() {
-            return;
-        }
-        let Some((i, permit)) = model_name_of(request).and_then(|m| self.take(m)) else {
+        let Some(ticket) = model_name_of(request).and_then(|m| self.take(m)) else {
             return;
         };
         let (this, request, response) = (Arc::clone(self), request.clone(), response.clone());
         tokio::spawn(async move {
-            let _permit = permit;
             let decoded = pb::ModelInferRequest::decode(request)
                 .and_then(|rq| pb::ModelInferResponse::decode(response).map(|rs| (rq, rs)));
             match decoded {
-                Ok((rq, rs)) => this.run(i, rq, rs, primary).await,
-                Err(e) => this.failed(i, format!("undecodable call: {e}")),
+                Ok((rq, rs)) => this.run(ticket, rq, rs, primary).await,
+                Err(e) => this.failed(ticket.rule, format!("undecodable call: {e}")),
             }
         });
     }
 
-    /// A typed call (HTTP face, pipelines) and its answer.
+    /// A typed call (HTTP face, pipelines) its [`Self::ticket`] sampled,
+    /// and its answer.
     pub fn offer(
         self: &Arc<Self>,
-        request: &pb::ModelInferRequest,
+        ticket: Ticket,
+        request: pb::ModelInferRequest,
         response: &pb::ModelInferResponse,
         primary: Duration,
     ) {
-        if self.is_empty() {
-            return;
-        }
-        let Some((i, permit)) = self.take(&request.model_name) else {
-            return;
-        };
-        let (this, rq, rs) = (Arc::clone(self), request.clone(), response.clone());
-        tokio::spawn(async move {
-            let _permit = permit;
-            this.run(i, rq, rs, primary).await;
-        });
+        let (this, rs) = (Arc::clone(self), response.clone());
+        tokio::spawn(async move { this.run(ticket, request, rs, primary).await });
     }
 
+    /// The shadow call and its comparison; the ticket's slot is held to
+    /// the end.
     async fn run(
         &self,
-        i: usize,
+        ticket: Ticket,
         mut rq: pb::ModelInferRequest,
         primary_answer: pb::ModelInferResponse,
         primary: Duration,
     ) {
+        let i = ticket.rule;
         let rule = &self.rules[i];
         rq.model_name = rule.shadow_model.clone();
         rq.model_version = rule.shadow_version.clone();

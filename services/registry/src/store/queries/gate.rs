@@ -279,12 +279,11 @@ pub(super) fn admit(
     };
     let mut why = Vec::new();
     for e in &candidates {
-        if let Some(failure) = e.first_failure().filter(|_| !e.passed) {
-            why.push(format!("evidence {}: {failure}", e.id));
-            continue;
-        }
         if !e.passed {
-            why.push(format!("evidence {} did not pass", e.id));
+            why.push(match e.first_failure() {
+                Some(failure) => format!("evidence {}: {failure}", e.id),
+                None => format!("evidence {} did not pass", e.id),
+            });
             continue;
         }
         if e.recorded_ms < oldest_ms {
