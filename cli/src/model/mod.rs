@@ -3,7 +3,9 @@
 //! with `--against`, the version it would replace); see [`validate`].
 //! `promote` moves an alias through its policy, validating first when the
 //! registry would refuse for want of evidence; see [`promote`].
+//! `convert` turns a checkpoint into an ONNX folder; see [`convert`].
 
+mod convert;
 mod promote;
 mod shadow;
 mod validate;
@@ -31,6 +33,10 @@ enum Cmd {
     /// interval, errors, latency) and, with --record, store it as evidence
     /// of the version the shadow served.
     Shadow(shadow::Shadow),
+    /// Convert a sentence-transformers (BERT-family) checkpoint folder to
+    /// an fp32 ONNX folder the embedding service serves; --push registers
+    /// it with its lineage.
+    Convert(convert::Convert),
 }
 
 pub async fn run(cmd: ModelCmd) -> anyhow::Result<()> {
@@ -38,5 +44,6 @@ pub async fn run(cmd: ModelCmd) -> anyhow::Result<()> {
         Cmd::Validate(v) => validate::validate(v).await,
         Cmd::Promote(p) => promote::promote(p).await,
         Cmd::Shadow(s) => shadow::shadow(s).await,
+        Cmd::Convert(c) => convert::convert(c).await,
     }
 }

@@ -8,7 +8,7 @@ use std::{collections::HashMap, path::PathBuf};
 mod backup;
 pub mod conn;
 pub mod gate;
-mod transfer;
+pub(crate) mod transfer;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
@@ -165,7 +165,7 @@ pub async fn run(cmd: RegistryCmd) -> anyhow::Result<()> {
                 source_commit,
                 ..Default::default()
             };
-            let v = push(&mut c, &model, &dir, upload, lineage, chunk_bytes).await?;
+            let v = push(&mut c, &model, &dir, upload, lineage.into(), chunk_bytes).await?;
             println!(
                 "{model} version {} committed: {} files, {} bytes, manifest {}",
                 v.version,
@@ -256,6 +256,37 @@ pub async fn run(cmd: RegistryCmd) -> anyhow::Result<()> {
             );
             for f in &v.files {
                 println!("  {}  {:>12}  {}", f.sha256, f.size, f.path);
+            }
+            if let Some(l) = &v.lineage {
+                let fields = [
+                    ("source run", l.source_run.clone()),
+                    ("source commit", l.source_commit.clone()),
+                    ("dataset", l.dataset_digest.clone()),
+                    ("framework", l.framework.clone()),
+                    ("task", l.task.clone()),
+                    (
+                        "parent version",
+                        if l.parent_version > 0 {
+                            l.parent_version.to_string()
+                        } else {
+                            String::new()
+                        },
+                    ),
+                ];
+                let said: Vec<String> = fields
+                    .iter()
+                    .filter(|(_, v)| !v.is_empty())
+                    .map(|(k, v)| format!("{k}: {v}"))
+                    .collect();
+                if !said.is_empty() {
+                    println!("lineage: {}", said.join("; "));
+                }
+            }
+            if let Some(m) = v.metadata.clone() {
+                let m = mlmesh_proto::json::struct_to_json("metadata", m)?;
+                if !m.is_empty() {
+                    println!("metadata: {}", serde_json::Value::Object(m));
+                }
             }
             gate::print_evidence(&mut c, &v.model, v.version).await?;
         }

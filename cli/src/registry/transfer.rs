@@ -47,19 +47,19 @@ impl Bar {
     }
 }
 
-pub(super) async fn push(
+pub(crate) async fn push(
     c: &mut Client,
     model: &str,
     dir: &Path,
     upload: Option<String>,
-    lineage: pb::Lineage,
+    about: mlmesh_registry_client::push::About,
     chunk_bytes: usize,
 ) -> anyhow::Result<pb::Version> {
     eprintln!("hashing the files of {}…", dir.display());
     let mut bar = Bar::new(0);
     let mut id = upload.clone();
     let pushed =
-        mlmesh_registry_client::push(c, model, dir, upload, lineage, chunk_bytes, |e| match e {
+        mlmesh_registry_client::push(c, model, dir, upload, about, chunk_bytes, |e| match e {
             PushEvent::Hashed { .. } => {}
             PushEvent::Planned {
                 upload_id,

@@ -15,6 +15,23 @@ use sha2::{Digest, Sha256};
 
 use crate::{Client, Error};
 
+/// What a version says of itself beyond its files: its lineage and
+/// free-form metadata (a converter's or quantizer's figures).
+#[derive(Debug, Clone, Default)]
+pub struct About {
+    pub lineage: pb::Lineage,
+    pub metadata: Option<prost_types::Struct>,
+}
+
+impl From<pb::Lineage> for About {
+    fn from(lineage: pb::Lineage) -> Self {
+        Self {
+            lineage,
+            metadata: None,
+        }
+    }
+}
+
 /// What a push reports as it goes (a CLI draws progress from it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PushEvent {
@@ -41,7 +58,7 @@ pub async fn push(
     model: &str,
     dir: &Path,
     upload: Option<String>,
-    lineage: pb::Lineage,
+    about: About,
     chunk_bytes: usize,
     mut on_event: impl FnMut(PushEvent),
 ) -> Result<pb::Version, Error> {
@@ -61,8 +78,8 @@ pub async fn push(
             .start_upload(pb::StartUploadRequest {
                 model: model.to_owned(),
                 files: manifest.clone(),
-                metadata: None,
-                lineage: Some(lineage),
+                metadata: about.metadata,
+                lineage: Some(about.lineage),
             })
             .await
             .map_err(Error::rpc("start upload"))?

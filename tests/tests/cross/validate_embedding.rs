@@ -25,26 +25,7 @@ fn an_embedding_suite_validates_minilm_against_sentence_transformers() {
         );
         return;
     }
-    let golden: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(repo_root().join("services/embedding/tests/data/minilm-golden.json"))
-            .expect("golden"),
-    )
-    .expect("json");
-    let items = golden["items"].as_array().expect("items");
-    let suite = serde_json::json!({
-        "name": "minilm-sentence-transformers",
-        "task": "embedding",
-        "signature": {
-            "inputs": [{"name": "text", "datatype": "BYTES", "shape": [-1]}],
-            "outputs": [{"name": "embedding", "datatype": "FP32", "shape": [-1, 384]}]
-        },
-        "examples": items.iter().map(|i| serde_json::json!({
-            "inputs": {"text": i["text"]},
-            "expected": {"embedding": i["embedding"]}
-        })).collect::<Vec<_>>(),
-        "checks": [{"kind": "cosine", "output": "embedding", "min": 0.999}],
-        "budgets": {"load_ms": 60000, "rss_mb": 4096, "concurrency": 2, "requests": 40}
-    });
+    let suite = crate::golden::minilm_suite(0.999);
     let work = TempDir::new("validate-minilm");
     let suite_file = work.path().join("suite.json");
     std::fs::write(&suite_file, serde_json::to_vec(&suite).expect("json")).expect("write");
