@@ -4,9 +4,11 @@
 //! `promote` moves an alias through its policy, validating first when the
 //! registry would refuse for want of evidence; see [`promote`].
 //! `convert` turns a checkpoint into an ONNX folder; see [`convert`].
+//! `quantize` makes an int8 version of it in a closed loop; see [`quantize`].
 
 mod convert;
 mod promote;
+mod quantize;
 mod shadow;
 mod validate;
 
@@ -37,6 +39,11 @@ enum Cmd {
     /// an fp32 ONNX folder the embedding service serves; --push registers
     /// it with its lineage.
     Convert(convert::Convert),
+    /// Quantize an fp32 sentence-encoder folder to int8 in a closed loop:
+    /// a quality gate against fp32 on calibration texts, the worst nodes
+    /// kept fp32 until it holds, the speed-up measured on this CPU;
+    /// --push registers it with its lineage (and --suite its evidence).
+    Quantize(quantize::Quantize),
 }
 
 pub async fn run(cmd: ModelCmd) -> anyhow::Result<()> {
@@ -45,5 +52,6 @@ pub async fn run(cmd: ModelCmd) -> anyhow::Result<()> {
         Cmd::Promote(p) => promote::promote(p).await,
         Cmd::Shadow(s) => shadow::shadow(s).await,
         Cmd::Convert(c) => convert::convert(c).await,
+        Cmd::Quantize(q) => quantize::quantize(q).await,
     }
 }

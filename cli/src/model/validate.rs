@@ -43,6 +43,28 @@ pub struct Validate {
     conn: crate::registry::RegistryConn,
 }
 
+impl Validate {
+    /// Validate `version` of `model` with `suite` (against `against`) and
+    /// record the outcome as evidence.
+    pub fn recording(
+        model: &str,
+        version: i64,
+        suite: &str,
+        against: Option<i64>,
+        conn: crate::registry::RegistryConn,
+    ) -> Self {
+        Self {
+            model: model.to_owned(),
+            version: version.to_string(),
+            suite: suite.to_owned(),
+            report: None,
+            against: against.map(|a| a.to_string()),
+            record: true,
+            conn,
+        }
+    }
+}
+
 pub async fn validate(v: Validate) -> anyhow::Result<()> {
     let mut reg = v.conn.connect()?;
     let out = run(

@@ -6,4 +6,6 @@
 #![forbid(unsafe_code)]
 
 pub mod convert;
+mod files;
 pub mod onnx;
+pub mod quantize;

@@ -24,6 +24,7 @@ mod mtls;
 mod openai_client;
 mod otlp_export;
 mod pipelines;
+mod quantize;
 mod registry_backup;
 mod registry_cli;
 mod registry_crash;

@@ -412,6 +412,25 @@ impl Runner {
         if b == 0 || len == 0 {
             return Ok(vec![Vec::new(); b]);
         }
+        let (output, pooling) = (self.output, self.pooling);
+        let model = self.model.clone();
+        self.run_with(batch, |outputs| {
+            let err = |e: ort::Error| EmbedError::Inference(format!("model {model:?}: {e}"));
+            let hidden = outputs[output].try_extract_array::<f32>().map_err(err)?;
+            pool_batch(&hidden, batch, pooling, &model)
+        })?
+    }
+
+    /// Runs one batch (right-padded to the longest input) and hands every
+    /// output of the session to `read` (the quantizer reads intermediate
+    /// tensors this way).
+    pub fn run_with<R>(
+        &mut self,
+        batch: &[&[i64]],
+        read: impl FnOnce(&ort::session::SessionOutputs<'_>) -> R,
+    ) -> Result<R, EmbedError> {
+        let b = batch.len();
+        let len = batch.iter().map(|s| s.len()).max().unwrap_or(0);
         let mut ids = vec![0i64; b * len];
         let mut mask = vec![0i64; b * len];
         for (row, seq) in batch.iter().enumerate() {
@@ -448,29 +467,37 @@ impl Runner {
             None => self.session.run(inputs),
         }
         .map_err(err)?;
-        let hidden = outputs[self.output]
-            .try_extract_array::<f32>()
-            .map_err(err)?;
-        match hidden.ndim() {
-            // Already one vector per input (a pooled export).
-            2 => Ok(hidden
-                .outer_iter()
-                .map(|r| r.iter().copied().collect())
-                .collect()),
-            3 => Ok(batch
-                .iter()
-                .enumerate()
-                .map(|(row, seq)| {
-                    let tokens = hidden.index_axis(Axis(0), row);
-                    let n = seq.len();
-                    pool(self.pooling, tokens.outer_iter().take(n))
-                })
-                .collect()),
-            d => Err(EmbedError::Inference(format!(
-                "model {:?}: output has {d} dimensions, expected 2 or 3",
-                self.model
-            ))),
-        }
+        Ok(read(&outputs))
+    }
+}
+
+/// One pooled vector per input of `batch` from the model's output: token
+/// vectors `[batch, sequence, hidden]` pooled over each input's tokens, or
+/// already pooled `[batch, hidden]`.
+fn pool_batch(
+    hidden: &ndarray::ArrayViewD<'_, f32>,
+    batch: &[&[i64]],
+    pooling: Pooling,
+    model: &str,
+) -> Result<Vec<Vec<f32>>, EmbedError> {
+    match hidden.ndim() {
+        // Already one vector per input (a pooled export).
+        2 => Ok(hidden
+            .outer_iter()
+            .map(|r| r.iter().copied().collect())
+            .collect()),
+        3 => Ok(batch
+            .iter()
+            .enumerate()
+            .map(|(row, seq)| {
+                let tokens = hidden.index_axis(Axis(0), row);
+                let n = seq.len();
+                pool(pooling, tokens.outer_iter().take(n))
+            })
+            .collect()),
+        d => Err(EmbedError::Inference(format!(
+            "model {model:?}: output has {d} dimensions, expected 2 or 3"
+        ))),
     }
 }
 

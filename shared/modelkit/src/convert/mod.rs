@@ -14,7 +14,6 @@ pub mod config;
 
 use std::{
     fs,
-    io::Write as _,
     path::{Path, PathBuf},
 };
 
@@ -23,6 +22,7 @@ use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
 use self::{checkpoint::Checkpoint, config::BertConfig};
+use crate::files::{staging, write};
 
 /// The largest checkpoint read: an ONNX file without external data is one
 /// protobuf message, which cannot exceed 2 GiB.
@@ -114,8 +114,9 @@ pub fn convert(src: &Path, out: &Path) -> Result<Converted, ConvertError> {
     drop(weights);
 
     let converter = format!("mlmesh-convert {}", env!("CARGO_PKG_VERSION"));
-    let stage = staging(out)?;
+    let stage = staging(out).map_err(ConvertError::Output)?;
     let written = (|| {
+        let write = |p: &Path, b: &[u8]| write(p, b).map_err(ConvertError::Output);
         write(&stage.join("model.onnx"), &bytes)?;
         for f in COPIED.iter().chain(["tokenizer.json"].iter()) {
             if src.join(f).is_file() {
@@ -133,7 +134,7 @@ pub fn convert(src: &Path, out: &Path) -> Result<Converted, ConvertError> {
             "source_digest": source_digest,
         });
         write(&stage.join("mlmesh.json"), note.to_string().as_bytes())?;
-        fs::rename(&stage, out).map_err(|e| ConvertError::Io(out.display().to_string(), e))
+        crate::files::publish(&stage, out).map_err(ConvertError::Output)
     })();
     if let Err(e) = written {
         let _ = fs::remove_dir_all(&stage);
@@ -275,25 +276,4 @@ fn manifest_digest(
         manifest.update(line.as_bytes());
     }
     Ok(hex::encode(manifest.finalize()))
-}
-
-/// A fresh folder beside `out` to write into.
-fn staging(out: &Path) -> Result<PathBuf, ConvertError> {
-    let name = out
-        .file_name()
-        .ok_or_else(|| ConvertError::Output(format!("{} has no folder name", out.display())))?;
-    let stage = out.with_file_name(format!(".{}.partial", name.to_string_lossy()));
-    if stage.exists() {
-        fs::remove_dir_all(&stage).map_err(|e| ConvertError::Io(stage.display().to_string(), e))?;
-    }
-    fs::create_dir_all(&stage).map_err(|e| ConvertError::Io(stage.display().to_string(), e))?;
-    Ok(stage)
-}
-
-/// Writes and syncs a file.
-pub(crate) fn write(path: &Path, bytes: &[u8]) -> Result<(), ConvertError> {
-    let io = |e| ConvertError::Io(path.display().to_string(), e);
-    let mut f = fs::File::create(path).map_err(io)?;
-    f.write_all(bytes).map_err(io)?;
-    f.sync_all().map_err(io)
 }
