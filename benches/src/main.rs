@@ -17,6 +17,7 @@ mod codec;
 mod front_door;
 mod gateway;
 mod inference;
+mod quantize;
 mod registry;
 mod soak;
 mod validation;
@@ -63,6 +64,9 @@ enum Workload {
     Codec(codec::CodecArgs),
     /// Validation: the gate's overhead on alias moves; a suite's run time.
     Validation(validation::ValidationArgs),
+    /// Quantize: MiniLM converted and quantized, fp32 vs int8 served side
+    /// by side (quality against sentence-transformers, batch-32 speed).
+    Quantize(quantize::QuantizeArgs),
 }
 
 #[derive(Parser)]
@@ -350,6 +354,7 @@ async fn main() -> anyhow::Result<()> {
             Workload::Inference(args) => inference::run(args).await,
             Workload::Registry(args) => registry::run(args).await,
             Workload::Validation(args) => validation::run(args).await,
+            Workload::Quantize(args) => quantize::run(args).await,
             Workload::Soak(args) => soak::run(args).await,
             Workload::Codec(args) => {
                 codec::run(args);
