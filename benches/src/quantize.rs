@@ -27,7 +27,7 @@ pub struct QuantizeArgs {
     #[arg(long, default_value_t = 1)]
     clients: usize,
     /// The quantizer's gate (min cosine to fp32 on the calibration texts).
-    #[arg(long, default_value_t = 0.995)]
+    #[arg(long, default_value_t = 0.99)]
     min_cosine: f64,
     /// ONNX Runtime threads of the service and the quantizer.
     #[arg(long, default_value_t = 2)]
