@@ -28,6 +28,6 @@ mod stats;
 pub mod suite;
 
 pub use stats::{
-    Interval, MAX_EXAMPLES, MAX_RESAMPLES, McNemar, StatsError, mcnemar, min_detectable_difference,
-    normal_quantile, paired_bootstrap,
+    Interval, MAX_EXAMPLES, MAX_RESAMPLES, McNemar, SplitMix, StatsError, bootstrap_mean,
+    bootstrap_ratio, mcnemar, min_detectable_difference, normal_quantile, paired_bootstrap,
 };
