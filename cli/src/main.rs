@@ -1,8 +1,10 @@
 //! `mlmesh`: the mesh launcher (`mlmesh up`, see [`up`]), the model
 //! registry's command line (`mlmesh registry …`, see [`registry`]), the
-//! validator (`mlmesh model validate`, see [`model`]) and a private CA for
-//! mutual TLS (`mlmesh certs`, see [`certs`]).
+//! validator, converter and quantizer (`mlmesh model …`, see [`model`]),
+//! the benchmarker (`mlmesh bench model`, see [`bench`]) and a private CA
+//! for mutual TLS (`mlmesh certs`, see [`certs`]).
 
+mod bench;
 mod certs;
 mod model;
 mod registry;
@@ -29,8 +31,10 @@ enum Cmd {
     Registry(registry::RegistryCmd),
     /// A private CA and certificates for mutual TLS between the services.
     Certs(certs::Certs),
-    /// Model versions as a whole: validate one against a suite.
+    /// Model versions as a whole: validate, promote, convert, quantize.
     Model(model::ModelCmd),
+    /// Benchmarks with intervals, A/B by interleaving and history.
+    Bench(bench::BenchCmd),
 }
 
 #[tokio::main]
@@ -40,5 +44,6 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Registry(r) => registry::run(r).await,
         Cmd::Certs(c) => certs::certs(c),
         Cmd::Model(m) => model::run(m).await,
+        Cmd::Bench(b) => bench::run(b).await,
     }
 }

@@ -65,9 +65,9 @@ pub fn check_evidence(at: &str, e: &EvidenceRecord) -> Result<()> {
         MAX_TEXT_BYTES,
     )?;
     text(&format!("{at}.kind"), &b.kind, MAX_NAME_BYTES)?;
-    if !matches!(b.kind.as_str(), "validation" | "shadow") {
+    if !matches!(b.kind.as_str(), "validation" | "shadow" | "benchmark") {
         return Err(RegistryError::invalid(format!(
-            "{at}.kind: {:?} is neither \"validation\" nor \"shadow\"",
+            "{at}.kind: {:?} is not \"validation\", \"shadow\" or \"benchmark\"",
             b.kind
         )));
     }

@@ -30,8 +30,8 @@ use std::{
 
 use hdrhistogram::Histogram;
 // tokio's clock: real in a run, paused (exact) in the tests.
-use tokio::time::Instant;
 use mlmesh_validate::{SplitMix, bootstrap_mean};
+use tokio::time::Instant;
 
 /// One call: `Ok` or the reason it failed.
 pub type CallFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
@@ -55,15 +55,22 @@ pub enum Load {
 /// When a run stops.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Plan {
+    #[serde(serialize_with = "seconds")]
     pub warmup: Duration,
+    #[serde(serialize_with = "seconds")]
     pub window: Duration,
     pub min_windows: usize,
+    #[serde(serialize_with = "seconds")]
     pub max_time: Duration,
     /// Stop when the interval's half-width is at most this fraction of the
     /// mean window throughput.
     pub ci_width: f64,
     pub confidence: f64,
     pub seed: u64,
+}
+
+fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
 }
 
 impl Default for Plan {
@@ -191,7 +198,9 @@ impl Shared {
         };
         match r {
             Ok(()) => {
-                let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX).clamp(1, 600_000_000);
+                let us = u64::try_from(latency.as_micros())
+                    .unwrap_or(u64::MAX)
+                    .clamp(1, 600_000_000);
                 let _ = w.0.record(us);
                 w.1.ok += 1;
             }
@@ -349,10 +358,12 @@ mod tests {
     use super::*;
 
     fn sleeper(ms: u64) -> Caller {
-        Arc::new(move || Box::pin(async move {
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-            Ok(())
-        }))
+        Arc::new(move || {
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                Ok(())
+            })
+        })
     }
 
     fn quick() -> Plan {
@@ -397,12 +408,20 @@ mod tests {
     fn bad_plans_name_the_field() {
         let mut p = quick();
         p.ci_width = 0.0;
-        let e = p.check(&Load::Closed { concurrency: 1 }).expect_err("width");
+        let e = p
+            .check(&Load::Closed { concurrency: 1 })
+            .expect_err("width");
         assert_eq!(e.field, "ci_width");
-        let e = quick().check(&Load::Closed { concurrency: 0 }).expect_err("c");
+        let e = quick()
+            .check(&Load::Closed { concurrency: 0 })
+            .expect_err("c");
         assert_eq!(e.field, "concurrency");
         let e = quick()
-            .check(&Load::Open { rate: -1.0, poisson: true, max_in_flight: 1 })
+            .check(&Load::Open {
+                rate: -1.0,
+                poisson: true,
+                max_in_flight: 1,
+            })
             .expect_err("rate");
         assert_eq!(e.field, "rate");
     }

@@ -57,6 +57,9 @@ fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// A chart point: x, y and an optional interval of y.
+type Point = (f64, f64, Option<(f64, f64)>);
+
 const W: f64 = 560.0;
 const H: f64 = 260.0;
 const PAD: f64 = 48.0;
@@ -66,7 +69,7 @@ fn chart(
     title: &str,
     x_label: &str,
     y_label: &str,
-    points: &[(f64, f64, Option<(f64, f64)>)],
+    points: &[Point],
     x_ticks: &[(f64, String)],
 ) -> String {
     let mut svg = format!(
@@ -79,7 +82,9 @@ fn chart(
         return svg;
     }
     let xs = points.iter().map(|p| p.0);
-    let (x0, x1) = xs.clone().fold((f64::MAX, f64::MIN), |a, x| (a.0.min(x), a.1.max(x)));
+    let (x0, x1) = xs
+        .clone()
+        .fold((f64::MAX, f64::MIN), |a, x| (a.0.min(x), a.1.max(x)));
     let y1 = points
         .iter()
         .map(|p| p.2.map_or(p.1, |i| i.1).max(p.1))
@@ -162,7 +167,9 @@ fn chart(
 }
 
 fn fmt_num(v: f64) -> String {
-    if v >= 100.0 {
+    if v == 0.0 {
+        "0".to_owned()
+    } else if v >= 100.0 {
         format!("{v:.0}")
     } else if v >= 1.0 {
         format!("{v:.1}")
@@ -171,8 +178,9 @@ fn fmt_num(v: f64) -> String {
     }
 }
 
-fn load_label(l: &Load) -> String {
+pub fn load_label(l: &Load) -> String {
     match l {
+        Load::Closed { concurrency: 1 } => "1 caller".to_owned(),
         Load::Closed { concurrency } => format!("{concurrency} callers"),
         Load::Open { rate, poisson, .. } => {
             format!("{rate}/s {}", if *poisson { "Poisson" } else { "constant" })
@@ -225,7 +233,7 @@ pre{{background:#f6f6f6;padding:8px;overflow:auto;max-height:320px}}</style></he
     }
     page.push_str("</table><div class=\"grid\">");
     // Throughput against load.
-    let tp: Vec<(f64, f64, Option<(f64, f64)>)> = runs
+    let tp: Vec<Point> = runs
         .iter()
         .map(|r| {
             let x = match r.load {
@@ -239,14 +247,18 @@ pre{{background:#f6f6f6;padding:8px;overflow:auto;max-height:320px}}</style></he
     let open = runs.iter().any(|r| matches!(r.load, Load::Open { .. }));
     page.push_str(&chart(
         "Throughput against load (95% interval)",
-        if open { "offered calls/s" } else { "concurrent callers" },
+        if open {
+            "offered calls/s"
+        } else {
+            "concurrent callers"
+        },
         "calls/s",
         &tp,
         &ticks,
     ));
     // Latency distributions: x = -log10(1 - p) so the tail is readable.
     for r in runs {
-        let pts: Vec<(f64, f64, Option<(f64, f64)>)> = r
+        let pts: Vec<Point> = r
             .distribution
             .iter()
             .filter(|(p, _)| *p >= 10.0 && *p < 100.0)
@@ -265,7 +277,7 @@ pre{{background:#f6f6f6;padding:8px;overflow:auto;max-height:320px}}</style></he
         ));
     }
     if !history.is_empty() {
-        let pts: Vec<(f64, f64, Option<(f64, f64)>)> = history
+        let pts: Vec<Point> = history
             .iter()
             .map(|h| (h.version as f64, h.throughput, Some((h.low, h.high))))
             .collect();
@@ -321,7 +333,11 @@ mod tests {
         assert!(lines.next().is_some_and(|h| h.starts_with(
             "Concurrency,Inferences/Second,p50 latency,p90 latency,p95 latency,p99 latency"
         )));
-        assert!(lines.next().is_some_and(|l| l.starts_with("1,100.000,1000,2000,,3000")));
+        assert!(
+            lines
+                .next()
+                .is_some_and(|l| l.starts_with("1,100.000,1000,2000,,3000"))
+        );
     }
 
     #[test]
@@ -331,11 +347,21 @@ mod tests {
             "ok & fine",
             true,
             &[run(1, 100.0), run(4, 350.0)],
-            &[HistoryPoint { version: 1, throughput: 90.0, low: 80.0, high: 100.0, p99_us: 1 }],
+            &[HistoryPoint {
+                version: 1,
+                throughput: 90.0,
+                low: 80.0,
+                high: 100.0,
+                p99_us: 1,
+            }],
             &serde_json::json!({"a": "<b>"}),
         );
         assert!(h.contains("&lt;m&gt;") && h.contains("ok &amp; fine"));
         assert!(!h.contains("<script") && !h.contains("http"));
-        assert_eq!(h.matches("<svg").count(), 4, "throughput, 2 distributions, history");
+        assert_eq!(
+            h.matches("<svg").count(),
+            4,
+            "throughput, 2 distributions, history"
+        );
     }
 }

@@ -194,7 +194,10 @@ pub fn bootstrap_ratio(
     }
     for (what, v) in [("candidate", a), ("champion", b)] {
         if v.is_empty() || v.len() > MAX_EXAMPLES {
-            return Err(invalid(what, format!("{} values; 1 to {MAX_EXAMPLES}", v.len())));
+            return Err(invalid(
+                what,
+                format!("{} values; 1 to {MAX_EXAMPLES}", v.len()),
+            ));
         }
         if v.iter().any(|x| !x.is_finite() || *x < 0.0) {
             return Err(invalid(what, "values must be finite and not negative"));
@@ -205,7 +208,8 @@ pub fn bootstrap_ratio(
         return Err(invalid("champion", "its mean is 0: no ratio"));
     }
     let mut rng = SplitMix(seed);
-    let mut draw = |v: &[f64]| (0..v.len()).map(|_| v[rng.below(v.len())]).sum::<f64>() / v.len() as f64;
+    let mut draw =
+        |v: &[f64]| (0..v.len()).map(|_| v[rng.below(v.len())]).sum::<f64>() / v.len() as f64;
     let mut ratios: Vec<f64> = (0..resamples)
         .filter_map(|_| {
             let (x, y) = (draw(a), draw(b));

@@ -28,8 +28,8 @@ use mlmesh_validate::{
     suite::Suite,
 };
 
-pub use served::Served;
 use served::tempdir;
+pub use served::{Served, requests};
 use target::Target;
 
 /// What a run reports as it goes.

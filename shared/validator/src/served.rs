@@ -267,7 +267,7 @@ pub(crate) fn rss_mb(child: &Child) -> Option<f64> {
 
 /// The suite's examples as inference requests for `model` (every input
 /// raw), each field named in errors.
-pub(crate) fn requests(suite: &Suite, model: &str) -> anyhow::Result<Vec<inf::ModelInferRequest>> {
+pub fn requests(suite: &Suite, model: &str) -> anyhow::Result<Vec<inf::ModelInferRequest>> {
     suite
         .examples
         .iter()

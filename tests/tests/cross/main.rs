@@ -9,6 +9,7 @@
 mod admin_token;
 mod attacks;
 mod auth;
+mod bench_model;
 mod caller_limits;
 mod convert;
 mod embedding_process;

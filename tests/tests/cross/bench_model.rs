@@ -1,0 +1,192 @@
+//! `mlmesh bench model` against the real inference service: a planted
+//! regression — iris with a deliberately slower version (the same model
+//! plus a heavy branch that adds zero to its probabilities) — is found
+//! both by history (records in the registry, bootstrap comparison with
+//! earlier versions) and by an interleaved A/B; an unchanged version,
+//! measured three times, is never flagged. The report files are written.
+//! Nothing here judges absolute speed: only ratios far beyond noise.
+
+use std::path::Path;
+
+use mlmesh_modelkit::onnx::{self, GraphBuilder, attr_int, dtype, tensor_f32, tensor_i64};
+use mlmesh_tests::{Service, TempDir, repo_root};
+use prost::Message as _;
+
+use crate::registry_cli::RegistryCli;
+
+/// The iris model with 16 extra 512×512 MatMuls on its input whose sum,
+/// times zero, is added to `probabilities`: the same answers, ~4 million
+/// more multiply-adds per row.
+fn slower(model: &[u8]) -> Vec<u8> {
+    let mut m = onnx::decode(model).expect("iris decodes");
+    let g = m.graph.as_mut().expect("graph");
+    let mut b = GraphBuilder::default();
+    let mut h = {
+        let w: Vec<f32> = (0..4 * 512)
+            .map(|i| ((i as f32) * 0.37).sin() * 0.05)
+            .collect();
+        let w = b.init(tensor_f32("slow/w_in", &[4, 512], &w));
+        b.op("MatMul", &["input", &w], "slow")
+    };
+    for k in 0..16 {
+        let w: Vec<f32> = (0..512 * 512)
+            .map(|i| ((i as f32) * 0.013 + k as f32).sin() * 0.04)
+            .collect();
+        let w = b.init(tensor_f32(&format!("slow/w{k}"), &[512, 512], &w));
+        let y = b.op("MatMul", &[&h, &w], "slow");
+        h = b.op("Tanh", &[&y], "slow");
+    }
+    let axes = b.init(tensor_i64("slow/axes", &[1], &[1]));
+    let s = b.op_with(
+        "ReduceSum",
+        &[&h, &axes],
+        "slow",
+        vec![attr_int("keepdims", 1)],
+    );
+    let zero = b.init(tensor_f32("slow/zero", &[], &[0.0]));
+    let z = b.op("Mul", &[&s, &zero], "slow");
+    let producer = g
+        .node
+        .iter_mut()
+        .find(|n| n.output.iter().any(|o| o == "probabilities"))
+        .expect("a node makes probabilities");
+    for o in &mut producer.output {
+        if o == "probabilities" {
+            *o = "probabilities_base".into();
+        }
+    }
+    let mut add = b.op("Add", &["probabilities_base", &z], "slow");
+    if let Some(last) = b.nodes.last_mut() {
+        last.output = vec!["probabilities".into()];
+        add = "probabilities".into();
+    }
+    assert_eq!(add, "probabilities");
+    assert!(
+        b.initializers
+            .iter()
+            .all(|t| t.data_type == dtype::FLOAT || t.data_type == dtype::INT64)
+    );
+    g.node.extend(b.nodes);
+    g.initializer.extend(b.initializers);
+    m.encode_to_vec()
+}
+
+/// A model folder `name` in `repo`: iris's config renamed, `model` as v1.
+fn model_dir(repo: &Path, name: &str, model: &[u8]) {
+    let src = repo_root().join("services/inference/models/iris-logreg");
+    let dir = repo.join(name);
+    std::fs::create_dir_all(dir.join("1")).expect("mkdir");
+    let config = std::fs::read_to_string(src.join("config.pbtxt"))
+        .expect("config")
+        .replace("name: \"iris-logreg\"", &format!("name: \"{name}\""));
+    std::fs::write(dir.join("config.pbtxt"), config).expect("config");
+    std::fs::write(dir.join("1/model.onnx"), model).expect("model");
+}
+
+#[test]
+fn a_planted_regression_is_found_and_an_unchanged_version_is_not() {
+    let _serial = mlmesh_tests::serial();
+    let work = TempDir::new("bench-model");
+    let repo = work.path().join("repo");
+    let fast =
+        std::fs::read(repo_root().join("services/inference/models/iris-logreg/1/model.onnx"))
+            .expect("iris");
+    model_dir(&repo, "iris", &fast);
+    model_dir(&repo, "iris-slow", &slower(&fast));
+    let inference = Service::start(
+        "mlmesh-inference",
+        &[(
+            "MLMESH_INFERENCE__MODEL_REPOSITORY",
+            repo.display().to_string(),
+        )],
+    );
+    let cli = RegistryCli::start("bench-model-registry");
+    let (fast_dir, slow_dir) = (
+        repo.join("iris").display().to_string(),
+        repo.join("iris-slow").display().to_string(),
+    );
+    cli.all_ok(&[
+        &["registry", "create", "iris"][..],
+        &["registry", "push", "iris", &fast_dir],
+        &["registry", "push", "iris", &slow_dir],
+        &["registry", "push", "iris", &fast_dir],
+    ]);
+    let server = inference.addr.to_string();
+    let suite = repo_root().join("tests/data/validation/iris-suite.json");
+    let out = work.path().join("report");
+    let bench = |model: &str, extra: &[&str]| {
+        let mut args = vec![
+            "bench", "model", "--server", &server, "--model", model, "--inputs",
+        ];
+        let suite = suite.display().to_string();
+        let out = out.display().to_string();
+        args.extend([suite.as_str(), "--concurrency", "2", "--warmup-secs", "0.5"]);
+        args.extend([
+            "--window-secs",
+            "0.25",
+            "--min-windows",
+            "8",
+            "--max-secs",
+            "4",
+        ]);
+        args.extend([
+            "--ci-width",
+            "0.05",
+            "--threshold",
+            "0.2",
+            "--out",
+            out.as_str(),
+        ]);
+        args.extend(extra);
+        let o = cli.run(&args);
+        let printed = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        println!("$ mlmesh {}\n{printed}", args.join(" "));
+        (o.status.success(), printed)
+    };
+
+    let (ok, printed) = bench("iris", &["--record", "iris@1"]);
+    assert!(ok, "{printed}");
+    assert!(printed.contains("no earlier version") || printed.contains("recorded as evidence"));
+    let (ok, printed) = bench("iris-slow", &["--record", "iris@2"]);
+    assert!(!ok, "the slower version must fail: {printed}");
+    assert!(
+        printed.contains("against v1") && printed.contains("REGRESSION"),
+        "{printed}"
+    );
+    for run in 0..3 {
+        let (ok, printed) = bench("iris", &["--record", "iris@3"]);
+        assert!(ok, "run {run}: an unchanged version flagged: {printed}");
+        assert!(printed.contains("against v1"), "{printed}");
+    }
+    let evidence = cli.ok(&["registry", "evidence", "iris", "2"]);
+    assert!(evidence.contains("benchmark.regression"), "{evidence}");
+
+    // Interleaved A/B: slower against the original, and the original
+    // against itself.
+    let (ok, printed) = bench("iris-slow", &["--against-model", "iris", "--rounds", "4"]);
+    assert!(!ok && printed.contains("REGRESSION"), "{printed}");
+    let (ok, printed) = bench("iris", &["--against-model", "iris", "--rounds", "4"]);
+    assert!(
+        ok && printed.contains("no change beyond the threshold"),
+        "{printed}"
+    );
+
+    let csv = std::fs::read_to_string(out.join("report.csv")).expect("csv");
+    assert!(
+        csv.starts_with("Concurrency,Inferences/Second,p50 latency"),
+        "{csv}"
+    );
+    let html = std::fs::read_to_string(out.join("report.html")).expect("html");
+    assert!(
+        html.contains("<svg") && !html.contains("<script"),
+        "self-contained"
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).expect("json"))
+            .expect("json");
+    assert_eq!(json["passed"], true, "{json}");
+}
