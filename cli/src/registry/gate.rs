@@ -14,11 +14,17 @@ pub enum PolicyCmd {
         alias: String,
         /// The suite: a JSON file or registry://<model>@<alias|version>
         /// (the policy keeps its SHA-256, and where to find it).
+        #[arg(long, required_unless_present = "benchmark_workload", conflicts_with = "benchmark_workload")]
+        suite: Option<String>,
+        /// Instead of a suite, a benchmark workload (the `workload` digest
+        /// of `mlmesh bench model`'s report): the version needs a passing
+        /// `mlmesh bench model --record` on it — no regression against
+        /// earlier versions beyond its threshold, no errors.
         #[arg(long)]
-        suite: String,
+        benchmark_workload: Option<String>,
         /// Also require non-inferiority to the alias's current version:
         /// every comparison's lower bound above -MARGIN.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "benchmark_workload")]
         margin: Option<f64>,
         /// Accept evidence no older than this many days (0: any age).
         #[arg(long, default_value_t = 30)]
@@ -36,15 +42,30 @@ pub async fn policy(c: &mut Client, cmd: PolicyCmd) -> anyhow::Result<()> {
             model,
             alias,
             suite,
+            benchmark_workload,
             margin,
             max_age_days,
         } => {
-            let dir = std::env::temp_dir().join(format!("mlmesh-policy-{}", std::process::id()));
-            let fetched = mlmesh_validator::suite_source::fetch(c, &suite, &dir).await;
-            let _ = std::fs::remove_dir_all(&dir);
-            let (bytes, digest) = fetched?;
-            mlmesh_validate::suite::Suite::parse(&bytes)
-                .with_context(|| format!("the suite {suite}"))?;
+            let (digest, suite) = match (suite, benchmark_workload) {
+                (Some(suite), _) => {
+                    let dir = std::env::temp_dir()
+                        .join(format!("mlmesh-policy-{}", std::process::id()));
+                    let fetched = mlmesh_validator::suite_source::fetch(c, &suite, &dir).await;
+                    let _ = std::fs::remove_dir_all(&dir);
+                    let (bytes, digest) = fetched?;
+                    mlmesh_validate::suite::Suite::parse(&bytes)
+                        .with_context(|| format!("the suite {suite}"))?;
+                    (digest, suite)
+                }
+                (None, Some(w)) => {
+                    let w = w.to_ascii_lowercase();
+                    if w.len() != 64 || !w.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        anyhow::bail!("--benchmark-workload: a SHA-256 in hex (64 characters)");
+                    }
+                    (w.clone(), format!("benchmark workload {w}"))
+                }
+                (None, None) => anyhow::bail!("--suite or --benchmark-workload"),
+            };
             let p = c
                 .set_alias_policy(pb::SetAliasPolicyRequest {
                     policy: Some(pb::AliasPolicy {
