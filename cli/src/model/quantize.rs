@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use clap::Args;
-use mlmesh_modelkit::quantize::{self, Gate, Options, embedding::EmbeddingBackend};
+use mlmesh_modelkit::quantize::{
+    self, Gate, Options, embedding::EmbeddingBackend, tensor::TensorBackend,
+};
 use mlmesh_proto::registry::v1 as pb;
 use mlmesh_registry_client::push::About;
 use serde_json::{Map, json};
@@ -20,19 +22,29 @@ use sha2::{Digest as _, Sha256};
 
 #[derive(Args, Debug)]
 pub struct Quantize {
-    /// The fp32 model folder (a sentence encoder: model.onnx,
-    /// tokenizer.json, 1_Pooling/config.json), e.g. `mlmesh model convert`'s.
+    /// The fp32 model folder: a sentence encoder (model.onnx,
+    /// tokenizer.json, 1_Pooling/config.json, e.g. `mlmesh model
+    /// convert`'s), or a model of an inference repository (config.pbtxt and
+    /// <version>/model.onnx, or model.onnx).
     src: PathBuf,
     /// The folder to write (must not exist).
     out: PathBuf,
-    /// Calibration texts: a JSON list of strings, or a validation suite
-    /// (its examples' `text` inputs); at most 4096 are used.
+    /// Calibration data: for a sentence encoder a JSON list of texts or a
+    /// validation suite (its examples' `text` inputs); for other models a
+    /// validation suite (its examples' tensors). At most 4096 are used.
     #[arg(long)]
     calibration: PathBuf,
-    /// The quality gate: every calibration text's vector at least this
-    /// cosine to the fp32 model's.
+    /// The quality gate of a sentence encoder: every calibration text's
+    /// vector at least this cosine to the fp32 model's.
     #[arg(long, default_value_t = 0.99)]
     min_cosine: f64,
+    /// The quality gate of other models: at least this fraction of the
+    /// calibration examples keep the fp32 model's arg-max of --output.
+    #[arg(long, default_value_t = 0.99)]
+    min_agreement: f64,
+    /// The float output compared (models other than sentence encoders).
+    #[arg(long, default_value = "probabilities")]
+    output: String,
     /// Activations quantized with fixed ranges measured on the calibration
     /// texts (static: an input's vector does not depend on its batch), or
     /// per call (dynamic: faster to set up, but batching changes results).
@@ -73,6 +85,27 @@ pub struct Quantize {
     conn: crate::registry::RegistryConn,
 }
 
+/// Where the ONNX file of `src` is, relative to it: `model.onnx`, or the
+/// highest numbered `<version>/model.onnx` of an inference repository model.
+fn model_path(src: &Path) -> anyhow::Result<PathBuf> {
+    if src.join("model.onnx").is_file() {
+        return Ok("model.onnx".into());
+    }
+    let mut versions: Vec<u64> = std::fs::read_dir(src)
+        .with_context(|| format!("reading {}", src.display()))?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|v: &u64| src.join(v.to_string()).join("model.onnx").is_file())
+        .collect();
+    versions.sort_unstable();
+    match versions.last() {
+        Some(v) => Ok(PathBuf::from(v.to_string()).join("model.onnx")),
+        None => bail!(
+            "{}: no model.onnx (nor <version>/model.onnx)",
+            src.display()
+        ),
+    }
+}
+
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 enum Activations {
     Static,
@@ -83,15 +116,28 @@ pub async fn quantize(q: Quantize) -> anyhow::Result<()> {
     let calibration = std::fs::read(&q.calibration)
         .with_context(|| format!("reading {}", q.calibration.display()))?;
     let calibration_digest = hex::encode(Sha256::digest(&calibration));
-    let texts = quantize::embedding::calibration_texts(&calibration)?;
-    let model_rel = Path::new("model.onnx");
+    let task = if q.src.join("1_Pooling/config.json").is_file() {
+        "embedding"
+    } else {
+        "classification"
+    };
+    let encoder =
+        q.src.join("1_Pooling/config.json").is_file() && q.src.join("tokenizer.json").is_file();
+    let model_rel = model_path(&q.src)?;
+    let model_rel = model_rel.as_path();
     let bytes = std::fs::read(q.src.join(model_rel))
         .with_context(|| format!("reading {}", q.src.join(model_rel).display()))?;
     let model = mlmesh_modelkit::onnx::decode(&bytes)
         .with_context(|| format!("{}", q.src.join(model_rel).display()))?;
     drop(bytes);
     let options = Options {
-        gate: Gate::Cosine { min: q.min_cosine },
+        gate: if encoder {
+            Gate::Cosine { min: q.min_cosine }
+        } else {
+            Gate::Agreement {
+                min: q.min_agreement,
+            }
+        },
         activations: match q.activations {
             Activations::Static => quantize::Mode::Static,
             Activations::Dynamic => quantize::Mode::Dynamic,
@@ -101,7 +147,7 @@ pub async fn quantize(q: Quantize) -> anyhow::Result<()> {
         scan_examples: q.scan_texts,
         ..Options::default()
     };
-    let (src, threads, quiet) = (q.src.clone(), q.threads, q.json);
+    let (src, threads, quiet, output) = (q.src.clone(), q.threads, q.json, q.output.clone());
     let scratch = q.out.with_file_name(format!(
         ".{}.scratch",
         q.out
@@ -111,8 +157,13 @@ pub async fn quantize(q: Quantize) -> anyhow::Result<()> {
     ));
     let scratch2 = scratch.clone();
     let outcome = tokio::task::spawn_blocking(move || {
-        let backend = EmbeddingBackend::new(&src, &texts, threads, &scratch2)?;
-        quantize::quantize(model, &backend, &options, |line| {
+        let backend: Box<dyn quantize::Backend> = if encoder {
+            let texts = quantize::embedding::calibration_texts(&calibration)?;
+            Box::new(EmbeddingBackend::new(&src, &texts, threads, &scratch2)?)
+        } else {
+            Box::new(TensorBackend::new(&calibration, &output, threads)?)
+        };
+        quantize::quantize(model, backend.as_ref(), &options, |line| {
             if !quiet {
                 eprintln!("{line}");
             }
@@ -137,7 +188,8 @@ pub async fn quantize(q: Quantize) -> anyhow::Result<()> {
     note.insert(
         "quality".into(),
         json!({"min_cosine": outcome.quality.min_cosine, "mean_cosine": outcome.quality.mean_cosine,
-               "sqnr_db": outcome.quality.sqnr_db, "gate": outcome.options.gate}),
+               "sqnr_db": outcome.quality.sqnr_db, "agreement": outcome.quality.agreement,
+               "gate": outcome.options.gate}),
     );
     note.insert(
         "speed".into(),
@@ -155,7 +207,7 @@ pub async fn quantize(q: Quantize) -> anyhow::Result<()> {
     report["out"] = json!(q.out.display().to_string());
     if !q.json {
         println!(
-            "{}: {} of {} nodes int8 ({} kept fp32); min cosine {:.6} to fp32 on {} texts; {:.1} → {:.1} texts/s at batch {} ({:.2}×)",
+            "{}: {} of {} nodes int8 ({} kept fp32); min cosine {:.6}, agreement {:.4} to fp32 on {} examples; {:.1} → {:.1} items/s at batch {} ({:.2}×)",
             if outcome.recommended {
                 "recommended"
             } else {
@@ -165,6 +217,7 @@ pub async fn quantize(q: Quantize) -> anyhow::Result<()> {
             outcome.eligible.len(),
             outcome.excluded.len(),
             outcome.quality.min_cosine,
+            outcome.quality.agreement,
             outcome.calibration_examples,
             outcome.speed.fp32_items_per_s,
             outcome.speed.int8_items_per_s,
@@ -185,7 +238,7 @@ pub async fn quantize(q: Quantize) -> anyhow::Result<()> {
                 dataset_digest: calibration_digest,
                 parent_version: q.parent.unwrap_or(0),
                 framework: "onnx".into(),
-                task: "embedding".into(),
+                task: task.into(),
                 ..Default::default()
             },
             metadata: Some(mlmesh_proto::json::json_to_struct(note)),

@@ -14,7 +14,11 @@ pub enum PolicyCmd {
         alias: String,
         /// The suite: a JSON file or registry://<model>@<alias|version>
         /// (the policy keeps its SHA-256, and where to find it).
-        #[arg(long, required_unless_present = "benchmark_workload", conflicts_with = "benchmark_workload")]
+        #[arg(
+            long,
+            required_unless_present = "benchmark_workload",
+            conflicts_with = "benchmark_workload"
+        )]
         suite: Option<String>,
         /// Instead of a suite, a benchmark workload (the `workload` digest
         /// of `mlmesh bench model`'s report): the version needs a passing
@@ -48,8 +52,8 @@ pub async fn policy(c: &mut Client, cmd: PolicyCmd) -> anyhow::Result<()> {
         } => {
             let (digest, suite) = match (suite, benchmark_workload) {
                 (Some(suite), _) => {
-                    let dir = std::env::temp_dir()
-                        .join(format!("mlmesh-policy-{}", std::process::id()));
+                    let dir =
+                        std::env::temp_dir().join(format!("mlmesh-policy-{}", std::process::id()));
                     let fetched = mlmesh_validator::suite_source::fetch(c, &suite, &dir).await;
                     let _ = std::fs::remove_dir_all(&dir);
                     let (bytes, digest) = fetched?;

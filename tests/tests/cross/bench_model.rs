@@ -168,14 +168,35 @@ fn a_planted_regression_is_found_and_an_unchanged_version_is_not() {
     // The benchmark as a gate: an alias policy on the workload admits v1
     // (its record passed) and refuses v2 (its record found the regression).
     let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("report.json")).expect("json")).expect("json");
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).expect("json"))
+            .expect("json");
     let workload = report["workload"].as_str().expect("workload").to_owned();
-    cli.ok(&["registry", "policy", "set", "iris", "production", "--benchmark-workload", &workload]);
-    cli.ok(&["registry", "alias", "set", "iris", "production", "1", "--expect", "0"]);
+    cli.ok(&[
+        "registry",
+        "policy",
+        "set",
+        "iris",
+        "production",
+        "--benchmark-workload",
+        &workload,
+    ]);
+    cli.ok(&[
+        "registry",
+        "alias",
+        "set",
+        "iris",
+        "production",
+        "1",
+        "--expect",
+        "0",
+    ]);
     let refused = cli.run(&["registry", "alias", "set", "iris", "production", "2"]);
     let said = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success(), "v2 admitted: {said}");
-    assert!(said.contains("benchmark.regression"), "the refusal names the check: {said}");
+    assert!(
+        said.contains("benchmark.regression"),
+        "the refusal names the check: {said}"
+    );
 
     // Interleaved A/B: slower against the original, and the original
     // against itself.

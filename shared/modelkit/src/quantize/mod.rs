@@ -13,12 +13,14 @@
 //!    faster by `min_speedup` is reported as such and not recommended.
 //!
 //! What runs the models is a [`Backend`] (the embedding engine's runner for
-//! sentence encoders, see [`embedding`]). Memory: the fp32 model's outputs
+//! sentence encoders, see [`embedding`]; an ONNX Runtime session on a
+//! validation suite's tensors for other models, see [`tensor`]). Memory: the fp32 model's outputs
 //! for the calibration set (at most [`MAX_CALIBRATION`] examples) and, per
 //! evaluation, running sums — never the activations.
 
 pub mod embedding;
 pub mod rewrite;
+pub mod tensor;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -447,8 +449,10 @@ pub fn with_outputs(model: &ModelProto, tensors: &[String]) -> ModelProto {
 }
 
 /// Writes the outcome's model as the folder `out`: the files of `src`
-/// with `model_rel` replaced, `mlmesh.json` = the source's note updated
-/// with `note`'s keys, and `quantize.json`, the whole report.
+/// with `model_rel` replaced and, beside the model file (inside its version
+/// folder in an inference repository, whose layout allows nothing else),
+/// `mlmesh.json` — the source's note updated with `note`'s keys — and
+/// `quantize.json`, the whole report.
 pub fn save(
     src: &Path,
     model_rel: &Path,
@@ -456,20 +460,22 @@ pub fn save(
     outcome: &Outcome,
     note: serde_json::Map<String, serde_json::Value>,
 ) -> Result<(), QuantizeError> {
+    let beside = model_rel.parent().unwrap_or(Path::new(""));
+    let note_rel = beside.join("mlmesh.json");
     let stage = files::staging(out).map_err(QuantizeError::Io)?;
     let done = (|| {
-        files::copy_tree(src, &stage, &[model_rel, Path::new("mlmesh.json")])?;
+        files::copy_tree(src, &stage, &[model_rel, &note_rel])?;
         files::write(&stage.join(model_rel), &outcome.model)?;
-        let mut merged = std::fs::read(src.join("mlmesh.json"))
+        let mut merged = std::fs::read(src.join(&note_rel))
             .ok()
             .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
             .and_then(|v| v.as_object().cloned())
             .unwrap_or_default();
         merged.extend(note);
         let merged = serde_json::Value::Object(merged).to_string();
-        files::write(&stage.join("mlmesh.json"), merged.as_bytes())?;
+        files::write(&stage.join(&note_rel), merged.as_bytes())?;
         let report = serde_json::to_vec_pretty(outcome).map_err(|e| e.to_string())?;
-        files::write(&stage.join("quantize.json"), &report)?;
+        files::write(&stage.join(beside).join("quantize.json"), &report)?;
         files::publish(&stage, out)
     })();
     if done.is_err() {
