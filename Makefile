@@ -119,7 +119,7 @@ clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 # Every set-up step, fmt, clippy, the chart checks and every test (what CI runs).
-test: models openai-client tritonclient mcp-tools postgres moto container-tools deploy-tools fmt layering clippy deploy-check
+test: models openai-client tritonclient mlserver mcp-tools postgres moto container-tools deploy-tools fmt layering clippy deploy-check
 	# Binaries first: the cross-process tests in tests/ start them.
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace

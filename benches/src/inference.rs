@@ -11,9 +11,7 @@
 //! 5) and the resident memory each extra loaded small model adds.
 
 use std::{
-    os::unix::process::CommandExt as _,
     path::PathBuf,
-    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -30,7 +28,7 @@ use mlmesh_proto::inference::{
     grpc_inference_service_client::GrpcInferenceServiceClient,
     model_infer_request::{InferInputTensor, InferRequestedOutputTensor},
 };
-use mlmesh_tests::{Service, TempDir, copy_dir, repo_root};
+use mlmesh_tests::{Service, TempDir, copy_dir, mlserver::MlServer, repo_root};
 use tonic::transport::Channel;
 
 use crate::{Stats, median, ms, pooled, rss_kib, stats};
@@ -223,79 +221,6 @@ fn floor(
     Ok(stats(lat, count * n, start.elapsed()))
 }
 
-/// MLServer as a child process, killed on drop.
-struct MlServer {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for MlServer {
-    fn drop(&mut self) {
-        // MLServer's inference workers are child processes: stop the
-        // whole process group, or they outlive the run (and skew the next).
-        let _ = Command::new("kill")
-            .args(["-KILL", &format!("-{}", self.child.id())])
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-async fn start_mlserver(site: &std::path::Path) -> anyhow::Result<MlServer> {
-    let (http, grpc, metrics) = (free_port()?, free_port()?, free_port()?);
-    let models = repo_root().join("benches/data/mlserver");
-    let child = Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()))
-        .args([
-            "-c",
-            "import sys; from mlserver.cli.main import main; sys.argv[0] = 'mlserver'; main()",
-        ])
-        .args(["start"])
-        .arg(&models)
-        .env("PYTHONPATH", site)
-        .env("MLSERVER_HTTP_PORT", http.to_string())
-        .env("MLSERVER_GRPC_PORT", grpc.to_string())
-        .env("MLSERVER_METRICS_PORT", metrics.to_string())
-        .env("MLSERVER_HOST", "127.0.0.1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        // Its own process group, so Drop can stop its workers too.
-        .process_group(0)
-        .spawn()
-        .context("starting MLServer")?;
-    let mut s = MlServer {
-        child,
-        addr: format!("127.0.0.1:{grpc}"),
-    };
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Some(status) = s.child.try_wait()? {
-            bail!("MLServer exited during start-up ({status})");
-        }
-        if let Ok(mut c) = GrpcInferenceServiceClient::connect(format!("http://{}", s.addr)).await
-            && let Ok(r) = c
-                .model_ready(pb::ModelReadyRequest {
-                    name: "digits-mlp".into(),
-                    ..Default::default()
-                })
-                .await
-            && r.into_inner().ready
-        {
-            return Ok(s);
-        }
-        if Instant::now() > deadline {
-            let _ = s.child.kill();
-            bail!("MLServer was not ready within 120 s");
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
 async fn client(addr: &str) -> anyhow::Result<GrpcInferenceServiceClient<Channel>> {
     Ok(GrpcInferenceServiceClient::connect(format!("http://{addr}")).await?)
 }
@@ -383,7 +308,12 @@ pub async fn run(args: InferenceArgs) -> anyhow::Result<()> {
     let addr = svc.addr.to_string();
     let site = repo_root().join(&args.mlserver);
     let ml = if site.join(".mlmesh-stamp").is_file() {
-        Some(start_mlserver(&site).await?)
+        let site = site.clone();
+        Some(
+            tokio::task::spawn_blocking(move || MlServer::start(&site, "digits-mlp"))
+                .await?
+                .context("starting MLServer")?,
+        )
     } else {
         None
     };
@@ -449,7 +379,7 @@ pub async fn run(args: InferenceArgs) -> anyhow::Result<()> {
         if let Some(m) = &ml {
             targets.push(Target::Grpc(
                 "MLServer (sklearn)",
-                m.addr.clone(),
+                m.grpc.to_string(),
                 "digits-mlp",
                 "predict_proba",
             ));

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod fake_kube;
+pub mod mlserver;
 pub mod otlp;
 pub mod postgres;
 pub mod s3;

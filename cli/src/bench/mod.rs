@@ -3,7 +3,8 @@
 //! `mlmesh_loadgen` at each closed-loop concurrency or open-loop rate, each
 //! run stopping once its throughput interval is narrow enough; optionally
 //!
-//! - `--against-model` / `--against-version`: an A/B by interleaving — the
+//! - `--against-model` / `--against-version` / `--against-server`: an A/B
+//!   by interleaving (another version, model or server) — the
 //!   candidate and the champion measured in alternating rounds at the first
 //!   load; the verdict is the ratio's interval against a noise threshold;
 //! - `--record MODEL@VERSION`: the result stored in the registry as
@@ -105,6 +106,10 @@ pub struct ModelBench {
     /// A/B: the champion's OIP model_version.
     #[arg(long)]
     against_version: Option<String>,
+    /// A/B: the champion's endpoint address (default: --server), e.g.
+    /// another server speaking the same protocol (MLServer, Triton).
+    #[arg(long)]
+    against_server: Option<String>,
     /// A/B: alternating rounds (each side this many times).
     #[arg(long, default_value_t = 6)]
     rounds: usize,
@@ -204,15 +209,29 @@ async fn model(b: ModelBench) -> anyhow::Result<()> {
     }
     let mut verdicts: Vec<String> = Vec::new();
     let mut regression = false;
-    if let Some(e) = runs.iter().find_map(|r| r.first_error.clone()) {
-        verdicts.push(format!("errors: {e}"));
+    // A run with failed calls measured something else than the model
+    // (refusals are fast): no comparison, no record, a failing exit.
+    let broken = runs.iter().find(|r| r.errors > 0).map(|r| {
+        format!(
+            "{} of {} calls failed at {} (first: {}); not compared or recorded",
+            r.errors,
+            r.errors + r.ok,
+            report::load_label(&r.load),
+            r.first_error.as_deref().unwrap_or("unknown")
+        )
+    });
+    if let Some(e) = &broken {
+        verdicts.push(e.clone());
     }
 
     // A/B by interleaving at the first load.
-    let ab = if b.against_model.is_some() || b.against_version.is_some() {
+    let ab = if broken.is_none()
+        && (b.against_model.is_some() || b.against_version.is_some() || b.against_server.is_some())
+    {
         let champion = Target {
             model: b.against_model.clone().unwrap_or_else(|| b.model.clone()),
             version: b.against_version.clone().unwrap_or_default(),
+            addr: b.against_server.clone().unwrap_or_else(|| b.server.clone()),
             ..candidate.clone()
         };
         let champ = target::caller(&champion, &work)?;
@@ -237,6 +256,17 @@ async fn model(b: ModelBench) -> anyhow::Result<()> {
                     y,
                 )
             };
+            for (side, run) in [("candidate", &x), ("champion", &y)] {
+                if run.errors > 0 {
+                    bail!(
+                        "A/B round {}: {side} {} of {} calls failed (first: {})",
+                        r + 1,
+                        run.errors,
+                        run.errors + run.ok,
+                        run.first_error.as_deref().unwrap_or("unknown")
+                    );
+                }
+            }
             let mean = |r: &Run| {
                 r.windows.iter().map(|w| w.throughput).sum::<f64>() / r.windows.len().max(1) as f64
             };
@@ -255,13 +285,14 @@ async fn model(b: ModelBench) -> anyhow::Result<()> {
             "no change beyond the threshold"
         };
         let text = format!(
-            "A/B against {}{}: throughput ×{:.3} [{:.3}, {:.3}] over {} interleaved rounds (threshold {:.0}%): {verdict}",
+            "A/B against {}{} at {}: throughput ×{:.3} [{:.3}, {:.3}] over {} interleaved rounds (threshold {:.0}%): {verdict}",
             champion.model,
             if champion.version.is_empty() {
                 String::new()
             } else {
                 format!(" v{}", champion.version)
             },
+            champion.addr,
             i.estimate,
             i.low,
             i.high,
@@ -280,7 +311,7 @@ async fn model(b: ModelBench) -> anyhow::Result<()> {
     // History.
     let mut history_points = Vec::new();
     let mut recorded = None;
-    if let Some(spec) = &b.record {
+    if let (None, Some(spec)) = (&broken, &b.record) {
         let (reg_model, which) = spec
             .split_once('@')
             .with_context(|| format!("--record {spec:?}: expected MODEL@VERSION or MODEL@ALIAS"))?;
@@ -376,6 +407,9 @@ async fn model(b: ModelBench) -> anyhow::Result<()> {
     }
     if b.json {
         println!("{report}");
+    }
+    if let Some(e) = broken {
+        bail!("{e}");
     }
     if regression {
         bail!("regression: {verdict}");

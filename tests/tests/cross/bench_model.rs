@@ -148,6 +148,16 @@ fn a_planted_regression_is_found_and_an_unchanged_version_is_not() {
         (o.status.success(), printed)
     };
 
+    // Calls that fail measure refusals, not the model: a failing exit,
+    // nothing recorded.
+    let (ok, printed) = bench("no-such-model", &["--record", "iris@1"]);
+    assert!(
+        !ok && printed.contains("calls failed") && !printed.contains("recorded as evidence"),
+        "{printed}"
+    );
+    let evidence = cli.ok(&["registry", "evidence", "iris", "1"]);
+    assert!(!evidence.contains("benchmark"), "{evidence}");
+
     let (ok, printed) = bench("iris", &["--record", "iris@1"]);
     assert!(ok, "{printed}");
     assert!(printed.contains("no earlier version") || printed.contains("recorded as evidence"));
@@ -222,4 +232,107 @@ fn a_planted_regression_is_found_and_an_unchanged_version_is_not() {
         serde_json::from_slice(&std::fs::read(out.join("report.json")).expect("json"))
             .expect("json");
     assert_eq!(json["passed"], true, "{json}");
+}
+
+/// The benchmarker against a server that is not ours: MLServer (pinned,
+/// `make mlserver`) serving the same fitted digits MLP as the inference
+/// service's bundled ONNX copy. Measured alone, then ours against it in an
+/// interleaved A/B. Nothing is judged about who is faster (a shared machine
+/// decides that per run); what must hold is that every request of the
+/// held-out suite is answered by both, the report counts them, and the A/B
+/// names the champion's address.
+#[test]
+fn mlserver_is_measured_and_compared() {
+    let _serial = mlmesh_tests::serial();
+    let Some(site) = mlmesh_tests::mlserver::site() else {
+        return;
+    };
+    let work = TempDir::new("bench-mlserver");
+    let peer = mlmesh_tests::mlserver::MlServer::start(&site, "digits-mlp").expect("MLServer");
+    let inference = Service::start("mlmesh-inference", &[]);
+    let cli = RegistryCli::start("bench-mlserver-registry");
+    let suite = repo_root().join("tests/data/validation/digits-suite.json");
+    let (peer_addr, ours) = (peer.grpc.to_string(), inference.addr.to_string());
+    let run = |server: &str, out: &Path, extra: &[&str]| {
+        let (suite, out) = (suite.display().to_string(), out.display().to_string());
+        let mut args = vec![
+            "bench",
+            "model",
+            "--server",
+            server,
+            "--model",
+            "digits-mlp",
+            "--inputs",
+            &suite,
+            "--concurrency",
+            "1,2",
+            "--warmup-secs",
+            "0.5",
+            "--window-secs",
+            "0.25",
+            "--min-windows",
+            "6",
+            "--max-secs",
+            "3",
+            "--ci-width",
+            "0.1",
+            "--out",
+            &out,
+        ];
+        args.extend(extra);
+        let o = cli.run(&args);
+        let printed = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        println!("$ mlmesh {}\n{printed}", args.join(" "));
+        let json: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(Path::new(&out).join("report.json")).unwrap_or_default(),
+        )
+        .unwrap_or_default();
+        (o.status.success(), printed, json)
+    };
+
+    let (ok, printed, json) = run(&peer_addr, &work.path().join("mlserver"), &[]);
+    assert!(ok, "{printed}");
+    let runs = json["runs"].as_array().expect("runs");
+    assert_eq!(runs.len(), 2, "one run per concurrency: {json}");
+    for r in runs {
+        assert!(r["ok"].as_u64().unwrap_or(0) > 0, "{r}");
+        assert_eq!(
+            r["errors"].as_u64(),
+            Some(0),
+            "MLServer answered every request: {r}"
+        );
+        assert!(r["throughput"].as_f64().unwrap_or(0.0) > 0.0, "{r}");
+    }
+
+    let (ok, printed, json) = run(
+        &ours,
+        &work.path().join("ab"),
+        &[
+            "--against-server",
+            &peer_addr,
+            "--rounds",
+            "3",
+            "--threshold",
+            "0.2",
+        ],
+    );
+    // Either verdict is a pass of the tool; a failed call is not.
+    assert!(
+        printed.contains(&format!("at {peer_addr}")) && printed.contains("throughput ×"),
+        "{printed}"
+    );
+    let ab = &json["ab"];
+    let (low, high) = (
+        ab["low"].as_f64().expect("ab.low"),
+        ab["high"].as_f64().expect("ab.high"),
+    );
+    assert!(
+        low.is_finite() && high.is_finite() && low <= high && low > 0.0,
+        "{ab}"
+    );
+    let _ = ok;
 }
