@@ -90,6 +90,11 @@ const DEMO: &[(&str, &str)] = &[
         "docs/front-door.md",
         include_str!("../../docs/front-door.md"),
     ),
+    ("docs/models.md", include_str!("../../docs/models.md")),
+    (
+        "docs/benchmarking.md",
+        include_str!("../../docs/benchmarking.md"),
+    ),
     ("docs/deploy.md", include_str!("../../docs/deploy.md")),
     (
         "docs/configuration/README.md",
