@@ -7,7 +7,7 @@ VECTOR_DATA_DIR ?= .cache/mlmesh/vector-data
 GATEWAY_LISTEN ?= 127.0.0.1:50050
 HTTP_LISTEN ?= 127.0.0.1:8080
 
-.PHONY: run test layering models mcp-tools postgres moto container-tools deploy-tools deploy-check images render-manifests openai-client tritonclient mlserver bench-inference bench-registry bench-validation bench-quantize build check fmt clippy bench bench-embed bench-vector bench-gateway bench-gateway-pinned help
+.PHONY: run test layering models browser mcp-tools postgres moto container-tools deploy-tools deploy-check images render-manifests openai-client tritonclient mlserver bench-inference bench-registry bench-validation bench-quantize build check fmt clippy bench bench-embed bench-vector bench-gateway bench-gateway-pinned help
 
 # Every target with its purpose: the first sentence of the comment above
 # it (read from this file, so a new target documents itself).
@@ -33,7 +33,13 @@ openai-client:
 tritonclient:
 	./scripts/fetch-python-packages.sh tritonclient scripts/tritonclient.txt
 
-## MLServer (pinned, from PyPI): the baseline of the inference benchmark only.
+## The console's browser test: Debian's chromium + chromium-driver and
+## Selenium (pinned, from PyPI) into .cache/mlmesh/py/browser.
+browser:
+	./scripts/install-browser.sh
+
+## MLServer (pinned, from PyPI): the baseline of the inference benchmark and
+## the peer of the benchmarker's test.
 mlserver:
 	./scripts/fetch-python-packages.sh mlserver scripts/mlserver.txt
 
@@ -119,7 +125,7 @@ clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 # Every set-up step, fmt, clippy, the chart checks and every test (what CI runs).
-test: models openai-client tritonclient mlserver mcp-tools postgres moto container-tools deploy-tools fmt layering clippy deploy-check
+test: models openai-client tritonclient mlserver browser mcp-tools postgres moto container-tools deploy-tools fmt layering clippy deploy-check
 	# Binaries first: the cross-process tests in tests/ start them.
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace

@@ -91,6 +91,7 @@ const DEMO: &[(&str, &str)] = &[
         include_str!("../../docs/front-door.md"),
     ),
     ("docs/models.md", include_str!("../../docs/models.md")),
+    ("docs/console.md", include_str!("../../docs/console.md")),
     (
         "docs/benchmarking.md",
         include_str!("../../docs/benchmarking.md"),
@@ -289,7 +290,9 @@ fn examples(u: &Up) -> String {
     let coll = &u.demo_collection;
     format!(
         r#"
-mlmesh is up. Try:
+mlmesh is up. The console: http://{http}/ui/
+
+Try:
 
   # semantic search over mlmesh's own docs
   curl -s http://{http}/v1/collections/{coll}/search \

@@ -13,6 +13,7 @@ const PROTOS: &[&str] = &[
     "inference/grpc_service.proto",
     "mlmesh/registry/v1/registry.proto",
     "mlmesh/validation/v1/validation.proto",
+    "mlmesh/mesh/v1/status.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -8,6 +8,7 @@
 //! Kubernetes EndpointSlices), [`chunk`] (token and character windows),
 //! [`core`] (what each call does, protocol-free), [`grpc`], [`http`] and
 //! [`mcp`] (the faces; [`json`] the JSON forms the JSON faces share),
+//! [`console`] (the web console at `/ui` and the mesh read APIs),
 //! [`pipeline`] (pipeline specs), [`tensor`], [`auth`], [`error`],
 //! [`metrics`].
 //! [`Application`] follows the other services: `build(settings)` →
@@ -16,6 +17,7 @@
 
 pub mod auth;
 pub mod chunk;
+pub mod console;
 pub mod core;
 pub mod discovery;
 pub mod downstream;
@@ -145,7 +147,17 @@ impl mlmesh_runtime::service::Service for Application {
                     mcp_stop.clone(),
                 )
             });
-            let mut router = http::router(Arc::clone(&self.core), mcp);
+            let console = self
+                .core
+                .settings()
+                .console
+                .enabled
+                .then(|| console::Console::new(Arc::clone(&self.core)));
+            if let Some(c) = &console {
+                tokio::spawn(Arc::clone(c).run(shutdown.clone()));
+            }
+            let mut router =
+                http::router(Arc::clone(&self.core), mcp).merge(console::routes(console));
             if let Some(a) = &self.core.auth {
                 router = router.layer(AuthLayer::new(
                     Arc::clone(a),
@@ -153,6 +165,8 @@ impl mlmesh_runtime::service::Service for Application {
                     self.core.metrics.auth.clone(),
                 ));
             }
+            let router =
+                console::with_prefix(router, self.core.settings().console.path_prefix.clone());
             let stop = shutdown.clone().map(move |()| mcp_stop.cancel());
             // Logged before the gRPC "listening" line, so whoever waits
             // for that one has seen this one too.

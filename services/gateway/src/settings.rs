@@ -1,6 +1,7 @@
 //! Typed settings of the gateway (sections `[server]`, `[telemetry]`,
 //! `[http]`, `[downstream]`, `[chunking]`, `[limits]`, `[rag]`, `[mcp]`,
-//! `[pipelines.<name>]`; `[auth]` in `settings/auth.rs`), loaded by
+//! `[pipelines.<name>]`; `[auth]` in `settings/auth.rs`, `[console]` in
+//! `settings/console.rs`), loaded by
 //! `mlmesh_runtime::settings::load`.
 
 use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
@@ -12,6 +13,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 mod auth;
+pub mod console;
 pub mod endpoint;
 pub mod shadow;
 
@@ -44,6 +46,8 @@ pub struct Settings {
     /// Live calls mirrored to shadow models and compared
     /// (`[[shadow.rules]]` tables: docs/validation.md).
     pub shadow: shadow::ShadowSettings,
+    /// The web console (`/ui`) and the mesh read APIs behind it.
+    pub console: console::ConsoleSettings,
 }
 
 impl Default for Settings {
@@ -60,6 +64,7 @@ impl Default for Settings {
             auth: AuthSettings::default(),
             mcp: McpSettings::default(),
             shadow: shadow::ShadowSettings::default(),
+            console: console::ConsoleSettings::default(),
         }
     }
 }
@@ -322,6 +327,7 @@ impl Settings {
     pub fn validate(&self) -> Result<(), SettingsError> {
         self.server.validate()?;
         self.shadow.validate()?;
+        self.console.validate()?;
         if !self.shadow.rules.is_empty() && self.downstream.inference.is_empty() {
             return Err(invalid(
                 "shadow.rules",

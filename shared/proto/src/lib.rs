@@ -49,6 +49,15 @@ pub mod validation {
     }
 }
 
+/// `mlmesh.mesh.v1`: what every mlmesh server says about itself (served by
+/// the service kit, read by the gateway's console).
+pub mod mesh {
+    pub mod v1 {
+        #![allow(clippy::all, missing_docs)]
+        tonic::include_proto!("mlmesh.mesh.v1");
+    }
+}
+
 /// `inference`: the Open Inference Protocol (KServe v2) as Triton publishes
 /// it, served by the inference service and called by tritonclient.
 pub mod inference {

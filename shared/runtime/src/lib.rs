@@ -13,6 +13,7 @@ pub mod cli;
 pub mod client;
 pub mod conn;
 pub mod http;
+pub mod introspection;
 pub mod limits;
 pub mod metrics;
 pub mod propagation;

@@ -1,5 +1,6 @@
 //! The gRPC server every mlmesh service runs: the service's own routes plus
-//! `grpc.health.v1`, reflection, a Prometheus `/metrics` endpoint on its own
+//! `grpc.health.v1`, `mlmesh.mesh.v1.Introspection` (see
+//! [`crate::introspection`]), reflection, a Prometheus `/metrics` endpoint on its own
 //! port, per-call trace spans, and graceful shutdown.
 //!
 //! Shutdown order, on the shutdown future completing: health turns
@@ -56,6 +57,8 @@ pub struct GrpcServer {
     tls: Option<ServerTls>,
     protected: &'static [&'static str],
     admin_only: &'static [&'static str],
+    /// False once draining: `mlmesh.mesh.v1.Introspection` says so.
+    serving: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl GrpcServer {
@@ -147,6 +150,8 @@ impl GrpcServer {
         metrics_listener: Option<TcpListener>,
         registry: Registry,
     ) -> Self {
+        // The process's age counts from its first server.
+        crate::introspection::started();
         let health = HealthReporter::new();
         let health_service = tonic_health::pb::health_server::HealthServer::new(
             tonic_health::server::HealthService::from_health_reporter(health.clone()),
@@ -162,6 +167,7 @@ impl GrpcServer {
             admin_only: &[],
             tls: None,
             protected: &[],
+            serving: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
         }
     }
 
@@ -215,6 +221,15 @@ impl GrpcServer {
                 .set_service_status(name, ServingStatus::Serving)
                 .await;
         }
+        self.serving
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let introspection = crate::introspection::Status::new(
+            self.registry.clone(),
+            services.iter().map(|s| (*s).to_owned()).collect(),
+            self.serving.clone(),
+        )
+        .into_server();
+        let serving = self.serving.clone();
 
         let addr = self.local_addr();
         let metrics_addr = self.metrics_addr();
@@ -255,6 +270,7 @@ impl GrpcServer {
                 grace_secs = grace.as_secs(),
                 "shutting down: health NOT_SERVING, draining in-flight calls"
             );
+            serving.store(false, std::sync::atomic::Ordering::Relaxed);
             for name in &all {
                 health
                     .set_service_status(name, ServingStatus::NotServing)
@@ -300,6 +316,7 @@ impl GrpcServer {
             })
             .add_routes(routes)
             .add_service(self.health_service)
+            .add_service(introspection)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .serve_with_incoming_shutdown(incoming, signal);

@@ -336,3 +336,67 @@ fn mlserver_is_measured_and_compared() {
     );
     let _ = ok;
 }
+
+/// The embedding endpoint: texts in batches against the real embedding
+/// service; every call answered with every vector, and a model the service
+/// does not have fails the run naming it (nothing measured from refusals).
+#[test]
+fn the_embedding_endpoint_is_measured() {
+    let _serial = mlmesh_tests::serial();
+    let work = TempDir::new("bench-embedding");
+    let svc = Service::start("mlmesh-embedding", &[]);
+    let cli = RegistryCli::start("bench-embedding-registry");
+    let server = svc.addr.to_string();
+    let out = work.path().display().to_string();
+    let run = |model: &str| {
+        let args = [
+            "bench",
+            "model",
+            "--endpoint",
+            "embedding",
+            "--server",
+            &server,
+            "--model",
+            model,
+            "--batch",
+            "4",
+            "--concurrency",
+            "2",
+            "--warmup-secs",
+            "0.5",
+            "--window-secs",
+            "0.25",
+            "--min-windows",
+            "4",
+            "--max-secs",
+            "3",
+            "--ci-width",
+            "0.2",
+            "--out",
+            &out,
+        ];
+        let o = cli.run(&args);
+        let printed = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        println!("$ mlmesh {}\n{printed}", args.join(" "));
+        (o.status.success(), printed)
+    };
+    let (ok, printed) = run("all-MiniLM-L6-v2");
+    assert!(ok, "{printed}");
+    let json: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(work.path().join("report.json")).expect("report.json"),
+    )
+    .expect("json");
+    let r = &json["runs"][0];
+    assert!(r["ok"].as_u64().unwrap_or(0) > 0, "{r}");
+    assert_eq!(r["errors"].as_u64(), Some(0), "{r}");
+
+    let (ok, printed) = run("no-such-model");
+    assert!(
+        !ok && printed.contains("calls failed") && printed.contains("no-such-model"),
+        "{printed}"
+    );
+}

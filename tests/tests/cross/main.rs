@@ -11,6 +11,7 @@ mod attacks;
 mod auth;
 mod bench_model;
 mod caller_limits;
+mod console;
 mod convert;
 mod embedding_process;
 mod golden;

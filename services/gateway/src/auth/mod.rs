@@ -175,7 +175,7 @@ impl Auth {
                     Scope::parse(s).ok_or_else(|| {
                         config_error(
                             &format!("{key}.scopes"),
-                            format!("unknown scope {s:?} (embed, search, ingest, predict, admin)"),
+                            format!("unknown scope {s:?} (embed, search, ingest, predict, admin, observe)"),
                         )
                     })
                 })

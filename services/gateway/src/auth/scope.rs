@@ -14,6 +14,8 @@ pub enum Scope {
     Predict,
     /// Loading and unloading models.
     Admin,
+    /// The console's views of the mesh: services, replicas, metrics.
+    Observe,
 }
 
 impl Scope {
@@ -24,6 +26,7 @@ impl Scope {
             "ingest" => Scope::Ingest,
             "predict" => Scope::Predict,
             "admin" => Scope::Admin,
+            "observe" => Scope::Observe,
             _ => return None,
         })
     }
@@ -35,6 +38,7 @@ impl Scope {
             Scope::Ingest => "ingest",
             Scope::Predict => "predict",
             Scope::Admin => "admin",
+            Scope::Observe => "observe",
         }
     }
 }
@@ -64,6 +68,10 @@ pub fn for_http(method: &http::Method, path: &str) -> Option<Option<Scope>> {
     let read = method == http::Method::GET;
     Some(Some(match path {
         "/healthz" | "/readyz" => return None,
+        // The console's files hold no data: open, so the page can ask
+        // for a key. What it shows comes from the APIs below.
+        p if p == "/ui" || p.starts_with("/ui/") => return None,
+        p if p == "/v1/mesh" || p.starts_with("/v1/mesh/") => Scope::Observe,
         "/mcp" => return Some(None),
         "/v1/embeddings" | "/v1/similarity" => Scope::Embed,
         "/v1/rag/query" => Scope::Search,
@@ -120,5 +128,11 @@ mod tests {
             Some(Some(Scope::Predict))
         );
         assert_eq!(for_http(&post, "/mcp"), Some(None));
+        assert_eq!(for_http(&get, "/ui/console.js"), None);
+        assert_eq!(
+            for_http(&get, "/v1/mesh/events"),
+            Some(Some(Scope::Observe))
+        );
+        assert_eq!(for_http(&get, "/uix"), Some(Some(Scope::Predict)));
     }
 }

@@ -40,6 +40,7 @@ mod doc_locks;
 mod embeddings;
 mod inference;
 mod ingest;
+pub mod mesh;
 mod models;
 mod pipelines;
 mod search;
@@ -142,6 +143,8 @@ pub struct Core {
     pub metrics: Metrics,
     /// Live inference calls mirrored to shadow models (`[shadow]`).
     pub shadows: Arc<shadow::Shadows>,
+    /// The gateway's own introspection figures (see `mesh`).
+    own_status: mlmesh_runtime::introspection::Status,
 }
 
 impl std::fmt::Debug for Core {
@@ -197,6 +200,14 @@ impl Core {
             collections: RwLock::new(HashMap::new()),
             documents: doc_locks::DocumentLocks::default(),
             auth,
+            own_status: mlmesh_runtime::introspection::Status::new(
+                metrics.registry.clone(),
+                vec![
+                    "mlmesh.gateway.v1.Gateway".into(),
+                    "inference.GRPCInferenceService".into(),
+                ],
+                Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            ),
             metrics,
         })
     }

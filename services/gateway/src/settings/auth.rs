@@ -32,7 +32,8 @@ pub struct ApiKey {
     /// Its rate-limit tier (a key of `auth.tiers`).
     #[serde(default = "default_tier")]
     pub tier: String,
-    /// What it may call: embed, search, ingest, predict, admin.
+    /// What it may call: embed, search, ingest, predict, admin, observe
+    /// (the console's views of the mesh).
     pub scopes: Vec<String>,
 }
 
