@@ -130,6 +130,16 @@ fn quantile(v: &[f64], q: f64) -> f64 {
     v[lo] + (h - lo as f64) * (v[hi] - v[lo])
 }
 
+fn check_resamples(resamples: usize) -> Result<(), StatsError> {
+    if resamples == 0 || resamples > MAX_RESAMPLES {
+        return Err(invalid(
+            "resamples",
+            format!("{resamples}; between 1 and {MAX_RESAMPLES}"),
+        ));
+    }
+    Ok(())
+}
+
 /// A percentile bootstrap interval of the mean of `candidate[i] −
 /// champion[i]`: `resamples` resamples of the example indices (the pairs
 /// stay together), from `seed`.
@@ -141,12 +151,7 @@ pub fn paired_bootstrap(
     seed: u64,
 ) -> Result<Interval, StatsError> {
     check_level("confidence", confidence)?;
-    if resamples == 0 || resamples > MAX_RESAMPLES {
-        return Err(invalid(
-            "resamples",
-            format!("{resamples}; between 1 and {MAX_RESAMPLES}"),
-        ));
-    }
+    check_resamples(resamples)?;
     let d = differences(candidate, champion)?;
     let n = d.len();
     let estimate = d.iter().sum::<f64>() / n as f64;
@@ -186,12 +191,7 @@ pub fn bootstrap_ratio(
     seed: u64,
 ) -> Result<Interval, StatsError> {
     check_level("confidence", confidence)?;
-    if resamples == 0 || resamples > MAX_RESAMPLES {
-        return Err(invalid(
-            "resamples",
-            format!("{resamples}; between 1 and {MAX_RESAMPLES}"),
-        ));
-    }
+    check_resamples(resamples)?;
     for (what, v) in [("candidate", a), ("champion", b)] {
         if v.is_empty() || v.len() > MAX_EXAMPLES {
             return Err(invalid(
