@@ -135,6 +135,68 @@ pub struct Service {
     pub started_in: Duration,
 }
 
+/// How long a command a test runs (a CLI, a client from another
+/// ecosystem) may take before the test fails instead of hanging the run.
+pub const CHILD_LIMIT: Duration = Duration::from_secs(600);
+
+/// `Command::output`, bounded: a child still running at the limit is
+/// killed and reported as an error (with what it printed so far), so one
+/// stuck peer cannot stall `make test`.
+pub trait OutputWithin {
+    fn output_within(&mut self, limit: Duration) -> std::io::Result<std::process::Output>;
+}
+
+impl OutputWithin for Command {
+    fn output_within(&mut self, limit: Duration) -> std::io::Result<std::process::Output> {
+        use std::io::Read as _;
+        let mut child = self
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let drain = |r: Option<Box<dyn std::io::Read + Send>>| {
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                if let Some(mut r) = r {
+                    let _ = r.read_to_end(&mut buf);
+                }
+                buf
+            })
+        };
+        let out = drain(child.stdout.take().map(|o| Box::new(o) as _));
+        let err = drain(child.stderr.take().map(|e| Box::new(e) as _));
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let (stdout, stderr) = (
+            out.join().unwrap_or_default(),
+            err.join().unwrap_or_default(),
+        );
+        match status {
+            Some(status) => Ok(std::process::Output {
+                status,
+                stdout,
+                stderr,
+            }),
+            None => Err(std::io::Error::other(format!(
+                "{self:?} did not finish within {} s; it printed:\n{}{}",
+                limit.as_secs(),
+                String::from_utf8_lossy(&stdout),
+                String::from_utf8_lossy(&stderr)
+            ))),
+        }
+    }
+}
+
 /// The lines `out` prints, read on a thread of their own so a caller can
 /// wait for one with a timeout.
 pub fn lines(out: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {

@@ -20,6 +20,8 @@ use crate::{HttpClient, repo_root};
 /// A running MLServer; its whole process group is killed on drop.
 pub struct MlServer {
     child: Child,
+    /// Where its output goes (kept for a failing test to read).
+    pub log: PathBuf,
     /// Its gRPC (Open Inference Protocol) address.
     pub grpc: SocketAddr,
     /// Its REST address.
@@ -54,6 +56,8 @@ impl MlServer {
     pub fn start(site: &Path, model: &str) -> std::io::Result<Self> {
         let (http, grpc, metrics) = (free_port()?, free_port()?, free_port()?);
         let models = repo_root().join("benches/data/mlserver");
+        let log = std::env::temp_dir().join(format!("mlmesh-mlserver-{http}.log"));
+        let out = std::fs::File::create(&log)?;
         let child = Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()))
             .args([
                 "-c",
@@ -66,13 +70,14 @@ impl MlServer {
             .env("MLSERVER_GRPC_PORT", grpc.to_string())
             .env("MLSERVER_METRICS_PORT", metrics.to_string())
             .env("MLSERVER_HOST", "127.0.0.1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(Stdio::from(out.try_clone()?))
+            .stderr(Stdio::from(out))
             // Its own process group, so drop stops its workers too.
             .process_group(0)
             .spawn()?;
         let mut s = Self {
             child,
+            log,
             grpc: SocketAddr::from(([127, 0, 0, 1], grpc)),
             http: SocketAddr::from(([127, 0, 0, 1], http)),
         };
@@ -81,7 +86,8 @@ impl MlServer {
         loop {
             if let Some(status) = s.child.try_wait()? {
                 return Err(std::io::Error::other(format!(
-                    "MLServer exited during start-up ({status})"
+                    "MLServer exited during start-up ({status}); it printed:\n{}",
+                    s.printed()
                 )));
             }
             if let Ok((200, _)) = HttpClient::new(s.http).request("GET", &path, &[], &[]) {
@@ -89,11 +95,20 @@ impl MlServer {
             }
             if Instant::now() > deadline {
                 return Err(std::io::Error::other(format!(
-                    "MLServer did not report {model} ready within 120 s"
+                    "MLServer did not report {model} ready within 120 s; it printed:\n{}",
+                    s.printed()
                 )));
             }
             std::thread::sleep(Duration::from_millis(250));
         }
+    }
+}
+
+impl MlServer {
+    /// The last 4 KiB of what it printed.
+    pub fn printed(&self) -> String {
+        let all = std::fs::read(&self.log).unwrap_or_default();
+        String::from_utf8_lossy(&all[all.len().saturating_sub(4096)..]).into_owned()
     }
 }
 
@@ -106,5 +121,6 @@ impl Drop for MlServer {
             .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
     }
 }

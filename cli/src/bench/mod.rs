@@ -97,6 +97,9 @@ pub struct ModelBench {
     /// the mean window throughput.
     #[arg(long, default_value_t = 0.02)]
     ci_width: f64,
+    /// Seconds a call may take before it counts as failed.
+    #[arg(long, default_value_t = 10.0)]
+    call_timeout_secs: f64,
     /// Seed of the Poisson arrivals and the resampling.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -189,13 +192,20 @@ async fn model(b: ModelBench) -> anyhow::Result<()> {
         "endpoint": b.endpoint, "inputs": hex::encode(Sha256::digest(&inputs_bytes)),
         "batch": b.batch, "loads": loads, "plan": plan,
     }))?));
+    if !(b.call_timeout_secs.is_finite() && (0.001..=3600.0).contains(&b.call_timeout_secs)) {
+        bail!(
+            "--call-timeout-secs: {} is not between 0.001 and 3600",
+            b.call_timeout_secs
+        );
+    }
+    let call_timeout = Duration::from_secs_f64(b.call_timeout_secs);
     let candidate = Target {
         endpoint: b.endpoint,
         addr: b.server.clone(),
         model: b.model.clone(),
         version: b.model_version.clone(),
     };
-    let call = target::caller(&candidate, &work)?;
+    let call = target::caller(&candidate, &work, call_timeout)?;
     let say = |line: String| {
         if !b.json {
             println!("{line}");
@@ -234,7 +244,7 @@ async fn model(b: ModelBench) -> anyhow::Result<()> {
             addr: b.against_server.clone().unwrap_or_else(|| b.server.clone()),
             ..candidate.clone()
         };
-        let champ = target::caller(&champion, &work)?;
+        let champ = target::caller(&champion, &work, call_timeout)?;
         let round_plan = Plan {
             warmup: Duration::from_millis(500).min(plan.warmup),
             min_windows: 3,

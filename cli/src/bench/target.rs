@@ -111,8 +111,31 @@ fn channel(addr: &str) -> anyhow::Result<H2Channel> {
         .with_context(|| format!("--addr {addr}"))
 }
 
-/// A caller sending `work` to `target`, cycling through its requests.
-pub fn caller(target: &Target, work: &Arc<Work>) -> anyhow::Result<Caller> {
+/// A caller sending `work` to `target`, cycling through its requests; a
+/// call not answered within `timeout` counts as an error, so a stalled
+/// server ends a run with failed calls instead of hanging it.
+pub fn caller(
+    target: &Target,
+    work: &Arc<Work>,
+    timeout: std::time::Duration,
+) -> anyhow::Result<Caller> {
+    let call = untimed(target, work)?;
+    Ok(Arc::new(move || {
+        let fut = call();
+        Box::pin(async move {
+            tokio::time::timeout(timeout, fut)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(format!(
+                        "no answer within {:.1} s (--call-timeout-secs)",
+                        timeout.as_secs_f64()
+                    ))
+                })
+        })
+    }))
+}
+
+fn untimed(target: &Target, work: &Arc<Work>) -> anyhow::Result<Caller> {
     let ch = channel(&target.addr)?;
     let next = Arc::new(AtomicUsize::new(0));
     let (work, model, version) = (

@@ -6,6 +6,7 @@
 //! inference service refuses an unload without it while serving on; a
 //! gateway forwards an unload with its `downstream.admin_token_file`.
 
+use mlmesh_tests::OutputWithin as _;
 use std::{
     process::Command,
     time::{Duration, Instant},
@@ -31,7 +32,9 @@ fn cli(addr: &str, token: Option<&std::path::Path>, args: &[&str]) -> std::proce
     if let Some(t) = token {
         cmd.arg("--admin-token-file").arg(t);
     }
-    cmd.args(args).output().expect("run mlmesh registry")
+    cmd.args(args)
+        .output_within(mlmesh_tests::CHILD_LIMIT)
+        .expect("run mlmesh registry")
 }
 
 fn with_token<T>(msg: T, token: &str) -> tonic::Request<T> {

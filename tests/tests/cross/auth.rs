@@ -6,6 +6,7 @@
 //! JWKS endpoint (including a key rotation mid-test), and a burst over the
 //! tier's limit answered 429 with `Retry-After`.
 
+use mlmesh_tests::OutputWithin as _;
 use std::{
     process::Command,
     sync::{Arc, Mutex},
@@ -197,7 +198,7 @@ print(json.dumps(out))
                 .env("PYTHONPATH", site)
                 .env("NO_PROXY", "127.0.0.1,localhost")
                 .env_remove("OPENAI_API_KEY")
-                .output()
+                .output_within(mlmesh_tests::CHILD_LIMIT)
                 .expect("python3")
         })
         .await
@@ -498,7 +499,7 @@ fn an_exposed_gateway_without_auth_refuses_to_start() {
             "--http-listen",
             "127.0.0.1:0",
         ])
-        .output()
+        .output_within(mlmesh_tests::CHILD_LIMIT)
         .expect("run");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);

@@ -295,7 +295,7 @@ fn mlserver_is_measured_and_compared() {
     };
 
     let (ok, printed, json) = run(&peer_addr, &work.path().join("mlserver"), &[]);
-    assert!(ok, "{printed}");
+    assert!(ok, "{printed}\nMLServer printed:\n{}", peer.printed());
     let runs = json["runs"].as_array().expect("runs");
     assert_eq!(runs.len(), 2, "one run per concurrency: {json}");
     for r in runs {
@@ -398,5 +398,61 @@ fn the_embedding_endpoint_is_measured() {
     assert!(
         !ok && printed.contains("calls failed") && printed.contains("no-such-model"),
         "{printed}"
+    );
+}
+
+/// A server that accepts connections and never answers: every call ends at
+/// `--call-timeout-secs` as a failure, the run fails naming the timeout,
+/// and nothing hangs.
+#[test]
+fn a_stalled_server_fails_the_run_instead_of_hanging_it() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    // Hold every accepted connection open, silent, until the test ends.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming().map_while(Result::ok) {
+            held.push(s);
+        }
+    });
+    let cli = RegistryCli::start("bench-stalled-registry");
+    let suite = repo_root().join("tests/data/validation/digits-suite.json");
+    let t0 = std::time::Instant::now();
+    let o = cli.run(&[
+        "bench",
+        "model",
+        "--server",
+        &addr.to_string(),
+        "--model",
+        "digits-mlp",
+        "--inputs",
+        &suite.display().to_string(),
+        "--concurrency",
+        "2",
+        "--warmup-secs",
+        "0.1",
+        "--window-secs",
+        "0.2",
+        "--min-windows",
+        "2",
+        "--max-secs",
+        "1",
+        "--call-timeout-secs",
+        "0.3",
+    ]);
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!o.status.success(), "{printed}");
+    assert!(
+        printed.contains("no answer within 0.3 s"),
+        "the failure names the timeout: {printed}"
+    );
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(60),
+        "bounded: {:?}",
+        t0.elapsed()
     );
 }

@@ -11,6 +11,7 @@
 //! `make test` installs the browser (`scripts/install-browser.sh`); without
 //! it the test says so and passes without running.
 
+use mlmesh_tests::OutputWithin as _;
 use std::{
     path::PathBuf,
     process::Command,
@@ -135,7 +136,7 @@ fn the_console_works_in_a_real_browser() {
         .env("PYTHONPATH", &site)
         .env("SE_OFFLINE", "true")
         .env("NO_PROXY", "127.0.0.1,localhost")
-        .output()
+        .output_within(mlmesh_tests::CHILD_LIMIT)
         .expect("python3");
     stop.store(true, Ordering::Relaxed);
     let calls = traffic.join().expect("traffic");

@@ -4,6 +4,7 @@
 //! embedding service and judged against sentence-transformers' own vectors;
 //! what cannot be converted is refused naming the config key or tensor.
 
+use mlmesh_tests::OutputWithin as _;
 use std::path::{Path, PathBuf};
 
 use mlmesh_tests::{TempDir, binary, repo_root};
@@ -172,7 +173,7 @@ fn what_cannot_be_converted_is_refused_naming_the_key_or_tensor() {
             .args(["model", "convert"])
             .arg(&dir)
             .arg(work.path().join("out"))
-            .output()
+            .output_within(mlmesh_tests::CHILD_LIMIT)
             .expect("run");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{}: converted", dir.display());

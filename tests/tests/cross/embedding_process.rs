@@ -1,6 +1,7 @@
 //! The embedding binary as a process: graceful shutdown under load, help,
 //! and configuration errors.
 
+use mlmesh_tests::OutputWithin as _;
 use std::{process::Command, time::Duration};
 
 use mlmesh_proto::embedding::v1::{EmbedRequest, embedding_service_client::EmbeddingServiceClient};
@@ -77,7 +78,7 @@ fn help_documents_every_setting() {
     let _serial = mlmesh_tests::serial();
     let out = Command::new(binary("mlmesh-embedding"))
         .arg("--help")
-        .output()
+        .output_within(mlmesh_tests::CHILD_LIMIT)
         .expect("run --help");
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
@@ -129,7 +130,7 @@ fn bad_configuration_fails_at_start_naming_the_key() {
             .current_dir(mlmesh_tests::repo_root())
             .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
             .env(key, value)
-            .output()
+            .output_within(mlmesh_tests::CHILD_LIMIT)
             .expect("run");
         assert!(!out.status.success(), "{key}={value} must fail");
         let err = String::from_utf8_lossy(&out.stderr);

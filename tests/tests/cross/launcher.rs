@@ -2,6 +2,7 @@
 //! the demo corpus, answers a search over it, and stops everything with
 //! exit 0 on SIGTERM.
 
+use mlmesh_tests::OutputWithin as _;
 use std::{
     process::{Command, Stdio},
     time::Duration,
@@ -132,7 +133,7 @@ fn mlmesh_up_serves_the_demo_corpus_and_stops_cleanly() {
             .current_dir(repo_root())
             .args(["registry", "--addr", &registry])
             .args(args)
-            .output()
+            .output_within(mlmesh_tests::CHILD_LIMIT)
             .expect("run mlmesh registry");
         assert!(
             out.status.success(),

@@ -5,6 +5,7 @@
 //! (npm, pinned, on Node.js 22 from npm) runs its server scenarios that
 //! apply to a server with our tools.
 
+use mlmesh_tests::OutputWithin as _;
 use std::process::Command;
 
 use mlmesh_tests::{HttpClient, MeshProcesses, Service, repo_root};
@@ -72,7 +73,7 @@ fn mcp_clients_call_every_tool() {
             .args([&url, "mcp-docs", &row])
             .env("PYTHONPATH", &site)
             .env("NO_PROXY", "127.0.0.1,localhost")
-            .output()
+            .output_within(mlmesh_tests::CHILD_LIMIT)
             .expect("python3");
         let got: Value = serde_json::from_slice(&out.stdout)
             .unwrap_or_else(|_| panic!("no report: {}", String::from_utf8_lossy(&out.stderr)));
@@ -180,7 +181,7 @@ fn mcp_clients_call_every_tool() {
             let out = Command::new(&node)
                 .arg(&suite)
                 .args(["server", "--url", &url, "--scenario", s])
-                .output()
+                .output_within(mlmesh_tests::CHILD_LIMIT)
                 .expect("run the conformance suite");
             let text = String::from_utf8_lossy(&out.stdout);
             assert!(

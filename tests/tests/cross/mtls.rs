@@ -10,6 +10,7 @@
 //! forwarded unload is admitted by its certificate. `/healthz` on the
 //! metrics port is the plain-HTTP probe of a TLS-only server.
 
+use mlmesh_tests::OutputWithin as _;
 use std::{
     process::Command,
     time::{Duration, Instant},
@@ -47,7 +48,7 @@ impl Pki {
                 .arg("--out")
                 .arg(out)
                 .args(holders)
-                .output()
+                .output_within(mlmesh_tests::CHILD_LIMIT)
                 .expect("run mlmesh certs");
             assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         };
@@ -219,7 +220,7 @@ fn the_mesh_speaks_mutual_tls_end_to_end_and_refuses_strangers() {
             .args(["--tls-cert-file", &pki.file(&format!("{holder}.crt"))])
             .args(["--tls-key-file", &pki.file(&format!("{holder}.key"))])
             .args(args)
-            .output()
+            .output_within(mlmesh_tests::CHILD_LIMIT)
             .expect("run mlmesh registry")
     };
     let out = cli("gateway", &["create", "digits"]);

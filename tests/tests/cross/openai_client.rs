@@ -8,6 +8,7 @@
 //! installed (a bare `cargo test`) the test says so and passes without
 //! running.
 
+use mlmesh_tests::OutputWithin as _;
 use std::process::Command;
 
 use mlmesh_proto::embedding::v1::{EmbedRequest, embedding_service_client::EmbeddingServiceClient};
@@ -66,7 +67,7 @@ async fn the_official_openai_python_client_works_unchanged() {
             .env("PYTHONPATH", &site)
             .env("NO_PROXY", "127.0.0.1,localhost")
             .env_remove("OPENAI_BASE_URL")
-            .output()
+            .output_within(mlmesh_tests::CHILD_LIMIT)
             .expect("run python3")
     })
     .await

@@ -6,6 +6,7 @@
 //! in time; a switch; a fallback after UNAVAILABLE; a step timeout and a
 //! failing step named in the status; a bad pipeline refused at start.
 
+use mlmesh_tests::OutputWithin as _;
 use std::process::Command;
 
 use mlmesh_proto::{
@@ -364,7 +365,7 @@ fn a_pipeline_referring_to_a_missing_step_stops_the_gateway_at_start() {
             "127.0.0.1:0",
         ])
         .env("MLMESH_CONFIG", &file)
-        .output()
+        .output_within(mlmesh_tests::CHILD_LIMIT)
         .expect("run the gateway");
     assert!(
         !out.status.success(),

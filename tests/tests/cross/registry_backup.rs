@@ -3,6 +3,7 @@
 //! has the same models, versions (byte for byte), aliases, alias history
 //! and event log; a restore into a registry that holds models is refused.
 
+use mlmesh_tests::OutputWithin as _;
 use std::process::Command;
 
 use mlmesh_proto::registry::v1::{self as pb, registry_client::RegistryClient};
@@ -25,7 +26,7 @@ fn cli(addr: &str, args: &[&str]) -> std::process::Output {
         .current_dir(repo_root())
         .args(["registry", "--addr", addr])
         .args(args)
-        .output()
+        .output_within(mlmesh_tests::CHILD_LIMIT)
         .expect("run mlmesh registry")
 }
 

@@ -2,6 +2,7 @@
 //! repository root), shared by the cross tests of validation, promotion
 //! and shadows.
 
+use mlmesh_tests::OutputWithin as _;
 use std::process::{Command, Output};
 
 use mlmesh_tests::{Service, TempDir, binary, repo_root};
@@ -38,7 +39,7 @@ impl RegistryCli {
             .current_dir(repo_root())
             .env("MLMESH_REGISTRY", self.addr())
             .args(args)
-            .output()
+            .output_within(mlmesh_tests::CHILD_LIMIT)
             .expect("run mlmesh")
     }
 

@@ -13,6 +13,7 @@
 //! `make test` installs the client (scripts/fetch-python-packages.sh); a
 //! bare `cargo test` without it says so and passes without running.
 
+use mlmesh_tests::OutputWithin as _;
 use std::process::Command;
 
 use mlmesh_tests::{Service, repo_root};
@@ -177,7 +178,7 @@ fn run_script(
         .arg(repo_root().join(data))
         .env("PYTHONPATH", site)
         .env("NO_PROXY", "127.0.0.1,localhost")
-        .output()
+        .output_within(mlmesh_tests::CHILD_LIMIT)
         .expect("run python3");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let report: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| {

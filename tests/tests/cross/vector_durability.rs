@@ -1,6 +1,7 @@
 //! The vector-search binary as a process: acknowledged writes survive
 //! `kill -9`, with and without an optimisation (HNSW build) in progress.
 
+use mlmesh_tests::OutputWithin as _;
 use std::time::Duration;
 
 use mlmesh_proto::json::{json_to_struct, struct_to_json};
@@ -218,7 +219,7 @@ fn help_documents_every_setting() {
     let _serial = mlmesh_tests::serial();
     let out = std::process::Command::new(mlmesh_tests::binary("mlmesh-vector-search"))
         .arg("--help")
-        .output()
+        .output_within(mlmesh_tests::CHILD_LIMIT)
         .expect("run --help");
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
@@ -261,7 +262,7 @@ fn bad_configuration_fails_at_start_naming_the_key() {
             .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
             .env("MLMESH_VECTOR__DATA_DIR", data.path())
             .env(key, value)
-            .output()
+            .output_within(mlmesh_tests::CHILD_LIMIT)
             .expect("run");
         assert!(!out.status.success(), "{key}={value} must fail");
         let err = String::from_utf8_lossy(&out.stderr);
