@@ -251,6 +251,59 @@ async fn wait_ready(
     }
 }
 
+/// The registry's demo model: the bundled iris classifier as `iris-demo`
+/// v1 in `production` and the same files again as v2, so the console's
+/// Models page has versions, an alias and a history to act on. Left as it
+/// is when the model exists (a restart keeps what was done to it).
+async fn seed_registry(addr: &str) -> anyhow::Result<&'static str> {
+    use mlmesh_proto::registry::v1 as pb;
+    let mut c = mlmesh_registry_client::connect(addr, None, None).map_err(anyhow::Error::msg)?;
+    if c.get_model(pb::GetModelRequest {
+        name: "iris-demo".into(),
+    })
+    .await
+    .is_ok()
+    {
+        return Ok("kept");
+    }
+    c.create_model(pb::CreateModelRequest {
+        name: "iris-demo".into(),
+        description:
+            "Iris species from flower measurements (scikit-learn logistic regression, ONNX)".into(),
+        tags: [("task".to_owned(), "classification".to_owned())].into(),
+        metadata: None,
+    })
+    .await
+    .context("creating the demo model")?;
+    let dir = Path::new("services/inference/models/iris-logreg");
+    for _ in 0..2 {
+        mlmesh_registry_client::push::push(
+            &mut c,
+            "iris-demo",
+            dir,
+            None,
+            mlmesh_registry_client::push::About::default(),
+            1 << 20,
+            |_| {},
+        )
+        .await
+        .context("pushing the demo model")?;
+    }
+    c.set_aliases(pb::SetAliasesRequest {
+        model: "iris-demo".into(),
+        aliases: vec![pb::AliasTarget {
+            alias: "production".into(),
+            version: 1,
+            expected_version: Some(0),
+        }],
+        reason: "demo data (mlmesh up)".into(),
+        override_policy: false,
+    })
+    .await
+    .context("setting the demo alias")?;
+    Ok("created")
+}
+
 async fn load_demo(
     c: &mut GatewayClient<tonic::transport::Channel>,
     name: &str,
@@ -427,6 +480,7 @@ pub async fn up(u: Up) -> anyhow::Result<()> {
                 ("MLMESH_DOWNSTREAM__EMBEDDING", u.embedding.clone()),
                 ("MLMESH_DOWNSTREAM__VECTOR_SEARCH", u.vector_search.clone()),
                 ("MLMESH_DOWNSTREAM__INFERENCE", u.inference.clone()),
+                ("MLMESH_DOWNSTREAM__REGISTRY", u.registry.clone()),
             ],
             &log,
         )?);
@@ -440,6 +494,12 @@ pub async fn up(u: Up) -> anyhow::Result<()> {
         )
         .await?;
         if !u.no_demo {
+            match seed_registry(&u.registry).await {
+                Ok(what) => eprintln!(
+                    "mlmesh: registry demo model iris-demo {what} (v1 in production, v2 to promote)"
+                ),
+                Err(e) => eprintln!("mlmesh: registry demo model not created: {e:#}"),
+            }
             let t0 = Instant::now();
             let chunks = load_demo(&mut client, &u.demo_collection).await?;
             eprintln!(

@@ -118,6 +118,10 @@ pub struct DownstreamSettings {
     /// Inference service replicas; empty when the mesh has none (its calls
     /// then answer UNAVAILABLE naming this key).
     pub inference: Vec<Endpoint>,
+    /// Registry service replicas; empty when the console and the model
+    /// APIs (`/v1/registry/...`) are not wanted (they then answer 501
+    /// naming this key).
+    pub registry: Vec<Endpoint>,
     /// `kubernetes` discovery: the Services' namespace; empty for this
     /// pod's own (its service account's), else `default`.
     pub namespace: String,
@@ -146,6 +150,11 @@ pub struct DownstreamSettings {
     /// sent with the model loads and unloads this gateway forwards once the
     /// caller's own admin scope is checked; empty: sent without one.
     pub admin_token_file: String,
+    /// The registry's writer token (its `server.writer_token_file`), sent
+    /// with the alias moves this gateway forwards once the caller's own
+    /// `promote` scope is checked; an override of a policy needs the
+    /// registry's admin token here instead. Empty: sent without one.
+    pub registry_token_file: String,
     /// TLS to the services (`[downstream.tls]`): with `ca_file` set every
     /// call is TLS (mutual with `cert_file`/`key_file`), each server's
     /// certificate checked for the host dialled, or, with `kubernetes`
@@ -160,6 +169,7 @@ impl Default for DownstreamSettings {
             embedding: endpoint::endpoints(&["127.0.0.1:50051"]),
             vector_search: endpoint::endpoints(&["127.0.0.1:50052"]),
             inference: Vec::new(),
+            registry: Vec::new(),
             namespace: String::new(),
             kubernetes_api: String::new(),
             request_timeout_ms: 30_000,
@@ -169,6 +179,7 @@ impl Default for DownstreamSettings {
             stream_timeout_secs: 3600,
             stream_idle_timeout_secs: 300,
             admin_token_file: String::new(),
+            registry_token_file: String::new(),
             tls: mlmesh_runtime::tls::ClientTlsSettings::default(),
         }
     }
@@ -339,8 +350,9 @@ impl Settings {
             ("downstream.embedding", &d.embedding),
             ("downstream.vector_search", &d.vector_search),
             ("downstream.inference", &d.inference),
+            ("downstream.registry", &d.registry),
         ] {
-            if list.is_empty() && key != "downstream.inference" {
+            if list.is_empty() && key != "downstream.inference" && key != "downstream.registry" {
                 return Err(invalid(key, "at least one address is required"));
             }
             if d.discovery == Discovery::Kubernetes && list.len() > 1 {
@@ -442,6 +454,7 @@ impl ServiceSettings for Settings {
         "downstream.embedding",
         "downstream.vector_search",
         "downstream.inference",
+        "downstream.registry",
         "mcp.allowed_hosts",
         "mcp.allowed_origins",
     ];

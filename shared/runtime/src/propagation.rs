@@ -48,6 +48,15 @@ pub fn inject_current(headers: &mut HeaderMap) {
     });
 }
 
+/// The trace `span` belongs to, as 32 hex digits; `None` when tracing
+/// assigns no ids (no OpenTelemetry layer).
+pub fn trace_id(span: &tracing::Span) -> Option<String> {
+    use opentelemetry::trace::TraceContextExt as _;
+    let cx = span.context();
+    let sc = cx.span().span_context().clone();
+    sc.is_valid().then(|| sc.trace_id().to_string())
+}
+
 /// Server side: one span per call, parented on the caller's `traceparent`.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ServerTraceLayer;

@@ -29,7 +29,7 @@ const OBSERVER: &str = "mlm_console_observer_5b1e";
 const WEAK: &str = "mlm_console_search_only_93ad";
 const CALLER: &str = "mlm_console_caller_c04f";
 
-fn which(name: &str) -> Option<PathBuf> {
+pub(crate) fn which(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")?
         .to_str()?
         .split(':')
@@ -38,7 +38,7 @@ fn which(name: &str) -> Option<PathBuf> {
 }
 
 /// Selenium's site and the browser, or `None` with the reason printed.
-fn browser() -> Option<(PathBuf, PathBuf, PathBuf)> {
+pub(crate) fn browser() -> Option<(PathBuf, PathBuf, PathBuf)> {
     let site = repo_root().join(".cache/mlmesh/py/browser");
     let (chromium, driver) = (which("chromium"), which("chromedriver"));
     match (site.join(".mlmesh-stamp").is_file(), chromium, driver) {

@@ -12,6 +12,7 @@ mod auth;
 mod bench_model;
 mod caller_limits;
 mod console;
+mod console_actions;
 mod convert;
 mod embedding_process;
 mod golden;

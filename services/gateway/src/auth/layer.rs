@@ -251,6 +251,7 @@ where
                 }
             };
             layer.outcomes.with_label_values(&[&caller.label, "ok"]).inc();
+            layer.auth.saw(&caller);
             tracing::Span::current().set_attribute("enduser.id", caller.name.clone());
             // Also on the request, for handlers that leave this task (MCP).
             let mut req = req;

@@ -94,6 +94,19 @@ pub struct Auth {
     keys: HashMap<[u8; 32], Arc<Caller>>,
     jwt: Option<jwt::JwtVerifier>,
     pub limits: limits::Limits,
+    /// Callers seen, by their bounded label (a key's name, `jwt:<tier>`):
+    /// as many entries as keys and tiers, whatever callers send.
+    seen: std::sync::Mutex<HashMap<String, Seen>>,
+}
+
+/// When a caller (label) last got through, and how often.
+#[derive(Clone, Debug)]
+struct Seen {
+    name: String,
+    tier: String,
+    scopes: Vec<Scope>,
+    last_ms: u64,
+    calls: u64,
 }
 
 #[derive(serde::Deserialize)]
@@ -175,7 +188,7 @@ impl Auth {
                     Scope::parse(s).ok_or_else(|| {
                         config_error(
                             &format!("{key}.scopes"),
-                            format!("unknown scope {s:?} (embed, search, ingest, predict, admin, observe)"),
+                            format!("unknown scope {s:?} (embed, search, ingest, predict, admin, observe, promote)"),
                         )
                     })
                 })
@@ -236,6 +249,69 @@ impl Auth {
             keys: by_hash,
             jwt,
             limits,
+            seen: std::sync::Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Notes that `caller` got through now.
+    pub fn saw(&self, caller: &Caller) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let mut g = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = g.get_mut(&caller.label) {
+            s.last_ms = now;
+            s.calls += 1;
+            // A JWT label is shared by its tier's subjects: the latest.
+            if s.name != caller.name {
+                s.name.clone_from(&caller.name);
+            }
+            return;
+        }
+        g.insert(
+            caller.label.clone(),
+            Seen {
+                name: caller.name.clone(),
+                tier: caller.tier.clone(),
+                scopes: caller.scopes.clone(),
+                last_ms: now,
+                calls: 1,
+            },
+        );
+    }
+
+    /// Who may call (keys by name, tier and scopes, never their hashes;
+    /// whether JWTs are accepted) and when each caller was last seen.
+    pub fn access(&self) -> serde_json::Value {
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let scopes = |s: &[Scope]| s.iter().map(|s| s.as_str()).collect::<Vec<_>>();
+        let mut keys: Vec<serde_json::Value> = self
+            .keys
+            .values()
+            .map(|c| {
+                let s = seen.get(&c.label);
+                serde_json::json!({
+                    "kind": "key", "name": c.name, "tier": c.tier, "scopes": scopes(&c.scopes),
+                    "last_seen_ms": s.map(|s| s.last_ms), "calls": s.map_or(0, |s| s.calls),
+                })
+            })
+            .collect();
+        keys.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+        let mut jwt: Vec<serde_json::Value> = seen
+            .iter()
+            .filter(|(label, _)| label.starts_with("jwt:"))
+            .map(|(label, s)| {
+                serde_json::json!({
+                    "kind": "jwt", "name": label, "last_subject": s.name, "tier": s.tier,
+                    "scopes": scopes(&s.scopes), "last_seen_ms": s.last_ms, "calls": s.calls,
+                })
+            })
+            .collect();
+        jwt.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+        serde_json::json!({
+            "authentication": true,
+            "jwt": self.jwt.is_some(),
+            "callers": keys.into_iter().chain(jwt).collect::<Vec<_>>(),
         })
     }
 

@@ -14,8 +14,12 @@ pub enum Scope {
     Predict,
     /// Loading and unloading models.
     Admin,
-    /// The console's views of the mesh: services, replicas, metrics.
+    /// The console's views of the mesh: services, replicas, metrics, the
+    /// registry's models and evidence.
     Observe,
+    /// Moving and rolling back model aliases (through the registry's
+    /// validation gate; passing over it needs `admin` too).
+    Promote,
 }
 
 impl Scope {
@@ -27,6 +31,7 @@ impl Scope {
             "predict" => Scope::Predict,
             "admin" => Scope::Admin,
             "observe" => Scope::Observe,
+            "promote" => Scope::Promote,
             _ => return None,
         })
     }
@@ -39,6 +44,7 @@ impl Scope {
             Scope::Predict => "predict",
             Scope::Admin => "admin",
             Scope::Observe => "observe",
+            Scope::Promote => "promote",
         }
     }
 }
@@ -72,13 +78,22 @@ pub fn for_http(method: &http::Method, path: &str) -> Option<Option<Scope>> {
         // for a key. What it shows comes from the APIs below.
         p if p == "/ui" || p.starts_with("/ui/") => return None,
         p if p == "/v1/mesh" || p.starts_with("/v1/mesh/") => Scope::Observe,
+        p if p.starts_with("/v1/registry/") => {
+            if read {
+                Scope::Observe
+            } else {
+                Scope::Promote
+            }
+        }
+        // Who may call, and what was changed by whom: the operator's.
+        "/v1/audit" | "/v1/access" => Scope::Admin,
         "/mcp" => return Some(None),
         "/v1/embeddings" | "/v1/similarity" => Scope::Embed,
         "/v1/rag/query" => Scope::Search,
         // How a candidate compares with production is the operator's.
         "/v1/shadow" => Scope::Admin,
         p if p.starts_with("/v1/collections") => {
-            if read || p.ends_with("/search") {
+            if read || p.ends_with("/search") || p.ends_with("/browse") {
                 Scope::Search
             } else {
                 Scope::Ingest
@@ -134,5 +149,14 @@ mod tests {
             Some(Some(Scope::Observe))
         );
         assert_eq!(for_http(&get, "/uix"), Some(Some(Scope::Predict)));
+        assert_eq!(
+            for_http(&get, "/v1/registry/models"),
+            Some(Some(Scope::Observe))
+        );
+        assert_eq!(
+            for_http(&post, "/v1/registry/models/m/aliases/prod"),
+            Some(Some(Scope::Promote))
+        );
+        assert_eq!(for_http(&get, "/v1/audit"), Some(Some(Scope::Admin)));
     }
 }

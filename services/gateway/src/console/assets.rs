@@ -10,22 +10,37 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
+/// A JavaScript module of the console.
+macro_rules! script {
+    ($name:literal) => {
+        (
+            $name,
+            "text/javascript; charset=utf-8",
+            include_str!(concat!("../../console/", $name)),
+        )
+    };
+}
+
 /// Everything the page may load or call: its own origin only.
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
                    img-src 'self' data:; connect-src 'self'; base-uri 'none'; \
                    form-action 'none'; frame-ancestors 'none'";
 
+/// `(name, MIME type, contents)` of every file under `console/`.
 const FILES: &[(&str, &str, &str)] = &[
     (
         "index.html",
         "text/html; charset=utf-8",
         include_str!("../../console/index.html"),
     ),
-    (
-        "console.js",
-        "text/javascript; charset=utf-8",
-        include_str!("../../console/console.js"),
-    ),
+    script!("console.js"),
+    script!("core.js"),
+    script!("overview.js"),
+    script!("models.js"),
+    script!("playground.js"),
+    script!("collections.js"),
+    script!("metrics.js"),
+    script!("access.js"),
     (
         "console.css",
         "text/css; charset=utf-8",
@@ -99,6 +114,19 @@ mod tests {
             );
         }
         assert_eq!(serve("../Cargo.toml").status(), StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn every_imported_module_is_served() {
+        for (name, _, body) in FILES.iter().filter(|(n, _, _)| n.ends_with(".js")) {
+            for import in body.split("from \"./").skip(1) {
+                let file = import.split('"').next().unwrap_or_default();
+                assert!(
+                    FILES.iter().any(|(n, _, _)| *n == file),
+                    "{name} imports {file}, which is not served"
+                );
+            }
+        }
     }
 
     #[test]

@@ -195,6 +195,26 @@ impl Core {
         r: gw::CreateCollectionRequest,
         deadline: Deadline,
     ) -> Result<gw::Collection> {
+        let (name, model) = (r.name.clone(), r.model.clone());
+        let out = self.create_collection_unaudited(r, deadline).await;
+        self.audit.outcome(
+            "collection.create",
+            name,
+            if model.is_empty() {
+                "the default model".to_owned()
+            } else {
+                format!("model {model}")
+            },
+            &out,
+        );
+        out
+    }
+
+    async fn create_collection_unaudited(
+        &self,
+        r: gw::CreateCollectionRequest,
+        deadline: Deadline,
+    ) -> Result<gw::Collection> {
         let (_, model) = self.model(&r.model, deadline).await?;
         let chunking = merge_chunking("chunking", self.settings.chunking, r.chunking.as_ref())?;
         if chunking.unit == ChunkUnit::Tokens {
@@ -239,7 +259,8 @@ impl Core {
 
     pub async fn delete_collection(&self, name: &str, deadline: Deadline) -> Result<()> {
         self.forget(name);
-        self.vector
+        let out = self
+            .vector
             .unary(
                 &rpc::DELETE_COLLECTION,
                 deadline,
@@ -247,8 +268,10 @@ impl Core {
                     name: name.to_owned(),
                 },
             )
-            .await?;
+            .await;
         self.forget(name);
+        self.audit.outcome("collection.delete", name, "", &out);
+        out?;
         Ok(())
     }
 

@@ -107,7 +107,19 @@ impl Core {
     ) -> Result<Bytes> {
         let pool = self.inference_pool()?;
         if m.forwarding == Forwarding::Broadcast {
-            return self.broadcast(pool, m, body, deadline).await;
+            // Loads and unloads change what the mesh serves: audited.
+            use prost::Message as _;
+            let target = pb::RepositoryModelLoadRequest::decode(body.clone())
+                .map(|r| r.model_name)
+                .unwrap_or_default();
+            let r = self.broadcast(pool, m, body, deadline).await;
+            let action = if m.name == "RepositoryModelLoad" {
+                "model.load"
+            } else {
+                "model.unload"
+            };
+            self.audit.outcome(action, target, "", &r);
+            return r;
         }
         let start = std::time::Instant::now();
         let resp = pool

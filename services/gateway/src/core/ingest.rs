@@ -111,7 +111,15 @@ impl Core {
         r: gw::IngestRequest,
         deadline: Deadline,
     ) -> Result<gw::IngestResponse> {
-        self.ingest_within(r, deadline, None).await
+        let (collection, n) = (r.collection.clone(), r.documents.len());
+        let out = self.ingest_within(r, deadline, None).await;
+        self.audit.outcome(
+            "documents.ingest",
+            collection,
+            format!("{n} documents"),
+            &out,
+        );
+        out
     }
 
     /// Ingest, drawing its chunks from `budget` when the request is one

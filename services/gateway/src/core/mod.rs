@@ -35,6 +35,7 @@ use crate::{
 };
 
 mod aggregate;
+pub mod audit;
 mod collections;
 mod doc_locks;
 mod embeddings;
@@ -43,6 +44,7 @@ mod ingest;
 pub mod mesh;
 mod models;
 mod pipelines;
+pub mod registry;
 mod search;
 pub mod shadow;
 
@@ -129,6 +131,7 @@ pub struct Core {
     embedding: Arc<Pool>,
     vector: Arc<Pool>,
     inference: Arc<Pool>,
+    registry: Arc<Pool>,
     settings: Settings,
     models: RwLock<Option<Arc<Models>>>,
     collections: RwLock<HashMap<String, (Instant, CollectionView)>>,
@@ -138,6 +141,11 @@ pub struct Core {
     /// The inference service's admin token, sent with forwarded model
     /// loads and unloads (`downstream.admin_token_file`).
     inference_admin: Option<mlmesh_runtime::admin::AdminToken>,
+    /// The registry's token, sent with forwarded alias moves
+    /// (`downstream.registry_token_file`).
+    registry_token: Option<mlmesh_runtime::admin::AdminToken>,
+    /// Changes made through this gateway, newest last (see `audit`).
+    pub audit: audit::Audit,
     /// Authentication and limits, when on.
     pub auth: Option<Arc<crate::auth::Auth>>,
     pub metrics: Metrics,
@@ -178,6 +186,12 @@ impl Core {
         let embedding = pool("embedding", &d.embedding)?;
         let vector = pool("vector-search", &d.vector_search)?;
         let inference = pool("inference", &d.inference)?;
+        let registry = pool("registry", &d.registry)?;
+        let registry_token = mlmesh_runtime::admin::AdminToken::from_setting(
+            &d.registry_token_file,
+            "downstream.registry_token_file",
+        )
+        .map_err(|e| e.to_string())?;
         let inference_admin = mlmesh_runtime::admin::AdminToken::from_setting(
             &d.admin_token_file,
             "downstream.admin_token_file",
@@ -193,6 +207,9 @@ impl Core {
             embedding,
             vector,
             inference,
+            registry,
+            registry_token,
+            audit: audit::Audit::default(),
             shadows,
             admission: Arc::new(Semaphore::new(settings.limits.max_in_flight)),
             settings,
@@ -226,6 +243,9 @@ impl Core {
         ];
         if !d.inference.is_empty() {
             v.push((&self.inference, d.inference.as_slice()));
+        }
+        if !d.registry.is_empty() {
+            v.push((&self.registry, d.registry.as_slice()));
         }
         v
     }

@@ -134,6 +134,76 @@ impl Core {
 }
 
 /// A vector hit as a gateway hit.
+/// The largest page of chunks one browse returns.
+pub const MAX_BROWSE: u32 = 200;
+
+impl Core {
+    /// A page of a collection's chunks in id order (the console's points
+    /// browser): `limit` after `offset` (a chunk id from the previous
+    /// page's `next`), matching `filter` on document metadata.
+    pub async fn browse(
+        &self,
+        collection: &str,
+        filter: Option<vec::Filter>,
+        limit: u32,
+        offset: Option<String>,
+        deadline: Deadline,
+    ) -> Result<(Vec<gw::Hit>, Option<String>)> {
+        if !(1..=MAX_BROWSE).contains(&limit) {
+            return Err(GatewayError::invalid(
+                "limit",
+                format!("{limit} is not between 1 and {MAX_BROWSE}"),
+            ));
+        }
+        let offset = match offset.filter(|o| !o.is_empty()) {
+            None => None,
+            Some(o) if o.len() > 64 => {
+                return Err(GatewayError::invalid("offset", "at most 64 bytes"));
+            }
+            Some(o) => Some(vec::PointId {
+                kind: Some(match o.parse::<u64>() {
+                    Ok(n) => vec::point_id::Kind::Num(n),
+                    Err(_) => vec::point_id::Kind::Uuid(o),
+                }),
+            }),
+        };
+        let coll = self.collection(collection, deadline).await?;
+        let r = self
+            .vector
+            .unary(
+                &rpc::SCROLL,
+                deadline,
+                vec::ScrollRequest {
+                    collection: coll.name.clone(),
+                    filter: filter.map(payload_filter),
+                    limit,
+                    offset,
+                    with_payload: true,
+                    with_vectors: false,
+                },
+            )
+            .await
+            .inspect_err(|_| self.forget(&coll.name))?;
+        let next = r.next_offset.and_then(|i| i.kind).map(|k| match k {
+            vec::point_id::Kind::Num(n) => n.to_string(),
+            vec::point_id::Kind::Uuid(u) => u,
+        });
+        let hits = r
+            .points
+            .into_iter()
+            .map(|p| {
+                hit(vec::ScoredPoint {
+                    id: p.id,
+                    score: 0.0,
+                    payload: p.payload,
+                    vector: Vec::new(),
+                })
+            })
+            .collect();
+        Ok((hits, next))
+    }
+}
+
 fn hit(h: vec::ScoredPoint) -> gw::Hit {
     let chunk_id = match h.id.and_then(|i| i.kind) {
         Some(vec::point_id::Kind::Uuid(u)) => u,

@@ -15,6 +15,7 @@ use std::pin::Pin;
 use mlmesh_proto::{
     embedding::v1::{self as emb, embedding_service_client::EmbeddingServiceClient},
     inference::{self as inf, grpc_inference_service_client::GrpcInferenceServiceClient},
+    registry::v1::{self as reg, registry_client::RegistryClient},
     vector::v1::{self as vec, vector_search_client::VectorSearchClient},
 };
 use tonic::{Request, Response, Status};
@@ -58,9 +59,27 @@ impl Pool {
     where
         Req: Clone,
     {
+        self.unary_as(rpc, deadline, request, None).await
+    }
+
+    /// [`Pool::unary`] presenting the service's `token` (a forwarded
+    /// state change the caller's own scope allowed).
+    pub async fn unary_as<Req, Resp>(
+        &self,
+        rpc: &Rpc<Req, Resp>,
+        deadline: Deadline,
+        request: Req,
+        token: Option<&mlmesh_runtime::admin::AdminToken>,
+    ) -> Result<Resp, DownstreamError>
+    where
+        Req: Clone,
+    {
         self.call(rpc.path, deadline, rpc.idempotent, |ch, timeout| {
             let mut r = Request::new(request.clone());
             r.set_timeout(timeout);
+            if let Some(t) = token {
+                t.attach(r.metadata_mut());
+            }
             (rpc.send)(ch, r)
         })
         .await
@@ -114,6 +133,8 @@ rpcs! {
         "mlmesh.vector.v1.VectorSearch/Delete", true;
     COUNT = VectorSearchClient::count(vec::CountRequest) -> vec::CountResponse,
         "mlmesh.vector.v1.VectorSearch/Count", true;
+    SCROLL = VectorSearchClient::scroll(vec::ScrollRequest) -> vec::ScrollResponse,
+        "mlmesh.vector.v1.VectorSearch/Scroll", true;
     SEARCH = VectorSearchClient::search(vec::SearchRequest) -> vec::SearchResponse,
         "mlmesh.vector.v1.VectorSearch/Search", true;
 
@@ -131,4 +152,25 @@ rpcs! {
         "/inference.GRPCInferenceService/ServerMetadata", true;
     REPOSITORY_INDEX = GrpcInferenceServiceClient::repository_index(inf::RepositoryIndexRequest) -> inf::RepositoryIndexResponse,
         "/inference.GRPCInferenceService/RepositoryIndex", true;
+
+    LIST_MODELS = RegistryClient::list_models(reg::ListModelsRequest) -> reg::ListModelsResponse,
+        "/mlmesh.registry.v1.Registry/ListModels", true;
+    GET_MODEL = RegistryClient::get_model(reg::GetModelRequest) -> reg::Model,
+        "/mlmesh.registry.v1.Registry/GetModel", true;
+    LIST_VERSIONS = RegistryClient::list_versions(reg::ListVersionsRequest) -> reg::ListVersionsResponse,
+        "/mlmesh.registry.v1.Registry/ListVersions", true;
+    GET_VERSION = RegistryClient::get_version(reg::GetVersionRequest) -> reg::Version,
+        "/mlmesh.registry.v1.Registry/GetVersion", true;
+    ALIAS_HISTORY = RegistryClient::alias_history(reg::AliasHistoryRequest) -> reg::AliasHistoryResponse,
+        "/mlmesh.registry.v1.Registry/AliasHistory", true;
+    LIST_EVIDENCE = RegistryClient::list_evidence(reg::ListEvidenceRequest) -> reg::ListEvidenceResponse,
+        "/mlmesh.registry.v1.Registry/ListEvidence", true;
+    LIST_ALIAS_POLICIES = RegistryClient::list_alias_policies(reg::ListAliasPoliciesRequest) -> reg::ListAliasPoliciesResponse,
+        "/mlmesh.registry.v1.Registry/ListAliasPolicies", true;
+    /// Not retried: a move whose answer was lost would come back as a
+    /// compare-and-set conflict, hiding that it succeeded.
+    SET_ALIASES = RegistryClient::set_aliases(reg::SetAliasesRequest) -> reg::SetAliasesResponse,
+        "/mlmesh.registry.v1.Registry/SetAliases", false;
+    ROLLBACK_ALIAS = RegistryClient::rollback_alias(reg::RollbackAliasRequest) -> reg::AliasMove,
+        "/mlmesh.registry.v1.Registry/RollbackAlias", false;
 }

@@ -440,6 +440,49 @@ pub(super) async fn search(
     .await
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BrowseJson {
+    #[serde(default)]
+    filter: Option<Json>,
+    #[serde(default = "default_browse")]
+    limit: u32,
+    /// The previous page's `next`.
+    #[serde(default)]
+    offset: Option<String>,
+}
+
+fn default_browse() -> u32 {
+    20
+}
+
+/// `POST /v1/collections/{name}/browse`: a page of chunks in id order.
+pub(super) async fn browse(
+    State(app): State<App>,
+    Path(name): Path<String>,
+    req: Request,
+) -> Response {
+    handle_json(
+        &app,
+        "/v1/collections/{name}/browse",
+        req,
+        |core, deadline, r: BrowseJson| async move {
+            let filter = r
+                .filter
+                .as_ref()
+                .map(|f| filter_from_json("filter", f))
+                .transpose()?;
+            let (hits, next) = core
+                .browse(&name, filter, r.limit, r.offset, deadline)
+                .await
+                .map_err(err)?;
+            let chunks: Vec<Json> = hits.into_iter().map(hit_json).collect();
+            ok(&json!({ "chunks": chunks, "next": next }))
+        },
+    )
+    .await
+}
+
 pub(super) async fn rag_query(State(app): State<App>, req: Request) -> Response {
     handle_json(
         &app,

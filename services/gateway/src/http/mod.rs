@@ -13,6 +13,7 @@ mod documents;
 mod oip;
 mod openai;
 pub(crate) mod pipelines;
+mod registry;
 mod stream;
 
 use std::{future::Future, sync::Arc, time::Instant};
@@ -189,6 +190,14 @@ where
     .instrument(span.clone())
     .await;
     span.record("http.response.status_code", resp.status().as_u16());
+    // The trace this call is part of, for a caller (the console's
+    // playground) to look up in its tracing backend.
+    let mut resp = resp;
+    if let Some(v) = mlmesh_runtime::propagation::trace_id(&span)
+        .and_then(|t| http::HeaderValue::from_str(&t).ok())
+    {
+        resp.headers_mut().insert("x-trace-id", v);
+    }
     app.core
         .metrics
         .call("http", route, resp.status().as_str(), started);
@@ -247,11 +256,15 @@ async fn readyz(State(app): State<App>) -> Response {
     for (pool, _) in app.core.pools() {
         let mine: Vec<_> = checks.iter().filter(|c| c.0 == pool.service()).collect();
         let any = mine.iter().any(|c| c.2 == "SERVING");
-        ready &= any;
+        // The registry serves the console and model APIs, not the data
+        // path: its absence is reported, not a reason to stop traffic.
+        let required = pool.service() != "registry";
+        ready &= any || !required;
         services.insert(
             pool.service().to_owned(),
             json!({
                 "ready": any,
+                "required": required,
                 "replicas": mine.len(),
                 "serving": mine.iter().filter(|c| c.2 == "SERVING").count(),
             }),
@@ -329,8 +342,10 @@ pub fn router(core: Arc<Core>, mcp: Option<crate::mcp::McpService>) -> Router {
         )
         .route("/v1/collections/{name}/documents", post(documents::ingest))
         .route("/v1/collections/{name}/search", post(documents::search))
+        .route("/v1/collections/{name}/browse", post(documents::browse))
         .route("/v1/rag/query", post(documents::rag_query))
         .merge(oip::routes())
+        .merge(registry::routes())
         .route("/v1/pipelines", get(pipelines::list))
         .route("/v1/pipelines/{name}", post(pipelines::run))
         .route("/v1/models", get(openai::list_models))

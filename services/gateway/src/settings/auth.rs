@@ -33,7 +33,8 @@ pub struct ApiKey {
     #[serde(default = "default_tier")]
     pub tier: String,
     /// What it may call: embed, search, ingest, predict, admin, observe
-    /// (the console's views of the mesh).
+    /// (the console's views of the mesh and the registry), promote (moving
+    /// model aliases through the registry's gate).
     pub scopes: Vec<String>,
 }
 
