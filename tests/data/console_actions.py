@@ -194,6 +194,23 @@ try:
     check("inference_answers_from_rolled_back", ok, seen)
     drain(d)
 
+    # Serving: the replica's model, its registry version, its batches; an
+    # unload needs the admin scope.
+    go(d, "serving")
+    row = wait(d, EC.presence_of_element_located(
+        (By.XPATH, "//div[@id='replicas']//tbody/tr[th[text()='iris-logreg']]")), 30)
+    wait(d, lambda d: "registry v1" in d.find_element(
+        By.XPATH, "//div[@id='replicas']//tbody/tr[th[text()='iris-logreg']]").text, 30)
+    row = d.find_element(By.XPATH, "//div[@id='replicas']//tbody/tr[th[text()='iris-logreg']]")
+    check("serving_shows_loaded_model",
+          "ready" in row.text and "registry v1" in row.text
+          and row.find_elements(By.CSS_SELECTOR, "svg.dist rect"), row.text)
+    shot(d, "serving")
+    row.find_element(By.XPATH, ".//button[starts-with(text(),'Unload')]").click()
+    n = outcome(d)
+    check("unload_needs_admin", "error" in n.get_attribute("class") and "admin" in n.text, n.text)
+    drain(d, expected=("403",))
+
     # A version compared with another: the manifests differ for the tree.
     go(d, "models/iris-logreg/2?compare=1")
     wait(d, EC.presence_of_element_located((By.CSS_SELECTOR, "table.compare")))
@@ -232,7 +249,7 @@ try:
 
     # Every remaining page renders without errors; every control is named.
     unnamed = []
-    for route in ["overview", "models", "collections", "metrics", "playground"]:
+    for route in ["overview", "models", "serving", "collections", "metrics", "playground"]:
         go(d, route)
         time.sleep(1.5)
         shot(d, "page-" + route)

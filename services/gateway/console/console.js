@@ -12,11 +12,12 @@ import { models } from "./models.js";
 import { collections } from "./collections.js";
 import { playground } from "./playground.js";
 import { access } from "./access.js";
+import { serving } from "./serving.js";
 
 // ----------------------------------------------------------------- router
 
-const PAGES = { overview, models, playground, collections, metrics, access };
-const TITLES = { overview: "Overview", models: "Models", playground: "Playground", collections: "Collections", metrics: "Metrics", access: "Access and audit" };
+const PAGES = { overview, models, serving, playground, collections, metrics, access };
+const TITLES = { overview: "Overview", models: "Models", serving: "Serving", playground: "Playground", collections: "Collections", metrics: "Metrics", access: "Access and audit" };
 let current = null;
 
 // `#/page/part/part?query` → the page, its decoded parts and its query.

@@ -98,6 +98,10 @@ impl mlmesh_runtime::service::Service for Application {
     /// is reported, the others serve).
     async fn build(settings: Settings) -> Result<Self, BuildError> {
         let metrics = Metrics::new()?;
+        metrics.memory_budget.set(
+            i64::try_from(settings.inference.memory_budget_mb.saturating_mul(1 << 20))
+                .unwrap_or(i64::MAX),
+        );
         let models = Arc::new(ModelManager::new(&settings.inference, metrics.clone()));
         let server = GrpcServer::bind(&settings.server, metrics.registry.clone())
             .await?

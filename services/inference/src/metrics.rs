@@ -2,7 +2,9 @@
 //! each created and registered in one call in the service's own registry (served on `/metrics`).
 
 use mlmesh_runtime::metrics::Registrar;
-use prometheus::{HistogramVec, IntCounterVec, IntGaugeVec, Registry, exponential_buckets};
+use prometheus::{
+    HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Registry, exponential_buckets,
+};
 
 /// All inference metrics; cheap to clone (handles into one registry).
 #[derive(Clone)]
@@ -24,6 +26,9 @@ pub struct Metrics {
     pub unloads: IntCounterVec,
     /// Unloads forced by the memory budget.
     pub evictions: IntCounterVec,
+    /// `inference.memory_budget_mb` in bytes (0: none), so a reader of the
+    /// metrics (the console) can set loaded memory against it.
+    pub memory_budget: IntGauge,
     /// Load duration, warm-up included.
     pub load_seconds: HistogramVec,
     /// Registry syncs (pull + load of the version an alias names) by
@@ -85,6 +90,10 @@ impl Metrics {
             "Models unloaded to stay within the memory budget",
             &["model"],
         )?;
+        let memory_budget = r.gauge(
+            "memory_budget_bytes",
+            "Most memory loaded models may take together (inference.memory_budget_mb); 0: no budget",
+        )?;
         let load_seconds = r.histogram_vec(
             "model_load_duration_seconds",
             "Model load duration, warm-up included",
@@ -118,6 +127,7 @@ impl Metrics {
             loads,
             unloads,
             evictions,
+            memory_budget,
             load_seconds,
             registry_syncs,
             registry_version,

@@ -22,7 +22,7 @@ use std::{
 };
 
 use mlmesh_proto::mesh::v1::{
-    StatusRequest, StatusResponse,
+    Sample, SamplesRequest, SamplesResponse, StatusRequest, StatusResponse,
     introspection_server::{Introspection, IntrospectionServer},
 };
 use prometheus::Registry;
@@ -80,6 +80,110 @@ impl Introspection for Status {
     ) -> Result<tonic::Response<StatusResponse>, tonic::Status> {
         Ok(tonic::Response::new(self.snapshot()))
     }
+
+    async fn samples(
+        &self,
+        request: tonic::Request<SamplesRequest>,
+    ) -> Result<tonic::Response<SamplesResponse>, tonic::Status> {
+        let names = request.into_inner().families;
+        if names.len() > MAX_FAMILIES {
+            return Err(tonic::Status::invalid_argument(format!(
+                "families: {} names; at most {MAX_FAMILIES}",
+                names.len()
+            )));
+        }
+        Ok(tonic::Response::new(samples(
+            &self.registry.gather(),
+            &names,
+        )))
+    }
+}
+
+/// Families one Samples call may name.
+pub const MAX_FAMILIES: usize = 64;
+/// Samples one answer holds at most.
+pub const MAX_SAMPLES: usize = 10_000;
+
+/// The samples of the families in `names`, in exposition form.
+fn samples(families: &[prometheus::proto::MetricFamily], names: &[String]) -> SamplesResponse {
+    use prometheus::proto::MetricType;
+    let mut out = SamplesResponse::default();
+    let push = |out: &mut SamplesResponse, name: String, labels, value| {
+        if out.samples.len() == MAX_SAMPLES {
+            out.truncated = true;
+            return;
+        }
+        out.samples.push(Sample {
+            name,
+            labels,
+            value,
+        });
+    };
+    for f in families
+        .iter()
+        .filter(|f| names.iter().any(|n| n == f.name()))
+    {
+        for m in f.get_metric() {
+            let labels: std::collections::HashMap<String, String> = m
+                .get_label()
+                .iter()
+                .map(|l| (l.name().to_owned(), l.value().to_owned()))
+                .collect();
+            match f.get_field_type() {
+                MetricType::COUNTER => {
+                    push(
+                        &mut out,
+                        f.name().to_owned(),
+                        labels,
+                        m.get_counter().get_value(),
+                    );
+                }
+                MetricType::GAUGE => {
+                    push(
+                        &mut out,
+                        f.name().to_owned(),
+                        labels,
+                        m.get_gauge().get_value(),
+                    );
+                }
+                MetricType::HISTOGRAM => {
+                    let h = m.get_histogram();
+                    for b in h.get_bucket() {
+                        let mut l = labels.clone();
+                        l.insert("le".into(), b.upper_bound().to_string());
+                        push(
+                            &mut out,
+                            format!("{}_bucket", f.name()),
+                            l,
+                            b.cumulative_count() as f64,
+                        );
+                    }
+                    let mut l = labels.clone();
+                    l.insert("le".into(), "+Inf".into());
+                    push(
+                        &mut out,
+                        format!("{}_bucket", f.name()),
+                        l,
+                        h.get_sample_count() as f64,
+                    );
+                    push(
+                        &mut out,
+                        format!("{}_sum", f.name()),
+                        labels.clone(),
+                        h.get_sample_sum(),
+                    );
+                    push(
+                        &mut out,
+                        format!("{}_count", f.name()),
+                        labels,
+                        h.get_sample_count() as f64,
+                    );
+                }
+                _ => {}
+            }
+        }
+    }
+    out
 }
 
 const REQUESTS: &str = "_requests_total";
@@ -202,6 +306,43 @@ mod tests {
         assert!(succeeded("OK") && succeeded("200") && succeeded("304"));
         assert!(!succeeded("NotFound") && !succeeded("404") && !succeeded("503"));
         assert!(!succeeded("2") && !succeeded("2000"));
+    }
+
+    #[test]
+    fn named_families_come_back_as_samples() {
+        let r = Registry::new();
+        let g =
+            prometheus::IntGaugeVec::new(prometheus::Opts::new("x_queue_depth", "q"), &["model"])
+                .expect("gauge");
+        r.register(Box::new(g.clone())).expect("register");
+        g.with_label_values(&["iris"]).set(3);
+        let h = prometheus::Histogram::with_opts(
+            prometheus::HistogramOpts::new("x_batch_size", "b").buckets(vec![1.0, 4.0]),
+        )
+        .expect("histogram");
+        r.register(Box::new(h.clone())).expect("register");
+        h.observe(2.0);
+        h.observe(9.0);
+        let s = samples(
+            &r.gather(),
+            &["x_queue_depth".into(), "x_batch_size".into(), "nope".into()],
+        );
+        assert!(!s.truncated);
+        let find = |name: &str, le: Option<&str>| {
+            s.samples
+                .iter()
+                .find(|x| {
+                    x.name == name
+                        && le.is_none_or(|le| x.labels.get("le").map(String::as_str) == Some(le))
+                })
+                .map(|x| x.value)
+        };
+        assert_eq!(find("x_queue_depth", None), Some(3.0));
+        assert_eq!(find("x_batch_size_bucket", Some("1")), Some(0.0));
+        assert_eq!(find("x_batch_size_bucket", Some("4")), Some(1.0));
+        assert_eq!(find("x_batch_size_bucket", Some("+Inf")), Some(2.0));
+        assert_eq!(find("x_batch_size_count", None), Some(2.0));
+        assert_eq!(find("x_batch_size_sum", None), Some(11.0));
     }
 
     #[test]

@@ -12,7 +12,9 @@
 //! plain words; promoting v2 is refused by the gate naming the evidence;
 //! promoting v3 moves the alias (checked here with the CLI) and the
 //! playground's inference answers from v3 once the follower swapped;
-//! rolling back restores v1 and inference answers from v1 again; search by
+//! rolling back restores v1 and inference answers from v1 again; the
+//! serving page shows the replica's model with its registry version and
+//! batch sizes, and refuses an unload without `admin`; search by
 //! text finds an ingested document; the access page lists the callers and
 //! the audit log every move with who made it. Every page is screenshotted
 //! and none logs an unexpected console error.
@@ -273,6 +275,8 @@ fn promotion_rollback_and_search_work_in_a_real_browser() {
         "inference_answers_from_promoted",
         "rollback_done",
         "inference_answers_from_rolled_back",
+        "serving_shows_loaded_model",
+        "unload_needs_admin",
         "version_page_compares",
         "search_by_text_finds_document",
         "access_lists_callers",

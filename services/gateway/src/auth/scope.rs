@@ -77,13 +77,18 @@ pub fn for_http(method: &http::Method, path: &str) -> Option<Option<Scope>> {
         // The console's files hold no data: open, so the page can ask
         // for a key. What it shows comes from the APIs below.
         p if p == "/ui" || p.starts_with("/ui/") => return None,
-        p if p == "/v1/mesh" || p.starts_with("/v1/mesh/") => Scope::Observe,
+        p if p == "/v1/mesh" || p.starts_with("/v1/mesh/") || p == "/v1/serving" => Scope::Observe,
         p if p.starts_with("/v1/registry/") => {
             if read {
                 Scope::Observe
             } else {
                 Scope::Promote
             }
+        }
+        p if p.starts_with("/v2/repository/models/")
+            && (p.ends_with("/load") || p.ends_with("/unload")) =>
+        {
+            Scope::Admin
         }
         // Who may call, and what was changed by whom: the operator's.
         "/v1/audit" | "/v1/access" => Scope::Admin,
@@ -158,5 +163,9 @@ mod tests {
             Some(Some(Scope::Promote))
         );
         assert_eq!(for_http(&get, "/v1/audit"), Some(Some(Scope::Admin)));
+        assert_eq!(
+            for_http(&post, "/v2/repository/models/iris/unload"),
+            Some(Some(Scope::Admin))
+        );
     }
 }

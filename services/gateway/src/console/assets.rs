@@ -41,6 +41,7 @@ const FILES: &[(&str, &str, &str)] = &[
     script!("collections.js"),
     script!("metrics.js"),
     script!("access.js"),
+    script!("serving.js"),
     (
         "console.css",
         "text/css; charset=utf-8",

@@ -88,7 +88,7 @@ pub type RawStream = BoxStream<'static, std::result::Result<Bytes, Status>>;
 
 impl Core {
     /// The inference pool, or UNIMPLEMENTED when this gateway has none.
-    fn inference_pool(&self) -> Result<&Pool> {
+    pub(super) fn inference_pool(&self) -> Result<&Pool> {
         if self.settings.downstream.inference.is_empty() {
             return Err(GatewayError::NotConfigured {
                 service: "inference",

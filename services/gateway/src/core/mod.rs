@@ -46,6 +46,7 @@ mod models;
 mod pipelines;
 pub mod registry;
 mod search;
+mod serving;
 pub mod shadow;
 
 pub use collections::{CollectionView, chunking_to_pb};

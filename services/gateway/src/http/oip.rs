@@ -417,8 +417,50 @@ async fn version_infer(
 }
 
 /// The protocol's routes.
+/// `POST /v2/repository/models/{name}/load` and `…/unload` (Triton's
+/// repository extension over HTTP): to every inference replica, with the
+/// inference service's admin token; the caller needs `admin`. A body, if
+/// any, is not read (no load parameters are supported over HTTP).
+async fn repository(
+    app: App,
+    route: &'static str,
+    name: String,
+    load: bool,
+    headers: HeaderMap,
+) -> Response {
+    handle_with(&app, route, &headers, oip_error, |core, d| async move {
+        core.repository_action(&name, load, d).await.map_err(fail)?;
+        Ok(json_response(StatusCode::OK, &json!({})))
+    })
+    .await
+}
+
+async fn load(State(app): State<App>, Path(name): Path<String>, headers: HeaderMap) -> Response {
+    repository(
+        app,
+        "/v2/repository/models/{name}/load",
+        name,
+        true,
+        headers,
+    )
+    .await
+}
+
+async fn unload(State(app): State<App>, Path(name): Path<String>, headers: HeaderMap) -> Response {
+    repository(
+        app,
+        "/v2/repository/models/{name}/unload",
+        name,
+        false,
+        headers,
+    )
+    .await
+}
+
 pub(super) fn routes() -> Router<App> {
     Router::new()
+        .route("/v2/repository/models/{name}/load", post(load))
+        .route("/v2/repository/models/{name}/unload", post(unload))
         .route("/v2", get(server_metadata))
         .route("/v2/health/live", get(live))
         .route("/v2/health/ready", get(ready))

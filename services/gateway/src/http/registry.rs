@@ -12,6 +12,8 @@
 //! - `POST /v1/registry/models/{model}/aliases/{alias}/rollback` —
 //!   `{"expected_version", "reason", "override"}`
 //! - `GET /v1/audit?before=&limit=`, `GET /v1/access` (admin)
+//! - `GET /v1/serving`: every inference replica's models, memory, queues
+//!   and batch sizes (`observe`)
 
 #![allow(clippy::result_large_err)]
 
@@ -49,6 +51,7 @@ pub(super) fn routes() -> Router<App> {
         )
         .route("/v1/audit", get(audit))
         .route("/v1/access", get(access))
+        .route("/v1/serving", get(serving))
 }
 
 /// A query string that does not parse is the caller's error, named.
@@ -201,6 +204,13 @@ async fn access(State(app): State<App>, headers: HeaderMap) -> Response {
             || json!({"authentication": false, "jwt": false, "callers": []}),
             |a| a.access(),
         ))
+    })
+    .await
+}
+
+async fn serving(State(app): State<App>, headers: HeaderMap) -> Response {
+    handle(&app, "/v1/serving", &headers, |core, _| async move {
+        ok(&core.serving().await.map_err(err)?)
     })
     .await
 }
