@@ -7,7 +7,7 @@ VECTOR_DATA_DIR ?= .cache/mlmesh/vector-data
 GATEWAY_LISTEN ?= 127.0.0.1:50050
 HTTP_LISTEN ?= 127.0.0.1:8080
 
-.PHONY: run test layering models browser mcp-tools postgres moto container-tools deploy-tools deploy-check images render-manifests openai-client tritonclient mlserver bench-inference bench-registry bench-validation bench-quantize build check fmt clippy bench bench-embed bench-vector bench-gateway bench-gateway-pinned help
+.PHONY: run test layering models browser mcp-tools postgres moto container-tools deploy-tools deploy-check images render-manifests openai-client tritonclient mlserver bench-inference bench-registry bench-validation bench-quantize bench-console build check fmt clippy bench bench-embed bench-vector bench-gateway bench-gateway-pinned help
 
 # Every target with its purpose: the first sentence of the comment above
 # it (read from this file, so a new target documents itself).
@@ -136,7 +136,7 @@ GATEWAY_BENCH_ARGS ?= --concurrency 1,8 --duration 6 --rounds 3
 INFERENCE_BENCH_ARGS ?= --concurrency 1,16 --duration 6 --rounds 3
 REGISTRY_BENCH_ARGS ?= --sizes 100,500 --rounds 3 --promotions 20
 # Every benchmark below, each beside its baseline in the same run.
-bench: bench-embed bench-vector bench-gateway bench-inference bench-registry bench-validation
+bench: bench-embed bench-vector bench-gateway bench-inference bench-registry bench-validation bench-console
 
 # The embedding service beside in-process ONNX Runtime.
 bench-embed: build
@@ -176,3 +176,8 @@ bench-quantize: build
 # Registry push/pull and alias promotion (needs the release binaries).
 bench-registry: build
 	$(RELEASE_BIN)/mlmesh-bench registry $(REGISTRY_BENCH_ARGS)
+
+# The console's cost: 10 open overviews at idle; the Models page of a
+# model with 10,000 versions beside the registry's own call.
+bench-console: build
+	$(RELEASE_BIN)/mlmesh-bench console

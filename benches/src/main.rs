@@ -14,6 +14,7 @@
 //! against the in-process floor and MLServer (see [`inference`]).
 
 mod codec;
+mod console;
 mod front_door;
 mod gateway;
 mod inference;
@@ -64,6 +65,9 @@ enum Workload {
     Codec(codec::CodecArgs),
     /// Validation: the gate's overhead on alias moves; a suite's run time.
     Validation(validation::ValidationArgs),
+    /// Console: the live overview's CPU cost at idle; the Models page
+    /// with 10,000 versions vs. the registry's own call.
+    Console(console::ConsoleArgs),
     /// Quantize: MiniLM converted and quantized, fp32 vs int8 served side
     /// by side (quality against sentence-transformers, batch-32 speed).
     Quantize(quantize::QuantizeArgs),
@@ -355,6 +359,7 @@ async fn main() -> anyhow::Result<()> {
             Workload::Registry(args) => registry::run(args).await,
             Workload::Validation(args) => validation::run(args).await,
             Workload::Quantize(args) => quantize::run(args).await,
+            Workload::Console(args) => console::run(args).await,
             Workload::Soak(args) => soak::run(args).await,
             Workload::Codec(args) => {
                 codec::run(args);
