@@ -19,6 +19,7 @@ import traceback
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as EC
@@ -57,7 +58,14 @@ def drain(d, expected=()):
 
 
 def wait(d, cond, secs=20):
-    return WebDriverWait(d, secs).until(cond)
+    # A page redraws itself (a reload after an action, a refresh timer): an
+    # element found a moment ago may be gone; look again.
+    return WebDriverWait(d, secs, ignored_exceptions=(StaleElementReferenceException,)).until(cond)
+
+
+class Notice:
+    def __init__(self, cls, text):
+        self.cls, self.text = cls, text
 
 
 def shot(d, name):
@@ -90,12 +98,13 @@ def sign_in(d, key):
 
 
 def outcome(d, secs=60):
-    """The promote/rollback outcome once it is no longer in progress."""
+    """The promote/rollback outcome once it is no longer in progress, read
+    in one script call (the page may redraw between two reads)."""
     def done(d):
-        els = d.find_elements(By.CSS_SELECTOR, "#outcome .notice")
-        if els and "info" not in els[0].get_attribute("class"):
-            return els[0]
-        return False
+        r = d.execute_script(
+            "const n = document.querySelector('#outcome .notice');"
+            "return n ? [n.className, n.textContent] : null;")
+        return Notice(*r) if r and "info" not in r[0] else False
     return wait(d, done, secs)
 
 
@@ -125,9 +134,10 @@ def served_version(d, want, secs=60):
     seen = ""
     while time.time() < deadline:
         d.find_element(By.CSS_SELECTOR, "form.playform button[type=submit]").click()
-        cap = wait(d, lambda d: (d.find_elements(By.CSS_SELECTOR, "#play-out caption")
-                                 or d.find_elements(By.CSS_SELECTOR, "#play-out .notice.error")))[0]
-        seen = cap.text
+        seen = wait(d, lambda d: d.execute_script(
+            "const c = document.querySelector('#play-out caption')"
+            " || document.querySelector('#play-out .notice.error');"
+            "return c ? c.textContent : null;"))
         if seen.endswith(f"v{want}"):
             trace = d.find_elements(By.CSS_SELECTOR, "#play-out .run-meta")
             return True, seen + " | " + (trace[0].text if trace else "")
@@ -152,18 +162,18 @@ try:
     drain(d)
     n = promote(d, 3, "not allowed")
     check("promote_without_scope_refused",
-          "error" in n.get_attribute("class") and "promote" in n.text, n.text)
+          "error" in n.cls and "promote" in n.text, n.text)
     shot(d, "promote-refused-scope")
     drain(d, expected=("403",))
 
     # The promoter: the gate refuses v2, admits v3.
     sign_in(d, cfg["promoter"])
     n = promote(d, 2, "try the tree")
-    check("gated_promotion_refused", "error" in n.get_attribute("class") and "evidence" in n.text, n.text)
+    check("gated_promotion_refused", "error" in n.cls and "evidence" in n.text, n.text)
     shot(d, "promote-refused-gate")
     drain(d, expected=("400",))
     n = promote(d, 3, "console test")
-    check("promotion_done", "ok" in n.get_attribute("class") and "v1 → v3" in n.text, n.text)
+    check("promotion_done", "ok" in n.cls and "v1 → v3" in n.text, n.text)
     shot(d, "promoted")
     drain(d)
     ok, seen = served_version(d, 3)
@@ -187,7 +197,7 @@ try:
     btn = wait(d, EC.element_to_be_clickable((By.XPATH, "//button[starts-with(text(),'Roll back to v1')]")))
     btn.click()
     n = outcome(d)
-    check("rollback_done", "ok" in n.get_attribute("class") and "v3 → v1" in n.text, n.text)
+    check("rollback_done", "ok" in n.cls and "v3 → v1" in n.text, n.text)
     shot(d, "rolled-back")
     drain(d)
     ok, seen = served_version(d, 1)
@@ -208,7 +218,7 @@ try:
     shot(d, "serving")
     row.find_element(By.XPATH, ".//button[starts-with(text(),'Unload')]").click()
     n = outcome(d)
-    check("unload_needs_admin", "error" in n.get_attribute("class") and "admin" in n.text, n.text)
+    check("unload_needs_admin", "error" in n.cls and "admin" in n.text, n.text)
     drain(d, expected=("403",))
 
     # A version compared with another: the manifests differ for the tree.
