@@ -251,15 +251,16 @@ async fn wait_ready(
     }
 }
 
-/// The registry's demo model: the bundled iris classifier as `iris-demo`
-/// v1 in `production` and the same files again as v2, so the console's
-/// Models page has versions, an alias and a history to act on. Left as it
+/// The registry's demo model: the bundled iris classifier as `iris-logreg`
+/// v1 in `production` and the same files again as v2, validated against
+/// v1, so the console's Models page has versions, an alias, evidence and a
+/// history to act on. Left as it
 /// is when the model exists (a restart keeps what was done to it).
 async fn seed_registry(addr: &str) -> anyhow::Result<&'static str> {
     use mlmesh_proto::registry::v1 as pb;
     let mut c = mlmesh_registry_client::connect(addr, None, None).map_err(anyhow::Error::msg)?;
     if c.get_model(pb::GetModelRequest {
-        name: "iris-demo".into(),
+        name: "iris-logreg".into(),
     })
     .await
     .is_ok()
@@ -267,7 +268,7 @@ async fn seed_registry(addr: &str) -> anyhow::Result<&'static str> {
         return Ok("kept");
     }
     c.create_model(pb::CreateModelRequest {
-        name: "iris-demo".into(),
+        name: "iris-logreg".into(),
         description:
             "Iris species from flower measurements (scikit-learn logistic regression, ONNX)".into(),
         tags: [("task".to_owned(), "classification".to_owned())].into(),
@@ -279,7 +280,7 @@ async fn seed_registry(addr: &str) -> anyhow::Result<&'static str> {
     for _ in 0..2 {
         mlmesh_registry_client::push::push(
             &mut c,
-            "iris-demo",
+            "iris-logreg",
             dir,
             None,
             mlmesh_registry_client::push::About::default(),
@@ -290,7 +291,7 @@ async fn seed_registry(addr: &str) -> anyhow::Result<&'static str> {
         .context("pushing the demo model")?;
     }
     c.set_aliases(pb::SetAliasesRequest {
-        model: "iris-demo".into(),
+        model: "iris-logreg".into(),
         aliases: vec![pb::AliasTarget {
             alias: "production".into(),
             version: 1,
@@ -301,6 +302,24 @@ async fn seed_registry(addr: &str) -> anyhow::Result<&'static str> {
     })
     .await
     .context("setting the demo alias")?;
+    // Evidence for the Models page: v2 validated for real against v1 (the
+    // bundled iris suite, one inference process per version).
+    let conn = crate::registry::RegistryConn {
+        addr: addr.to_owned(),
+        admin_token_file: None,
+        tls_ca_file: None,
+        tls_cert_file: None,
+        tls_key_file: None,
+    };
+    crate::model::validate::validate(crate::model::validate::Validate::recording(
+        "iris-logreg",
+        2,
+        "tests/data/validation/iris-suite.json",
+        Some(1),
+        conn,
+    ))
+    .await
+    .context("validating the demo model")?;
     Ok("created")
 }
 
@@ -496,7 +515,7 @@ pub async fn up(u: Up) -> anyhow::Result<()> {
         if !u.no_demo {
             match seed_registry(&u.registry).await {
                 Ok(what) => eprintln!(
-                    "mlmesh: registry demo model iris-demo {what} (v1 in production, v2 to promote)"
+                    "mlmesh: registry demo model iris-logreg {what} (v1 in production, v2 validated against it, to promote)"
                 ),
                 Err(e) => eprintln!("mlmesh: registry demo model not created: {e:#}"),
             }

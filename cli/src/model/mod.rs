@@ -10,7 +10,7 @@ mod convert;
 mod promote;
 mod quantize;
 mod shadow;
-mod validate;
+pub(crate) mod validate;
 
 use clap::{Args, Subcommand};
 
