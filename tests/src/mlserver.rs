@@ -70,6 +70,12 @@ impl MlServer {
             .env("MLSERVER_GRPC_PORT", grpc.to_string())
             .env("MLSERVER_METRICS_PORT", metrics.to_string())
             .env("MLSERVER_HOST", "127.0.0.1")
+            // Its multiprocess metrics files go beside its log, not into
+            // the caller's working directory.
+            .env(
+                "MLSERVER_METRICS_DIR",
+                std::env::temp_dir().join(format!("mlmesh-mlserver-{http}-metrics")),
+            )
             .stdout(Stdio::from(out.try_clone()?))
             .stderr(Stdio::from(out))
             // Its own process group, so drop stops its workers too.
@@ -115,12 +121,21 @@ impl MlServer {
 impl Drop for MlServer {
     fn drop(&mut self) {
         // MLServer's inference workers are child processes: stop the whole
-        // process group, or they outlive the run (and skew the next).
-        let _ = Command::new("kill")
-            .args(["-KILL", &format!("-{}", self.child.id())])
-            .status();
+        // process group, or they outlive the run (and skew the next). The
+        // `--` matters: procps' `kill -KILL -1234` reads `-1234` as an
+        // option and signals -1, every process there is (that is what
+        // ended an earlier CI run); `kill -KILL -- -1234` is the group.
+        let pgid = self.child.id();
+        if pgid > 1 {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pgid}")])
+                .status();
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.log);
+        let _ = std::fs::remove_dir_all(
+            std::env::temp_dir().join(format!("mlmesh-mlserver-{}-metrics", self.http.port())),
+        );
     }
 }
