@@ -17,6 +17,7 @@ import traceback
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as EC
@@ -48,7 +49,18 @@ def errors(d):
 
 
 def wait(d, cond, secs=20):
-    return WebDriverWait(d, secs).until(cond)
+    # The overview redraws itself on every sample: an element found a
+    # moment ago may be gone; look again.
+    return WebDriverWait(d, secs, ignored_exceptions=(StaleElementReferenceException,)).until(cond)
+
+
+def texts(d, xpath):
+    """The text of every node matching `xpath`, read in one script call
+    (the page may redraw between two separate reads)."""
+    return d.execute_script(
+        "const r = document.evaluate(arguments[0], document, null, XPathResult.ORDERED_NODE_SNAPSHOT_TYPE, null);"
+        "const out = []; for (let i = 0; i < r.snapshotLength; i++) out.push(r.snapshotItem(i).textContent);"
+        "return out;", xpath)
 
 
 def shot(d, name):
@@ -94,8 +106,8 @@ try:
     out["signed_out_again_log"] = errors(d)
     sign_in(d, cfg["key"])
     wait(d, EC.presence_of_element_located((By.CSS_SELECTOR, ".topology svg")))
-    captions = [c.text for c in d.find_elements(By.CSS_SELECTOR, "main table caption")]
-    serving = d.find_elements(By.XPATH, "//main//td/span[contains(@class,'pill') and text()='serving']")
+    captions = texts(d, "//main//table/caption")
+    serving = texts(d, "//main//td/span[contains(@class,'pill') and text()='serving']")
     check("overview_lists_services", all(any(c.startswith(n) for c in captions)
                                          for n in ["Gateway", "Embedding", "Vector search"]), captions)
     check("every_replica_serving", len(serving) >= 3, len(serving))
@@ -108,12 +120,12 @@ try:
             break
     check("overview_updates_live", ok, [first, d.find_element(By.ID, "status").text])
     # Calls made meanwhile show as a rate on the gateway's row.
-    wait(d, lambda d: any(td.text not in ("—", "0.00") for td in
-                          d.find_elements(By.XPATH, "//table[caption[starts-with(.,'Gateway')]]//tbody/tr/td[4]")), 30)
-    rate = d.find_element(By.XPATH, "//table[caption[starts-with(.,'Gateway')]]//tbody/tr/td[4]").text
+    gw_cell = "//table[caption[starts-with(.,'Gateway')]]//tbody/tr/td[%d]"
+    wait(d, lambda d: any(t not in ("—", "0.00") for t in texts(d, gw_cell % 4)), 30)
+    rate = (texts(d, gw_cell % 4) or [""])[0]
     check("gateway_rate_shown", rate not in ("—", "0.00"), rate)
     # Every call the test made succeeded: no errors shown.
-    errs = d.find_element(By.XPATH, "//table[caption[starts-with(.,'Gateway')]]//tbody/tr/td[5]").text
+    errs = (texts(d, gw_cell % 5) or [""])[0]
     check("gateway_errors_zero", errs == "0.0 %", errs)
     shot(d, "overview")
     e = errors(d)
@@ -144,7 +156,7 @@ try:
         check("metrics_charts_drawn", len(figs) >= 8, len(figs))
         check("metrics_page_is_current",
               d.find_element(By.CSS_SELECTOR, "a[data-page=metrics]").get_attribute("aria-current") == "page")
-        promql = d.find_element(By.CSS_SELECTOR, "details.promql pre").get_attribute("textContent")
+        promql = (texts(d, "//details[contains(@class,'promql')]/pre") or [""])[0]
         check("promql_offered", "histogram_quantile" in promql, promql[:200])
         shot(d, "metrics")
         e = errors(d)
