@@ -114,6 +114,15 @@ fn page(size: Option<u32>, token: Option<&str>) -> Result<(u32, String)> {
     Ok((size, token.to_owned()))
 }
 
+/// `: reason` for an audit detail, or nothing.
+fn said(reason: &str) -> String {
+    if reason.is_empty() {
+        String::new()
+    } else {
+        format!(": {reason}")
+    }
+}
+
 fn ms(t: Option<&Timestamp>) -> Option<i64> {
     t.map(|t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000)
 }
@@ -421,6 +430,28 @@ impl Core {
         })
     }
 
+    /// Sends an alias move with the registry token and audits how it ended.
+    #[allow(clippy::too_many_arguments)]
+    async fn forward_move<Req: Clone, Resp>(
+        &self,
+        pool: &Pool,
+        rpc: &rpc::Rpc<Req, Resp>,
+        request: Req,
+        deadline: Deadline,
+        action: &'static str,
+        model: &str,
+        alias: &str,
+        detail: String,
+    ) -> Result<Resp> {
+        let r = pool
+            .unary_as(rpc, deadline, request, self.registry_token.as_ref())
+            .await
+            .map_err(GatewayError::from);
+        self.audit
+            .outcome(action, format!("{model}/{alias}"), detail, &r);
+        r
+    }
+
     fn check_override(override_policy: bool, reason: &str) -> Result<()> {
         if !override_policy {
             return Ok(());
@@ -478,32 +509,25 @@ impl Core {
             reason: Self::stamped(&m.reason)?,
             override_policy: m.override_policy,
         };
-        let r = pool
-            .unary_as(
-                &rpc::SET_ALIASES,
-                deadline,
-                request,
-                self.registry_token.as_ref(),
-            )
-            .await
-            .map_err(GatewayError::from);
-        self.audit.outcome(
-            "alias.move",
-            format!("{model}/{alias}"),
-            format!(
-                "v{} → v{}{}{}",
-                m.expected_version,
-                m.version,
-                if m.override_policy { " (override)" } else { "" },
-                if m.reason.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {}", m.reason)
-                }
-            ),
-            &r,
+        let detail = format!(
+            "v{} → v{}{}{}",
+            m.expected_version,
+            m.version,
+            if m.override_policy { " (override)" } else { "" },
+            said(&m.reason)
         );
-        let r = r?;
+        let r = self
+            .forward_move(
+                pool,
+                &rpc::SET_ALIASES,
+                request,
+                deadline,
+                "alias.move",
+                model,
+                alias,
+                detail,
+            )
+            .await?;
         Ok(json!({
             "moves": r.moves.iter().map(move_json).collect::<Vec<_>>(),
             "revision": r.revision,
@@ -535,30 +559,20 @@ impl Core {
             reason: Self::stamped(&b.reason)?,
             override_policy: b.override_policy,
         };
-        let r = pool
-            .unary_as(
+        let detail = format!("from v{}{}", b.expected_version, said(&b.reason));
+        let r = self
+            .forward_move(
+                pool,
                 &rpc::ROLLBACK_ALIAS,
-                deadline,
                 request,
-                self.registry_token.as_ref(),
+                deadline,
+                "alias.rollback",
+                model,
+                alias,
+                detail,
             )
-            .await
-            .map_err(GatewayError::from);
-        self.audit.outcome(
-            "alias.rollback",
-            format!("{model}/{alias}"),
-            format!(
-                "from v{}{}",
-                b.expected_version,
-                if b.reason.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {}", b.reason)
-                }
-            ),
-            &r,
-        );
-        Ok(move_json(&r?))
+            .await?;
+        Ok(move_json(&r))
     }
 }
 
