@@ -7,7 +7,7 @@ VECTOR_DATA_DIR ?= .cache/mlmesh/vector-data
 GATEWAY_LISTEN ?= 127.0.0.1:50050
 HTTP_LISTEN ?= 127.0.0.1:8080
 
-.PHONY: run test layering models browser mcp-tools postgres moto container-tools deploy-tools deploy-check images render-manifests openai-client tritonclient mlserver bench-inference bench-registry bench-validation bench-quantize bench-console build check fmt clippy bench bench-embed bench-vector bench-gateway bench-gateway-pinned help
+.PHONY: run test layering models browser mcp-tools postgres moto container-tools deploy-tools deploy-check images render-manifests openai-client tritonclient mlserver bench-inference bench-registry bench-validation bench-quantize bench-console bench-proxy build check fmt clippy bench bench-embed bench-vector bench-gateway bench-gateway-pinned help
 
 # Every target with its purpose: the first sentence of the comment above
 # it (read from this file, so a new target documents itself).
@@ -156,6 +156,14 @@ bench-gateway: build
 # its own, as on a node of its own. Needs 2+ CPUs and `taskset`.
 bench-gateway-pinned: build
 	MLMESH_EMBEDDING__INTRA_OP_THREADS=1 taskset -c 0 $${CARGO_TARGET_DIR:-target}/release/mlmesh-bench gateway --gateway-cpus 1 $(GATEWAY_BENCH_ARGS)
+
+# The gateway forwarding ModelInfer beside nginx (grpc_pass) and HAProxy
+# (h2) in front of the same replica, all driven by h2load; installs the
+# pinned peers first (benches/peers/). Not part of `bench`: it installs
+# Debian packages.
+bench-proxy: build
+	./benches/peers/install-proxies.sh
+	$(RELEASE_BIN)/mlmesh-bench proxy $(PROXY_BENCH_ARGS)
 
 # The inference service beside the in-process floor and MLServer (same model,
 # same protocol, same load generator). Needs the release binaries.

@@ -18,6 +18,7 @@ mod console;
 mod front_door;
 mod gateway;
 mod inference;
+mod proxy;
 mod quantize;
 mod registry;
 mod soak;
@@ -56,6 +57,9 @@ enum Workload {
     Gateway(gateway::GatewayArgs),
     /// Inference: the service vs. the in-process floor and MLServer.
     Inference(inference::InferenceArgs),
+    /// Proxy: the gateway forwarding ModelInfer vs. nginx and HAProxy in
+    /// front of the same replica, all driven by h2load.
+    Proxy(proxy::ProxyArgs),
     /// Registry: artifact upload/download vs. cp + sha256sum; alias move → inference.
     Registry(registry::RegistryArgs),
     /// Soak: many concurrent callers through the gateway, a probe beside
@@ -356,6 +360,7 @@ async fn main() -> anyhow::Result<()> {
             Workload::Vector(args) => vector::run(args).await,
             Workload::Gateway(args) => gateway::run(args).await,
             Workload::Inference(args) => inference::run(args).await,
+            Workload::Proxy(args) => proxy::run(args).await,
             Workload::Registry(args) => registry::run(args).await,
             Workload::Validation(args) => validation::run(args).await,
             Workload::Quantize(args) => quantize::run(args).await,

@@ -62,7 +62,7 @@ impl InferenceApi {
         &self,
         req: pb::ModelInferRequest,
     ) -> Result<pb::ModelInferResponse, InferError> {
-        let span = tracing::info_span!("infer.request", model = %req.model_name);
+        let span = mlmesh_runtime::call_span!("infer.request", model = %req.model_name);
         self.infer_inner(req).instrument(span).await
     }
 
@@ -154,7 +154,8 @@ async fn run(
     };
     let (tx, rx) = oneshot::channel();
     let span = tracing::Span::current();
-    let queue_span = tracing::info_span!("infer.queue", model = %v.model, version = v.version);
+    let queue_span =
+        mlmesh_runtime::call_span!("infer.queue", model = %v.model, version = v.version);
     v.scheduler.submit(Job {
         inputs,
         rows,

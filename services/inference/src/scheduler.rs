@@ -370,7 +370,7 @@ impl Shared {
         let run_spans: Vec<tracing::Span> = jobs
             .iter()
             .map(|j| {
-                tracing::info_span!(parent: &j.span, "infer.batch_run", model = %self.model, version = self.version, batch_rows = total, batch_requests = jobs.len())
+                mlmesh_runtime::call_span!(parent: &j.span, "infer.batch_run", model = %self.model, version = self.version, batch_rows = total, batch_requests = jobs.len())
             })
             .collect();
         let result = inputs.and_then(|inputs| {

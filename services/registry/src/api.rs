@@ -40,7 +40,7 @@ impl RegistryApi {
         method: &'static str,
         f: impl Future<Output = Result<T, RegistryError>>,
     ) -> Result<Response<T>, Status> {
-        let span = tracing::info_span!("registry.call", method);
+        let span = mlmesh_runtime::call_span!("registry.call", method);
         let start = std::time::Instant::now();
         let result = f.instrument(span).await.map_err(Status::from);
         let code = result

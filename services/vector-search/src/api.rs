@@ -52,7 +52,7 @@ impl VectorApi {
             }),
             Ok(_permit) => {
                 self.metrics.in_flight.inc();
-                let span = tracing::info_span!(
+                let span = mlmesh_runtime::call_span!(
                     "vector.call",
                     method,
                     collection,

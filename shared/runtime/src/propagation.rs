@@ -4,6 +4,12 @@
 //! whose parent is the caller's `traceparent`. [`ClientTraceLayer`] wraps a
 //! client channel: each call carries the current span's context onward. With
 //! both in place, one trace follows a request across every mlmesh hop.
+//!
+//! When this process exports no traces it makes no per-call spans
+//! ([`crate::telemetry::call_spans`]); then the caller's `traceparent` and
+//! `tracestate` are kept, as they came, for the rest of the call (a task
+//! local) and sent on with every downstream call made while serving it, so
+//! a trace still crosses this hop to the next one that does export.
 
 use std::task::{Context, Poll};
 
@@ -33,6 +39,76 @@ impl Injector for HeaderInjector<'_> {
             self.0.insert(name, value);
         }
     }
+}
+
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+
+/// The caller's trace headers, kept for the call when no spans are made
+/// (opaque; see [`within_callers_trace`]).
+#[derive(Clone, Debug)]
+pub struct CallerTrace {
+    parent: HeaderValue,
+    state: Option<HeaderValue>,
+}
+
+tokio::task_local! {
+    static CALLER_TRACE: CallerTrace;
+}
+
+/// The trace headers a caller sent, to keep for its call; `None` when it
+/// sent none or when spans are made (they carry the context then).
+pub fn callers_trace(headers: &HeaderMap) -> Option<CallerTrace> {
+    if crate::telemetry::call_spans() {
+        return None;
+    }
+    Some(CallerTrace {
+        parent: headers.get(&TRACEPARENT)?.clone(),
+        state: headers.get(&TRACESTATE).cloned(),
+    })
+}
+
+/// Runs `call` with `caller`'s trace headers kept for the downstream calls
+/// made within it (see [`inject`]).
+pub fn within<F>(
+    caller: Option<CallerTrace>,
+    call: F,
+) -> futures::future::Either<F, tokio::task::futures::TaskLocalFuture<CallerTrace, F>>
+where
+    F: std::future::Future,
+{
+    match caller {
+        Some(c) => futures::future::Either::Right(CALLER_TRACE.scope(c, call)),
+        None => futures::future::Either::Left(call),
+    }
+}
+
+/// Runs `call` so that downstream calls made within it carry the trace
+/// `headers` name: under the caller's trace headers (no spans made), or as
+/// it is (spans made, [`ServerTraceLayer`] / the HTTP face parent them).
+pub fn within_callers_trace<F>(
+    headers: &HeaderMap,
+    call: F,
+) -> futures::future::Either<F, tokio::task::futures::TaskLocalFuture<CallerTrace, F>>
+where
+    F: std::future::Future,
+{
+    within(callers_trace(headers), call)
+}
+
+/// Writes the trace context of the call being served into `headers`: the
+/// current span's, or the caller's headers as they came.
+pub fn inject(headers: &mut HeaderMap) {
+    if crate::telemetry::call_spans() {
+        inject_current(headers);
+        return;
+    }
+    let _ = CALLER_TRACE.try_with(|c| {
+        headers.insert(TRACEPARENT, c.parent.clone());
+        if let Some(s) = &c.state {
+            headers.insert(TRACESTATE, s.clone());
+        }
+    });
 }
 
 /// The trace context a caller sent in `headers` (empty when none).
@@ -87,6 +163,10 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
+        if !crate::telemetry::call_spans() {
+            let caller = callers_trace(req.headers());
+            return Box::pin(within(caller, self.inner.call(req)));
+        }
         let path = req.uri().path();
         // `/pkg.Service/Method` → rpc.service, rpc.method (OTel semantic conventions).
         let (service, method) = path
@@ -137,7 +217,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        inject_current(req.headers_mut());
+        inject(req.headers_mut());
         self.inner.call(req)
     }
 }
@@ -147,6 +227,36 @@ mod tests {
     use super::*;
     use opentelemetry::trace::TraceContextExt;
     use opentelemetry_sdk::propagation::TraceContextPropagator;
+
+    #[tokio::test]
+    async fn without_spans_the_callers_trace_headers_travel_on() {
+        // No OpenTelemetry layer in unit tests: no per-call spans.
+        assert!(!crate::telemetry::call_spans());
+        let mut incoming = HeaderMap::new();
+        let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        incoming.insert("traceparent", parent.parse().expect("ascii"));
+        incoming.insert("tracestate", "vendor=opaque".parse().expect("ascii"));
+        let sent = within_callers_trace(&incoming, async {
+            // What a downstream call made while serving carries.
+            let mut out = HeaderMap::new();
+            inject(&mut out);
+            out
+        })
+        .await;
+        assert_eq!(sent.get("traceparent"), incoming.get("traceparent"));
+        assert_eq!(sent.get("tracestate"), incoming.get("tracestate"));
+        // Outside a call, or for a caller that sent none, nothing is invented.
+        let mut out = HeaderMap::new();
+        inject(&mut out);
+        assert!(out.is_empty());
+        let none = within_callers_trace(&HeaderMap::new(), async {
+            let mut out = HeaderMap::new();
+            inject(&mut out);
+            out
+        })
+        .await;
+        assert!(none.is_empty());
+    }
 
     #[test]
     fn extracts_a_w3c_traceparent() {

@@ -36,6 +36,42 @@ impl Drop for TelemetryGuard {
     }
 }
 
+/// Whether per-call spans are made (see [`call_spans`]).
+static CALL_SPANS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether this process makes a span per call (`grpc.server`,
+/// `grpc.client`, the services' own per-call spans).
+///
+/// Only when traces are exported: nothing else reads them, and making one
+/// costs real time on a hop whose whole budget is tens of microseconds (the
+/// subscriber's registry, the log layer formatting every field; measured on
+/// the gateway's forwarding path: about a fifth of its CPU per call,
+/// docs/benchmarks.md#gateway-vs-nginx-and-haproxy). Without export the
+/// caller's trace context still travels on unchanged: see
+/// [`crate::propagation`]. Use [`crate::call_span!`] for such spans.
+pub fn call_spans() -> bool {
+    CALL_SPANS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Turns per-call spans on: [`init`] does when it installs the OTLP layer;
+/// a test that installs its own OpenTelemetry layer calls it too.
+pub fn enable_call_spans() {
+    CALL_SPANS.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// An `info` span made only when [`call_spans`] is on; otherwise
+/// `Span::none()`, which costs nothing to make, enter or record into.
+#[macro_export]
+macro_rules! call_span {
+    ($($arg:tt)*) => {
+        if $crate::telemetry::call_spans() {
+            ::tracing::info_span!($($arg)*)
+        } else {
+            ::tracing::Span::none()
+        }
+    };
+}
+
 /// True when the standard OTLP endpoint variables ask for trace export.
 pub fn otlp_enabled() -> bool {
     [
@@ -91,6 +127,7 @@ pub fn init(
             .build();
         let tracer = provider.tracer(default_service.to_owned());
         opentelemetry::global::set_tracer_provider(provider.clone());
+        enable_call_spans();
         (
             Some(tracing_opentelemetry::layer().with_tracer(tracer)),
             Some(provider),

@@ -43,6 +43,7 @@ async fn server_spans_join_the_callers_trace() {
     let subscriber = tracing_subscriber::registry()
         .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
     tracing::subscriber::set_global_default(subscriber).expect("subscriber");
+    mlmesh_runtime::telemetry::enable_call_spans();
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
 
     let server = GrpcServer::bind(&ServerSettings::ephemeral(), prometheus::Registry::new())

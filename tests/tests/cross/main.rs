@@ -27,6 +27,7 @@ mod mtls;
 mod openai_client;
 mod otlp_export;
 mod pipelines;
+mod qdrant_cluster;
 mod quantize;
 mod registry_backup;
 mod registry_cli;

@@ -256,7 +256,7 @@ impl Engine {
             .inc_by(out.prompt_tokens);
 
         out.vectors.reserve(n);
-        let wait = tracing::info_span!("embed.wait", model = %folder.name, inputs = n, queue_us = tracing::field::Empty, inference_us = tracing::field::Empty);
+        let wait = mlmesh_runtime::call_span!("embed.wait", model = %folder.name, inputs = n, queue_us = tracing::field::Empty, inference_us = tracing::field::Empty);
         async {
             for rx in receivers {
                 let pooled = rx.await.map_err(|_| EmbedError::ShuttingDown)??;
@@ -323,7 +323,8 @@ where
 {
     let parent = tracing::Span::current();
     tokio::task::spawn_blocking(move || {
-        let span = tracing::info_span!(parent: &parent, "embed.tokenize", inputs = inputs.len());
+        let span =
+            mlmesh_runtime::call_span!(parent: &parent, "embed.tokenize", inputs = inputs.len());
         let _g = span.enter();
         inputs
             .iter()

@@ -163,7 +163,7 @@ impl Core {
         let token = self.inference_admin.as_ref();
         let calls = replicas.into_iter().map(|(addr, ch)| {
             let body = body.clone();
-            let span = tracing::info_span!(
+            let span = mlmesh_runtime::call_span!(
                 "grpc.client",
                 otel.name = m.path,
                 otel.kind = "client",

@@ -317,7 +317,7 @@ impl Pool {
             let replica = Arc::clone(&set[i]);
             drop(set);
             tried.push(replica.addr.clone());
-            let span = tracing::info_span!(
+            let span = mlmesh_runtime::call_span!(
                 "grpc.client",
                 otel.name = method,
                 otel.kind = "client",

@@ -159,7 +159,7 @@ where
     Fut: Future<Output = Result<Response, Response>>,
 {
     let started = Instant::now();
-    let span = tracing::info_span!(
+    let span = mlmesh_runtime::call_span!(
         "http.server",
         otel.name = route,
         otel.kind = "server",
@@ -170,7 +170,9 @@ where
     if let Some(c) = crate::auth::current_caller() {
         span.record("enduser.id", c.name.as_str());
     }
-    let _ = span.set_parent(mlmesh_runtime::propagation::extract(headers));
+    if mlmesh_runtime::telemetry::call_spans() {
+        let _ = span.set_parent(mlmesh_runtime::propagation::extract(headers));
+    }
     // HTTP callers may send a deadline as grpc-gateway reads it: a
     // `grpc-timeout` header (`500m`, `2S`).
     let caller = headers
@@ -178,7 +180,7 @@ where
         .and_then(|v| v.to_str().ok())
         .and_then(crate::grpc::parse_timeout);
     let core = Arc::clone(&app.core);
-    let resp = async move {
+    let call = async move {
         match core.admit() {
             Ok(_admitted) => {
                 let deadline = core.deadline(caller);
@@ -187,8 +189,8 @@ where
             Err(e) => render(&e),
         }
     }
-    .instrument(span.clone())
-    .await;
+    .instrument(span.clone());
+    let resp = mlmesh_runtime::propagation::within_callers_trace(headers, call).await;
     span.record("http.response.status_code", resp.status().as_u16());
     // The trace this call is part of, for a caller (the console's
     // playground) to look up in its tracing backend.
