@@ -9,7 +9,7 @@
 //! failing.
 //!
 //! Opt-in: needs a Qdrant server binary, named by `MLMESH_TEST_QDRANT_BIN`
-//! (no Qdrant can be installed on the CI machine; see docs/vector-search.md
+//! (no Qdrant can be installed on the CI machine; see docs/services.md
 //! for the version this was run with). Skipped with a printed reason when
 //! unset. The same service code is covered on the embedded engine by the
 //! conformance suite in `services/vector-search/tests/api/`.
