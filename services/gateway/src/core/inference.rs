@@ -142,6 +142,57 @@ impl Core {
         Ok(resp)
     }
 
+    /// Relays one unary call as it is: `frame` (the caller's one gRPC
+    /// message, with its 5-byte prefix) goes to a replica as the request
+    /// body, and the replica's answer comes back as HTTP/2 response —
+    /// headers, data and trailers, streamed through unchanged.
+    ///
+    /// The same p2c, retries, deadline and client span as
+    /// [`Self::forward_inference`], without a gRPC codec on either side:
+    /// nothing is decoded, buffered or encoded again on the way back. A
+    /// trailers-only error (how gRPC servers answer a failed call) is read
+    /// from the response headers, so UNAVAILABLE is still retried on another
+    /// replica and every other status still reaches the caller as the
+    /// replica said it.
+    pub async fn relay_inference(
+        &self,
+        m: &'static InferenceMethod,
+        frame: Bytes,
+        deadline: Deadline,
+    ) -> Result<http::Response<mlmesh_runtime::client::RecvBody>> {
+        use tower_service::Service as _;
+        let pool = self.inference_pool()?;
+        let resp = pool
+            .call(m.path, deadline, true, |mut ch, remaining| {
+                let frame = frame.clone();
+                async move {
+                    let mut rq = http::Request::new(tonic::body::Body::new(
+                        http_body_util::Full::new(frame),
+                    ));
+                    *rq.method_mut() = http::Method::POST;
+                    *rq.uri_mut() = http::Uri::from_static(m.path);
+                    let h = rq.headers_mut();
+                    h.insert(
+                        http::header::CONTENT_TYPE,
+                        http::HeaderValue::from_static("application/grpc"),
+                    );
+                    h.insert(http::header::TE, http::HeaderValue::from_static("trailers"));
+                    if let Ok(v) = http::HeaderValue::from_str(&grpc_timeout(remaining)) {
+                        h.insert("grpc-timeout", v);
+                    }
+                    let resp = ch.call(rq).await?;
+                    if let Some(status) = tonic::Status::from_header_map(resp.headers())
+                        && status.code() != tonic::Code::Ok
+                    {
+                        return Err(status);
+                    }
+                    Ok(tonic::Response::new(resp))
+                }
+            })
+            .await?;
+        Ok(resp)
+    }
+
     /// Sends `body` to every replica at once; the first failure (naming its
     /// replica) fails the call. The answers are alike (empty messages).
     async fn broadcast(
@@ -355,5 +406,44 @@ mod tests {
         }
         assert!(InferenceMethod::from_path("/inference.GRPCInferenceService/Nope").is_none());
         assert_eq!(METHODS.len(), 12);
+    }
+}
+
+/// A `grpc-timeout` value for `d`: at most 8 digits, in the finest unit
+/// that fits (the gRPC over HTTP/2 spec's form).
+fn grpc_timeout(d: Duration) -> String {
+    let nanos = d.as_nanos();
+    for (unit, per) in [
+        ("n", 1u128),
+        ("u", 1_000),
+        ("m", 1_000_000),
+        ("S", 1_000_000_000),
+        ("M", 60_000_000_000),
+    ] {
+        let v = nanos / per;
+        if v < 100_000_000 {
+            return format!("{}{unit}", v.max(1));
+        }
+    }
+    format!("{}H", (nanos / 3_600_000_000_000).clamp(1, 99_999_999))
+}
+
+#[cfg(test)]
+mod relay_tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_fit_in_eight_digits() {
+        assert_eq!(grpc_timeout(Duration::from_nanos(500)), "500n");
+        assert_eq!(grpc_timeout(Duration::from_millis(250)), "250000u");
+        assert_eq!(grpc_timeout(Duration::from_secs(30)), "30000000u");
+        assert_eq!(grpc_timeout(Duration::from_secs(200_000)), "200000S");
+        assert_eq!(grpc_timeout(Duration::ZERO), "1n");
+        for s in [1u64, 99, 100, 86_400, 10_000_000] {
+            let t = grpc_timeout(Duration::from_secs(s));
+            assert!(t.len() <= 9, "{t}");
+            let back = crate::grpc::parse_timeout(&t).expect("parses");
+            assert!(back <= Duration::from_secs(s), "{t} is longer than {s} s");
+        }
     }
 }

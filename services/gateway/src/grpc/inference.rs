@@ -71,6 +71,19 @@ impl tower_service::Service<http::Request<Body>> for InferenceProxy {
                 ))
                 .into_http());
             };
+            // The common case, a plain unary call: relayed as it is (see
+            // `relay`). Compressed requests and shadowed services take the
+            // codec path: the message has to be read there.
+            let identity = req
+                .headers()
+                .get("grpc-encoding")
+                .is_none_or(|e| e == "identity");
+            if m.forwarding == crate::core::Forwarding::Idempotent
+                && identity
+                && core.shadows.is_empty()
+            {
+                return Ok(relay(core, m, req, max).await);
+            }
             let mut encodings = EnabledCompressionEncodings::default();
             encodings.enable(CompressionEncoding::Gzip);
             encodings.enable(CompressionEncoding::Deflate);
@@ -84,6 +97,69 @@ impl tower_service::Service<http::Request<Body>> for InferenceProxy {
         }
         .boxed()
     }
+}
+
+/// One unary call relayed without a codec: the request body read (bounded
+/// by `max` before anything is kept) and checked to be one uncompressed
+/// gRPC message, then [`Core::relay_inference`] under the same admission,
+/// deadline and metrics as every gateway call ([`serve`]).
+async fn relay(
+    core: Arc<Core>,
+    m: &'static InferenceMethod,
+    req: http::Request<Body>,
+    max: usize,
+) -> http::Response<Body> {
+    use http_body_util::BodyExt as _;
+    let (parts, body) = req.into_parts();
+    let md = tonic::metadata::MetadataMap::from_headers(parts.headers);
+    let frame = match http_body_util::Limited::new(body, max.saturating_add(5))
+        .collect()
+        .await
+    {
+        Ok(c) => c.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return Status::resource_exhausted(format!(
+                "request message is larger than the limit of {max} bytes (server.max_request_bytes)"
+            ))
+            .into_http();
+        }
+        Err(e) => return Status::cancelled(format!("reading the request failed: {e}")).into_http(),
+    };
+    if let Err(why) = one_message(&frame) {
+        return Status::internal(format!("the request is not one gRPC message: {why}")).into_http();
+    }
+    match serve(&core, m.name, &md, |c, d| async move {
+        c.relay_inference(m, frame, d).await
+    })
+    .await
+    {
+        Ok(resp) => resp.map(Body::new),
+        Err(status) => status.into_http(),
+    }
+}
+
+/// A unary request body is exactly one message: the flag byte 0 (not
+/// compressed: compressed calls do not come here), a big-endian length,
+/// and that many bytes.
+fn one_message(frame: &[u8]) -> Result<(), String> {
+    let Some((&[flag, a, b, c, d], message)) = frame.split_first_chunk::<5>().map(|(h, m)| (h, m))
+    else {
+        return Err(format!(
+            "{} bytes, shorter than a message prefix",
+            frame.len()
+        ));
+    };
+    if flag != 0 {
+        return Err("the compressed flag is set but no grpc-encoding was sent".into());
+    }
+    let declared = u32::from_be_bytes([a, b, c, d]) as usize;
+    if declared != message.len() {
+        return Err(format!(
+            "the prefix declares {declared} bytes, the body carries {}",
+            message.len()
+        ));
+    }
+    Ok(())
 }
 
 struct Unary {
@@ -202,5 +278,27 @@ impl StreamingService<Bytes> for Stream {
             Ok(Response::new(answers.chain(tail).boxed()))
         }
         .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_message;
+
+    #[test]
+    fn only_one_uncompressed_message_is_relayed() {
+        let mut ok = vec![0, 0, 0, 0, 3];
+        ok.extend_from_slice(b"abc");
+        assert!(one_message(&ok).is_ok());
+        assert!(one_message(&[0, 0, 0, 0, 0]).is_ok(), "an empty message");
+        assert!(one_message(&[]).is_err());
+        assert!(one_message(&[0, 0, 0]).is_err());
+        let mut compressed = ok.clone();
+        compressed[0] = 1;
+        assert!(one_message(&compressed).unwrap_err().contains("compressed"));
+        let mut two = ok.clone();
+        two.extend_from_slice(&ok);
+        assert!(one_message(&two).unwrap_err().contains("declares 3"));
+        assert!(one_message(&ok[..6]).is_err(), "truncated");
     }
 }
