@@ -34,6 +34,7 @@ mod registry_cli;
 mod registry_crash;
 mod registry_follow;
 mod registry_support;
+mod relay;
 mod shadow;
 mod tritonclient;
 mod validate;
