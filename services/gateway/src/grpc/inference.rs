@@ -142,8 +142,7 @@ async fn relay(
 /// compressed: compressed calls do not come here), a big-endian length,
 /// and that many bytes.
 fn one_message(frame: &[u8]) -> Result<(), String> {
-    let Some((&[flag, a, b, c, d], message)) = frame.split_first_chunk::<5>().map(|(h, m)| (h, m))
-    else {
+    let Some((&[flag, a, b, c, d], message)) = frame.split_first_chunk::<5>() else {
         return Err(format!(
             "{} bytes, shorter than a message prefix",
             frame.len()
@@ -295,10 +294,18 @@ mod tests {
         assert!(one_message(&[0, 0, 0]).is_err());
         let mut compressed = ok.clone();
         compressed[0] = 1;
-        assert!(one_message(&compressed).unwrap_err().contains("compressed"));
+        assert!(
+            one_message(&compressed)
+                .expect_err("compressed")
+                .contains("compressed")
+        );
         let mut two = ok.clone();
         two.extend_from_slice(&ok);
-        assert!(one_message(&two).unwrap_err().contains("declares 3"));
+        assert!(
+            one_message(&two)
+                .expect_err("two messages")
+                .contains("declares 3")
+        );
         assert!(one_message(&ok[..6]).is_err(), "truncated");
     }
 }
