@@ -72,23 +72,7 @@ impl Path {
 }
 
 fn iris() -> pb::ModelInferRequest {
-    let row: [f32; 4] = [5.1, 3.5, 1.4, 0.2];
-    pb::ModelInferRequest {
-        model_name: "iris-logreg".into(),
-        inputs: vec![InferInputTensor {
-            name: "input".into(),
-            datatype: "FP32".into(),
-            shape: vec![1, 4],
-            ..Default::default()
-        }],
-        raw_input_contents: vec![
-            row.iter()
-                .flat_map(|x| x.to_le_bytes())
-                .collect::<Vec<u8>>()
-                .into(),
-        ],
-        ..Default::default()
-    }
+    mlmesh_tests::iris_request("iris-logreg", [5.1, 3.5, 1.4, 0.2])
 }
 
 fn keyed<T>(m: T) -> Request<T> {

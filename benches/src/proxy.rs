@@ -35,7 +35,6 @@ use anyhow::{Context as _, bail, ensure};
 use clap::Parser;
 use mlmesh_proto::inference::{
     self as pb, grpc_inference_service_client::GrpcInferenceServiceClient,
-    model_infer_request::InferInputTensor,
 };
 use mlmesh_tests::{OutputWithin as _, Service, TempDir, repo_root};
 use prost::Message as _;
@@ -253,23 +252,7 @@ fn start_haproxy(dir: &Path, upstream: SocketAddr) -> anyhow::Result<Peer> {
 }
 
 fn iris() -> pb::ModelInferRequest {
-    let row: [f32; 4] = [5.1, 3.5, 1.4, 0.2];
-    pb::ModelInferRequest {
-        model_name: "iris-logreg".into(),
-        inputs: vec![InferInputTensor {
-            name: "input".into(),
-            datatype: "FP32".into(),
-            shape: vec![1, 4],
-            ..Default::default()
-        }],
-        raw_input_contents: vec![
-            row.iter()
-                .flat_map(|x| x.to_le_bytes())
-                .collect::<Vec<u8>>()
-                .into(),
-        ],
-        ..Default::default()
-    }
+    mlmesh_tests::iris_request("iris-logreg", [5.1, 3.5, 1.4, 0.2])
 }
 
 /// The request as one gRPC frame: flag byte, big-endian length, message.

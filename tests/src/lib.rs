@@ -538,3 +538,25 @@ pub fn raw_http(
     let _ = s.read_to_string(&mut out);
     out.split("\r\n\r\n").next().unwrap_or_default().to_owned()
 }
+
+/// One iris flower as a `ModelInferRequest` for `model`: the input the
+/// bundled iris classifiers take (`input`, FP32, shape [1, 4], raw bytes).
+pub fn iris_request(model: &str, row: [f32; 4]) -> mlmesh_proto::inference::ModelInferRequest {
+    use mlmesh_proto::inference::{ModelInferRequest, model_infer_request::InferInputTensor};
+    ModelInferRequest {
+        model_name: model.into(),
+        inputs: vec![InferInputTensor {
+            name: "input".into(),
+            datatype: "FP32".into(),
+            shape: vec![1, 4],
+            ..Default::default()
+        }],
+        raw_input_contents: vec![
+            row.iter()
+                .flat_map(|x| x.to_le_bytes())
+                .collect::<Vec<u8>>()
+                .into(),
+        ],
+        ..Default::default()
+    }
+}

@@ -11,29 +11,13 @@
 
 use mlmesh_proto::inference::{
     self as pb, grpc_inference_service_client::GrpcInferenceServiceClient,
-    model_infer_request::InferInputTensor,
 };
 use mlmesh_tests::Service;
 use prost::Message as _;
 use tonic::{Code, codec::CompressionEncoding, transport::Channel};
 
 fn iris(row: [f32; 4], model: &str) -> pb::ModelInferRequest {
-    pb::ModelInferRequest {
-        model_name: model.into(),
-        inputs: vec![InferInputTensor {
-            name: "input".into(),
-            datatype: "FP32".into(),
-            shape: vec![1, 4],
-            ..Default::default()
-        }],
-        raw_input_contents: vec![
-            row.iter()
-                .flat_map(|x| x.to_le_bytes())
-                .collect::<Vec<u8>>()
-                .into(),
-        ],
-        ..Default::default()
-    }
+    mlmesh_tests::iris_request(model, row)
 }
 
 fn rows() -> Vec<[f32; 4]> {
