@@ -165,14 +165,7 @@ impl Peer {
 impl Drop for Peer {
     fn drop(&mut self) {
         let pgid = self.child.id();
-        // `--` matters: procps kill reads `-<pgid>` as an option otherwise
-        // and signals every process (see tests/src/mlserver.rs).
-        if pgid > 1 {
-            let _ = Command::new("kill")
-                .args(["-TERM", "--", &format!("-{pgid}")])
-                .stderr(Stdio::null())
-                .status();
-        }
+        mlmesh_tests::signal_group(pgid, "TERM");
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -180,12 +173,7 @@ impl Drop for Peer {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        if pgid > 1 {
-            let _ = Command::new("kill")
-                .args(["-KILL", "--", &format!("-{pgid}")])
-                .stderr(Stdio::null())
-                .status();
-        }
+        mlmesh_tests::signal_group(pgid, "KILL");
         let _ = self.child.wait();
     }
 }
@@ -214,13 +202,19 @@ fn render(template: &Path, vars: &[(&str, String)]) -> anyhow::Result<String> {
     Ok(s)
 }
 
-fn start_nginx(dir: &Path, upstream: SocketAddr) -> anyhow::Result<Peer> {
+/// Starts a peer proxy (`nginx` or `haproxy`) in front of `upstream` on a
+/// free port, from its configuration template in `benches/peers/`.
+fn start_peer(tool: &str, dir: &Path, upstream: SocketAddr) -> anyhow::Result<Peer> {
     let addr = free_port()?;
-    let conf = dir.join("nginx.conf");
+    let (template, args): (&str, &[&str]) = match tool {
+        "nginx" => ("nginx.conf", &["-c"]),
+        _ => ("haproxy.cfg", &["-db", "-f"]),
+    };
+    let conf = dir.join(template);
     std::fs::write(
         &conf,
         render(
-            &peers_dir().join("nginx.conf"),
+            &peers_dir().join(template),
             &[
                 ("LISTEN", addr.to_string()),
                 ("UPSTREAM", upstream.to_string()),
@@ -228,27 +222,12 @@ fn start_nginx(dir: &Path, upstream: SocketAddr) -> anyhow::Result<Peer> {
             ],
         )?,
     )?;
-    let mut cmd = Command::new("nginx");
-    cmd.arg("-p").arg(dir).arg("-c").arg(&conf);
-    Peer::start(cmd, addr, dir.join("nginx.out"))
-}
-
-fn start_haproxy(dir: &Path, upstream: SocketAddr) -> anyhow::Result<Peer> {
-    let addr = free_port()?;
-    let conf = dir.join("haproxy.cfg");
-    std::fs::write(
-        &conf,
-        render(
-            &peers_dir().join("haproxy.cfg"),
-            &[
-                ("LISTEN", addr.to_string()),
-                ("UPSTREAM", upstream.to_string()),
-            ],
-        )?,
-    )?;
-    let mut cmd = Command::new("haproxy");
-    cmd.arg("-db").arg("-f").arg(&conf);
-    Peer::start(cmd, addr, dir.join("haproxy.out"))
+    let mut cmd = Command::new(tool);
+    if tool == "nginx" {
+        cmd.arg("-p").arg(dir);
+    }
+    cmd.args(args).arg(&conf);
+    Peer::start(cmd, addr, dir.join(format!("{tool}.out")))
 }
 
 fn iris() -> pb::ModelInferRequest {
@@ -431,8 +410,8 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
         (inference, gateway)
     })
     .await?;
-    let nginx = start_nginx(dir.path(), inference.addr)?;
-    let haproxy = start_haproxy(dir.path(), inference.addr)?;
+    let nginx = start_peer("nginx", dir.path(), inference.addr)?;
+    let haproxy = start_peer("haproxy", dir.path(), inference.addr)?;
     let addr = |t: Target| match t {
         Target::Direct => inference.addr,
         Target::Gateway => gateway.addr,

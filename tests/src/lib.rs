@@ -560,3 +560,17 @@ pub fn iris_request(model: &str, row: [f32; 4]) -> mlmesh_proto::inference::Mode
         ..Default::default()
     }
 }
+
+/// Sends `signal` (`TERM`, `KILL`) to every process of the group `pgid`
+/// (a child started with `process_group(0)` leads its own). The `--`
+/// matters: procps' `kill -KILL -1234` reads `-1234` as an option and
+/// signals -1, every process there is (that is what ended an earlier CI
+/// run); `kill -KILL -- -1234` is the group. A pgid of 0 or 1 is refused.
+pub fn signal_group(pgid: u32, signal: &str) {
+    if pgid > 1 {
+        let _ = Command::new("kill")
+            .args([&format!("-{signal}"), "--", &format!("-{pgid}")])
+            .stderr(Stdio::null())
+            .status();
+    }
+}

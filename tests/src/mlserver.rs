@@ -121,16 +121,8 @@ impl MlServer {
 impl Drop for MlServer {
     fn drop(&mut self) {
         // MLServer's inference workers are child processes: stop the whole
-        // process group, or they outlive the run (and skew the next). The
-        // `--` matters: procps' `kill -KILL -1234` reads `-1234` as an
-        // option and signals -1, every process there is (that is what
-        // ended an earlier CI run); `kill -KILL -- -1234` is the group.
-        let pgid = self.child.id();
-        if pgid > 1 {
-            let _ = Command::new("kill")
-                .args(["-KILL", "--", &format!("-{pgid}")])
-                .status();
-        }
+        // process group, or they outlive the run (and skew the next).
+        crate::signal_group(self.child.id(), "KILL");
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.log);
