@@ -60,9 +60,7 @@ where
                     .and_then(|m| m.to_str().ok())
                     .is_some_and(|m| percent_decode(m).starts_with(TONIC_TOO_LARGE));
             if too_large {
-                let msg = format!(
-                    "request message is larger than the limit of {max} bytes (server.max_request_bytes)"
-                );
+                let msg = too_large_message(max);
                 let h = resp.headers_mut();
                 h.insert("grpc-status", HeaderValue::from_static("8"));
                 if let Ok(v) = HeaderValue::from_str(&percent_encode(&msg)) {
@@ -72,6 +70,12 @@ where
             Ok(resp)
         })
     }
+}
+
+/// What a caller is told when its message exceeds `server.max_request_bytes`
+/// (here and wherever a request body is read without tonic's decoder).
+pub fn too_large_message(max: usize) -> String {
+    format!("request message is larger than the limit of {max} bytes (server.max_request_bytes)")
 }
 
 fn percent_decode(s: &str) -> String {

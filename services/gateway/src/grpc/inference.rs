@@ -118,10 +118,8 @@ async fn relay(
     {
         Ok(c) => c.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return Status::resource_exhausted(format!(
-                "request message is larger than the limit of {max} bytes (server.max_request_bytes)"
-            ))
-            .into_http();
+            return Status::resource_exhausted(mlmesh_runtime::limits::too_large_message(max))
+                .into_http();
         }
         Err(e) => return Status::cancelled(format!("reading the request failed: {e}")).into_http(),
     };
