@@ -7,7 +7,7 @@ VECTOR_DATA_DIR ?= .cache/mlmesh/vector-data
 GATEWAY_LISTEN ?= 127.0.0.1:50050
 HTTP_LISTEN ?= 127.0.0.1:8080
 
-.PHONY: run test layering models browser mcp-tools postgres moto container-tools deploy-tools deploy-check images render-manifests openai-client tritonclient mlserver bench-inference bench-registry bench-validation bench-quantize bench-console bench-proxy build check fmt clippy bench bench-embed bench-vector bench-gateway bench-gateway-pinned help
+.PHONY: run test layering models browser mcp-tools postgres moto container-tools deploy-tools deploy-check images render-manifests openai-client tritonclient mlserver bench-inference bench-registry bench-validation bench-quantize bench-console bench-proxy bench-vector-peers build check fmt clippy bench bench-embed bench-vector bench-gateway bench-gateway-pinned help
 
 # Every target with its purpose: the first sentence of the comment above
 # it (read from this file, so a new target documents itself).
@@ -164,6 +164,16 @@ bench-gateway-pinned: build
 bench-proxy: build
 	./benches/peers/install-proxies.sh
 	$(RELEASE_BIN)/mlmesh-bench proxy $(PROXY_BENCH_ARGS)
+
+# Vector search beside faiss HNSW (in process) and a Qdrant server (when
+# MLMESH_BENCH_QDRANT_BIN names one), at equal recall on 100,000 MiniLM
+# embeddings of the Python and PostgreSQL manuals (fetched as Debian
+# packages and embedded once by the release embedding service, cached).
+# Not part of `bench`: it downloads the corpus and faiss.
+bench-vector-peers: build
+	./scripts/fetch-python-packages.sh faiss benches/peers/faiss.txt
+	./benches/peers/fetch-doc-corpus.sh
+	$(RELEASE_BIN)/mlmesh-bench vector-peers $(VECTOR_PEERS_BENCH_ARGS)
 
 # The inference service beside the in-process floor and MLServer (same model,
 # same protocol, same load generator). Needs the release binaries.

@@ -15,15 +15,19 @@
 
 mod codec;
 mod console;
+mod embed_memory;
+mod embed_peers;
 mod front_door;
 mod gateway;
 mod inference;
+mod peer;
 mod proxy;
 mod quantize;
 mod registry;
 mod soak;
 mod validation;
 mod vector;
+mod vector_peers;
 
 use std::{
     path::PathBuf,
@@ -53,6 +57,12 @@ enum Workload {
     Embed(EmbedArgs),
     /// Vector search: service over gRPC vs. an exact in-process scan.
     Vector(vector::VectorArgs),
+    /// Embedding memory: resident memory one model run adds, by shape.
+    EmbedMemory(embed_memory::EmbedMemoryArgs),
+    /// Embeddings: the service vs. text-embeddings-inference, same model.
+    EmbedPeers(embed_peers::EmbedPeersArgs),
+    /// Vector search vs. faiss HNSW and a Qdrant server at equal recall.
+    VectorPeers(vector_peers::VectorPeersArgs),
     /// Gateway: embed and search through the gateway vs. the services directly.
     Gateway(gateway::GatewayArgs),
     /// Inference: the service vs. the in-process floor and MLServer.
@@ -358,6 +368,9 @@ async fn main() -> anyhow::Result<()> {
         match cli.workload {
             Workload::Embed(args) => embed(args).await,
             Workload::Vector(args) => vector::run(args).await,
+            Workload::VectorPeers(args) => vector_peers::run(args).await,
+            Workload::EmbedPeers(args) => embed_peers::run(args).await,
+            Workload::EmbedMemory(args) => embed_memory::run(args).await,
             Workload::Gateway(args) => gateway::run(args).await,
             Workload::Inference(args) => inference::run(args).await,
             Workload::Proxy(args) => proxy::run(args).await,

@@ -25,10 +25,10 @@
 //! installs the pinned Debian packages.
 
 use std::{
-    net::{SocketAddr, TcpListener, TcpStream},
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    net::SocketAddr,
+    path::Path,
+    process::{Command, Stdio},
+    time::Duration,
 };
 
 use anyhow::{Context as _, bail, ensure};
@@ -36,11 +36,14 @@ use clap::Parser;
 use mlmesh_proto::inference::{
     self as pb, grpc_inference_service_client::GrpcInferenceServiceClient,
 };
-use mlmesh_tests::{OutputWithin as _, Service, TempDir, repo_root};
+use mlmesh_tests::{OutputWithin as _, Service, TempDir};
 use prost::Message as _;
 use tonic::transport::Channel;
 
-use crate::{cpu_secs, median};
+use crate::{
+    cpu_secs, median,
+    peer::{Peer, free_port, peers_dir},
+};
 
 #[derive(Parser)]
 pub struct ProxyArgs {
@@ -98,94 +101,6 @@ impl Target {
             Self::Haproxy => "HAProxy h2",
         }
     }
-}
-
-/// A peer proxy started in a process group of its own, so that stopping it
-/// stops its workers too.
-struct Peer {
-    child: Child,
-    addr: SocketAddr,
-    log: PathBuf,
-}
-
-impl Peer {
-    fn start(mut cmd: Command, addr: SocketAddr, log: PathBuf) -> anyhow::Result<Self> {
-        use std::os::unix::process::CommandExt as _;
-        let err = std::fs::File::create(&log)?;
-        let child = cmd
-            .process_group(0)
-            .stdin(Stdio::null())
-            .stdout(err.try_clone()?)
-            .stderr(err)
-            .spawn()
-            .with_context(|| format!("starting {cmd:?}"))?;
-        let mut peer = Self { child, addr, log };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(addr).is_err() {
-            if let Some(status) = peer.child.try_wait()? {
-                bail!("{cmd:?} exited ({status}): {}", peer.printed());
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "{cmd:?} did not listen on {addr} within 10 s: {}",
-                peer.printed()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(peer)
-    }
-
-    fn printed(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// CPU seconds of every process in the peer's group (nginx's master and
-    /// workers; HAProxy's one process).
-    fn cpu(&self) -> f64 {
-        let pgid = self.child.id();
-        let Ok(dir) = std::fs::read_dir("/proc") else {
-            return 0.0;
-        };
-        dir.filter_map(Result::ok)
-            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-            .filter(|pid| {
-                std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                    .ok()
-                    .and_then(|s| {
-                        let rest = s.rsplit_once(')')?.1.to_owned();
-                        rest.split_whitespace().nth(2)?.parse::<u32>().ok()
-                    })
-                    == Some(pgid)
-            })
-            .map(cpu_secs)
-            .sum()
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let pgid = self.child.id();
-        mlmesh_tests::signal_group(pgid, "TERM");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        mlmesh_tests::signal_group(pgid, "KILL");
-        let _ = self.child.wait();
-    }
-}
-
-/// A loopback port free at the moment of asking (the peers cannot be told
-/// to bind port 0 and report it).
-fn free_port() -> anyhow::Result<SocketAddr> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
-}
-
-fn peers_dir() -> PathBuf {
-    repo_root().join("benches/peers")
 }
 
 fn render(template: &Path, vars: &[(&str, String)]) -> anyhow::Result<String> {

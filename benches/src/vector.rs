@@ -58,22 +58,22 @@ pub struct VectorArgs {
 const K: usize = 10;
 
 /// xorshift64* with Box–Muller normals: reproducible without a rand crate.
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn next_f64(&mut self) -> f64 {
+    pub(crate) fn next_f64(&mut self) -> f64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
     }
-    fn normal(&mut self) -> f32 {
+    pub(crate) fn normal(&mut self) -> f32 {
         let (u, v) = (self.next_f64().max(1e-12), self.next_f64());
         ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
     }
 }
 
-fn normalize(mut v: Vec<f32>) -> Vec<f32> {
+pub(crate) fn normalize(mut v: Vec<f32>) -> Vec<f32> {
     let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
     v.iter_mut().for_each(|x| *x /= n);
     v
@@ -81,7 +81,7 @@ fn normalize(mut v: Vec<f32>) -> Vec<f32> {
 
 /// `n` unit vectors around `clusters` random centres (noise of norm ≈ 0.6),
 /// or uniform on the sphere when `clusters` is 0.
-fn dataset(rng: &mut Rng, centres: &[Vec<f32>], n: usize, dim: usize) -> Vec<Vec<f32>> {
+pub(crate) fn dataset(rng: &mut Rng, centres: &[Vec<f32>], n: usize, dim: usize) -> Vec<Vec<f32>> {
     let sigma = 0.6 / (dim as f32).sqrt();
     (0..n)
         .map(|_| {
@@ -260,6 +260,7 @@ pub async fn run(args: VectorArgs) -> anyhow::Result<()> {
             distance: pb::Distance::Cosine.into(),
             hnsw: None,
             metadata: Default::default(),
+            ..Default::default()
         })
         .await?;
 

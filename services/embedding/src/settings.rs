@@ -89,6 +89,12 @@ pub struct EmbeddingSettings {
     pub max_batch_size: usize,
     /// Most tokens (inputs × longest input, padding included) in one run.
     pub max_batch_tokens: usize,
+    /// Most memory one model run's activations may take, in MiB, estimated
+    /// from the model's shape (attention grows with inputs × length²): the
+    /// batcher runs fewer long inputs at a time to stay under it. Peak
+    /// resident memory ≈ the idle process + sessions_per_model × this
+    /// (docs/services.md, "Sizing a pod"). 0: no bound but max_batch_tokens.
+    pub max_run_memory_mb: u64,
     /// Most inputs waiting or running per model; more → RESOURCE_EXHAUSTED.
     pub max_queued_inputs: usize,
     /// Most inputs in one client request.
@@ -121,6 +127,7 @@ impl Default for EmbeddingSettings {
             sessions_per_model: 1,
             max_batch_size: 32,
             max_batch_tokens: 8192,
+            max_run_memory_mb: 256,
             max_queued_inputs: 1024,
             max_client_batch: 64,
             stream_concurrency: 8,

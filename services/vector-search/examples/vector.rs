@@ -26,6 +26,7 @@ async fn main() -> anyhow::Result<()> {
             distance: pb::Distance::Cosine.into(),
             hnsw: None,
             metadata: Default::default(),
+            ..Default::default()
         })
         .await
     {

@@ -10,8 +10,8 @@ use prost_types::Struct;
 use crate::{
     error::VectorError,
     model::{
-        CollectionConfig, Condition, Distance, Filter, Hit, Hnsw, Payload, Point, PointId, Range,
-        Record, SearchQuery,
+        CollectionConfig, Condition, Distance, Filter, Hit, Hnsw, Payload, Point, PointId,
+        Quantization, Range, Record, SearchQuery,
     },
     settings::{MAX_DIMENSION, VectorSettings},
 };
@@ -22,6 +22,8 @@ type Result<T> = std::result::Result<T, VectorError>;
 pub const MAX_FILTER_DEPTH: usize = 8;
 /// Largest HNSW `ef` a search may ask for.
 pub const MAX_EF: usize = 4096;
+/// Most candidates per hit a search on a quantized collection may ask for.
+pub const MAX_OVERSAMPLING: f32 = 16.0;
 /// Page size and hit count when a request leaves them 0.
 pub const DEFAULT_LIMIT: usize = 10;
 
@@ -90,10 +92,25 @@ pub fn collection_config(
             ));
         }
     };
+    let quantization = match pb::Quantization::try_from(r.quantization) {
+        Ok(pb::Quantization::Unspecified) => defaults.quantization,
+        Ok(pb::Quantization::None) => Quantization::None,
+        Ok(pb::Quantization::Int8) => Quantization::Int8,
+        Err(_) => {
+            return Err(VectorError::invalid(
+                "quantization",
+                format!(
+                    "{} is not one of QUANTIZATION_UNSPECIFIED, QUANTIZATION_NONE, QUANTIZATION_INT8",
+                    r.quantization
+                ),
+            ));
+        }
+    };
     Ok(CollectionConfig {
         dimension,
         distance,
         hnsw: Hnsw { m, ef_construct },
+        quantization,
     })
 }
 
@@ -151,6 +168,11 @@ pub fn collection_info(info: crate::model::CollectionInfo) -> pb::CollectionInfo
         segments_count: info.segments_count,
         status: status.into(),
         metadata: info.metadata.into_iter().collect(),
+        quantization: match info.config.quantization {
+            Quantization::None => pb::Quantization::None,
+            Quantization::Int8 => pb::Quantization::Int8,
+        }
+        .into(),
     }
 }
 
@@ -460,6 +482,17 @@ pub fn search_query(
             format!("{t} is not a finite number"),
         ));
     }
+    let o = r.oversampling;
+    let oversampling = if o == 0.0 {
+        None
+    } else if (1.0..=MAX_OVERSAMPLING).contains(&o) {
+        Some(f64::from(o))
+    } else {
+        return Err(VectorError::invalid(
+            format!("{prefix}oversampling"),
+            format!("{o} is outside 1..={MAX_OVERSAMPLING} (0 means 1)"),
+        ));
+    };
     let filter = r
         .filter
         .map(|f| filter(&format!("{prefix}filter"), f, limits.max_filter_conditions))
@@ -473,6 +506,8 @@ pub fn search_query(
         exact: r.exact,
         with_payload: r.with_payload,
         with_vectors: r.with_vectors,
+        oversampling,
+        rescore: !r.skip_rescore,
     })
 }
 

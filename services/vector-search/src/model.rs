@@ -47,12 +47,29 @@ pub struct Hnsw {
     pub ef_construct: usize,
 }
 
+/// How a collection's vectors are kept for search.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Quantization {
+    /// float32 vectors only.
+    #[default]
+    None,
+    /// Each component also kept as one byte (scaled to the 0.99 quantile);
+    /// graph searches compare bytes, then rescore with the float32 originals.
+    Int8,
+}
+
 /// What a collection is created with; fixed for its lifetime.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CollectionConfig {
     pub dimension: usize,
     pub distance: Distance,
     pub hnsw: Hnsw,
+    /// Absent in collections made before quantization existed: none.
+    #[serde(default)]
+    pub quantization: Quantization,
 }
 
 /// Free-form labels stored with a collection (sorted, so listings are stable).
@@ -156,6 +173,10 @@ pub struct SearchQuery {
     pub exact: bool,
     pub with_payload: bool,
     pub with_vectors: bool,
+    /// Quantized collections: candidates per hit before rescoring (≥ 1).
+    pub oversampling: Option<f64>,
+    /// Quantized collections: rescore with the originals (the default).
+    pub rescore: bool,
 }
 
 /// One page of a scroll.

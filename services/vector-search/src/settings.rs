@@ -8,6 +8,8 @@ use mlmesh_runtime::{ServerSettings, SettingsError, TelemetrySettings, service::
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use crate::model::Quantization;
+
 /// Default gRPC and `/metrics` ports of the vector-search service.
 pub const DEFAULT_GRPC_PORT: u16 = 50052;
 pub const DEFAULT_METRICS_PORT: u16 = 9052;
@@ -67,6 +69,14 @@ pub struct VectorSettings {
     /// fresh shard once that log is bigger than this many MiB *and* more
     /// than twice the collection's segment files. 0 drops the MiB floor.
     pub engine_wal_limit_mb: u64,
+    /// Embedded engine: segments a collection's points are merged into
+    /// (Qdrant's `default_segment_number`; 0: the engine's choice, one per
+    /// two CPUs and at least 2). The embedded engine searches a collection's
+    /// segments one after another, so each one adds a graph search to every
+    /// query; more segments make each rebuild after writes smaller.
+    pub segments: usize,
+    /// Quantization of collections created without one: `none` or `int8`.
+    pub quantization: Quantization,
     /// HNSW defaults for collections created without them.
     pub hnsw_m: usize,
     pub hnsw_ef_construct: usize,
@@ -93,6 +103,8 @@ impl Default for VectorSettings {
             checkpoint_interval_secs: 5,
             indexing_threshold_kb: 10_000,
             engine_wal_limit_mb: 256,
+            segments: 0,
+            quantization: Quantization::None,
             hnsw_m: 16,
             hnsw_ef_construct: 100,
             max_upsert_points: 10_000,
@@ -178,6 +190,9 @@ impl VectorSettings {
             if v == 0 {
                 return bad(key, "must be at least 1".into());
             }
+        }
+        if self.segments > 64 {
+            return bad("segments", format!("{} is more than 64", self.segments));
         }
         if !(2..=128).contains(&self.hnsw_m) {
             return bad("hnsw_m", format!("{} is outside 2..=128", self.hnsw_m));

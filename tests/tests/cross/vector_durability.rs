@@ -131,6 +131,7 @@ async fn acknowledged_writes_survive_kill_9() {
         distance: pb::Distance::Dot.into(),
         hnsw: None,
         metadata: Default::default(),
+        ..Default::default()
     })
     .await
     .expect("create");

@@ -16,7 +16,7 @@ use std::{
 
 use tokio::sync::oneshot;
 
-use super::model::Runner;
+use super::{memory::RunCost, model::Runner};
 use crate::{error::EmbedError, metrics::Metrics};
 
 /// What a worker sends back for one input.
@@ -47,6 +47,9 @@ struct State {
 pub struct BatchLimits {
     pub max_batch_size: usize,
     pub max_batch_tokens: usize,
+    /// The model's memory cost and the bytes one run may take
+    /// (`embedding.max_run_memory_mb`); `None`: no memory bound.
+    pub run_memory: Option<(RunCost, u64)>,
 }
 
 /// The queue shared by a model's workers and its request handlers.
@@ -208,7 +211,11 @@ pub fn select_batch(lengths: impl Iterator<Item = usize>, limits: BatchLimits) -
     let (mut lo, mut hi) = (anchor, anchor + 1); // window [lo, hi) in `order`
     let mut longest = lengths[0];
     let fits = |n: usize, longest: usize| {
-        n <= limits.max_batch_size && n * longest <= limits.max_batch_tokens
+        n <= limits.max_batch_size
+            && n * longest <= limits.max_batch_tokens
+            && limits
+                .run_memory
+                .is_none_or(|(cost, budget)| cost.bytes(n, longest) <= budget)
     };
     loop {
         let n = hi - lo;
@@ -255,6 +262,7 @@ mod tests {
     const L: BatchLimits = BatchLimits {
         max_batch_size: 4,
         max_batch_tokens: 100,
+        run_memory: None,
     };
 
     #[test]
@@ -275,5 +283,29 @@ mod tests {
         assert_eq!(select_batch([30, 30, 30, 30].into_iter(), L), vec![0, 1, 2]);
         let many = select_batch(std::iter::repeat_n(1, 10), L);
         assert_eq!(many, vec![0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn respects_the_memory_budget_whatever_the_token_budget() {
+        let cost = super::super::memory::RunCost::of(super::super::memory::Shape {
+            hidden: 384,
+            heads: 12,
+            intermediate: 1536,
+        });
+        let roomy = BatchLimits {
+            max_batch_size: 64,
+            max_batch_tokens: 1 << 20,
+            run_memory: Some((cost, 3 * cost.bytes(1, 256))),
+        };
+        // Three 256-token inputs fit the memory budget, a fourth does not.
+        assert_eq!(select_batch([256; 6].into_iter(), roomy), vec![0, 1, 2]);
+        // Short inputs cost little: the batch size binds first.
+        assert_eq!(select_batch([16; 80].into_iter(), roomy).len(), 64);
+        // The oldest goes even when it alone is over the budget.
+        let tight = BatchLimits {
+            run_memory: Some((cost, 1)),
+            ..roomy
+        };
+        assert_eq!(select_batch([256, 256].into_iter(), tight), vec![0]);
     }
 }

@@ -7,6 +7,7 @@
 //! `dimensions` → reply.
 
 pub mod batcher;
+pub mod memory;
 pub mod model;
 pub mod rewrite;
 
@@ -76,10 +77,6 @@ impl Engine {
     /// Loads ONNX Runtime and every configured model, and starts workers.
     pub fn start(settings: &EmbeddingSettings, metrics: Metrics) -> Result<Self, LoadError> {
         let env = model::init_runtime(&settings.ort_dylib())?;
-        let limits = BatchLimits {
-            max_batch_size: settings.max_batch_size,
-            max_batch_tokens: settings.max_batch_tokens,
-        };
         let mut models = HashMap::new();
         let mut names = Vec::new();
         for spec in &settings.models {
@@ -93,6 +90,24 @@ impl Engine {
                     ),
                 });
             }
+            let budget = settings.max_run_memory_mb.saturating_mul(1024 * 1024);
+            let cost = memory::RunCost::of(folder.shape);
+            if budget > 0 && cost.bytes(1, folder.max_tokens) > budget {
+                return Err(LoadError::Invalid {
+                    model: spec.name.clone(),
+                    reason: format!(
+                        "embedding.max_run_memory_mb ({}) is below what one input of the model's max {} tokens needs (about {} MiB)",
+                        settings.max_run_memory_mb,
+                        folder.max_tokens,
+                        cost.bytes(1, folder.max_tokens).div_ceil(1024 * 1024)
+                    ),
+                });
+            }
+            let limits = BatchLimits {
+                max_batch_size: settings.max_batch_size,
+                max_batch_tokens: settings.max_batch_tokens,
+                run_memory: (budget > 0).then_some((cost, budget)),
+            };
             let batcher = Batcher::new(&spec.name, limits, metrics.clone());
             // Workers are detached: `close()` ends them once the queue drains.
             for i in 0..settings.sessions_per_model {

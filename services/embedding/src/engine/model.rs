@@ -14,6 +14,7 @@ use ort::{
 use serde::Deserialize;
 use tokenizers::{PostProcessor as _, Tokenizer, TruncationDirection};
 
+use super::memory::Shape;
 use crate::error::{EmbedError, LoadError};
 
 /// How token vectors become one sentence vector (`1_Pooling/config.json`).
@@ -59,6 +60,8 @@ struct SentenceBertConfig {
 struct HfConfig {
     max_position_embeddings: Option<usize>,
     hidden_size: Option<usize>,
+    num_attention_heads: Option<usize>,
+    intermediate_size: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -99,6 +102,8 @@ pub struct ModelFolder {
     pub max_tokens: usize,
     pub dimension: usize,
     pub dtype: String,
+    /// What decides a run's memory (config.json; BERT's ratios when absent).
+    pub shape: Shape,
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(model: &str, path: &Path) -> Result<T, LoadError> {
@@ -175,6 +180,19 @@ impl ModelFolder {
                 invalid("neither 1_Pooling/config.json nor config.json gives the dimension".into())
             })?;
 
+        let hidden = hf.as_ref().and_then(|c| c.hidden_size).unwrap_or(dimension);
+        let shape = Shape {
+            hidden,
+            heads: hf
+                .as_ref()
+                .and_then(|c| c.num_attention_heads)
+                .unwrap_or(hidden.div_ceil(64).max(1)),
+            intermediate: hf
+                .as_ref()
+                .and_then(|c| c.intermediate_size)
+                .unwrap_or(4 * hidden),
+        };
+
         let tok_path = dir.join("tokenizer.json");
         let mut tokenizer = Tokenizer::from_file(&tok_path).map_err(|e| LoadError::File {
             model: name.into(),
@@ -212,6 +230,7 @@ impl ModelFolder {
             max_tokens,
             dimension,
             dtype: note.dtype.unwrap_or_else(|| "float32".into()),
+            shape,
         })
     }
 

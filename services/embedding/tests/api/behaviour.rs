@@ -11,7 +11,7 @@ use tonic_reflection::pb::v1::{
     server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
 };
 
-use crate::helpers::{cosine, norm, request, spawn_app};
+use crate::helpers::{cosine, norm, request, spawn_app, spawn_app_with};
 
 const TEXTS: &[&str] = &[
     "A man is eating food.",
@@ -324,4 +324,44 @@ async fn several_models_in_one_process() {
     );
     assert!(cosine(&a.embeddings[0].values, &b.embeddings[0].values) > 0.9999);
     app.stop().await;
+}
+
+#[tokio::test]
+async fn the_memory_budget_splits_long_inputs_into_smaller_runs() {
+    // 60 MiB holds two 256-token MiniLM inputs by the service's estimate
+    // (26 MiB each; the measured cost is 21), so 16 long inputs of one
+    // request need at least 8 runs, while the token budget alone
+    // (8192 = 32 × 256) would allow one.
+    let app = spawn_app_with(|s| s.embedding.max_run_memory_mb = 60).await;
+    let long = vec!["word"; 400].join(" ");
+    let texts: Vec<&str> = vec![long.as_str(); 16];
+    let out = app.embed(&texts).await;
+    assert_eq!(out.len(), 16);
+    let runs = app.metric("mlmesh_embedding_batch_size_count").await;
+    let inputs = app.metric("mlmesh_embedding_batch_size_sum").await;
+    assert_eq!(inputs, 16.0);
+    assert!(runs >= 8.0, "16 long inputs in {runs} runs");
+    // Short inputs cost little: they still share runs.
+    let short: Vec<&str> = vec!["a short sentence"; 32];
+    app.embed(&short).await;
+    let runs_after = app.metric("mlmesh_embedding_batch_size_count").await;
+    assert!(
+        runs_after - runs <= 2.0,
+        "32 short inputs took {} runs",
+        runs_after - runs
+    );
+    app.stop().await;
+
+    // A budget below one input of the model's longest is refused at start,
+    // naming the setting.
+    let mut settings = crate::helpers::test_settings();
+    settings.embedding.max_run_memory_mb = 1;
+    let err = <mlmesh_embedding::Application as mlmesh_runtime::service::Service>::build(settings)
+        .await
+        .err()
+        .expect("a 1 MiB budget is refused");
+    assert!(
+        err.to_string().contains("embedding.max_run_memory_mb"),
+        "{err}"
+    );
 }

@@ -248,6 +248,7 @@ impl Core {
             distance: distance.into(),
             hnsw: None,
             metadata,
+            ..Default::default()
         };
         // Not retried (see rpc::CREATE_COLLECTION).
         self.vector

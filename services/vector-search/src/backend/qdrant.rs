@@ -15,9 +15,10 @@ use qdrant_client::{
     qdrant::{
         self as q, Condition as QCondition, CountPointsBuilder, CreateCollectionBuilder,
         DeletePointsBuilder, Filter as QFilter, GetPointsBuilder, HnswConfigDiffBuilder,
-        PointStruct, PointsIdsList, ScrollPointsBuilder, SearchBatchPointsBuilder,
-        SearchParamsBuilder, SearchPointsBuilder, UpsertPointsBuilder, VectorParamsBuilder,
-        point_id::PointIdOptions, vector_output::Vector as QVector,
+        PointStruct, PointsIdsList, QuantizationSearchParamsBuilder, ScalarQuantizationBuilder,
+        ScrollPointsBuilder, SearchBatchPointsBuilder, SearchParamsBuilder, SearchPointsBuilder,
+        UpsertPointsBuilder, VectorParamsBuilder, point_id::PointIdOptions,
+        quantization_config::Quantization as QQuantization, vector_output::Vector as QVector,
         vectors_config::Config as QVectorsConfig, vectors_output::VectorsOptions,
     },
 };
@@ -28,7 +29,8 @@ use crate::{
     error::{OpenError, VectorError},
     model::{
         CollectionConfig, CollectionInfo, Condition, Distance, Filter, Hit, Hnsw, IndexStatus,
-        Metadata, Payload, Point, PointId, PointSelector, Record, ScrollQuery, SearchQuery,
+        Metadata, Payload, Point, PointId, PointSelector, Quantization, Record, ScrollQuery,
+        SearchQuery,
     },
     settings::QdrantSettings,
 };
@@ -129,6 +131,20 @@ impl QdrantBackend {
             }
         };
         let hnsw = config.and_then(|c| c.hnsw_config.as_ref());
+        let quantization = match config
+            .and_then(|c| c.quantization_config.as_ref())
+            .and_then(|q| q.quantization.as_ref())
+        {
+            None => Quantization::None,
+            Some(QQuantization::Scalar(s)) if s.r#type == q::QuantizationType::Int8 as i32 => {
+                Quantization::Int8
+            }
+            Some(other) => {
+                return Err(VectorError::Backend(format!(
+                    "collection {name:?} uses a quantization mlmesh does not support ({other:?}); it was not created by mlmesh"
+                )));
+            }
+        };
         let cfg = CollectionConfig {
             dimension: params.size as usize,
             distance,
@@ -136,6 +152,7 @@ impl QdrantBackend {
                 m: hnsw.and_then(|h| h.m).unwrap_or(16) as usize,
                 ef_construct: hnsw.and_then(|h| h.ef_construct).unwrap_or(100) as usize,
             },
+            quantization,
         };
         if let Ok(mut c) = self.configs.write() {
             c.insert(name.to_owned(), cfg);
@@ -169,15 +186,28 @@ impl Backend for QdrantBackend {
             Distance::Dot => q::Distance::Dot,
             Distance::Euclid => q::Distance::Euclid,
         };
+        let mut create = CreateCollectionBuilder::new(name)
+            .vectors_config(VectorParamsBuilder::new(config.dimension as u64, distance))
+            .hnsw_config(
+                HnswConfigDiffBuilder::default()
+                    .m(config.hnsw.m as u64)
+                    .ef_construct(config.hnsw.ef_construct as u64),
+            );
+        match config.quantization {
+            Quantization::None => {}
+            Quantization::Int8 => {
+                // The same settings as the embedded engine's INT8.
+                create = create.quantization_config(
+                    ScalarQuantizationBuilder::default()
+                        .r#type(q::QuantizationType::Int8.into())
+                        .quantile(0.99)
+                        .always_ram(true),
+                );
+            }
+        }
         self.client
             .create_collection(
-                CreateCollectionBuilder::new(name)
-                    .vectors_config(VectorParamsBuilder::new(config.dimension as u64, distance))
-                    .hnsw_config(
-                        HnswConfigDiffBuilder::default()
-                            .m(config.hnsw.m as u64)
-                            .ef_construct(config.hnsw.ef_construct as u64),
-                    )
+                create
                     .metadata(
                         metadata
                             .into_iter()
@@ -381,7 +411,14 @@ impl Backend for QdrantBackend {
         let searches: Vec<q::SearchPoints> = queries
             .into_iter()
             .map(|sq| {
-                let mut params = SearchParamsBuilder::default().exact(sq.exact);
+                let mut quantization =
+                    QuantizationSearchParamsBuilder::default().rescore(sq.rescore);
+                if let Some(o) = sq.oversampling {
+                    quantization = quantization.oversampling(o);
+                }
+                let mut params = SearchParamsBuilder::default()
+                    .exact(sq.exact)
+                    .quantization(quantization);
                 if let Some(ef) = sq.ef {
                     params = params.hnsw_ef(ef as u64);
                 }

@@ -46,6 +46,7 @@ conformance!(
     scroll_pages_through_every_point,
     search_batch_answers_in_order,
     bad_input_gets_precise_statuses,
+    int8_quantization_is_kept_and_its_search_options_checked,
 );
 
 async fn collection_lifecycle(app: &TestApp) {
@@ -77,6 +78,7 @@ async fn collection_lifecycle(app: &TestApp) {
             distance: pb::Distance::Dot.into(),
             hnsw: None,
             metadata: Default::default(),
+            ..Default::default()
         })
         .await
         .expect_err("duplicate");
@@ -108,6 +110,7 @@ async fn collection_lifecycle(app: &TestApp) {
             ef_construct: 64,
         }),
         metadata: [("model".to_owned(), "all-MiniLM-L6-v2".to_owned())].into(),
+        ..Default::default()
     })
     .await
     .expect("recreate");
@@ -692,6 +695,7 @@ async fn bad_input_gets_precise_statuses(app: &TestApp) {
                 distance: 1,
                 hnsw: None,
                 metadata: Default::default(),
+                ..Default::default()
             })
             .await
             .expect_err("dim 0"),
@@ -706,6 +710,7 @@ async fn bad_input_gets_precise_statuses(app: &TestApp) {
                 distance: 1,
                 hnsw: None,
                 metadata: Default::default(),
+                ..Default::default()
             })
             .await
             .expect_err("name"),
@@ -720,6 +725,7 @@ async fn bad_input_gets_precise_statuses(app: &TestApp) {
                 distance: 0,
                 hnsw: None,
                 metadata: Default::default(),
+                ..Default::default()
             })
             .await
             .expect_err("distance"),
@@ -763,4 +769,114 @@ async fn bad_input_gets_precise_statuses(app: &TestApp) {
     // Nothing was written by any refused call.
     assert_eq!(app.count(&name).await, 0);
     app.drop_collection(&name).await;
+}
+
+async fn int8_quantization_is_kept_and_its_search_options_checked(app: &TestApp) {
+    let mut c = app.client();
+    let plain = app.collection("plain", 8, pb::Distance::Cosine).await;
+    let info = c
+        .get_collection(pb::GetCollectionRequest {
+            name: plain.clone(),
+        })
+        .await
+        .expect("info")
+        .into_inner();
+    assert_eq!(info.quantization(), pb::Quantization::None, "the default");
+
+    let name = format!("int8-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    c.create_collection(pb::CreateCollectionRequest {
+        name: name.clone(),
+        dimension: 8,
+        distance: pb::Distance::Cosine.into(),
+        quantization: pb::Quantization::Int8.into(),
+        ..Default::default()
+    })
+    .await
+    .expect("create int8");
+    let info = c
+        .get_collection(pb::GetCollectionRequest { name: name.clone() })
+        .await
+        .expect("info")
+        .into_inner();
+    assert_eq!(info.quantization(), pb::Quantization::Int8);
+
+    let stored: Vec<Vec<f32>> = (0..40).map(|i| unit_vector(i, 8)).collect();
+    app.upsert(
+        &name,
+        stored
+            .iter()
+            .enumerate()
+            .map(|(i, v)| point(i as u64, v.clone(), json!({"i": i})))
+            .collect(),
+    )
+    .await;
+    let query = unit_vector(1000, 8);
+    let mut expected: Vec<(u64, f32)> = stored
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let s = mlmesh_vector_search::model::score(
+                mlmesh_vector_search::model::Distance::Cosine,
+                &query,
+                v,
+            );
+            (i as u64, s)
+        })
+        .collect();
+    expected.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let want: Vec<u64> = expected.iter().take(5).map(|e| e.0).collect();
+    // A collection too small for a graph is searched on the originals:
+    // the exact ranking, whatever the options.
+    for (oversampling, skip_rescore) in [(0.0, false), (2.0, false), (16.0, true)] {
+        let hits = c
+            .search(pb::SearchRequest {
+                collection: name.clone(),
+                vector: query.clone(),
+                limit: 5,
+                oversampling,
+                skip_rescore,
+                ..Default::default()
+            })
+            .await
+            .expect("search")
+            .into_inner()
+            .hits;
+        let got: Vec<u64> = hits.iter().map(|h| id_num(&h.id)).collect();
+        assert_eq!(
+            got, want,
+            "oversampling {oversampling}, skip_rescore {skip_rescore}"
+        );
+    }
+
+    for bad in [0.5f32, 16.5, f32::NAN] {
+        let e = c
+            .search(pb::SearchRequest {
+                collection: name.clone(),
+                vector: query.clone(),
+                oversampling: bad,
+                ..Default::default()
+            })
+            .await
+            .expect_err("bad oversampling");
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        assert!(
+            e.message().contains("oversampling") && e.message().contains("16"),
+            "{}",
+            e.message()
+        );
+    }
+    let e = c
+        .create_collection(pb::CreateCollectionRequest {
+            name: format!("{name}-x"),
+            dimension: 8,
+            distance: pb::Distance::Cosine.into(),
+            quantization: 7,
+            ..Default::default()
+        })
+        .await
+        .expect_err("unknown quantization");
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("quantization"), "{}", e.message());
+    app.drop_collection(&name).await;
+    app.drop_collection(&plain).await;
 }

@@ -91,6 +91,7 @@ impl TestApp {
                 distance: distance.into(),
                 hnsw: None,
                 metadata: Default::default(),
+                ..Default::default()
             })
             .await
             .expect("create collection");

@@ -78,6 +78,108 @@ async fn indexing_runs_in_the_background_and_hnsw_agrees_with_exact_search() {
     app.stop().await;
 }
 
+#[tokio::test]
+async fn int8_collections_search_bytes_then_rescore_with_the_originals() {
+    // 64 KB threshold: 3000 vectors of dimension 32 get a graph, and with it
+    // the byte copies of their vectors.
+    let app = spawn_app_with(|s| s.vector.indexing_threshold_kb = 64).await;
+    let name = format!("int8-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    app.client()
+        .create_collection(pb::CreateCollectionRequest {
+            name: name.clone(),
+            dimension: 32,
+            distance: pb::Distance::Cosine.into(),
+            quantization: pb::Quantization::Int8.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("create");
+    let stored: Vec<Vec<f32>> = (0..3000u64).map(|i| unit_vector(i, 32)).collect();
+    for (c, chunk) in stored.chunks(500).enumerate() {
+        app.upsert(
+            &name,
+            chunk
+                .iter()
+                .enumerate()
+                .map(|(j, v)| point((c * 500 + j) as u64, v.clone(), json!({})))
+                .collect(),
+        )
+        .await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let i = info(&app, &name).await;
+        if i.status() == pb::IndexStatus::Ready && i.indexed_vectors_count >= 2500 {
+            assert_eq!(i.quantization(), pb::Quantization::Int8);
+            break;
+        }
+        assert!(Instant::now() < deadline, "not indexed in time: {i:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let cosine = mlmesh_vector_search::model::Distance::Cosine;
+    let (mut found, mut rescored_off, mut raw_off) = (0, 0, 0);
+    let queries = 20u64;
+    for q in 0..queries {
+        let v = unit_vector(10_000 + q, 32);
+        let mut exact: Vec<(u64, f32)> = stored
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (i as u64, mlmesh_vector_search::model::score(cosine, &v, s)))
+            .collect();
+        exact.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let truth: Vec<u64> = exact.iter().take(10).map(|e| e.0).collect();
+        let score_of = |id: u64| {
+            exact
+                .iter()
+                .find(|e| e.0 == id)
+                .map(|e| e.1)
+                .unwrap_or(f32::NAN)
+        };
+        let search = |skip_rescore: bool| {
+            let mut c = app.client();
+            let (name, v) = (name.clone(), v.clone());
+            async move {
+                c.search(pb::SearchRequest {
+                    collection: name,
+                    vector: v,
+                    limit: 10,
+                    skip_rescore,
+                    ..Default::default()
+                })
+                .await
+                .expect("search")
+                .into_inner()
+                .hits
+            }
+        };
+        let rescored = search(false).await;
+        found += rescored
+            .iter()
+            .filter(|h| truth.contains(&id_num(&h.id)))
+            .count();
+        rescored_off += rescored
+            .iter()
+            .filter(|h| (h.score - score_of(id_num(&h.id))).abs() > 1e-4)
+            .count();
+        raw_off += search(true)
+            .await
+            .iter()
+            .filter(|h| (h.score - score_of(id_num(&h.id))).abs() > 1e-4)
+            .count();
+    }
+    let recall = found as f64 / (queries * 10) as f64;
+    assert!(recall >= 0.9, "recall@10 {recall}");
+    // Rescored hits carry the exact float32 scores; without rescoring they
+    // carry the byte search's approximations, which shows the bytes are used.
+    assert_eq!(rescored_off, 0, "rescored scores differ from exact ones");
+    assert!(
+        raw_off > 0,
+        "no score from the byte search differs from the exact one"
+    );
+    app.stop().await;
+}
+
 /// A stopped service's data folder holding collection `tag` with 50 points
 /// in 4 dimensions: the folder, the collection's name, and the top-5 hits
 /// for `unit_vector(3, 4)` before the stop.

@@ -26,7 +26,7 @@ impl EmbeddedBackend {
                 continue;
             }
             let started = Instant::now();
-            let c = Collection::open(&path, settings.sync_writes, settings.indexing_threshold_kb)?;
+            let c = Collection::open(&path, settings.sync_writes, Tuning::of(settings))?;
             tracing::info!(
                 collection = %c.name,
                 path = %path.display(),
@@ -44,7 +44,7 @@ impl EmbeddedBackend {
         let backend = Self {
             root,
             sync_writes: settings.sync_writes,
-            indexing_threshold_kb: settings.indexing_threshold_kb,
+            tuning: Tuning::of(settings),
             collections: Arc::new(RwLock::new(collections)),
             catalog: tokio::sync::Mutex::new(()),
             stop: Arc::new(AtomicBool::new(false)),
@@ -96,17 +96,25 @@ impl EmbeddedBackend {
             ef_construct: config.hnsw.ef_construct,
             ..HnswIndexConfig::default()
         };
+        let mut vector =
+            EdgeVectorParamsBuilder::new(config.dimension, edge_distance(config.distance));
+        match config.quantization {
+            Quantization::None => {}
+            Quantization::Int8 => {
+                vector = vector.quantization_config(
+                    ScalarQuantizationConfig {
+                        r#type: ScalarType::Int8,
+                        quantile: Some(INT8_QUANTILE),
+                        always_ram: Some(true),
+                    }
+                    .into(),
+                );
+            }
+        }
         EdgeConfig::builder()
-            .vector(
-                edge::DEFAULT_VECTOR_NAME,
-                EdgeVectorParamsBuilder::new(config.dimension, edge_distance(config.distance))
-                    .build(),
-            )
+            .vector(edge::DEFAULT_VECTOR_NAME, vector.build())
             .hnsw_config(hnsw)
-            .optimizers(EdgeOptimizersConfig {
-                indexing_threshold: Some(self.indexing_threshold_kb),
-                ..EdgeOptimizersConfig::default()
-            })
+            .optimizers(self.tuning.applied_to(EdgeOptimizersConfig::default()))
             .build()
     }
 }
@@ -136,7 +144,7 @@ impl Backend for EmbeddedBackend {
             shard_dir: default_shard_dir(),
         };
         let sync = self.sync_writes;
-        let threshold = self.indexing_threshold_kb;
+        let tuning = self.tuning;
         let c = tokio::task::spawn_blocking(move || -> Result<Collection> {
             let built = (|| -> Result<()> {
                 fs::create_dir_all(dir.join(SHARD_DIR)).map_err(storage)?;
@@ -154,7 +162,7 @@ impl Backend for EmbeddedBackend {
                 let _ = fs::remove_dir_all(&dir);
                 return Err(e);
             }
-            Collection::open(&dir, sync, threshold).map_err(storage)
+            Collection::open(&dir, sync, tuning).map_err(storage)
         })
         .await
         .map_err(storage)??;
@@ -321,6 +329,11 @@ impl Backend for EmbeddedBackend {
                         params: Some(SearchParams {
                             hnsw_ef: q.ef,
                             exact: q.exact,
+                            quantization: Some(QuantizationSearchParams {
+                                ignore: false,
+                                rescore: Some(q.rescore),
+                                oversampling: q.oversampling,
+                            }),
                             ..SearchParams::default()
                         }),
                         limit: q.limit,

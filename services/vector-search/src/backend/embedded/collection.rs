@@ -4,11 +4,7 @@
 use super::*;
 
 impl Collection {
-    pub(super) fn open(
-        dir: &Path,
-        sync_writes: bool,
-        indexing_threshold_kb: usize,
-    ) -> Result<Self, OpenError> {
+    pub(super) fn open(dir: &Path, sync_writes: bool, tuning: Tuning) -> Result<Self, OpenError> {
         let fail = |name: &str, reason: String| OpenError::Collection {
             name: name.to_owned(),
             path: dir.display().to_string(),
@@ -24,14 +20,11 @@ impl Collection {
         let shard = EdgeShard::load(&dir.join(&meta.shard_dir), None)
             .map_err(|e| fail(&name, format!("engine: {e}")))?;
         // The engine persists its optimizer settings per shard; the
-        // service's setting wins, so changing it takes effect at restart.
+        // service's settings win, so changing them takes effect at restart.
         let optimizers = shard.config().optimizers.clone();
-        if optimizers.indexing_threshold != Some(indexing_threshold_kb) {
+        if tuning.differs_from(&optimizers) {
             shard
-                .set_optimizers_config(EdgeOptimizersConfig {
-                    indexing_threshold: Some(indexing_threshold_kb),
-                    ..optimizers
-                })
+                .set_optimizers_config(tuning.applied_to(optimizers))
                 .map_err(|e| fail(&name, format!("engine config: {e}")))?;
         }
         let (log, ops) = OpLog::open(&dir.join(OPLOG_FILE), sync_writes)

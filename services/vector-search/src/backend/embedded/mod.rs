@@ -59,10 +59,10 @@ use async_trait::async_trait;
 use qdrant_edge::{
     self as edge, CountRequest, EdgeConfig, EdgeOptimizersConfig, EdgeShard,
     EdgeVectorParamsBuilder, FieldCondition, HasIdCondition, HnswIndexConfig, JsonPath, Match,
-    NamedQuery, PointInsertOperations, PointOperations, PointStructPersisted, QueryEnum,
-    ScrollRequest, SearchParams, SearchRequest, UpdateOperation, ValueVariants,
-    VectorStructInternal, VectorStructPersisted, WithPayloadInterface, WithVector,
-    external::ordered_float::OrderedFloat,
+    NamedQuery, PointInsertOperations, PointOperations, PointStructPersisted,
+    QuantizationSearchParams, QueryEnum, ScalarQuantizationConfig, ScalarType, ScrollRequest,
+    SearchParams, SearchRequest, UpdateOperation, ValueVariants, VectorStructInternal,
+    VectorStructPersisted, WithPayloadInterface, WithVector, external::ordered_float::OrderedFloat,
 };
 use serde::{Deserialize, Serialize};
 
@@ -75,7 +75,7 @@ use crate::{
     metrics::Metrics,
     model::{
         CollectionConfig, CollectionInfo, Condition, Distance, Filter, Hit, IndexStatus, Metadata,
-        Payload, Point, PointId, PointSelector, Record, ScrollQuery, SearchQuery,
+        Payload, Point, PointId, PointSelector, Quantization, Record, ScrollQuery, SearchQuery,
     },
     settings::VectorSettings,
 };
@@ -89,6 +89,9 @@ const OPLOG_FILE: &str = "oplog";
 const CLEAN_FILE: &str = "clean-shutdown";
 /// A checkpoint also happens between ticks once the log is this large.
 const CHECKPOINT_BYTES: u64 = 64 * 1024 * 1024;
+/// INT8 quantization: the share of component values that keep full byte
+/// resolution (the rest are clamped), a common choice for text embeddings.
+const INT8_QUANTILE: f32 = 0.99;
 /// The engine's write-ahead log folder inside a shard folder.
 const ENGINE_WAL_DIR: &str = "wal";
 /// The engine's segment folder inside a shard folder.
@@ -131,11 +134,42 @@ struct Collection {
     optimizing: AtomicBool,
 }
 
+/// The service's optimizer settings, applied to every collection when it is
+/// created or opened (the engine persists them per shard; ours win).
+#[derive(Clone, Copy, Debug)]
+struct Tuning {
+    indexing_threshold_kb: usize,
+    /// 0: the engine's choice.
+    segments: usize,
+}
+
+impl Tuning {
+    fn of(settings: &VectorSettings) -> Self {
+        Self {
+            indexing_threshold_kb: settings.indexing_threshold_kb,
+            segments: settings.segments,
+        }
+    }
+
+    fn applied_to(self, current: EdgeOptimizersConfig) -> EdgeOptimizersConfig {
+        EdgeOptimizersConfig {
+            indexing_threshold: Some(self.indexing_threshold_kb),
+            default_segment_number: Some(self.segments),
+            ..current
+        }
+    }
+
+    fn differs_from(self, current: &EdgeOptimizersConfig) -> bool {
+        current.indexing_threshold != Some(self.indexing_threshold_kb)
+            || current.default_segment_number != Some(self.segments)
+    }
+}
+
 /// The embedded Qdrant engine.
 pub struct EmbeddedBackend {
     root: PathBuf,
     sync_writes: bool,
-    indexing_threshold_kb: usize,
+    tuning: Tuning,
     collections: Arc<RwLock<HashMap<String, Arc<Collection>>>>,
     /// Serializes creates and deletes.
     catalog: tokio::sync::Mutex<()>,
