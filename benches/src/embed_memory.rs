@@ -42,15 +42,7 @@ fn text_of(tokens: usize) -> String {
 }
 
 pub async fn run(args: EmbedMemoryArgs) -> anyhow::Result<()> {
-    let extra: Vec<(String, String)> = args
-        .env
-        .iter()
-        .map(|kv| {
-            kv.split_once('=')
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .with_context(|| format!("--env {kv:?} is not KEY=VALUE"))
-        })
-        .collect::<anyhow::Result<_>>()?;
+    let extra = crate::env_pairs("--env", &args.env)?;
     let folder = ModelFolder::load(
         DEFAULT_MODEL_NAME,
         &mlmesh_tests::repo_root().join(DEFAULT_MODEL_DIR),

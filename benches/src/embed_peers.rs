@@ -33,9 +33,9 @@ use mlmesh_tests::{Service, TempDir, repo_root};
 use tonic::transport::Channel;
 
 use crate::{
-    Stats, TEXTS, cpu_secs, median,
+    Stats, TEXTS, closed_loop, cpu_secs, env_pairs, median,
     peer::{Peer, free_port},
-    rss_kib, stats,
+    rss_kib,
 };
 
 #[derive(Parser)]
@@ -159,30 +159,18 @@ impl Target {
             conns.push(self.client().await?);
         }
         let cpu0 = cpu_secs(self.pid);
-        let start = Instant::now();
-        let mut tasks = Vec::new();
-        for (k, mut c) in conns.into_iter().enumerate() {
-            let texts = Arc::clone(texts);
-            tasks.push(tokio::spawn(async move {
-                let mut lat = Vec::new();
-                let mut i = k * 7;
-                while start.elapsed().as_secs_f64() < secs {
-                    let t0 = Instant::now();
-                    let v = c.embed(&texts[i % texts.len()]).await?;
-                    lat.push(t0.elapsed());
-                    ensure!(!v.is_empty(), "an empty vector");
-                    i += 1;
-                }
-                Ok::<_, anyhow::Error>(lat)
-            }));
-        }
-        let mut lat = Vec::new();
-        for t in tasks {
-            lat.extend(t.await??);
-        }
-        let n = lat.len();
-        let cpu = (cpu_secs(self.pid) - cpu0) / n.max(1) as f64;
-        Ok((stats(lat, n, start.elapsed()), cpu))
+        let texts = Arc::clone(texts);
+        let s = closed_loop(conns, secs, move |mut c: Client, i| {
+            let texts = Arc::clone(&texts);
+            async move {
+                let v = c.embed(&texts[i % texts.len()]).await?;
+                ensure!(!v.is_empty(), "an empty vector");
+                Ok(c)
+            }
+        })
+        .await?;
+        let cpu = (cpu_secs(self.pid) - cpu0) / s.requests.max(1) as f64;
+        Ok((s, cpu))
     }
 }
 
@@ -222,12 +210,7 @@ pub async fn run(args: EmbedPeersArgs) -> anyhow::Result<()> {
         "MLMESH_TELEMETRY__LOG_LEVEL".into(),
         "warn,mlmesh_runtime=info".into(),
     )];
-    for kv in &args.mlmesh_env {
-        let (k, v) = kv
-            .split_once('=')
-            .with_context(|| format!("--mlmesh-env {kv:?} is not KEY=VALUE"))?;
-        env.push((k.into(), v.into()));
-    }
+    env.extend(env_pairs("--mlmesh-env", &args.mlmesh_env)?);
     let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
     let svc = Service::start("mlmesh-embedding", &env);
 

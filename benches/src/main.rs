@@ -281,6 +281,52 @@ fn raw(
     Ok(stats(lat, n * batch, start.elapsed()))
 }
 
+/// `conns.len()` callers, each with its own connection, in a closed loop
+/// for `secs`: `call(conn, i)` makes the i-th call and hands the connection
+/// back. Every call's latency; throughput counts calls.
+async fn closed_loop<C, F, Fut>(conns: Vec<C>, secs: f64, call: F) -> anyhow::Result<Stats>
+where
+    C: Send + 'static,
+    F: Fn(C, usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<C>> + Send,
+{
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for (k, mut c) in conns.into_iter().enumerate() {
+        let call = call.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            // Callers start at different inputs.
+            let mut i = k * 31;
+            while start.elapsed().as_secs_f64() < secs {
+                let t0 = Instant::now();
+                c = call(c, i).await?;
+                lat.push(t0.elapsed());
+                i += 1;
+            }
+            Ok::<_, anyhow::Error>(lat)
+        }));
+    }
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await??);
+    }
+    let n = lat.len();
+    Ok(stats(lat, n, start.elapsed()))
+}
+
+/// `KEY=VALUE` pairs (a bench's `--env`-style flags).
+fn env_pairs(flag: &str, pairs: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    pairs
+        .iter()
+        .map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .with_context(|| format!("{flag} {kv:?} is not KEY=VALUE"))
+        })
+        .collect()
+}
+
 async fn service(
     addr: &str,
     concurrency: usize,

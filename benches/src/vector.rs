@@ -164,30 +164,16 @@ async fn grpc_search(
     for _ in 0..clients {
         conns.push(VectorSearchClient::connect(addr.to_owned()).await?);
     }
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for (k, mut c) in conns.into_iter().enumerate() {
-        let (queries, collection) = (Arc::clone(queries), collection.to_owned());
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
-            let mut i = k * 31;
-            while start.elapsed().as_secs_f64() < secs {
-                let req = search_request(&collection, &queries[i % queries.len()], ef);
-                let t0 = Instant::now();
-                let hits = c.search(req).await?.into_inner().hits;
-                lat.push(t0.elapsed());
-                anyhow::ensure!(hits.len() == K, "expected {K} hits, got {}", hits.len());
-                i += 1;
-            }
-            Ok::<_, anyhow::Error>(lat)
-        }));
-    }
-    let mut lat = Vec::new();
-    for t in tasks {
-        lat.extend(t.await??);
-    }
-    let n = lat.len();
-    Ok(stats(lat, n, start.elapsed()))
+    let (queries, collection) = (Arc::clone(queries), collection.to_owned());
+    crate::closed_loop(conns, secs, move |mut c, i| {
+        let req = search_request(&collection, &queries[i % queries.len()], ef);
+        async move {
+            let hits = c.search(req).await?.into_inner().hits;
+            anyhow::ensure!(hits.len() == K, "expected {K} hits, got {}", hits.len());
+            Ok(c)
+        }
+    })
+    .await
 }
 
 fn num_id(n: u64) -> Option<pb::PointId> {

@@ -28,9 +28,9 @@ use tonic::transport::Channel;
 
 use super::corpus::Vectors;
 use crate::{
-    Stats,
+    Stats, closed_loop,
     peer::{Peer, free_port},
-    rss_kib, stats,
+    rss_kib,
 };
 
 pub const K: usize = 10;
@@ -467,29 +467,16 @@ impl Engine {
         for _ in 0..clients {
             conns.push(self.client().await?);
         }
-        let start = Instant::now();
-        let mut tasks = Vec::new();
-        for (k, mut c) in conns.into_iter().enumerate() {
-            let queries = Arc::clone(queries);
-            tasks.push(tokio::spawn(async move {
-                let mut lat = Vec::new();
-                let mut i = k * 31;
-                while start.elapsed().as_secs_f64() < secs {
-                    let t0 = Instant::now();
-                    let hits = c.search(&queries[i % queries.len()], ef).await?;
-                    lat.push(t0.elapsed());
-                    ensure!(hits.len() == K, "expected {K} hits, got {}", hits.len());
-                    i += 1;
-                }
-                Ok::<_, anyhow::Error>(lat)
-            }));
-        }
-        let mut lat = Vec::new();
-        for t in tasks {
-            lat.extend(t.await??);
-        }
-        let n = lat.len();
-        Ok(stats(lat, n, start.elapsed()))
+        let queries = Arc::clone(queries);
+        closed_loop(conns, secs, move |mut c: Client, i| {
+            let queries = Arc::clone(&queries);
+            async move {
+                let hits = c.search(&queries[i % queries.len()], ef).await?;
+                ensure!(hits.len() == K, "expected {K} hits, got {}", hits.len());
+                Ok(c)
+            }
+        })
+        .await
     }
 
     async fn client(&self) -> anyhow::Result<Client> {

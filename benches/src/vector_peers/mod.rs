@@ -21,7 +21,7 @@ mod engines;
 
 use std::{path::PathBuf, sync::Arc};
 
-use anyhow::{Context as _, bail, ensure};
+use anyhow::{bail, ensure};
 use clap::Parser;
 use mlmesh_tests::{TempDir, repo_root};
 
@@ -116,15 +116,7 @@ pub async fn run(args: VectorPeersArgs) -> anyhow::Result<()> {
             "unknown engine {e:?}: mlmesh, mlmesh-int8, faiss, qdrant or qdrant-int8"
         );
     }
-    let mlmesh_env = args
-        .mlmesh_env
-        .iter()
-        .map(|kv| {
-            kv.split_once('=')
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .with_context(|| format!("--mlmesh-env {kv:?} is not KEY=VALUE"))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mlmesh_env = crate::env_pairs("--mlmesh-env", &args.mlmesh_env)?;
     let root = repo_root();
     let python = Python {
         exe: args.python.clone(),
