@@ -7,7 +7,7 @@ VECTOR_DATA_DIR ?= .cache/mlmesh/vector-data
 GATEWAY_LISTEN ?= 127.0.0.1:50050
 HTTP_LISTEN ?= 127.0.0.1:8080
 
-.PHONY: run test layering models browser mcp-tools postgres moto container-tools deploy-tools deploy-check images render-manifests openai-client tritonclient mlserver bench-inference bench-registry bench-validation bench-quantize bench-console bench-proxy bench-vector-peers build check fmt clippy bench bench-embed bench-vector bench-gateway bench-gateway-pinned help
+.PHONY: run test layering models browser mcp-tools postgres moto container-tools deploy-tools deploy-check images render-manifests openai-client tritonclient mlserver bench-inference bench-registry bench-validation bench-quantize bench-console bench-proxy bench-vector-peers bench-embed-peers build check fmt clippy bench bench-embed bench-vector bench-gateway bench-gateway-pinned help
 
 # Every target with its purpose: the first sentence of the comment above
 # it (read from this file, so a new target documents itself).
@@ -174,6 +174,13 @@ bench-vector-peers: build
 	./scripts/fetch-python-packages.sh faiss benches/peers/faiss.txt
 	./benches/peers/fetch-doc-corpus.sh
 	$(RELEASE_BIN)/mlmesh-bench vector-peers $(VECTOR_PEERS_BENCH_ARGS)
+
+# The embedding service beside text-embeddings-inference (built from its
+# public source outside the project; MLMESH_BENCH_TEI_BIN names the binary),
+# same model file, one text per call; then memory on long passages.
+bench-embed-peers: build
+	./benches/peers/fetch-doc-corpus.sh
+	$(RELEASE_BIN)/mlmesh-bench embed-peers $(EMBED_PEERS_BENCH_ARGS)
 
 # The inference service beside the in-process floor and MLServer (same model,
 # same protocol, same load generator). Needs the release binaries.
