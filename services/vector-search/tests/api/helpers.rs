@@ -80,10 +80,7 @@ impl TestApp {
 
     /// Creates a collection with a name unique to this test run.
     pub async fn collection(&self, label: &str, dimension: u32, distance: pb::Distance) -> String {
-        let name = format!(
-            "{label}-{}",
-            &uuid::Uuid::new_v4().simple().to_string()[..8]
-        );
+        let name = unique_name(label);
         self.client()
             .create_collection(pb::CreateCollectionRequest {
                 name: name.clone(),
@@ -152,6 +149,15 @@ impl TestApp {
     pub async fn stop(self) {
         self.running.stop().await;
     }
+}
+
+/// `label` and a random suffix: a collection name no other test run uses
+/// (a Qdrant server may be shared).
+pub fn unique_name(label: &str) -> String {
+    format!(
+        "{label}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
 }
 
 pub fn num(n: u64) -> Option<pb::PointId> {

@@ -83,7 +83,7 @@ async fn int8_collections_search_bytes_then_rescore_with_the_originals() {
     // 64 KB threshold: 3000 vectors of dimension 32 get a graph, and with it
     // the byte copies of their vectors.
     let app = spawn_app_with(|s| s.vector.indexing_threshold_kb = 64).await;
-    let name = format!("int8-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let name = unique_name("int8");
     app.client()
         .create_collection(pb::CreateCollectionRequest {
             name: name.clone(),
