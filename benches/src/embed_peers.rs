@@ -182,17 +182,7 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
 
 /// The `n` longest passages of the corpus.
 fn long_passages(corpus: &std::path::Path, n: usize) -> anyhow::Result<Vec<String>> {
-    let text = std::fs::read_to_string(corpus).with_context(|| {
-        format!(
-            "reading {} (make it with benches/peers/fetch-doc-corpus.sh)",
-            corpus.display()
-        )
-    })?;
-    let mut all: Vec<String> = text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| v["text"].as_str().map(str::to_owned))
-        .collect();
+    let mut all = crate::vector_peers::corpus::passages(corpus)?;
     all.sort_by_key(|t| std::cmp::Reverse(t.len()));
     all.truncate(n);
     ensure!(!all.is_empty(), "{} has no passages", corpus.display());

@@ -58,22 +58,7 @@ pub fn clustered(points: usize, queries: usize, dim: usize, clusters: usize) -> 
 /// rest the held-out queries. Embedded by the release embedding service
 /// (default model, normalised), cached under `.cache/mlmesh/bench/`.
 pub async fn embedded(corpus: &Path, points: usize, queries: usize) -> anyhow::Result<Vectors> {
-    let text = std::fs::read_to_string(corpus).with_context(|| {
-        format!(
-            "reading {} (make it with benches/peers/fetch-doc-corpus.sh)",
-            corpus.display()
-        )
-    })?;
-    let mut texts = text
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l)?;
-            v["text"]
-                .as_str()
-                .map(str::to_owned)
-                .context("a corpus line without \"text\"")
-        })
-        .collect::<anyhow::Result<Vec<String>>>()?;
+    let mut texts = passages(corpus)?;
     ensure!(
         texts.len() >= points + queries,
         "{} has {} passages; {points} points + {queries} queries asked",
@@ -132,6 +117,26 @@ pub async fn embedded(corpus: &Path, points: usize, queries: usize) -> anyhow::R
             corpus.display()
         ),
     })
+}
+
+/// The passages of a corpus file (one JSON object with a `text` per line),
+/// in file order.
+pub fn passages(corpus: &Path) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(corpus).with_context(|| {
+        format!(
+            "reading {} (make it with benches/peers/fetch-doc-corpus.sh)",
+            corpus.display()
+        )
+    })?;
+    text.lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l)?;
+            v["text"]
+                .as_str()
+                .map(str::to_owned)
+                .context("a corpus line without \"text\"")
+        })
+        .collect()
 }
 
 /// Every text through the release embedding service, in order: batches of

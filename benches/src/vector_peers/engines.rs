@@ -66,6 +66,7 @@ pub enum Engine {
 }
 
 /// The faiss peer: `benches/peers/faiss_peer.py` on a pinned faiss-cpu.
+#[derive(Clone)]
 pub struct Python {
     pub exe: String,
     pub path: PathBuf,

@@ -16,7 +16,7 @@
 //! child, one thread per client calling `search` on one query (one OpenMP
 //! thread per call, the GIL released while searching): no network hop.
 
-mod corpus;
+pub mod corpus;
 mod engines;
 
 use std::{path::PathBuf, sync::Arc};
@@ -162,12 +162,8 @@ pub async fn run(args: VectorPeersArgs) -> anyhow::Result<()> {
                 folders.push(folder);
             }
             "faiss" => {
-                let py = Python {
-                    exe: python.exe.clone(),
-                    path: python.path.clone(),
-                };
                 engines.push(Engine::faiss(
-                    py,
+                    python.clone(),
                     &data_file,
                     &query_file,
                     v.dim,
