@@ -10,10 +10,10 @@ length (so inner product is cosine). Every command prints one JSON object.
     faiss_peer.py build  --data D --dim N --m 16 --ef-construction 100 --index I
         HNSW (IndexHNSWFlat, inner product) built on every core, written to I
     faiss_peer.py search --index I --queries Q --dim N --k 10 --ef E
-                         --clients C --seconds S [--answers A]
-        C threads, each searching one query per call (one OpenMP thread per
-        call, faiss releases the GIL while searching) for S seconds; A: the
-        ids each query gets once, for recall
+                         --clients C --seconds S [--batch B] [--answers A]
+        C threads, each searching B queries per call (default 1; one OpenMP
+        thread per call, faiss releases the GIL while searching) for S
+        seconds; A: the ids each query gets once, for recall
 """
 
 import argparse
@@ -72,7 +72,10 @@ def search(a):
     if a.answers:
         _, ids = index.search(queries, a.k)
         ids.astype("<i8").tofile(a.answers)
-    rows = [queries[i : i + 1] for i in range(len(queries))]
+    b = max(1, a.batch)
+    # Consecutive queries, wrapping round, `b` per call.
+    wrapped = np.concatenate([queries, queries[:b]])
+    rows = [wrapped[i : i + b] for i in range(len(queries))]
     lat = [[] for _ in range(a.clients)]
     start = threading.Barrier(a.clients + 1)
     deadline = [0.0]
@@ -100,7 +103,8 @@ def search(a):
     n = len(every)
     out.update(
         calls=n,
-        qps=n / wall,
+        batch=b,
+        qps=n * b / wall,
         p50_ms=every[n // 2] * 1e3 if n else 0.0,
         p99_ms=every[min(n - 1, n * 99 // 100)] * 1e3 if n else 0.0,
         rss_kib=rss_kib(),
@@ -130,6 +134,7 @@ def main():
             s.add_argument("--ef", type=int, required=True)
             s.add_argument("--clients", type=int, default=1)
             s.add_argument("--seconds", type=float, default=2.0)
+            s.add_argument("--batch", type=int, default=1)
             s.add_argument("--answers")
     a = p.parse_args()
     result = {"truth": truth, "build": build, "search": search}[a.cmd](a)

@@ -2,8 +2,8 @@
 //! same vectors and asked the same queries: the mlmesh vector-search
 //! service (release binary, embedded engine) and a Qdrant server over gRPC,
 //! both driven by one load generator (tonic clients, one connection per
-//! client, one query per call), and faiss in process (a Python child, one
-//! thread per client).
+//! client, `batch` queries per call), and faiss in process (a Python child,
+//! one thread per client).
 
 use std::{
     path::{Path, PathBuf},
@@ -19,8 +19,8 @@ use qdrant_client::{
     Payload, Qdrant,
     qdrant::{
         CollectionStatus, CreateCollectionBuilder, Distance, HnswConfigDiffBuilder, PointStruct,
-        QuantizationType, Query, QueryPoints, ScalarQuantizationBuilder, SearchParams,
-        UpsertPointsBuilder, VectorParamsBuilder, point_id::PointIdOptions,
+        QuantizationType, Query, QueryBatchPoints, QueryPoints, ScalarQuantizationBuilder,
+        SearchParams, UpsertPointsBuilder, VectorParamsBuilder, point_id::PointIdOptions,
         points_client::PointsClient,
     },
 };
@@ -370,7 +370,7 @@ impl Engine {
             dim,
         };
         // The index's resident size: what loading it adds to the process.
-        let probe = engine.faiss_search(1, 0.0, 16, None)?;
+        let probe = engine.faiss_search(1, 0.0, 16, 1, None)?;
         let added_kib = probe.1["index_kib"].as_u64();
         Ok((
             engine,
@@ -387,6 +387,7 @@ impl Engine {
         clients: usize,
         secs: f64,
         ef: u32,
+        batch: usize,
         answers: Option<&Path>,
     ) -> anyhow::Result<(Stats, serde_json::Value)> {
         let Self::Faiss {
@@ -415,6 +416,8 @@ impl Engine {
             clients.to_string(),
             "--seconds".into(),
             secs.to_string(),
+            "--batch".into(),
+            batch.to_string(),
         ];
         if let Some(a) = answers {
             args.extend(["--answers".into(), a.display().to_string()]);
@@ -442,7 +445,7 @@ impl Engine {
     ) -> anyhow::Result<Vec<Vec<u64>>> {
         if let Self::Faiss { .. } = self {
             let out = dir.join(format!("answers-{ef}.i64"));
-            self.faiss_search(1, 0.0, ef, Some(&out))?;
+            self.faiss_search(1, 0.0, ef, 1, Some(&out))?;
             return read_ids(&out);
         }
         let mut c = self.client().await?;
@@ -453,31 +456,47 @@ impl Engine {
         Ok(all)
     }
 
-    /// `clients` callers searching for `secs` at breadth `ef`.
+    /// `clients` callers searching for `secs` at breadth `ef`, `batch`
+    /// queries per call (Stats count queries; latencies are per call).
     pub async fn round(
         &self,
         queries: &Arc<Vec<Vec<f32>>>,
         clients: usize,
         secs: f64,
         ef: u32,
+        batch: usize,
     ) -> anyhow::Result<Stats> {
         if let Self::Faiss { .. } = self {
-            return Ok(self.faiss_search(clients, secs, ef, None)?.0);
+            return Ok(self.faiss_search(clients, secs, ef, batch, None)?.0);
         }
         let mut conns = Vec::new();
         for _ in 0..clients {
             conns.push(self.client().await?);
         }
         let queries = Arc::clone(queries);
-        closed_loop(conns, secs, move |mut c: Client, i| {
+        let mut stats = closed_loop(conns, secs, move |mut c: Client, i| {
             let queries = Arc::clone(&queries);
             async move {
-                let hits = c.search(&queries[i % queries.len()], ef).await?;
-                ensure!(hits.len() == K, "expected {K} hits, got {}", hits.len());
+                if batch == 1 {
+                    let hits = c.search(&queries[i % queries.len()], ef).await?;
+                    ensure!(hits.len() == K, "expected {K} hits, got {}", hits.len());
+                } else {
+                    let first = (i * batch) % queries.len();
+                    let qs: Vec<&[f32]> = (first..first + batch)
+                        .map(|j| queries[j % queries.len()].as_slice())
+                        .collect();
+                    let all = c.search_batch(&qs, ef).await?;
+                    ensure!(
+                        all.len() == batch && all.iter().all(|h| h.len() == K),
+                        "expected {batch} answers of {K} hits"
+                    );
+                }
                 Ok(c)
             }
         })
-        .await
+        .await?;
+        stats.texts_per_sec *= batch as f64;
+        Ok(stats)
     }
 
     async fn client(&self) -> anyhow::Result<Client> {
@@ -507,48 +526,86 @@ enum Client {
     Qdrant(PointsClient<Channel>),
 }
 
+fn mlmesh_search(q: &[f32], ef: u32) -> pb::SearchRequest {
+    pb::SearchRequest {
+        collection: COLLECTION.into(),
+        vector: q.to_vec(),
+        limit: K as u32,
+        ef,
+        ..Default::default()
+    }
+}
+
+fn mlmesh_ids(r: pb::SearchResponse) -> Vec<u64> {
+    r.hits
+        .into_iter()
+        .filter_map(|h| match h.id?.kind? {
+            pb::point_id::Kind::Num(n) => Some(n),
+            pb::point_id::Kind::Uuid(_) => None,
+        })
+        .collect()
+}
+
+/// The Query API: Qdrant's recommended way to search (its Search call is
+/// deprecated).
+fn qdrant_query(q: &[f32], ef: u32) -> QueryPoints {
+    QueryPoints {
+        collection_name: COLLECTION.into(),
+        query: Some(Query::new_nearest(q.to_vec())),
+        limit: Some(K as u64),
+        params: Some(SearchParams {
+            hnsw_ef: Some(u64::from(ef)),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn qdrant_ids(points: Vec<qdrant_client::qdrant::ScoredPoint>) -> Vec<u64> {
+    points
+        .into_iter()
+        .filter_map(|p| match p.id?.point_id_options? {
+            PointIdOptions::Num(n) => Some(n),
+            PointIdOptions::Uuid(_) => None,
+        })
+        .collect()
+}
+
 impl Client {
-    async fn search(&mut self, q: &[f32], ef: u32) -> anyhow::Result<Vec<u64>> {
+    /// Several queries in one call: mlmesh's SearchBatch, Qdrant's
+    /// QueryBatch.
+    async fn search_batch(&mut self, qs: &[&[f32]], ef: u32) -> anyhow::Result<Vec<Vec<u64>>> {
         Ok(match self {
             Self::Mlmesh(c) => c
-                .search(pb::SearchRequest {
+                .search_batch(pb::SearchBatchRequest {
                     collection: COLLECTION.into(),
-                    vector: q.to_vec(),
-                    limit: K as u32,
-                    ef,
-                    ..Default::default()
+                    searches: qs.iter().map(|q| mlmesh_search(q, ef)).collect(),
                 })
                 .await?
                 .into_inner()
-                .hits
+                .results
                 .into_iter()
-                .filter_map(|h| match h.id?.kind? {
-                    pb::point_id::Kind::Num(n) => Some(n),
-                    pb::point_id::Kind::Uuid(_) => None,
-                })
+                .map(mlmesh_ids)
                 .collect(),
-            // The Query API: Qdrant's recommended way to search (its Search
-            // call is deprecated).
             Self::Qdrant(c) => c
-                .query(QueryPoints {
+                .query_batch(QueryBatchPoints {
                     collection_name: COLLECTION.into(),
-                    query: Some(Query::new_nearest(q.to_vec())),
-                    limit: Some(K as u64),
-                    params: Some(SearchParams {
-                        hnsw_ef: Some(u64::from(ef)),
-                        ..Default::default()
-                    }),
+                    query_points: qs.iter().map(|q| qdrant_query(q, ef)).collect(),
                     ..Default::default()
                 })
                 .await?
                 .into_inner()
                 .result
                 .into_iter()
-                .filter_map(|p| match p.id?.point_id_options? {
-                    PointIdOptions::Num(n) => Some(n),
-                    PointIdOptions::Uuid(_) => None,
-                })
+                .map(|r| qdrant_ids(r.result))
                 .collect(),
+        })
+    }
+
+    async fn search(&mut self, q: &[f32], ef: u32) -> anyhow::Result<Vec<u64>> {
+        Ok(match self {
+            Self::Mlmesh(c) => mlmesh_ids(c.search(mlmesh_search(q, ef)).await?.into_inner()),
+            Self::Qdrant(c) => qdrant_ids(c.query(qdrant_query(q, ef)).await?.into_inner().result),
         })
     }
 }

@@ -12,9 +12,11 @@
 //!    client count; QPS and latencies are medians over rounds.
 //!
 //! The service and Qdrant get one load generator: generated tonic clients,
-//! one connection per client, one query per call. faiss runs in a Python
-//! child, one thread per client calling `search` on one query (one OpenMP
-//! thread per call, the GIL released while searching): no network hop.
+//! one connection per client, `--batch` queries per call (1: Search /
+//! Query; more: SearchBatch / QueryBatch, which spreads the network hop over
+//! the batch). faiss runs in a Python child, one thread per client calling
+//! `search` on as many queries (one OpenMP thread per call, the GIL released
+//! while searching): no network hop.
 
 pub mod corpus;
 mod engines;
@@ -68,6 +70,10 @@ pub struct VectorPeersArgs {
     /// Concurrent clients, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,8")]
     clients: Vec<usize>,
+    /// Queries per call, comma-separated (the vector-search service takes
+    /// at most `vector.max_batch_searches`, 64 by default, per call).
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    batch: Vec<usize>,
     /// Recall@10 every engine must reach; each is timed at the smallest
     /// `ef` that reaches it.
     #[arg(long, default_value_t = 0.95)]
@@ -104,8 +110,12 @@ fn recall(found: &[Vec<u64>], truth: &[Vec<u64>]) -> f64 {
 
 pub async fn run(args: VectorPeersArgs) -> anyhow::Result<()> {
     ensure!(
-        args.points > 0 && args.queries > 0 && !args.clients.contains(&0) && !args.efs.is_empty(),
-        "--points, --queries, --clients and --efs must be positive"
+        args.points > 0
+            && args.queries > 0
+            && !args.clients.contains(&0)
+            && !args.batch.contains(&0)
+            && !args.efs.is_empty(),
+        "--points, --queries, --clients, --batch and --efs must be positive"
     );
     for e in &args.engines {
         ensure!(
@@ -239,14 +249,20 @@ pub async fn run(args: VectorPeersArgs) -> anyhow::Result<()> {
         args.recall, args.rounds, args.duration
     );
     println!();
-    println!("| clients | engine | ef | recall@{K} | QPS | p50 ms | p99 ms |");
-    println!("|---:|---|---:|---:|---:|---:|---:|");
+    println!(
+        "| clients | queries per call | engine | ef | recall@{K} | QPS | p50 ms per call | p99 ms per call |"
+    );
+    println!("|---:|---:|---|---:|---:|---:|---:|---:|");
     let queries = Arc::new(v.queries.clone());
     let mut ratios = Vec::new();
-    for &clients in &args.clients {
+    let runs = args
+        .clients
+        .iter()
+        .flat_map(|&c| args.batch.iter().map(move |&b| (c, b)));
+    for (clients, batch) in runs {
         // A short warm-up per engine (connections, caches).
         for (i, (e, _)) in engines.iter().enumerate() {
-            e.round(&queries, clients, 0.5, chosen[i].0).await?;
+            e.round(&queries, clients, 0.5, chosen[i].0, batch).await?;
         }
         let mut rounds: Vec<Vec<crate::Stats>> = engines.iter().map(|_| Vec::new()).collect();
         for r in 0..args.rounds.max(1) {
@@ -254,7 +270,7 @@ pub async fn run(args: VectorPeersArgs) -> anyhow::Result<()> {
                 let i = (k + r) % engines.len();
                 let s = engines[i]
                     .0
-                    .round(&queries, clients, args.duration, chosen[i].0)
+                    .round(&queries, clients, args.duration, chosen[i].0, batch)
                     .await?;
                 rounds[i].push(s);
             }
@@ -262,7 +278,7 @@ pub async fn run(args: VectorPeersArgs) -> anyhow::Result<()> {
         for (i, (e, _)) in engines.iter().enumerate() {
             let med = |f: &dyn Fn(&crate::Stats) -> f64| median(rounds[i].iter().map(f).collect());
             println!(
-                "| {clients} | {} | {} | {:.3} | {:.0} | {:.3} | {:.3} |",
+                "| {clients} | {batch} | {} | {} | {:.3} | {:.0} | {:.3} | {:.3} |",
                 e.name(),
                 chosen[i].0,
                 chosen[i].1,
@@ -289,7 +305,7 @@ pub async fn run(args: VectorPeersArgs) -> anyhow::Result<()> {
                         .collect(),
                 );
                 ratios.push(format!(
-                    "- {clients} clients: {} ÷ {}: **{r:.2}×** QPS",
+                    "- {clients} clients, {batch} per call: {} ÷ {}: **{r:.2}×** QPS",
                     me.name(),
                     pe.name()
                 ));

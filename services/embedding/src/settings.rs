@@ -78,8 +78,10 @@ pub struct EmbeddingSettings {
     /// Let ONNX Runtime's idle intra-op threads spin waiting for work:
     /// lower latency per run, CPU burnt while idle (docs/benchmarks.md, "Tuning").
     pub allow_spinning: bool,
-    /// Return ONNX Runtime's unused arena memory after each run (bounds
-    /// the resident set after large batches; docs/benchmarks.md, "Tuning").
+    /// Return ONNX Runtime's unused arena memory after a run that leaves
+    /// no work waiting (bounds the resident set once a burst of large
+    /// batches is over, without remapping it between runs under load;
+    /// docs/benchmarks.md, "Tuning").
     pub shrink_arena: bool,
     /// Use ONNX Runtime's CPU memory arena (false: allocate per run).
     pub cpu_arena: bool,

@@ -106,8 +106,9 @@ impl Batcher {
             .map(drop)
     }
 
-    /// Blocks until a batch is ready; `None` when closed and drained.
-    fn next_batch(&self) -> Option<Vec<Job>> {
+    /// Blocks until a batch is ready; `None` when closed and drained. The
+    /// flag says whether more jobs are left waiting after this batch.
+    fn next_batch(&self) -> Option<(Vec<Job>, bool)> {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             let before = st.jobs.len();
@@ -138,7 +139,7 @@ impl Batcher {
                     .queue_depth
                     .with_label_values(&[&self.model])
                     .set(st.jobs.len() as i64);
-                return Some(batch);
+                return Some((batch, !st.jobs.is_empty()));
             }
             if st.closed {
                 return None;
@@ -150,12 +151,20 @@ impl Batcher {
     fn work(&self, mut runner: Runner) {
         let m = &self.metrics;
         let label = [self.model.as_str()];
-        while let Some(batch) = self.next_batch() {
+        while let Some((batch, more_waiting)) = self.next_batch() {
             let start = Instant::now();
             let seqs: Vec<&[i64]> = batch.iter().map(|j| j.ids.as_slice()).collect();
             let longest = seqs.iter().map(|s| s.len()).max().unwrap_or(0);
             let span = tracing::debug_span!("embed.batch", model = %self.model, size = seqs.len(), padded_len = longest);
-            let result = span.in_scope(|| runner.run(&seqs));
+            // The arena's memory goes back (when configured) only once the
+            // queue is empty: under load the next run would map it again.
+            let result = span.in_scope(|| {
+                if more_waiting {
+                    runner.run_keeping_arena(&seqs)
+                } else {
+                    runner.run(&seqs)
+                }
+            });
             let inference = start.elapsed();
             m.batch_size
                 .with_label_values(&label)
@@ -307,5 +316,34 @@ mod tests {
             ..roomy
         };
         assert_eq!(select_batch([256, 256].into_iter(), tight), vec![0]);
+    }
+
+    #[test]
+    fn a_batch_says_whether_work_is_left_waiting() {
+        // The worker gives the arena's memory back only after the last
+        // batch of a burst.
+        let metrics = crate::metrics::Metrics::new().expect("metrics");
+        let one_at_a_time = BatchLimits {
+            max_batch_size: 1,
+            ..L
+        };
+        let b = Batcher::new("m", one_at_a_time, metrics);
+        let mut replies = Vec::new();
+        let jobs = (0..3)
+            .map(|_| {
+                let (reply, rx) = oneshot::channel();
+                replies.push(rx);
+                Job {
+                    ids: vec![1, 2, 3],
+                    enqueued: Instant::now(),
+                    reply,
+                }
+            })
+            .collect();
+        b.push(jobs).expect("push");
+        let left: Vec<bool> = (0..3).map(|_| b.next_batch().expect("a batch").1).collect();
+        assert_eq!(left, vec![true, true, false]);
+        b.close();
+        assert!(b.next_batch().is_none());
     }
 }

@@ -300,8 +300,10 @@ pub fn init_runtime(dylib: &Path) -> Result<ort::environment::Environment, LoadE
 pub struct RunnerOptions {
     pub intra_op_threads: usize,
     pub allow_spinning: bool,
-    /// Give the CPU arena's unused memory back after every run, so a large
-    /// batch does not keep its buffers for the life of the process.
+    /// Give the CPU arena's unused memory back after a run (every run
+    /// through [`Runner::run`]; the batcher asks only when its queue is
+    /// empty), so a large batch does not keep its buffers for the life of
+    /// the process.
     pub shrink_arena: bool,
     /// Use ONNX Runtime's CPU memory arena at all (false: plain allocations
     /// per run).
@@ -310,8 +312,9 @@ pub struct RunnerOptions {
 
 pub struct Runner {
     session: Session,
-    /// Per-run options (arena shrinkage), when any.
-    run_options: Option<ort::session::RunOptions>,
+    /// Per-run options that give the arena's unused memory back, when
+    /// configured.
+    shrink_options: Option<ort::session::RunOptions>,
     takes_token_type_ids: bool,
     /// Index of the output holding token vectors (or pooled vectors).
     output: usize,
@@ -404,7 +407,7 @@ impl Runner {
             .iter()
             .position(|o| o.name() == "last_hidden_state" || o.name() == "token_embeddings")
             .unwrap_or(0);
-        let run_options = match options {
+        let shrink_options = match options {
             Some(o) if o.shrink_arena && o.cpu_arena => {
                 let mut r = ort::session::RunOptions::new().map_err(|e| fail(e.to_string()))?;
                 r.set("memory.enable_memory_arena_shrinkage", "cpu:0")
@@ -415,7 +418,7 @@ impl Runner {
         };
         Ok(Self {
             session,
-            run_options,
+            shrink_options,
             takes_token_type_ids,
             output,
             pooling: folder.pooling,
@@ -424,8 +427,22 @@ impl Runner {
     }
 
     /// Runs one batch; returns one pooled, not yet normalized, vector per
-    /// input. Inputs are right-padded to the longest.
+    /// input. Inputs are right-padded to the longest. Gives the arena's
+    /// unused memory back afterwards when `shrink_arena` is set.
     pub fn run(&mut self, batch: &[&[i64]]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        self.run_pooled(batch, true)
+    }
+
+    /// [`Runner::run`], keeping the arena's memory for the next run: what a
+    /// batch worker asks for while more work is waiting, since giving the
+    /// memory back only to map it again costs a long-input run about a
+    /// quarter of its throughput (docs/benchmarks.md, "Embeddings vs
+    /// text-embeddings-inference").
+    pub fn run_keeping_arena(&mut self, batch: &[&[i64]]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        self.run_pooled(batch, false)
+    }
+
+    fn run_pooled(&mut self, batch: &[&[i64]], release: bool) -> Result<Vec<Vec<f32>>, EmbedError> {
         let b = batch.len();
         let len = batch.iter().map(|s| s.len()).max().unwrap_or(0);
         if b == 0 || len == 0 {
@@ -433,7 +450,7 @@ impl Runner {
         }
         let (output, pooling) = (self.output, self.pooling);
         let model = self.model.clone();
-        self.run_with(batch, |outputs| {
+        self.run_inner(batch, release, |outputs| {
             let err = |e: ort::Error| EmbedError::Inference(format!("model {model:?}: {e}"));
             let hidden = outputs[output].try_extract_array::<f32>().map_err(err)?;
             pool_batch(&hidden, batch, pooling, &model)
@@ -446,6 +463,15 @@ impl Runner {
     pub fn run_with<R>(
         &mut self,
         batch: &[&[i64]],
+        read: impl FnOnce(&ort::session::SessionOutputs<'_>) -> R,
+    ) -> Result<R, EmbedError> {
+        self.run_inner(batch, true, read)
+    }
+
+    fn run_inner<R>(
+        &mut self,
+        batch: &[&[i64]],
+        release: bool,
         read: impl FnOnce(&ort::session::SessionOutputs<'_>) -> R,
     ) -> Result<R, EmbedError> {
         let b = batch.len();
@@ -481,9 +507,9 @@ impl Runner {
                 "attention_mask" => mask_t,
             ]
         };
-        let outputs = match &self.run_options {
-            Some(o) => self.session.run_with_options(inputs, o),
-            None => self.session.run(inputs),
+        let outputs = match &self.shrink_options {
+            Some(o) if release => self.session.run_with_options(inputs, o),
+            _ => self.session.run(inputs),
         }
         .map_err(err)?;
         Ok(read(&outputs))

@@ -245,7 +245,17 @@ async fn an_expired_call_has_its_queued_work_dropped() {
     let long = long_text(250);
     // 32 long inputs, one per run on one thread: several hundred ms of work.
     let first = busy(&app, &long, 32);
-    tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    // Only once they are queued (tokenizing 32 long texts can take longer
+    // than any fixed pause on a loaded machine, and the later call's inputs
+    // would then be queued first and run).
+    let queued = std::time::Instant::now();
+    while app.metric("mlmesh_embedding_queue_depth").await < 16.0 {
+        assert!(
+            queued.elapsed() < std::time::Duration::from_secs(30),
+            "the first call's inputs were never queued"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
 
     // Queued behind them, this call's deadline passes first (100 ms leaves
     // ample time to be admitted and tokenized even on a loaded machine).
