@@ -187,6 +187,7 @@ fn as_point(i: usize, v: &[f32]) -> pb::Point {
         id: num_id(i as u64),
         vector: v.to_vec(),
         payload: None,
+        ..Default::default()
     }
 }
 

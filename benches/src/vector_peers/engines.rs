@@ -210,6 +210,7 @@ impl Engine {
                     }),
                     vector: x.clone(),
                     payload: None,
+                    ..Default::default()
                 })
                 .collect();
             c.upsert(pb::UpsertRequest {

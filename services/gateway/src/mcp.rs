@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     auth::{self, Caller, Scope},
-    core::{Core, ModelKind},
+    core::{Core, ModelKind, found_by_json, search_mode},
     error::GatewayError,
     json::{inputs_from_json, run_json},
     settings::McpSettings,
@@ -101,7 +101,12 @@ fn build_catalog() -> Vec<(Tool, Scope)> {
     };
     let hit = json!({"type": "object", "properties": {
         "document_id": {"type": "string"}, "chunk_index": {"type": "integer"},
-        "score": {"type": "number"}, "text": {"type": "string"}}});
+        "score": {"type": "number"}, "text": {"type": "string"},
+        "found_by": {"type": "array", "items": {"type": "object", "properties": {
+            "retriever": {"type": "string", "enum": ["dense", "sparse"]},
+            "rank": {"type": "integer"}, "score": {"type": "number"}}}}}});
+    let mode = json!({"type": "string", "enum": ["dense", "sparse", "hybrid"],
+        "description": "retrievers: meaning (dense), words (sparse, BM25) or both fused (hybrid, the default where the collection has a text index)"});
     vec![
         (
             tool(
@@ -127,11 +132,12 @@ fn build_catalog() -> Vec<(Tool, Scope)> {
         (
             tool(
                 "search",
-                "Semantic search of a collection of documents: the chunks nearest in meaning to the query.",
+                "Search a collection of documents: the chunks that best match the query by meaning and by its words (hybrid), each saying which retriever found it at what rank.",
                 object(
                     json!({
                         "collection": {"type": "string"}, "query": {"type": "string"},
-                        "limit": {"type": "integer", "minimum": 1}
+                        "limit": {"type": "integer", "minimum": 1},
+                        "mode": mode
                     }),
                     &["collection", "query"],
                 ),
@@ -147,7 +153,8 @@ fn build_catalog() -> Vec<(Tool, Scope)> {
                     json!({
                         "collection": {"type": "string"}, "query": {"type": "string"},
                         "top_k": {"type": "integer", "minimum": 1},
-                        "max_context_chars": {"type": "integer", "minimum": 1}
+                        "max_context_chars": {"type": "integer", "minimum": 1},
+                        "mode": mode
                     }),
                     &["collection", "query"],
                 ),
@@ -250,6 +257,14 @@ fn string(args: &JsonObject, key: &str) -> Result<String, GatewayError> {
         .ok_or_else(|| GatewayError::invalid(key, "must be a string"))
 }
 
+fn opt_string(args: &JsonObject, key: &str) -> Result<Option<String>, GatewayError> {
+    match args.get(key) {
+        None | Some(Json::Null) => Ok(None),
+        Some(Json::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(GatewayError::invalid(key, "must be a string")),
+    }
+}
+
 fn uint(args: &JsonObject, key: &str) -> Result<u32, GatewayError> {
     match args.get(key) {
         None | Some(Json::Null) => Ok(0),
@@ -295,6 +310,7 @@ impl Tools {
                             collection: string(&args, "collection")?,
                             query: string(&args, "query")?,
                             limit: uint(&args, "limit")?,
+                            mode: search_mode("mode", opt_string(&args, "mode")?.as_deref())?,
                             ..Default::default()
                         },
                         d,
@@ -302,7 +318,8 @@ impl Tools {
                     .await?;
                 Ok(json!({"hits": r.hits.into_iter().map(|h| json!({
                     "document_id": h.document_id, "chunk_index": h.chunk_index,
-                    "score": h.score, "text": h.text})).collect::<Vec<_>>()}))
+                    "score": h.score, "text": h.text,
+                    "found_by": found_by_json(&h.found_by)})).collect::<Vec<_>>()}))
             }
             "rag_context" => {
                 let r = core
@@ -312,6 +329,7 @@ impl Tools {
                             query: string(&args, "query")?,
                             top_k: uint(&args, "top_k")?,
                             max_context_chars: uint(&args, "max_context_chars")?,
+                            mode: search_mode("mode", opt_string(&args, "mode")?.as_deref())?,
                             ..Default::default()
                         },
                         d,

@@ -60,6 +60,7 @@ async fn main() -> anyhow::Result<()> {
             }),
             vector: v.to_vec(),
             payload: p.as_object().cloned().map(json_to_struct),
+            ..Default::default()
         })
         .collect();
     let n = c

@@ -17,7 +17,12 @@ use crate::{
     metrics::Metrics,
     model::{PointSelector, ScrollQuery},
     settings::VectorSettings,
+    text::Bm25,
 };
+
+/// Query text beyond this many bytes in one call is turned into sparse
+/// vectors on the blocking pool rather than on the reactor.
+const INLINE_TEXT_BYTES: usize = 4096;
 
 /// The gRPC face of a [`Backend`].
 #[derive(Clone)]
@@ -26,16 +31,23 @@ pub struct VectorApi {
     metrics: Metrics,
     limits: Arc<VectorSettings>,
     admission: Arc<Semaphore>,
+    bm25: Arc<Bm25>,
 }
 
 impl VectorApi {
-    pub fn new(backend: Arc<dyn Backend>, metrics: Metrics, limits: VectorSettings) -> Self {
+    pub fn new(
+        backend: Arc<dyn Backend>,
+        metrics: Metrics,
+        limits: VectorSettings,
+        bm25: Arc<Bm25>,
+    ) -> Self {
         let admission = Arc::new(Semaphore::new(limits.max_in_flight));
         Self {
             backend,
             metrics,
             limits: Arc::new(limits),
             admission,
+            bm25,
         }
     }
 
@@ -79,20 +91,51 @@ impl VectorApi {
     ) -> Result<Vec<pb::SearchResponse>, VectorError> {
         convert::collection_name("collection", collection)?;
         let config = self.backend.collection_config(collection).await?;
-        let queries = requests
-            .into_iter()
-            .map(|(prefix, r)| convert::search_query(&prefix, r, collection, &config, &self.limits))
-            .collect::<Result<Vec<_>, _>>()?;
+        let plan_all = {
+            let (name, limits, bm25) = (
+                collection.to_owned(),
+                Arc::clone(&self.limits),
+                Arc::clone(&self.bm25),
+            );
+            move |requests: Vec<(String, pb::SearchRequest)>| {
+                requests
+                    .into_iter()
+                    .map(|(prefix, r)| {
+                        convert::search_plan(&prefix, r, &name, &config, &limits, &bm25)
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            }
+        };
+        let text: usize = requests.iter().map(|(_, r)| convert::text_bytes(r)).sum();
+        let plans = if text > INLINE_TEXT_BYTES {
+            tokio::task::spawn_blocking(move || plan_all(requests))
+                .await
+                .map_err(|e| VectorError::Storage(format!("text task failed: {e}")))??
+        } else {
+            plan_all(requests)?
+        };
+        // Every retriever's query of every search in one engine call.
+        let queries = plans
+            .iter()
+            .flat_map(|p| p.parts.iter().map(|(_, q)| q.clone()))
+            .collect();
         let start = Instant::now();
-        let results = self.backend.search(collection, queries).await?;
+        let mut results = self.backend.search(collection, queries).await?.into_iter();
         self.metrics
             .search_seconds
             .with_label_values(&[collection])
             .observe(start.elapsed().as_secs_f64());
-        Ok(results
-            .into_iter()
-            .map(|hits| pb::SearchResponse {
-                hits: hits.into_iter().map(convert::hit_out).collect(),
+        Ok(plans
+            .iter()
+            .map(|plan| {
+                let mine = results.by_ref().take(plan.parts.len()).collect();
+                pb::SearchResponse {
+                    hits: plan
+                        .finish(mine)
+                        .into_iter()
+                        .map(convert::hit_out)
+                        .collect(),
+                }
             })
             .collect())
     }
@@ -165,7 +208,13 @@ impl VectorSearch for VectorApi {
         self.call("Upsert", &collection, async {
             convert::collection_name("collection", &collection)?;
             let config = self.backend.collection_config(&collection).await?;
-            let points = convert::points(r, &config, &self.limits)?;
+            // Validation and BM25 over up to `max_upsert_points` texts: CPU
+            // work, off the reactor.
+            let (limits, bm25) = (Arc::clone(&self.limits), Arc::clone(&self.bm25));
+            let points =
+                tokio::task::spawn_blocking(move || convert::points(r, &config, &limits, &bm25))
+                    .await
+                    .map_err(|e| VectorError::Storage(format!("upsert task failed: {e}")))??;
             let n = points.len() as u64;
             let start = Instant::now();
             self.backend.upsert(&collection, points).await?;

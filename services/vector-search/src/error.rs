@@ -33,6 +33,12 @@ pub enum VectorError {
     },
     #[error("`{field}` is invalid: {reason}")]
     Invalid { field: String, reason: String },
+    #[error("`{field}`: collection {collection:?} {reason}")]
+    NoTextIndex {
+        field: String,
+        collection: String,
+        reason: &'static str,
+    },
     #[error("{in_flight} calls are in flight (limit {max}, vector.max_in_flight); retry later")]
     Busy { in_flight: usize, max: usize },
     #[error("the Qdrant cluster is overloaded: {0}; retry later")]
@@ -67,6 +73,7 @@ impl From<VectorError> for Status {
             VectorError::Empty { .. } => Code::InvalidArgument,
             VectorError::OverLimit { .. } => Code::InvalidArgument,
             VectorError::Invalid { .. } => Code::InvalidArgument,
+            VectorError::NoTextIndex { .. } => Code::FailedPrecondition,
             VectorError::Busy { .. } => Code::ResourceExhausted,
             VectorError::Overloaded(_) => Code::ResourceExhausted,
             VectorError::Unavailable(_) => Code::Unavailable,

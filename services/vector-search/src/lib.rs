@@ -14,9 +14,11 @@ pub mod api;
 pub mod backend;
 pub mod convert;
 pub mod error;
+pub mod fusion;
 pub mod metrics;
 pub mod model;
 pub mod settings;
+pub mod text;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -44,6 +46,8 @@ pub enum BuildError {
     Metrics(#[from] prometheus::Error),
     #[error("storage loading task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error("{0}")]
+    Text(String),
 }
 
 /// A built, bound, not yet serving vector-search service.
@@ -52,6 +56,7 @@ pub struct Application {
     backend: Arc<dyn Backend>,
     metrics: Metrics,
     settings: Settings,
+    bm25: Arc<text::Bm25>,
 }
 
 impl Application {}
@@ -96,12 +101,14 @@ impl mlmesh_runtime::service::Service for Application {
             }
             BackendKind::Qdrant => Arc::new(QdrantBackend::connect(&settings.qdrant)?),
         };
+        let bm25 = Arc::new(text::Bm25::english().map_err(BuildError::Text)?);
         let server = GrpcServer::bind(&settings.server, metrics.registry.clone()).await?;
         Ok(Self {
             server,
             backend,
             metrics,
             settings,
+            bm25,
         })
     }
 
@@ -120,6 +127,7 @@ impl mlmesh_runtime::service::Service for Application {
             Arc::clone(&self.backend),
             self.metrics.clone(),
             self.settings.vector.clone(),
+            Arc::clone(&self.bm25),
         ))
         .max_decoding_message_size(max)
         // Responses are bounded by the page and hit limits.

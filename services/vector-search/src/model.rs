@@ -61,6 +61,30 @@ pub enum Quantization {
     Int8,
 }
 
+/// The text retriever a collection keeps beside its dense vector: one
+/// sparse vector per point, searched through an inverted index.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum TextIndex {
+    /// Dense vectors only.
+    #[default]
+    None,
+    /// BM25: texts become term-frequency sparse vectors (see [`crate::text`]);
+    /// the engine weights query terms by their inverse document frequency
+    /// over the collection at search time.
+    Bm25,
+    /// Sparse vectors computed by the client, scored by dot product.
+    Sparse,
+}
+
+impl TextIndex {
+    pub fn exists(self) -> bool {
+        !matches!(self, TextIndex::None)
+    }
+}
+
 /// What a collection is created with; fixed for its lifetime.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CollectionConfig {
@@ -70,6 +94,17 @@ pub struct CollectionConfig {
     /// Absent in collections made before quantization existed: none.
     #[serde(default)]
     pub quantization: Quantization,
+    /// Absent in collections made before text indexes existed: none.
+    #[serde(default)]
+    pub text_index: TextIndex,
+}
+
+/// A sparse vector: `values[i]` is the weight of dimension `indices[i]`.
+/// Indices are unique (checked by the API layer).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SparseVector {
+    pub indices: Vec<u32>,
+    pub values: Vec<f32>,
 }
 
 /// Free-form labels stored with a collection (sorted, so listings are stable).
@@ -100,14 +135,34 @@ pub struct Point {
     pub id: PointId,
     pub vector: Vec<f32>,
     pub payload: Payload,
+    /// Collections with a text index: the point's sparse vector (from its
+    /// text, or given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sparse: Option<SparseVector>,
 }
 
-/// A stored point as read back; payload and vector only when asked for.
+/// A stored point as read back; payload and vectors only when asked for.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Record {
     pub id: PointId,
     pub payload: Option<Payload>,
     pub vector: Option<Vec<f32>>,
+    pub sparse: Option<SparseVector>,
+}
+
+/// The retrievers a search can run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Retriever {
+    Dense,
+    Sparse,
+}
+
+/// Where one retriever placed a hit (rank 1 = its best).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Found {
+    pub retriever: Retriever,
+    pub rank: u32,
+    pub score: f32,
 }
 
 /// A search hit.
@@ -117,6 +172,9 @@ pub struct Hit {
     pub score: f32,
     pub payload: Option<Payload>,
     pub vector: Option<Vec<f32>>,
+    /// Filled by the API layer (see [`crate::fusion`]); backends leave it
+    /// empty.
+    pub found_by: Vec<Found>,
 }
 
 /// A boolean combination of conditions (see `Filter` in the proto).
@@ -162,10 +220,18 @@ pub enum PointSelector {
     Filter(Filter),
 }
 
-/// One nearest-neighbour query.
+/// What one engine query looks for: the nearest dense vectors, or the
+/// best-scoring sparse ones (dot product, IDF-weighted on BM25 collections).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Query {
+    Dense(Vec<f32>),
+    Sparse(SparseVector),
+}
+
+/// One query of one retriever.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SearchQuery {
-    pub vector: Vec<f32>,
+    pub query: Query,
     pub limit: usize,
     pub filter: Option<Filter>,
     pub score_threshold: Option<f32>,

@@ -8,7 +8,7 @@ use mlmesh_runtime::{ServerSettings, SettingsError, TelemetrySettings, service::
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-pub use crate::model::Quantization;
+pub use crate::model::{Quantization, TextIndex};
 
 /// Default gRPC and `/metrics` ports of the vector-search service.
 pub const DEFAULT_GRPC_PORT: u16 = 50052;
@@ -77,6 +77,15 @@ pub struct VectorSettings {
     pub segments: usize,
     /// Quantization of collections created without one: `none` or `int8`.
     pub quantization: Quantization,
+    /// Text index of collections created without one: `bm25` (texts become
+    /// BM25 sparse vectors; Search can be dense, sparse or hybrid),
+    /// `sparse` (client-computed sparse vectors) or `none` (dense only).
+    pub text_index: TextIndex,
+    /// Longest `text` of a point or a search, in bytes.
+    pub max_text_bytes: usize,
+    /// Most terms of a sparse vector given by a client (a point's or a
+    /// query's); texts are bounded by `max_text_bytes` instead.
+    pub max_sparse_terms: usize,
     /// HNSW defaults for collections created without them.
     pub hnsw_m: usize,
     pub hnsw_ef_construct: usize,
@@ -105,6 +114,9 @@ impl Default for VectorSettings {
             engine_wal_limit_mb: 256,
             segments: 0,
             quantization: Quantization::None,
+            text_index: TextIndex::Bm25,
+            max_text_bytes: 65_536,
+            max_sparse_terms: 4096,
             hnsw_m: 16,
             hnsw_ef_construct: 100,
             max_upsert_points: 10_000,
@@ -183,6 +195,8 @@ impl VectorSettings {
             ("max_upsert_points", self.max_upsert_points),
             ("max_search_limit", self.max_search_limit),
             ("max_batch_searches", self.max_batch_searches),
+            ("max_text_bytes", self.max_text_bytes),
+            ("max_sparse_terms", self.max_sparse_terms),
             ("max_page_size", self.max_page_size),
             ("max_filter_conditions", self.max_filter_conditions),
             ("max_in_flight", self.max_in_flight),

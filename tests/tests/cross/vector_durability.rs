@@ -71,6 +71,7 @@ async fn upsert_range(c: &mut VectorSearchClient<Channel>, name: &str, ids: std:
                     Value::Object(m) => Some(json_to_struct(m)),
                     _ => None,
                 },
+                ..Default::default()
             })
             .collect();
         c.upsert(pb::UpsertRequest {

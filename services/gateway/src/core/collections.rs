@@ -15,6 +15,7 @@ pub struct CollectionView {
     pub chunking: ChunkingSettings,
     pub chunks_count: u64,
     pub status: vec::IndexStatus,
+    pub text_index: vec::TextIndex,
 }
 
 impl CollectionView {
@@ -45,6 +46,7 @@ impl CollectionView {
             chunking,
             chunks_count: info.points_count,
             status: info.status(),
+            text_index: info.text_index(),
             name: info.name,
         })
     }
@@ -58,6 +60,7 @@ impl CollectionView {
             chunking: Some(chunking_to_pb(self.chunking)),
             chunks_count: self.chunks_count,
             status: self.status.into(),
+            text_index: self.text_index.into(),
         }
     }
 }
@@ -248,6 +251,9 @@ impl Core {
             distance: distance.into(),
             hnsw: None,
             metadata,
+            // Checked by the vector-search service (INVALID_ARGUMENT naming
+            // `text_index`).
+            text_index: r.text_index,
             ..Default::default()
         };
         // Not retried (see rpc::CREATE_COLLECTION).

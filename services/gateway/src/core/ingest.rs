@@ -245,12 +245,21 @@ impl Core {
             .flat_map(|d| d.chunk_ids.iter())
             .zip(vectors)
             .zip(payloads)
-            .map(|((id, vector), payload)| vec::Point {
+            .zip(&texts)
+            .map(|(((id, vector), payload), text)| vec::Point {
                 id: Some(vec::PointId {
                     kind: Some(vec::point_id::Kind::Uuid(id.clone())),
                 }),
                 vector,
                 payload: Some(json::json_to_struct(payload)),
+                // Indexed by its words too (BM25), where the collection has
+                // a text index.
+                text: if coll.text_index == vec::TextIndex::Bm25 {
+                    text.clone()
+                } else {
+                    String::new()
+                },
+                ..Default::default()
             })
             .collect();
         for group in points.chunks(UPSERT_BATCH) {

@@ -53,7 +53,7 @@ pub use collections::{CollectionView, chunking_to_pb};
 pub use inference::{Forwarding, InferenceMethod, RawStream};
 pub use models::{ModelKind, ServedModel};
 pub use pipelines::{PipelineRun, StepReport};
-pub use search::assemble;
+pub use search::{assemble, found_by_json, search_mode};
 
 pub type Result<T, E = GatewayError> = std::result::Result<T, E>;
 
@@ -315,6 +315,7 @@ mod tests {
             chunk_index: idx,
             text: text.into(),
             metadata: None,
+            ..Default::default()
         }
     }
 

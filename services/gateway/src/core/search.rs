@@ -39,6 +39,41 @@ pub(super) fn keyword(key: &str, value: &str) -> vec::Condition {
     }
 }
 
+/// A search mode by name, as the JSON and MCP faces take it (`dense`,
+/// `sparse`, `hybrid`; absent or empty: unspecified).
+pub fn search_mode(field: &str, name: Option<&str>) -> Result<i32> {
+    let mode = match name.map(str::to_ascii_lowercase).as_deref() {
+        None | Some("") => vec::SearchMode::Unspecified,
+        Some("dense") => vec::SearchMode::Dense,
+        Some("sparse") => vec::SearchMode::Sparse,
+        Some("hybrid") => vec::SearchMode::Hybrid,
+        Some(other) => {
+            return Err(GatewayError::invalid(
+                field,
+                format!("{other:?} is not dense, sparse or hybrid"),
+            ));
+        }
+    };
+    Ok(mode.into())
+}
+
+/// Which retrievers found a hit, for the JSON and MCP faces:
+/// `[{"retriever": "dense", "rank": 1, "score": 0.83}, …]`.
+pub fn found_by_json(found: &[vec::RetrieverRank]) -> Json {
+    Json::Array(
+        found
+            .iter()
+            .map(|f| {
+                serde_json::json!({
+                    "retriever": f.retriever().as_str_name().trim_start_matches("RETRIEVER_").to_ascii_lowercase(),
+                    "rank": f.rank,
+                    "score": f.score,
+                })
+            })
+            .collect(),
+    )
+}
+
 impl Core {
     pub(super) fn check_query(&self, q: &str) -> Result<()> {
         if q.trim().is_empty() {
@@ -77,16 +112,55 @@ impl Core {
         self.check_query(&r.query)?;
         let limit = self.check_top_k("limit", r.limit, 10)?;
         let coll = self.collection(&r.collection, deadline).await?;
+        // Which retrievers: dense alone on collections without a text
+        // index, and when a threshold asks for a cosine similarity; the
+        // mode asked for otherwise (UNSPECIFIED: hybrid).
+        let asked = vec::SearchMode::try_from(r.mode).map_err(|_| {
+            GatewayError::invalid(
+                "mode",
+                format!(
+                    "{} is not one of SEARCH_MODE_UNSPECIFIED, _DENSE, _SPARSE, _HYBRID",
+                    r.mode
+                ),
+            )
+        })?;
+        let text_index = coll.text_index != vec::TextIndex::None;
+        let mode = match asked {
+            vec::SearchMode::Unspecified if !text_index || r.score_threshold.is_some() => {
+                vec::SearchMode::Dense
+            }
+            vec::SearchMode::Unspecified => vec::SearchMode::Hybrid,
+            m => m,
+        };
+        if mode != vec::SearchMode::Dense && !text_index {
+            return Err(GatewayError::invalid(
+                "mode",
+                format!(
+                    "collection {:?} has no text index (made before text search, or with TEXT_INDEX_NONE): search it DENSE, or delete it and ingest again",
+                    coll.name
+                ),
+            ));
+        }
         let t0 = Instant::now();
-        let (mut vectors, _) = self
-            .embed_texts(&coll.model, vec![r.query], deadline)
-            .await?;
+        let vector = if mode == vec::SearchMode::Sparse {
+            Vec::new()
+        } else {
+            let (mut vectors, _) = self
+                .embed_texts(&coll.model, vec![r.query.clone()], deadline)
+                .await?;
+            vectors.pop().unwrap_or_default()
+        };
         let embed_us = t0.elapsed().as_micros() as u64;
-        let vector = vectors.pop().unwrap_or_default();
         let t1 = Instant::now();
         let m = vec::SearchRequest {
             collection: coll.name.clone(),
             vector,
+            text: if mode == vec::SearchMode::Dense {
+                String::new()
+            } else {
+                r.query
+            },
+            mode: mode.into(),
             limit,
             filter: r.filter.map(payload_filter),
             score_threshold: r.score_threshold,
@@ -125,6 +199,7 @@ impl Core {
                     limit: top_k,
                     filter: r.filter,
                     score_threshold: r.score_threshold,
+                    mode: r.mode,
                 },
                 deadline,
             )
@@ -197,6 +272,7 @@ impl Core {
                     score: 0.0,
                     payload: p.payload,
                     vector: Vec::new(),
+                    ..Default::default()
                 })
             })
             .collect();
@@ -232,6 +308,7 @@ fn hit(h: vec::ScoredPoint) -> gw::Hit {
         chunk_index,
         text,
         metadata,
+        found_by: h.found_by,
     }
 }
 

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
 use super::{App, err, handle, handle_json, invalid, json_response, ok, usage};
+use crate::core::{found_by_json, search_mode};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -36,6 +37,9 @@ struct CreateCollectionJson {
     distance: Option<String>,
     #[serde(default)]
     chunking: Option<ChunkingJson>,
+    /// `bm25` (default) or `none`.
+    #[serde(default)]
+    text_index: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -69,6 +73,9 @@ struct SearchJson {
     filter: Option<Json>,
     #[serde(default)]
     score_threshold: Option<f32>,
+    /// `dense`, `sparse` or `hybrid`.
+    #[serde(default)]
+    mode: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -84,6 +91,8 @@ struct RagJson {
     score_threshold: Option<f32>,
     #[serde(default)]
     max_context_chars: u32,
+    #[serde(default)]
+    mode: Option<String>,
 }
 
 fn chunking_pb(c: Option<ChunkingJson>) -> Result<Option<gw::Chunking>, Response> {
@@ -244,6 +253,7 @@ fn hit_json(h: gw::Hit) -> Json {
         "chunk_index": h.chunk_index,
         "text": h.text,
         "metadata": struct_json(h.metadata),
+        "found_by": found_by_json(&h.found_by),
     })
 }
 
@@ -264,6 +274,7 @@ fn collection_json(c: gw::Collection) -> Json {
         },
         "chunks_count": c.chunks_count,
         "status": c.status().as_str_name().trim_start_matches("INDEX_STATUS_").to_ascii_lowercase(),
+        "text_index": c.text_index().as_str_name().trim_start_matches("TEXT_INDEX_").to_ascii_lowercase(),
     })
 }
 
@@ -288,6 +299,18 @@ pub(super) async fn create_collection(State(app): State<App>, req: Request) -> R
                         model: r.model,
                         distance: distance.into(),
                         chunking: chunking_pb(r.chunking)?,
+                        text_index: match r.text_index.as_deref() {
+                            None | Some("") => vec::TextIndex::Unspecified,
+                            Some("bm25") => vec::TextIndex::Bm25,
+                            Some("none") => vec::TextIndex::None,
+                            Some(other) => {
+                                return Err(invalid(
+                                    "text_index",
+                                    format!("{other:?} is not bm25 or none"),
+                                ));
+                            }
+                        }
+                        .into(),
                     },
                     deadline,
                 )
@@ -425,6 +448,7 @@ pub(super) async fn search(
                         limit: r.limit,
                         filter,
                         score_threshold: r.score_threshold,
+                        mode: search_mode("mode", r.mode.as_deref()).map_err(err)?,
                     },
                     deadline,
                 )
@@ -503,6 +527,7 @@ pub(super) async fn rag_query(State(app): State<App>, req: Request) -> Response 
                         filter,
                         score_threshold: r.score_threshold,
                         max_context_chars: r.max_context_chars,
+                        mode: search_mode("mode", r.mode.as_deref()).map_err(err)?,
                     },
                     deadline,
                 )

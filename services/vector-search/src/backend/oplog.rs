@@ -15,7 +15,9 @@
 //! record naming it, whatever state the engine files were left in.
 //!
 //! Frame: `len: u32 LE | crc32(body): u32 LE | body`. A torn or corrupt
-//! frame ends the log; it is cut off at open.
+//! frame ends the log; it is cut off at open. Upserts whose points carry
+//! sparse vectors are a kind of their own, so logs without any stay
+//! readable by earlier versions.
 
 use std::{
     fs::{File, OpenOptions},
@@ -25,7 +27,7 @@ use std::{
 
 use uuid::Uuid;
 
-use crate::model::{Payload, Point, PointId};
+use crate::model::{Payload, Point, PointId, SparseVector};
 
 /// One logged write.
 #[derive(Clone, Debug, PartialEq)]
@@ -36,6 +38,9 @@ pub enum Op {
 
 const KIND_UPSERT: u8 = 1;
 const KIND_DELETE: u8 = 2;
+/// An upsert with, per point, a sparse vector flag (and vector) after the
+/// payload.
+const KIND_UPSERT_SPARSE: u8 = 3;
 const HEADER: usize = 8;
 
 /// An append-only log file.
@@ -154,7 +159,12 @@ fn encode_frame(op: &Op) -> io::Result<Vec<u8>> {
     let mut body = Vec::new();
     match op {
         Op::Upsert(points) => {
-            body.push(KIND_UPSERT);
+            let with_sparse = points.iter().any(|p| p.sparse.is_some());
+            body.push(if with_sparse {
+                KIND_UPSERT_SPARSE
+            } else {
+                KIND_UPSERT
+            });
             put_len(&mut body, points.len())?;
             for p in points {
                 put_id(&mut body, p.id);
@@ -165,6 +175,19 @@ fn encode_frame(op: &Op) -> io::Result<Vec<u8>> {
                 let json = serde_json::to_vec(&p.payload).map_err(io::Error::other)?;
                 put_len(&mut body, json.len())?;
                 body.extend_from_slice(&json);
+                if with_sparse {
+                    match &p.sparse {
+                        None => body.push(0),
+                        Some(s) => {
+                            body.push(1);
+                            put_len(&mut body, s.indices.len())?;
+                            for (i, v) in s.indices.iter().zip(&s.values) {
+                                body.extend_from_slice(&i.to_le_bytes());
+                                body.extend_from_slice(&v.to_le_bytes());
+                            }
+                        }
+                    }
+                }
             }
         }
         Op::Delete(ids) => {
@@ -229,7 +252,7 @@ fn decode_all(bytes: &[u8]) -> (Vec<Op>, usize) {
 fn decode_body(body: &[u8]) -> Option<Op> {
     let mut r = Reader(body);
     match r.u8()? {
-        KIND_UPSERT => {
+        kind @ (KIND_UPSERT | KIND_UPSERT_SPARSE) => {
             let n = r.u32()? as usize;
             let mut points = Vec::with_capacity(n.min(body.len()));
             for _ in 0..n {
@@ -242,10 +265,24 @@ fn decode_body(body: &[u8]) -> Option<Op> {
                     .collect();
                 let plen = r.u32()? as usize;
                 let payload: Payload = serde_json::from_slice(r.take(plen)?).ok()?;
+                let sparse = if kind == KIND_UPSERT_SPARSE && r.u8()? == 1 {
+                    let terms = r.u32()? as usize;
+                    let raw = r.take(terms.checked_mul(8)?)?;
+                    let (mut indices, mut values) =
+                        (Vec::with_capacity(terms), Vec::with_capacity(terms));
+                    for c in raw.chunks_exact(8) {
+                        indices.push(u32::from_le_bytes([c[0], c[1], c[2], c[3]]));
+                        values.push(f32::from_le_bytes([c[4], c[5], c[6], c[7]]));
+                    }
+                    Some(SparseVector { indices, values })
+                } else {
+                    None
+                };
                 points.push(Point {
                     id,
                     vector,
                     payload,
+                    sparse,
                 });
             }
             Some(Op::Upsert(points))
@@ -306,6 +343,7 @@ mod tests {
             id,
             vector: vec![x, -x, 0.5],
             payload: payload.as_object().cloned().unwrap_or_default(),
+            sparse: None,
         }
     }
 
@@ -339,12 +377,21 @@ mod tests {
     #[test]
     fn records_round_trip_and_reset_empties() {
         let path = temp_path("roundtrip");
+        let with_sparse = Point {
+            sparse: Some(SparseVector {
+                indices: vec![4_000_000_000, 12],
+                values: vec![1.25, -0.5],
+            }),
+            ..point(PointId::Num(8), 3.0)
+        };
         let ops = vec![
             Op::Upsert(vec![
                 point(PointId::Num(7), 1.0),
                 point(PointId::Uuid(Uuid::new_v4()), 2.0),
             ]),
             Op::Delete(vec![PointId::Num(7)]),
+            // A sparse vector beside a point without one in the same batch.
+            Op::Upsert(vec![with_sparse, point(PointId::Num(9), 4.0)]),
         ];
         {
             let (mut log, old) = OpLog::open(&path, true).expect("open");

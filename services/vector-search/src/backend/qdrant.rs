@@ -1,7 +1,8 @@
 //! The cluster backend: a Qdrant server or cluster over gRPC
 //! (`qdrant-client`). Our model maps one to one onto Qdrant's: a collection
-//! with one unnamed dense vector, u64/UUID ids, JSON payloads, and the same
-//! filter conditions.
+//! with one unnamed dense vector (and, with a text index, a sparse vector
+//! named `text`, IDF-modified for BM25), u64/UUID ids, JSON payloads, and
+//! the same filter conditions.
 //!
 //! Collection configurations are cached for request validation; the cache
 //! entry is dropped whenever Qdrant answers NOT_FOUND, so a collection
@@ -15,9 +16,10 @@ use qdrant_client::{
     qdrant::{
         self as q, Condition as QCondition, CountPointsBuilder, CreateCollectionBuilder,
         DeletePointsBuilder, Filter as QFilter, GetPointsBuilder, HnswConfigDiffBuilder,
-        PointStruct, PointsIdsList, QuantizationSearchParamsBuilder, ScalarQuantizationBuilder,
-        ScrollPointsBuilder, SearchBatchPointsBuilder, SearchParamsBuilder, SearchPointsBuilder,
-        UpsertPointsBuilder, VectorParamsBuilder, point_id::PointIdOptions,
+        NamedVectors, PointStruct, PointsIdsList, QuantizationSearchParamsBuilder,
+        ScalarQuantizationBuilder, ScrollPointsBuilder, SearchBatchPointsBuilder,
+        SearchParamsBuilder, SearchPointsBuilder, SparseVectorParams, SparseVectorsConfigBuilder,
+        UpsertPointsBuilder, Vector as QInputVector, VectorParamsBuilder, point_id::PointIdOptions,
         quantization_config::Quantization as QQuantization, vector_output::Vector as QVector,
         vectors_config::Config as QVectorsConfig, vectors_output::VectorsOptions,
     },
@@ -29,8 +31,8 @@ use crate::{
     error::{OpenError, VectorError},
     model::{
         CollectionConfig, CollectionInfo, Condition, Distance, Filter, Hit, Hnsw, IndexStatus,
-        Metadata, Payload, Point, PointId, PointSelector, Quantization, Record, ScrollQuery,
-        SearchQuery,
+        Metadata, Payload, Point, PointId, PointSelector, Quantization, Query, Record, ScrollQuery,
+        SearchQuery, SparseVector, TextIndex,
     },
     settings::QdrantSettings,
 };
@@ -102,6 +104,65 @@ impl QdrantBackend {
         }
     }
 
+    /// Replaces the sparse vectors of the points `selector` names with
+    /// empty ones before they are deleted: Qdrant keeps a deleted point's
+    /// terms in its posting lists, and so in every term's document
+    /// frequency, until the segment is rebuilt (a plain delete only marks
+    /// the point), which would skew BM25 scores after deletes.
+    async fn clear_terms(&self, collection: &str, selector: &PointSelector) -> Result<()> {
+        let mut offset = None;
+        loop {
+            // The points that exist (an update of a missing one fails).
+            let mut page = ScrollPointsBuilder::new(collection)
+                .limit(CLEAR_PAGE)
+                .with_payload(false)
+                .with_vectors(false);
+            page = match selector {
+                PointSelector::Ids(ids) => page.filter(QFilter::must([QCondition::has_id(
+                    ids.iter().copied().map(to_q_id),
+                )])),
+                PointSelector::Filter(f) => page.filter(to_q_filter(f)),
+            };
+            if let Some(o) = offset.take() {
+                page = page.offset(o);
+            }
+            let found = self
+                .client
+                .scroll(page)
+                .await
+                .map_err(|e| self.error(collection, e))?;
+            let points: Vec<q::PointVectors> = found
+                .result
+                .into_iter()
+                .map(|p| q::PointVectors {
+                    id: p.id,
+                    vectors: Some(
+                        NamedVectors::from(vec![(
+                            SPARSE_NAME.to_owned(),
+                            QInputVector::new_sparse(Vec::<u32>::new(), Vec::<f32>::new()),
+                        )])
+                        .into(),
+                    ),
+                })
+                .collect();
+            if !points.is_empty() {
+                self.client
+                    .update_vectors(q::UpdatePointVectors {
+                        collection_name: collection.to_owned(),
+                        wait: Some(true),
+                        points,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| self.error(collection, e))?;
+            }
+            match found.next_page_offset {
+                Some(o) => offset = Some(o),
+                None => return Ok(()),
+            }
+        }
+    }
+
     async fn fetch_info(&self, name: &str) -> Result<(CollectionConfig, q::CollectionInfo)> {
         let info = self
             .client
@@ -145,7 +206,17 @@ impl QdrantBackend {
                 )));
             }
         };
+        let sparse = config
+            .and_then(|c| c.params.as_ref())
+            .and_then(|p| p.sparse_vectors_config.as_ref())
+            .and_then(|s| s.map.get(SPARSE_NAME));
+        let text_index = match sparse.map(|s| s.modifier) {
+            None => TextIndex::None,
+            Some(Some(m)) if m == q::Modifier::Idf as i32 => TextIndex::Bm25,
+            Some(_) => TextIndex::Sparse,
+        };
         let cfg = CollectionConfig {
+            text_index,
             dimension: params.size as usize,
             distance,
             hnsw: Hnsw {
@@ -193,6 +264,22 @@ impl Backend for QdrantBackend {
                     .m(config.hnsw.m as u64)
                     .ef_construct(config.hnsw.ef_construct as u64),
             );
+        let modifier = match config.text_index {
+            TextIndex::None => None,
+            TextIndex::Bm25 => Some(q::Modifier::Idf),
+            TextIndex::Sparse => Some(q::Modifier::None),
+        };
+        if let Some(m) = modifier {
+            let mut sparse = SparseVectorsConfigBuilder::default();
+            sparse.add_named_vector_params(
+                SPARSE_NAME,
+                SparseVectorParams {
+                    index: None,
+                    modifier: Some(m as i32),
+                },
+            );
+            create = create.sparse_vectors_config(sparse);
+        }
         match config.quantization {
             Quantization::None => {}
             Quantization::Int8 => {
@@ -293,7 +380,20 @@ impl Backend for QdrantBackend {
     async fn upsert(&self, collection: &str, points: Vec<Point>) -> Result<()> {
         let points: Vec<PointStruct> = points
             .into_iter()
-            .map(|p| PointStruct::new(to_q_id(p.id), p.vector, QPayload::from(p.payload)))
+            .map(|p| match p.sparse {
+                None => PointStruct::new(to_q_id(p.id), p.vector, QPayload::from(p.payload)),
+                Some(s) => PointStruct::new(
+                    to_q_id(p.id),
+                    NamedVectors::from(vec![
+                        (String::new(), QInputVector::new_dense(p.vector)),
+                        (
+                            SPARSE_NAME.to_owned(),
+                            QInputVector::new_sparse(s.indices, s.values),
+                        ),
+                    ]),
+                    QPayload::from(p.payload),
+                ),
+            })
             .collect();
         self.client
             .upsert_points(UpsertPointsBuilder::new(collection, points).wait(true))
@@ -324,12 +424,14 @@ impl Backend for QdrantBackend {
             .into_iter()
             .filter_map(|r| {
                 let id = from_q_id(r.id)?;
+                let (vector, sparse) = vectors_of(r.vectors);
                 Some((
                     id,
                     Record {
                         id,
                         payload: with_payload.then(|| payload_of(r.payload)),
-                        vector: r.vectors.and_then(dense_of),
+                        vector,
+                        sparse,
                     },
                 ))
             })
@@ -338,6 +440,14 @@ impl Backend for QdrantBackend {
     }
 
     async fn delete(&self, collection: &str, selector: PointSelector) -> Result<()> {
+        if self
+            .collection_config(collection)
+            .await?
+            .text_index
+            .exists()
+        {
+            self.clear_terms(collection, &selector).await?;
+        }
         let builder = DeletePointsBuilder::new(collection).wait(true);
         let builder = match selector {
             PointSelector::Ids(ids) => builder.points(PointsIdsList {
@@ -390,10 +500,12 @@ impl Backend for QdrantBackend {
             .result
             .into_iter()
             .filter_map(|r| {
+                let (vector, sparse) = vectors_of(r.vectors);
                 Some(Record {
                     id: from_q_id(r.id)?,
                     payload: query.with_payload.then(|| payload_of(r.payload)),
-                    vector: r.vectors.and_then(dense_of),
+                    vector,
+                    sparse,
                 })
             })
             .collect();
@@ -422,7 +534,15 @@ impl Backend for QdrantBackend {
                 if let Some(ef) = sq.ef {
                     params = params.hnsw_ef(ef as u64);
                 }
-                let mut b = SearchPointsBuilder::new(collection, sq.vector, sq.limit as u64)
+                let mut b = match sq.query {
+                    Query::Dense(v) => SearchPointsBuilder::new(collection, v, sq.limit as u64),
+                    Query::Sparse(s) => {
+                        SearchPointsBuilder::new(collection, s.values, sq.limit as u64)
+                            .vector_name(SPARSE_NAME)
+                            .sparse_indices(s.indices)
+                    }
+                };
+                b = b
                     .params(params)
                     .with_payload(sq.with_payload)
                     .with_vectors(sq.with_vectors);
@@ -453,7 +573,8 @@ impl Backend for QdrantBackend {
                             id: from_q_id(h.id)?,
                             score: h.score,
                             payload: wp.then(|| payload_of(h.payload)),
-                            vector: h.vectors.and_then(dense_of),
+                            vector: vectors_of(h.vectors).0,
+                            found_by: Vec::new(),
                         })
                     })
                     .collect()
@@ -480,13 +601,36 @@ fn payload_of(p: HashMap<String, q::Value>) -> Payload {
     p.into_iter().map(|(k, v)| (k, v.into_json())).collect()
 }
 
-fn dense_of(v: q::VectorsOutput) -> Option<Vec<f32>> {
-    match v.vectors_options? {
-        VectorsOptions::Vector(out) => match out.into_vector() {
-            QVector::Dense(d) => Some(d.data),
-            _ => None,
-        },
-        VectorsOptions::Vectors(_) => None,
+/// Points whose terms are cleared per call before a delete.
+const CLEAR_PAGE: u32 = 1000;
+
+/// The name of a collection's sparse vector on the server (the dense one is
+/// the unnamed default, `""`).
+const SPARSE_NAME: &str = "text";
+
+/// A point's dense and sparse vectors as the server returned them.
+fn vectors_of(v: Option<q::VectorsOutput>) -> (Option<Vec<f32>>, Option<SparseVector>) {
+    let dense = |out: q::VectorOutput| match out.into_vector() {
+        QVector::Dense(d) => Some(d.data),
+        _ => None,
+    };
+    match v.and_then(|v| v.vectors_options) {
+        Some(VectorsOptions::Vector(out)) => (dense(out), None),
+        Some(VectorsOptions::Vectors(mut named)) => {
+            let d = named.vectors.remove("").and_then(dense);
+            let s = named
+                .vectors
+                .remove(SPARSE_NAME)
+                .and_then(|out| match out.into_vector() {
+                    QVector::Sparse(s) => Some(SparseVector {
+                        indices: s.indices,
+                        values: s.values,
+                    }),
+                    _ => None,
+                });
+            (d, s)
+        }
+        None => (None, None),
     }
 }
 

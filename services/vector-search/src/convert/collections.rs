@@ -5,7 +5,7 @@ use mlmesh_proto::vector::v1 as pb;
 use super::{MAX_EF, Result};
 use crate::{
     error::VectorError,
-    model::{CollectionConfig, Distance, Hnsw, Quantization},
+    model::{CollectionConfig, Distance, Hnsw, Quantization, TextIndex},
     settings::{MAX_DIMENSION, VectorSettings},
 };
 
@@ -88,12 +88,36 @@ pub fn collection_config(
             ));
         }
     };
+    let text_index = match pb::TextIndex::try_from(r.text_index) {
+        Ok(pb::TextIndex::Unspecified) => defaults.text_index,
+        Ok(pb::TextIndex::None) => TextIndex::None,
+        Ok(pb::TextIndex::Bm25) => TextIndex::Bm25,
+        Ok(pb::TextIndex::Sparse) => TextIndex::Sparse,
+        Err(_) => {
+            return Err(VectorError::invalid(
+                "text_index",
+                format!(
+                    "{} is not one of TEXT_INDEX_UNSPECIFIED, TEXT_INDEX_NONE, TEXT_INDEX_BM25, TEXT_INDEX_SPARSE",
+                    r.text_index
+                ),
+            ));
+        }
+    };
     Ok(CollectionConfig {
         dimension,
         distance,
         hnsw: Hnsw { m, ef_construct },
         quantization,
+        text_index,
     })
+}
+
+pub fn text_index_out(t: TextIndex) -> pb::TextIndex {
+    match t {
+        TextIndex::None => pb::TextIndex::None,
+        TextIndex::Bm25 => pb::TextIndex::Bm25,
+        TextIndex::Sparse => pb::TextIndex::Sparse,
+    }
 }
 
 /// Most metadata entries per collection, and the size of each key / value.
@@ -155,6 +179,7 @@ pub fn collection_info(info: crate::model::CollectionInfo) -> pb::CollectionInfo
             Quantization::Int8 => pb::Quantization::Int8,
         }
         .into(),
+        text_index: text_index_out(info.config.text_index).into(),
     }
 }
 

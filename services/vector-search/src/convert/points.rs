@@ -9,8 +9,9 @@ use prost_types::Struct;
 use super::Result;
 use crate::{
     error::VectorError,
-    model::{CollectionConfig, Payload, Point, PointId, Record},
+    model::{CollectionConfig, Payload, Point, PointId, Record, SparseVector, TextIndex},
     settings::VectorSettings,
+    text::Bm25,
 };
 
 pub fn point_id(field: &str, id: Option<&pb::PointId>) -> Result<PointId> {
@@ -82,11 +83,116 @@ pub fn vector(field: &str, v: &[f32], collection: &str, config: &CollectionConfi
     Ok(())
 }
 
-/// The points of an Upsert, validated against the collection.
+/// A client's sparse vector: as many values as indices, unique indices, at
+/// most `vector.max_sparse_terms`, finite values.
+pub fn sparse_vector(
+    field: &str,
+    v: pb::SparseVector,
+    limits: &VectorSettings,
+) -> Result<SparseVector> {
+    if v.indices.len() != v.values.len() {
+        return Err(VectorError::invalid(
+            field,
+            format!(
+                "{} indices but {} values; they pair up one to one",
+                v.indices.len(),
+                v.values.len()
+            ),
+        ));
+    }
+    if v.indices.len() > limits.max_sparse_terms {
+        return Err(VectorError::OverLimit {
+            field: format!("{field}.indices count"),
+            got: v.indices.len(),
+            max: limits.max_sparse_terms,
+            setting: "vector.max_sparse_terms",
+        });
+    }
+    if let Some((i, x)) = v.values.iter().enumerate().find(|(_, x)| !x.is_finite()) {
+        return Err(VectorError::NotFinite {
+            field: format!("{field}.values"),
+            index: i,
+            value: *x,
+        });
+    }
+    let mut seen = std::collections::HashSet::with_capacity(v.indices.len());
+    if let Some(d) = v.indices.iter().find(|&&i| !seen.insert(i)) {
+        return Err(VectorError::invalid(
+            format!("{field}.indices"),
+            format!("{d} appears twice; indices must be unique"),
+        ));
+    }
+    Ok(SparseVector {
+        indices: v.indices,
+        values: v.values,
+    })
+}
+
+/// A text within `vector.max_text_bytes`.
+pub fn text_within(field: &str, text: &str, limits: &VectorSettings) -> Result<()> {
+    if text.len() > limits.max_text_bytes {
+        return Err(VectorError::OverLimit {
+            field: format!("{field} bytes"),
+            got: text.len(),
+            max: limits.max_text_bytes,
+            setting: "vector.max_text_bytes",
+        });
+    }
+    Ok(())
+}
+
+/// A point's sparse vector from its `text` or `sparse`, per the collection's
+/// text index. `None` when it gives neither (the point is then found by its
+/// dense vector only).
+fn point_sparse(
+    field: &str,
+    text: String,
+    sparse: Option<pb::SparseVector>,
+    collection: &str,
+    config: &CollectionConfig,
+    limits: &VectorSettings,
+    bm25: &Bm25,
+) -> Result<Option<SparseVector>> {
+    let refuse = |name: &str, reason| {
+        Err(VectorError::NoTextIndex {
+            field: format!("{field}.{name}"),
+            collection: collection.into(),
+            reason,
+        })
+    };
+    match (text.is_empty(), sparse) {
+        (true, None) => Ok(None),
+        (false, Some(_)) => Err(VectorError::invalid(
+            format!("{field}.sparse"),
+            "give `text` or `sparse`, not both",
+        )),
+        (false, None) => match config.text_index {
+            TextIndex::Bm25 => {
+                text_within(&format!("{field}.text"), &text, limits)?;
+                Ok(Some(bm25.document(&text)))
+            }
+            TextIndex::Sparse => refuse(
+                "text",
+                "takes client-computed sparse vectors (TEXT_INDEX_SPARSE), not text",
+            ),
+            TextIndex::None => refuse("text", "has no text index (created with TEXT_INDEX_NONE)"),
+        },
+        (true, Some(v)) => {
+            if !config.text_index.exists() {
+                return refuse("sparse", "has no text index (created with TEXT_INDEX_NONE)");
+            }
+            sparse_vector(&format!("{field}.sparse"), v, limits).map(Some)
+        }
+    }
+}
+
+/// The points of an Upsert, validated against the collection; texts turned
+/// into sparse vectors (CPU work: call off the reactor).
 pub fn points(
     r: pb::UpsertRequest,
     config: &CollectionConfig,
     limits: &VectorSettings,
+    bm25: &Bm25,
 ) -> Result<Vec<Point>> {
     if r.points.is_empty() {
         return Err(VectorError::Empty {
@@ -125,10 +231,20 @@ pub fn points(
                 Some(s) => struct_to_json(&format!("points[{i}].payload"), s)?,
                 None => Payload::new(),
             };
+            let sparse = point_sparse(
+                &format!("points[{i}]"),
+                p.text,
+                p.sparse,
+                &collection,
+                config,
+                limits,
+                bm25,
+            )?;
             Ok(Point {
                 id,
                 vector: p.vector,
                 payload,
+                sparse,
             })
         })
         .collect()
@@ -139,6 +255,11 @@ pub fn record_out(r: Record) -> pb::Point {
         id: Some(point_id_out(r.id)),
         vector: r.vector.unwrap_or_default(),
         payload: r.payload.map(json_to_struct),
+        text: String::new(),
+        sparse: r.sparse.map(|s| pb::SparseVector {
+            indices: s.indices,
+            values: s.values,
+        }),
     }
 }
 

@@ -3,11 +3,15 @@
 use mlmesh_proto::json::json_to_struct;
 use mlmesh_proto::vector::v1 as pb;
 
-use super::{Result, point_id_out, point_ids, vector};
+use super::{Result, point_id_out, point_ids, sparse_vector, text_within, vector};
 use crate::{
     error::VectorError,
-    model::{CollectionConfig, Condition, Filter, Hit, Range, SearchQuery},
+    fusion::{DEFAULT_CANDIDATES, DEFAULT_RRF_K, MAX_RRF_K, Plan},
+    model::{
+        CollectionConfig, Condition, Filter, Hit, Query, Range, Retriever, SearchQuery, TextIndex,
+    },
     settings::VectorSettings,
+    text::Bm25,
 };
 
 /// Deepest nesting of filters inside filters.
@@ -25,7 +29,26 @@ pub fn hit_out(h: Hit) -> pb::ScoredPoint {
         score: h.score,
         payload: h.payload.map(json_to_struct),
         vector: h.vector.unwrap_or_default(),
+        found_by: h
+            .found_by
+            .into_iter()
+            .map(|f| pb::RetrieverRank {
+                retriever: match f.retriever {
+                    Retriever::Dense => pb::Retriever::Dense,
+                    Retriever::Sparse => pb::Retriever::Sparse,
+                }
+                .into(),
+                rank: f.rank,
+                score: f.score,
+            })
+            .collect(),
     }
+}
+
+/// Bytes of query text in a search (the API layer embeds long ones off the
+/// reactor).
+pub fn text_bytes(r: &pb::SearchRequest) -> usize {
+    r.text.len()
 }
 
 /// Converts and bounds a filter (`max_conditions` in total, nested at most
@@ -155,20 +178,22 @@ pub fn filter_is_empty(f: &Filter) -> bool {
     f.must.is_empty() && f.should.is_empty() && f.must_not.is_empty()
 }
 
-/// One search, validated; `prefix` is `""` for Search, `searches[i].` in a batch.
-pub fn search_query(
+/// One search, validated, as a plan: one query per retriever it runs.
+/// `prefix` is `""` for Search, `searches[i].` in a batch.
+pub fn search_plan(
     prefix: &str,
     r: pb::SearchRequest,
     collection: &str,
     config: &CollectionConfig,
     limits: &VectorSettings,
-) -> Result<SearchQuery> {
-    vector(&format!("{prefix}vector"), &r.vector, collection, config)?;
+    bm25: &Bm25,
+) -> Result<Plan> {
+    let field = |name: &str| format!("{prefix}{name}");
     let limit = match r.limit as usize {
         0 => DEFAULT_LIMIT,
         l if l > limits.max_search_limit => {
             return Err(VectorError::OverLimit {
-                field: format!("{prefix}limit"),
+                field: field("limit"),
                 got: l,
                 max: limits.max_search_limit,
                 setting: "vector.max_search_limit",
@@ -180,7 +205,7 @@ pub fn search_query(
         0 => None,
         e if e > MAX_EF => {
             return Err(VectorError::OverLimit {
-                field: format!("{prefix}ef"),
+                field: field("ef"),
                 got: e,
                 max: MAX_EF,
                 setting: "fixed",
@@ -192,7 +217,7 @@ pub fn search_query(
         && !t.is_finite()
     {
         return Err(VectorError::invalid(
-            format!("{prefix}score_threshold"),
+            field("score_threshold"),
             format!("{t} is not a finite number"),
         ));
     }
@@ -203,25 +228,141 @@ pub fn search_query(
         Some(f64::from(o))
     } else {
         return Err(VectorError::invalid(
-            format!("{prefix}oversampling"),
+            field("oversampling"),
             format!("{o} is outside 1..={MAX_OVERSAMPLING} (0 means 1)"),
         ));
     };
+    let rrf_k = match r.rrf_k {
+        0 => DEFAULT_RRF_K,
+        k if k > MAX_RRF_K => {
+            return Err(VectorError::OverLimit {
+                field: field("rrf_k"),
+                got: k as usize,
+                max: MAX_RRF_K as usize,
+                setting: "fixed",
+            });
+        }
+        k => k,
+    };
     let filter = r
         .filter
-        .map(|f| filter(&format!("{prefix}filter"), f, limits.max_filter_conditions))
+        .map(|f| filter(&field("filter"), f, limits.max_filter_conditions))
         .transpose()?;
-    Ok(SearchQuery {
-        vector: r.vector,
-        limit,
-        filter,
-        score_threshold: r.score_threshold,
+
+    // Which retrievers: the mode asked for, or what the request carries.
+    let has_dense = !r.vector.is_empty();
+    let has_text = !r.text.is_empty() || r.sparse.is_some();
+    if !r.text.is_empty() && r.sparse.is_some() {
+        return Err(VectorError::invalid(
+            field("sparse"),
+            "give `text` or `sparse`, not both",
+        ));
+    }
+    let mode = pb::SearchMode::try_from(r.mode).map_err(|_| {
+        VectorError::invalid(
+            field("mode"),
+            format!(
+                "{} is not one of SEARCH_MODE_UNSPECIFIED, SEARCH_MODE_DENSE, SEARCH_MODE_SPARSE, SEARCH_MODE_HYBRID",
+                r.mode
+            ),
+        )
+    })?;
+    let (dense, sparse) = match mode {
+        pb::SearchMode::Unspecified => {
+            if !has_dense && !has_text {
+                return Err(VectorError::Empty {
+                    field: field("vector"),
+                    hint: "a search needs a `vector`, a `text` (or `sparse`) query, or both",
+                });
+            }
+            (has_dense, has_text)
+        }
+        pb::SearchMode::Dense => (true, false),
+        pb::SearchMode::Sparse => (false, true),
+        pb::SearchMode::Hybrid => (true, true),
+    };
+    if sparse && !has_text {
+        return Err(VectorError::Empty {
+            field: field("text"),
+            hint: "SPARSE and HYBRID searches need a `text` (or `sparse`) query",
+        });
+    }
+    let no_index = |name: &str, reason| VectorError::NoTextIndex {
+        field: field(name),
+        collection: collection.into(),
+        reason,
+    };
+    let sparse_query = if sparse {
+        Some(match (config.text_index, r.sparse) {
+            (TextIndex::None, _) => {
+                return Err(no_index(
+                    if r.text.is_empty() { "sparse" } else { "text" },
+                    "has no text index (created with TEXT_INDEX_NONE): search it with `vector` only",
+                ));
+            }
+            (TextIndex::Sparse, None) => {
+                return Err(no_index(
+                    "text",
+                    "takes client-computed sparse vectors (TEXT_INDEX_SPARSE): give `sparse`, not `text`",
+                ));
+            }
+            (_, Some(v)) => sparse_vector(&field("sparse"), v, limits)?,
+            (TextIndex::Bm25, None) => {
+                text_within(&field("text"), &r.text, limits)?;
+                bm25.query(&r.text)
+            }
+        })
+    } else {
+        None
+    };
+    if dense {
+        vector(&field("vector"), &r.vector, collection, config)?;
+    }
+    let hybrid = dense && sparse;
+    let candidates = if hybrid {
+        match r.candidates as usize {
+            0 => limit.max(DEFAULT_CANDIDATES).min(limits.max_search_limit),
+            c if c < limit || c > limits.max_search_limit => {
+                return Err(VectorError::invalid(
+                    field("candidates"),
+                    format!(
+                        "{c} is outside limit..=vector.max_search_limit ({limit}..={})",
+                        limits.max_search_limit
+                    ),
+                ));
+            }
+            c => c,
+        }
+    } else {
+        limit
+    };
+    // Single retrievers filter by score in the engine; fused lists filter
+    // by the fused score.
+    let engine_threshold = if hybrid { None } else { r.score_threshold };
+    let base = |query| SearchQuery {
+        query,
+        limit: candidates,
+        filter: filter.clone(),
+        score_threshold: engine_threshold,
         ef,
         exact: r.exact,
         with_payload: r.with_payload,
         with_vectors: r.with_vectors,
         oversampling,
         rescore: !r.skip_rescore,
+    };
+    let mut parts = Vec::with_capacity(2);
+    if dense {
+        parts.push((Retriever::Dense, base(Query::Dense(r.vector.clone()))));
+    }
+    if let Some(q) = sparse_query {
+        parts.push((Retriever::Sparse, base(Query::Sparse(q))));
+    }
+    Ok(Plan {
+        parts,
+        limit,
+        rrf_k,
+        fused_threshold: if hybrid { r.score_threshold } else { None },
     })
 }
 

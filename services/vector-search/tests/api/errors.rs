@@ -17,6 +17,7 @@ async fn a_100_mb_upsert_is_refused_by_the_size_limit_and_writes_nothing() {
             id: num(i),
             vector: vec![0.5; 384],
             payload: None,
+            ..Default::default()
         })
         .collect();
     let err = app

@@ -193,6 +193,7 @@ pub fn point(id: u64, vector: Vec<f32>, p: Value) -> pb::Point {
         id: num(id),
         vector,
         payload: payload(p),
+        ..Default::default()
     }
 }
 

@@ -447,8 +447,12 @@ async fn the_engines_own_log_is_compacted_and_nothing_is_lost() {
         shards[0].0, "shard",
         "collection.json now names the new folder"
     );
+    // The new log holds one copy of every point plus the writes replayed
+    // from our log (those made while the copy was written: more of them on
+    // a loaded machine), so it is compared with half the old one, not with
+    // one copy.
     assert!(
-        shards[0].1 * 4 < grown,
+        shards[0].1 * 2 < grown,
         "the engine log shrank: {grown} bytes before, {shards:?} after"
     );
 

@@ -111,8 +111,23 @@ impl EmbeddedBackend {
                 );
             }
         }
-        EdgeConfig::builder()
-            .vector(edge::DEFAULT_VECTOR_NAME, vector.build())
+        let mut builder = EdgeConfig::builder().vector(edge::DEFAULT_VECTOR_NAME, vector.build());
+        let modifier = match config.text_index {
+            TextIndex::None => None,
+            // The engine weights query terms by their IDF over the
+            // collection at search time (see crate::text).
+            TextIndex::Bm25 => Some(edge::Modifier::Idf),
+            TextIndex::Sparse => Some(edge::Modifier::None),
+        };
+        if let Some(m) = modifier {
+            builder = builder.sparse_vector(
+                SPARSE_NAME,
+                edge::EdgeSparseVectorParamsBuilder::new()
+                    .modifier(m)
+                    .build(),
+            );
+        }
+        builder
             .hnsw_config(hnsw)
             .optimizers(self.tuning.applied_to(EdgeOptimizersConfig::default()))
             .build()
@@ -245,10 +260,14 @@ impl Backend for EmbeddedBackend {
                 .map_err(storage)?;
             Ok(records
                 .into_iter()
-                .map(|r| Record {
-                    id: from_edge_id(r.id),
-                    payload: with_payload.then(|| payload_of(r.payload)),
-                    vector: r.vector.and_then(dense_of),
+                .map(|r| {
+                    let (vector, sparse) = vectors_of(r.vector);
+                    Record {
+                        id: from_edge_id(r.id),
+                        payload: with_payload.then(|| payload_of(r.payload)),
+                        vector,
+                        sparse,
+                    }
                 })
                 .collect())
         })
@@ -306,10 +325,14 @@ impl Backend for EmbeddedBackend {
                 .map_err(storage)?;
             let records = records
                 .into_iter()
-                .map(|r| Record {
-                    id: from_edge_id(r.id),
-                    payload: query.with_payload.then(|| payload_of(r.payload)),
-                    vector: r.vector.and_then(dense_of),
+                .map(|r| {
+                    let (vector, sparse) = vectors_of(r.vector);
+                    Record {
+                        id: from_edge_id(r.id),
+                        payload: query.with_payload.then(|| payload_of(r.payload)),
+                        vector,
+                        sparse,
+                    }
                 })
                 .collect();
             Ok((records, next.map(from_edge_id)))
@@ -323,8 +346,15 @@ impl Backend for EmbeddedBackend {
                 .into_iter()
                 .map(|q| {
                     let (wp, wv) = (q.with_payload, q.with_vectors);
+                    let query = match q.query {
+                        Query::Dense(v) => NamedQuery::default_dense(v),
+                        Query::Sparse(s) => NamedQuery {
+                            query: VectorInternal::Sparse(to_edge_sparse(s)),
+                            using: Some(SPARSE_NAME.into()),
+                        },
+                    };
                     let request = SearchRequest {
-                        query: QueryEnum::Nearest(NamedQuery::default_dense(q.vector)),
+                        query: QueryEnum::Nearest(query),
                         filter: q.filter.as_ref().map(to_edge_filter).transpose()?,
                         params: Some(SearchParams {
                             hnsw_ef: q.ef,
@@ -349,7 +379,8 @@ impl Backend for EmbeddedBackend {
                             id: from_edge_id(h.id),
                             score: h.score,
                             payload: wp.then(|| payload_of(h.payload)),
-                            vector: h.vector.and_then(dense_of),
+                            vector: vectors_of(h.vector).0,
+                            found_by: Vec::new(),
                         })
                         .collect())
                 })

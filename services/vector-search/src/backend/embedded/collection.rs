@@ -247,21 +247,72 @@ pub(super) fn apply_to(shard: &EdgeShard, op: Op) -> Result<()> {
         Op::Upsert(points) => PointOperations::UpsertPoints(PointInsertOperations::PointsList(
             points.into_iter().map(to_edge_point).collect(),
         )),
-        Op::Delete(ids) => PointOperations::DeletePoints {
-            ids: ids.into_iter().map(to_edge_id).collect(),
-        },
+        Op::Delete(ids) => {
+            let ids: Vec<edge::PointId> = ids.into_iter().map(to_edge_id).collect();
+            // The engine keeps a deleted point's terms in the text index's
+            // posting lists (and so in every term's document frequency)
+            // until the segment is rebuilt; removing the sparse vector first
+            // takes them out now, so BM25 scores follow deletes. (Points in
+            // an already indexed segment still count until the optimizer
+            // rewrites it: see docs/services.md, "Text search".)
+            let has_text = shard.config().sparse_vectors.contains_key(SPARSE_NAME);
+            if has_text {
+                clear_terms(shard, &ids)?;
+            }
+            PointOperations::DeletePoints { ids }
+        }
     };
     shard
         .update(UpdateOperation::PointOperation(op))
         .map_err(storage)
 }
 
-/// A scrolled record back as a point (None without a dense vector).
+/// Replaces the sparse vector of those of `ids` that exist with an empty
+/// one: the engine then takes their terms out of the posting lists (a
+/// plain vector delete only marks the vector deleted).
+fn clear_terms(shard: &EdgeShard, ids: &[edge::PointId]) -> Result<()> {
+    let existing = shard
+        .retrieve(
+            ids,
+            Some(WithPayloadInterface::Bool(false)),
+            Some(WithVector::Bool(false)),
+        )
+        .map_err(storage)?;
+    if existing.is_empty() {
+        return Ok(());
+    }
+    let points = existing
+        .into_iter()
+        .map(|r| edge::PointVectorsPersisted {
+            id: r.id,
+            vector: VectorStructPersisted::Named(
+                [(
+                    SPARSE_NAME.to_owned(),
+                    VectorPersisted::Sparse(edge::SparseVector::default()),
+                )]
+                .into(),
+            ),
+        })
+        .collect();
+    shard
+        .update(UpdateOperation::VectorOperation(
+            edge::VectorOperations::UpdateVectors(edge::UpdateVectorsOp {
+                points,
+                update_filter: None,
+            }),
+        ))
+        .map_err(storage)
+}
+
+/// A scrolled record back as a point, sparse vector included (None
+/// without a dense vector).
 pub(super) fn point_of(r: edge::Record) -> Option<Point> {
+    let (vector, sparse) = vectors_of(r.vector);
     Some(Point {
         id: from_edge_id(r.id),
-        vector: r.vector.and_then(dense_of)?,
+        vector: vector?,
         payload: payload_of(r.payload),
+        sparse,
     })
 }
 

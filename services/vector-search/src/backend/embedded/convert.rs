@@ -24,10 +24,37 @@ pub(super) fn from_edge_id(id: edge::PointId) -> PointId {
     }
 }
 
+/// The name of a collection's sparse vector in the engine (the dense one
+/// is the unnamed default).
+pub(super) const SPARSE_NAME: &str = "text";
+
+pub(super) fn to_edge_sparse(v: SparseVector) -> edge::SparseVector {
+    edge::SparseVector {
+        indices: v.indices,
+        values: v.values,
+    }
+}
+
 pub(super) fn to_edge_point(p: Point) -> PointStructPersisted {
+    let vector = match p.sparse {
+        None => VectorStructPersisted::Single(p.vector),
+        Some(s) => VectorStructPersisted::Named(
+            [
+                (
+                    edge::DEFAULT_VECTOR_NAME.to_owned(),
+                    VectorPersisted::Dense(p.vector),
+                ),
+                (
+                    SPARSE_NAME.to_owned(),
+                    VectorPersisted::Sparse(to_edge_sparse(s)),
+                ),
+            ]
+            .into(),
+        ),
+    };
     PointStructPersisted {
         id: to_edge_id(p.id),
-        vector: VectorStructPersisted::Single(p.vector),
+        vector,
         payload: Some(edge::Payload(p.payload)),
     }
 }
@@ -36,14 +63,27 @@ pub(super) fn payload_of(p: Option<edge::Payload>) -> Payload {
     p.map(|p| p.0).unwrap_or_default()
 }
 
-pub(super) fn dense_of(v: VectorStructInternal) -> Option<Vec<f32>> {
+/// A stored point's dense vector and sparse vector, when it has them.
+pub(super) fn vectors_of(
+    v: Option<VectorStructInternal>,
+) -> (Option<Vec<f32>>, Option<SparseVector>) {
     match v {
-        VectorStructInternal::Single(d) => Some(d),
-        VectorStructInternal::Named(mut m) => match m.remove(edge::DEFAULT_VECTOR_NAME) {
-            Some(edge::VectorInternal::Dense(d)) => Some(d),
-            _ => None,
-        },
-        VectorStructInternal::MultiDense(_) => None,
+        Some(VectorStructInternal::Single(d)) => (Some(d), None),
+        Some(VectorStructInternal::Named(mut m)) => {
+            let dense = match m.remove(edge::DEFAULT_VECTOR_NAME) {
+                Some(edge::VectorInternal::Dense(d)) => Some(d),
+                _ => None,
+            };
+            let sparse = match m.remove(SPARSE_NAME) {
+                Some(edge::VectorInternal::Sparse(s)) => Some(SparseVector {
+                    indices: s.indices,
+                    values: s.values,
+                }),
+                _ => None,
+            };
+            (dense, sparse)
+        }
+        Some(VectorStructInternal::MultiDense(_)) | None => (None, None),
     }
 }
 
@@ -116,13 +156,45 @@ mod tests {
     #[test]
     fn only_a_dense_default_vector_is_a_point_vector() {
         assert_eq!(
-            dense_of(VectorStructInternal::Single(vec![1.0, 2.0])),
-            Some(vec![1.0, 2.0])
+            vectors_of(Some(VectorStructInternal::Single(vec![1.0, 2.0]))),
+            (Some(vec![1.0, 2.0]), None)
         );
         assert_eq!(
-            dense_of(VectorStructInternal::Named(Default::default())),
-            None
+            vectors_of(Some(VectorStructInternal::Named(Default::default()))),
+            (None, None)
         );
         assert!(payload_of(None).is_empty());
+    }
+
+    #[test]
+    fn a_point_with_a_sparse_vector_goes_to_the_engine_named_and_comes_back() {
+        let sparse = SparseVector {
+            indices: vec![7, 3],
+            values: vec![0.5, 1.5],
+        };
+        let p = to_edge_point(Point {
+            id: PointId::Num(1),
+            vector: vec![1.0, 2.0],
+            payload: Payload::new(),
+            sparse: Some(sparse.clone()),
+        });
+        let VectorStructPersisted::Named(m) = p.vector else {
+            panic!("named vectors expected");
+        };
+        let back: std::collections::HashMap<_, _> = m
+            .into_iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    VectorPersisted::Dense(d) => edge::VectorInternal::Dense(d),
+                    VectorPersisted::Sparse(s) => edge::VectorInternal::Sparse(s),
+                    VectorPersisted::MultiDense(_) => panic!("no multi-dense"),
+                };
+                (k, v)
+            })
+            .collect();
+        assert_eq!(
+            vectors_of(Some(VectorStructInternal::Named(back))),
+            (Some(vec![1.0, 2.0]), Some(sparse))
+        );
     }
 }

@@ -61,8 +61,9 @@ use qdrant_edge::{
     EdgeVectorParamsBuilder, FieldCondition, HasIdCondition, HnswIndexConfig, JsonPath, Match,
     NamedQuery, PointInsertOperations, PointOperations, PointStructPersisted,
     QuantizationSearchParams, QueryEnum, ScalarQuantizationConfig, ScalarType, ScrollRequest,
-    SearchParams, SearchRequest, UpdateOperation, ValueVariants, VectorStructInternal,
-    VectorStructPersisted, WithPayloadInterface, WithVector, external::ordered_float::OrderedFloat,
+    SearchParams, SearchRequest, UpdateOperation, ValueVariants, VectorInternal, VectorPersisted,
+    VectorStructInternal, VectorStructPersisted, WithPayloadInterface, WithVector,
+    external::ordered_float::OrderedFloat,
 };
 use serde::{Deserialize, Serialize};
 
@@ -75,7 +76,8 @@ use crate::{
     metrics::Metrics,
     model::{
         CollectionConfig, CollectionInfo, Condition, Distance, Filter, Hit, IndexStatus, Metadata,
-        Payload, Point, PointId, PointSelector, Quantization, Record, ScrollQuery, SearchQuery,
+        Payload, Point, PointId, PointSelector, Quantization, Query, Record, ScrollQuery,
+        SearchQuery, SparseVector, TextIndex,
     },
     settings::VectorSettings,
 };

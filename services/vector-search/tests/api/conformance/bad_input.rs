@@ -116,6 +116,7 @@ pub(super) async fn bad_input_gets_precise_statuses(app: &TestApp) {
                 id: uuid_id("not-a-uuid"),
                 vector: vec![1.0; 3],
                 payload: None,
+                ..Default::default()
             }]))
             .await
             .expect_err("uuid"),
@@ -128,6 +129,7 @@ pub(super) async fn bad_input_gets_precise_statuses(app: &TestApp) {
                 id: None,
                 vector: vec![1.0; 3],
                 payload: None,
+                ..Default::default()
             }]))
             .await
             .expect_err("id"),

@@ -7,8 +7,9 @@ mod bad_input;
 mod collections;
 mod points;
 mod search;
+mod text;
 
-use self::{bad_input::*, collections::*, points::*, search::*};
+use self::{bad_input::*, collections::*, points::*, search::*, text::*};
 
 /// Generates `embedded::<test>` and `qdrant::<test>` for each suite function.
 macro_rules! conformance {
@@ -48,4 +49,8 @@ conformance!(
     search_batch_answers_in_order,
     bad_input_gets_precise_statuses,
     int8_quantization_is_kept_and_its_search_options_checked,
+    bm25_scores_follow_the_collection_as_points_come_and_go,
+    hybrid_search_fuses_both_rankings_by_reciprocal_rank,
+    client_sparse_vectors_score_by_dot_product,
+    text_search_refusals_name_the_field,
 );

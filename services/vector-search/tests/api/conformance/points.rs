@@ -20,6 +20,7 @@ pub(super) async fn points_round_trip_with_both_id_kinds(app: &TestApp) {
                 id: uuid_id(uuid),
                 vector: vec![0.0, 1.0, 0.0],
                 payload: payload(json!({"title": "uuid"})),
+                ..Default::default()
             },
             point(3, vec![0.0, 0.0, 1.0], json!({})),
         ],
