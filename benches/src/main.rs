@@ -24,6 +24,7 @@ mod peer;
 mod proxy;
 mod quantize;
 mod registry;
+mod retrieval;
 mod soak;
 mod validation;
 mod vector;
@@ -63,6 +64,8 @@ enum Workload {
     EmbedPeers(embed_peers::EmbedPeersArgs),
     /// Vector search vs. faiss HNSW and a Qdrant server at equal recall.
     VectorPeers(vector_peers::VectorPeersArgs),
+    /// Retrieval quality and latency of dense, sparse (BM25) and hybrid search.
+    Retrieval(retrieval::RetrievalArgs),
     /// Gateway: embed and search through the gateway vs. the services directly.
     Gateway(gateway::GatewayArgs),
     /// Inference: the service vs. the in-process floor and MLServer.
@@ -415,6 +418,7 @@ async fn main() -> anyhow::Result<()> {
             Workload::Embed(args) => embed(args).await,
             Workload::Vector(args) => vector::run(args).await,
             Workload::VectorPeers(args) => vector_peers::run(args).await,
+            Workload::Retrieval(args) => retrieval::run(args).await,
             Workload::EmbedPeers(args) => embed_peers::run(args).await,
             Workload::EmbedMemory(args) => embed_memory::run(args).await,
             Workload::Gateway(args) => gateway::run(args).await,

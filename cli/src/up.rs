@@ -366,7 +366,7 @@ mlmesh is up. The console: http://{http}/ui/
 
 Try:
 
-  # semantic search over mlmesh's own docs
+  # hybrid search (meaning and words) over mlmesh's own docs
   curl -s http://{http}/v1/collections/{coll}/search \
     -H 'content-type: application/json' \
     -d '{{"query": "how do I run the tests?", "limit": 3}}'

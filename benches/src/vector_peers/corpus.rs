@@ -53,28 +53,69 @@ pub fn clustered(points: usize, queries: usize, dim: usize, clusters: usize) -> 
     }
 }
 
-/// `points + queries` passages of `corpus` (one JSON object per line with a
-/// `text`), shuffled by a fixed seed: the first `points` are the data, the
-/// rest the held-out queries. Embedded by the release embedding service
-/// (default model, normalised), cached under `.cache/mlmesh/bench/`.
-pub async fn embedded(corpus: &Path, points: usize, queries: usize) -> anyhow::Result<Vectors> {
-    let mut texts = passages(corpus)?;
-    ensure!(
-        texts.len() >= points + queries,
-        "{} has {} passages; {points} points + {queries} queries asked",
-        corpus.display(),
-        texts.len()
-    );
-    // Fisher–Yates with a fixed seed: the same split on every machine.
-    let mut rng = Rng(0xC0_4B05_D0C5);
-    for i in (1..texts.len()).rev() {
-        let j = (rng.next_f64() * (i + 1) as f64) as usize % (i + 1);
-        texts.swap(i, j);
-    }
-    texts.truncate(points + queries);
+/// One passage of the corpus and where it sits in its manual.
+#[derive(Clone, Debug)]
+pub struct Passage {
+    pub text: String,
+    /// `python` or `postgresql`.
+    pub source: String,
+    pub page: String,
+    /// The id of the enclosing section (a URL fragment).
+    pub section: String,
+    /// That section's title.
+    pub heading: String,
+    /// The HTML block it came from: `p`, `li`, `pre`, `h2`, …
+    pub kind: String,
+}
 
+/// The corpus's passages in the fixed shuffled order every bench uses
+/// (Fisher–Yates with a fixed seed: the same split on every machine),
+/// the first `n` of them.
+pub fn shuffled(corpus: &Path, n: usize) -> anyhow::Result<Vec<Passage>> {
+    let mut all = records(corpus)?;
+    ensure!(
+        all.len() >= n,
+        "{} has {} passages; {n} asked",
+        corpus.display(),
+        all.len()
+    );
+    let mut rng = Rng(0xC0_4B05_D0C5);
+    for i in (1..all.len()).rev() {
+        let j = (rng.next_f64() * (i + 1) as f64) as usize % (i + 1);
+        all.swap(i, j);
+    }
+    all.truncate(n);
+    Ok(all)
+}
+
+/// `points + queries` passages of `corpus`, shuffled (see [`shuffled`]):
+/// the first `points` are the data, the rest the held-out queries.
+/// Embedded by the release embedding service (default model, normalised),
+/// cached under `.cache/mlmesh/bench/`.
+pub async fn embedded(corpus: &Path, points: usize, queries: usize) -> anyhow::Result<Vectors> {
+    let texts: Vec<String> = shuffled(corpus, points + queries)?
+        .into_iter()
+        .map(|p| p.text)
+        .collect();
+    let mut all = embeddings(&texts).await?;
+    let dim = all.first().map_or(0, Vec::len);
+    let q = all.split_off(points);
+    Ok(Vectors {
+        dim,
+        data: all,
+        queries: q,
+        label: format!(
+            "all-MiniLM-L6-v2 embeddings of passages from the Python 3.11 and PostgreSQL 15 manuals ({}), {dim} dimensions",
+            corpus.display()
+        ),
+    })
+}
+
+/// One MiniLM vector per text, in order: from the cache (keyed by the
+/// texts' content) or made by the release embedding service and cached.
+pub async fn embeddings(texts: &[String]) -> anyhow::Result<Vec<Vec<f32>>> {
     let mut h = Sha256::new();
-    for t in &texts {
+    for t in texts {
         h.update(t.as_bytes());
         h.update([0]);
     }
@@ -87,7 +128,7 @@ pub async fn embedded(corpus: &Path, points: usize, queries: usize) -> anyhow::R
             bytes
         }
         Err(_) => {
-            let bytes = embed_all(&texts).await?;
+            let bytes = embed_all(texts).await?;
             std::fs::create_dir_all(&cache)?;
             let part = file.with_extension("part");
             std::fs::write(&part, &bytes)?;
@@ -106,22 +147,11 @@ pub async fn embedded(corpus: &Path, points: usize, queries: usize) -> anyhow::R
         texts.len()
     );
     let dim = floats.len() / texts.len();
-    let mut all: Vec<Vec<f32>> = floats.chunks_exact(dim).map(<[f32]>::to_vec).collect();
-    let q = all.split_off(points);
-    Ok(Vectors {
-        dim,
-        data: all,
-        queries: q,
-        label: format!(
-            "all-MiniLM-L6-v2 embeddings of passages from the Python 3.11 and PostgreSQL 15 manuals ({}), {dim} dimensions",
-            corpus.display()
-        ),
-    })
+    Ok(floats.chunks_exact(dim).map(<[f32]>::to_vec).collect())
 }
 
-/// The passages of a corpus file (one JSON object with a `text` per line),
-/// in file order.
-pub fn passages(corpus: &Path) -> anyhow::Result<Vec<String>> {
+/// The passages of a corpus file (one JSON object per line), in file order.
+pub fn records(corpus: &Path) -> anyhow::Result<Vec<Passage>> {
     let text = std::fs::read_to_string(corpus).with_context(|| {
         format!(
             "reading {} (make it with benches/peers/fetch-doc-corpus.sh)",
@@ -131,12 +161,26 @@ pub fn passages(corpus: &Path) -> anyhow::Result<Vec<String>> {
     text.lines()
         .map(|l| {
             let v: serde_json::Value = serde_json::from_str(l)?;
-            v["text"]
+            let field = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
+            let text = v["text"]
                 .as_str()
                 .map(str::to_owned)
-                .context("a corpus line without \"text\"")
+                .context("a corpus line without \"text\"")?;
+            Ok(Passage {
+                text,
+                source: field("source"),
+                page: field("page"),
+                section: field("section"),
+                heading: field("heading"),
+                kind: field("kind"),
+            })
         })
         .collect()
+}
+
+/// The passages' texts, in file order.
+pub fn passages(corpus: &Path) -> anyhow::Result<Vec<String>> {
+    Ok(records(corpus)?.into_iter().map(|p| p.text).collect())
 }
 
 /// Every text through the release embedding service, in order: batches of
