@@ -238,7 +238,21 @@ try:
     box.send_keys(Keys.ENTER)
     first = wait(d, EC.presence_of_element_located((By.CSS_SELECTOR, "#results table tbody tr th")), 30)
     check("search_by_text_finds_document", first.text.startswith(cfg["expect_document"]), first.text)
+    found = [c.text for c in d.find_elements(By.CSS_SELECTOR, "#results table tbody tr td:nth-child(2)")]
+    check("search_says_which_retriever_found_each_hit",
+          found and all(("meaning #" in f or "words #" in f) for f in found), found)
     shot(d, "search")
+    # Words only (BM25): a word of the document finds it, by the text index.
+    Select(d.find_element(By.ID, "search-mode")).select_by_value("sparse")
+    box = d.find_element(By.ID, "search-text")
+    box.clear()
+    box.send_keys("full refund")
+    box.send_keys(Keys.ENTER)
+    cells = "#results table tbody tr td:nth-child(2)"
+    wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, cells)
+         and all(c.text.startswith("words #") for c in d.find_elements(By.CSS_SELECTOR, cells)), 30)
+    top = d.find_element(By.CSS_SELECTOR, "#results table tbody tr th").text
+    check("search_by_words_only", top.startswith(cfg["expect_document"]), top)
     drain(d)
 
     # The operator's view: callers and the audit log.

@@ -78,10 +78,11 @@ pub struct EmbeddingSettings {
     /// Let ONNX Runtime's idle intra-op threads spin waiting for work:
     /// lower latency per run, CPU burnt while idle (docs/benchmarks.md, "Tuning").
     pub allow_spinning: bool,
-    /// Return ONNX Runtime's unused arena memory after a run that leaves
-    /// no work waiting (bounds the resident set once a burst of large
-    /// batches is over, without remapping it between runs under load;
-    /// docs/benchmarks.md, "Tuning").
+    /// Return ONNX Runtime's unused arena memory once a model's worker has
+    /// been idle for 250 ms after a large run (estimated over 32 MiB):
+    /// bounds the resident set once a burst of large batches is over,
+    /// without remapping it between runs under load or after every short
+    /// text (docs/benchmarks.md, "Embeddings vs text-embeddings-inference").
     pub shrink_arena: bool,
     /// Use ONNX Runtime's CPU memory arena (false: allocate per run).
     pub cpu_arena: bool,

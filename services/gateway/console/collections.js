@@ -1,7 +1,8 @@
 // Collections: every collection, its chunks paged by cursor with a filter
-// on document metadata, search by text (the gateway embeds the query with
-// the collection's model, then searches), "find similar" from any chunk,
-// and the context a RAG query would hand to a language model.
+// on document metadata, search by text (by meaning, by words, or both
+// fused; each hit says which retriever found it at what rank), "find
+// similar" from any chunk, and the context a RAG query would hand to a
+// language model.
 "use strict";
 
 import { h, api, post, say, notice, failed, link } from "./core.js";
@@ -15,9 +16,17 @@ function parseFilter(text) {
   return JSON.parse(t);
 }
 
+const RETRIEVER = { dense: "meaning", sparse: "words" };
+
+// "meaning #2 · words #1": the retrievers that found a hit and its rank in each.
+function foundBy(x) {
+  return (x.found_by || []).map((f) => `${RETRIEVER[f.retriever] || f.retriever} #${f.rank}`).join(" · ");
+}
+
 function hitRows(hits, onSimilar, scored) {
   return hits.map((x) => h("tr", {},
     scored ? h("td", { class: "num" }, x.score.toFixed(4)) : null,
+    scored ? h("td", {}, foundBy(x)) : null,
     h("th", { scope: "row" }, x.document_id, h("span", { class: "muted" }, ` #${x.chunk_index}`)),
     h("td", { class: "text" }, x.text),
     h("td", {}, h("code", {}, JSON.stringify(x.metadata || {}))),
@@ -25,7 +34,7 @@ function hitRows(hits, onSimilar, scored) {
 }
 
 function hitTable(caption, hits, onSimilar, scored) {
-  const cols = [...(scored ? ["Score"] : []), "Document", "Text", "Metadata", ""];
+  const cols = [...(scored ? ["Score", "Found by"] : []), "Document", "Text", "Metadata", ""];
   return h("table", {},
     h("caption", {}, caption),
     h("thead", {}, h("tr", {}, ...cols.map((c) => h("th", { scope: "col" }, c)))),
@@ -45,12 +54,13 @@ export async function collections(main, signal, route) {
       h("td", { class: "num" }, c.dimension),
       h("td", {}, c.distance),
       h("td", { class: "num" }, c.chunks_count ?? "—"),
-      h("td", {}, c.chunking ? `${c.chunking.size} ${c.chunking.unit}, overlap ${c.chunking.overlap}` : "—")));
+      h("td", {}, c.chunking ? `${c.chunking.size} ${c.chunking.unit}, overlap ${c.chunking.overlap}` : "—"),
+      h("td", {}, c.text_index === "bm25" ? "BM25" : "none")));
     main.replaceChildren(h("h1", {}, "Collections"),
       h("section", { class: "panel" }, h("div", { class: "table-scroll" }, h("table", {},
         h("caption", {}, "Collections"),
-        h("thead", {}, h("tr", {}, ...["Name", "Model", "Dimension", "Distance", "Chunks", "Chunking"].map((c) => h("th", { scope: "col" }, c)))),
-        h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { colspan: 6, class: "muted" }, "No collections yet.")))))));
+        h("thead", {}, h("tr", {}, ...["Name", "Model", "Dimension", "Distance", "Chunks", "Chunking", "Text index"].map((c) => h("th", { scope: "col" }, c)))),
+        h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { colspan: 7, class: "muted" }, "No collections yet.")))))));
     say(`${r.collections.length} collections`);
   } catch (e) {
     if (!signal.aborted) failed(main, "Collections", e);
@@ -63,6 +73,11 @@ function collection(main, signal, name, query) {
   const q = h("input", { id: "search-text", type: "search", required: true, value: query.get("q") || "", placeholder: "What are you looking for?", autocomplete: "off" });
   const k = h("input", { id: "search-k", type: "number", min: 1, max: 100, value: 5 });
   const filter = h("input", { id: "search-filter", value: query.get("filter") || "", placeholder: "lang=en, or a JSON filter", autocomplete: "off" });
+  const mode = h("select", { id: "search-mode" },
+    h("option", { value: "" }, "Meaning and words (hybrid)"),
+    h("option", { value: "dense" }, "Meaning (dense)"),
+    h("option", { value: "sparse" }, "Words (BM25)"));
+  mode.value = query.get("mode") || "";
   const similar = (x) => { q.value = x.text; runSearch(); };
   const runSearch = async () => {
     results.replaceChildren(notice("info", "Searching…"));
@@ -70,9 +85,10 @@ function collection(main, signal, name, query) {
       const body = { query: q.value, limit: Number(k.value) || 5 };
       const f = parseFilter(filter.value);
       if (f) body.filter = f;
+      if (mode.value) body.mode = mode.value;
       const [s, rag] = await Promise.all([
         post(`${base}/search`, body),
-        post("/v1/rag/query", { collection: name, query: q.value, top_k: body.limit, ...(f ? { filter: f } : {}), max_context_chars: 2000 }).catch((e) => ({ error: e.message })),
+        post("/v1/rag/query", { collection: name, query: q.value, top_k: body.limit, ...(f ? { filter: f } : {}), ...(mode.value ? { mode: mode.value } : {}), max_context_chars: 2000 }).catch((e) => ({ error: e.message })),
       ]);
       results.replaceChildren(
         h("p", { class: "muted" }, `embedded in ${(s.timings.embed_us / 1000).toFixed(1)} ms, searched in ${(s.timings.search_us / 1000).toFixed(1)} ms`),
@@ -86,6 +102,7 @@ function collection(main, signal, name, query) {
   const form = h("form", { class: "filters", role: "search", "aria-label": `Search ${name} by text` },
     h("div", { class: "wide" }, h("label", { for: "search-text" }, "Search by text"), q),
     h("div", {}, h("label", { for: "search-k" }, "Results"), k),
+    h("div", {}, h("label", { for: "search-mode" }, "Match by"), mode),
     h("div", {}, h("label", { for: "search-filter" }, "Metadata filter"), filter),
     h("button", { type: "submit" }, "Search"));
   form.addEventListener("submit", (e) => { e.preventDefault(); runSearch(); });

@@ -279,6 +279,8 @@ fn promotion_rollback_and_search_work_in_a_real_browser() {
         "unload_needs_admin",
         "version_page_compares",
         "search_by_text_finds_document",
+        "search_says_which_retriever_found_each_hit",
+        "search_by_words_only",
         "access_lists_callers",
         "audit_lists_moves",
         "keyboard_promote_form_reachable",

@@ -50,6 +50,28 @@ pub struct BatchLimits {
     /// The model's memory cost and the bytes one run may take
     /// (`embedding.max_run_memory_mb`); `None`: no memory bound.
     pub run_memory: Option<(RunCost, u64)>,
+    /// The model's memory cost, to tell large runs from small ones.
+    pub cost: RunCost,
+}
+
+/// Runs estimated under this leave nothing worth giving back.
+pub const KEEP_ARENA_BYTES: u64 = 32 * 1024 * 1024;
+
+/// How long a worker waits with nothing to do before it gives back the
+/// arena's memory a large run left behind. Under load the next run would
+/// map it again (giving it back after every run cost long inputs a quarter
+/// of their throughput); after a burst, the process shrinks back within
+/// this.
+pub const IDLE_BEFORE_GIVING_BACK: Duration = Duration::from_millis(250);
+
+/// What a worker gets from the queue.
+enum Next {
+    /// The jobs of the next run.
+    Batch(Vec<Job>),
+    /// Nothing arrived within the idle wait.
+    Idle,
+    /// Closed and drained.
+    Closed,
 }
 
 /// The queue shared by a model's workers and its request handlers.
@@ -106,9 +128,8 @@ impl Batcher {
             .map(drop)
     }
 
-    /// Blocks until a batch is ready; `None` when closed and drained. The
-    /// flag says whether more jobs are left waiting after this batch.
-    fn next_batch(&self) -> Option<(Vec<Job>, bool)> {
+    /// Blocks until a batch is ready, or at most `idle` when given.
+    fn next(&self, idle: Option<Duration>) -> Next {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             let before = st.jobs.len();
@@ -139,32 +160,50 @@ impl Batcher {
                     .queue_depth
                     .with_label_values(&[&self.model])
                     .set(st.jobs.len() as i64);
-                return Some((batch, !st.jobs.is_empty()));
+                return Next::Batch(batch);
             }
             if st.closed {
-                return None;
+                return Next::Closed;
             }
-            st = self.ready.wait(st).unwrap_or_else(|p| p.into_inner());
+            st = match idle {
+                None => self.ready.wait(st).unwrap_or_else(|p| p.into_inner()),
+                Some(d) => {
+                    let (st, waited) = self
+                        .ready
+                        .wait_timeout(st, d)
+                        .unwrap_or_else(|p| p.into_inner());
+                    if waited.timed_out() && st.jobs.is_empty() && !st.closed {
+                        return Next::Idle;
+                    }
+                    st
+                }
+            };
         }
     }
 
     fn work(&self, mut runner: Runner) {
         let m = &self.metrics;
         let label = [self.model.as_str()];
-        while let Some((batch, more_waiting)) = self.next_batch() {
+        // The arena holds what a large run left behind.
+        let mut holding = false;
+        loop {
+            let batch = match self.next(holding.then_some(IDLE_BEFORE_GIVING_BACK)) {
+                Next::Closed => break,
+                Next::Idle => {
+                    if let Err(e) = runner.give_back_arena() {
+                        tracing::warn!(model = %self.model, error = %e, "could not give back the arena's memory");
+                    }
+                    holding = false;
+                    continue;
+                }
+                Next::Batch(batch) => batch,
+            };
             let start = Instant::now();
             let seqs: Vec<&[i64]> = batch.iter().map(|j| j.ids.as_slice()).collect();
             let longest = seqs.iter().map(|s| s.len()).max().unwrap_or(0);
             let span = tracing::debug_span!("embed.batch", model = %self.model, size = seqs.len(), padded_len = longest);
-            // The arena's memory goes back (when configured) only once the
-            // queue is empty: under load the next run would map it again.
-            let result = span.in_scope(|| {
-                if more_waiting {
-                    runner.run_keeping_arena(&seqs)
-                } else {
-                    runner.run(&seqs)
-                }
-            });
+            let result = span.in_scope(|| runner.run_keeping_arena(&seqs));
+            holding |= self.limits.cost.bytes(seqs.len(), longest) > KEEP_ARENA_BYTES;
             let inference = start.elapsed();
             m.batch_size
                 .with_label_values(&label)
@@ -268,11 +307,27 @@ pub fn select_batch(lengths: impl Iterator<Item = usize>, limits: BatchLimits) -
 mod tests {
     use super::*;
 
+    fn minilm() -> super::super::memory::RunCost {
+        super::super::memory::RunCost::of(super::super::memory::Shape {
+            hidden: 384,
+            heads: 12,
+            intermediate: 1536,
+        })
+    }
+
     const L: BatchLimits = BatchLimits {
         max_batch_size: 4,
         max_batch_tokens: 100,
         run_memory: None,
+        cost: super::super::memory::RunCost::ZERO,
     };
+
+    #[test]
+    fn short_texts_are_small_runs_long_batches_large_ones() {
+        let cost = minilm();
+        assert!(cost.bytes(32, 16) < KEEP_ARENA_BYTES);
+        assert!(cost.bytes(9, 256) > KEEP_ARENA_BYTES);
+    }
 
     #[test]
     fn oldest_always_goes_even_when_alone_over_budget() {
@@ -296,15 +351,12 @@ mod tests {
 
     #[test]
     fn respects_the_memory_budget_whatever_the_token_budget() {
-        let cost = super::super::memory::RunCost::of(super::super::memory::Shape {
-            hidden: 384,
-            heads: 12,
-            intermediate: 1536,
-        });
+        let cost = minilm();
         let roomy = BatchLimits {
             max_batch_size: 64,
             max_batch_tokens: 1 << 20,
             run_memory: Some((cost, 3 * cost.bytes(1, 256))),
+            cost,
         };
         // Three 256-token inputs fit the memory budget, a fourth does not.
         assert_eq!(select_batch([256; 6].into_iter(), roomy), vec![0, 1, 2]);
@@ -319,9 +371,7 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_says_whether_work_is_left_waiting() {
-        // The worker gives the arena's memory back only after the last
-        // batch of a burst.
+    fn one_job_per_batch_then_an_idle_wait_ends() {
         let metrics = crate::metrics::Metrics::new().expect("metrics");
         let one_at_a_time = BatchLimits {
             max_batch_size: 1,
@@ -341,9 +391,15 @@ mod tests {
             })
             .collect();
         b.push(jobs).expect("push");
-        let left: Vec<bool> = (0..3).map(|_| b.next_batch().expect("a batch").1).collect();
-        assert_eq!(left, vec![true, true, false]);
+        for _ in 0..3 {
+            assert!(matches!(b.next(None), Next::Batch(j) if j.len() == 1));
+        }
+        // Nothing more: an idle wait says so; a closed queue ends the worker.
+        assert!(matches!(
+            b.next(Some(Duration::from_millis(10))),
+            Next::Idle
+        ));
         b.close();
-        assert!(b.next_batch().is_none());
+        assert!(matches!(b.next(None), Next::Closed));
     }
 }

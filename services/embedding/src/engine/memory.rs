@@ -45,6 +45,12 @@ impl RunCost {
     }
 
     /// Estimated bytes of a run on `inputs` inputs padded to `tokens`.
+    /// A cost of nothing (tests).
+    pub const ZERO: Self = Self {
+        per_token: 0.0,
+        per_token_pair: 0.0,
+    };
+
     pub fn bytes(&self, inputs: usize, tokens: usize) -> u64 {
         let l = tokens as f64;
         (inputs as f64 * (self.per_token * l + self.per_token_pair * l * l)).ceil() as u64

@@ -107,6 +107,7 @@ impl Engine {
                 max_batch_size: settings.max_batch_size,
                 max_batch_tokens: settings.max_batch_tokens,
                 run_memory: (budget > 0).then_some((cost, budget)),
+                cost,
             };
             let batcher = Batcher::new(&spec.name, limits, metrics.clone());
             // Workers are detached: `close()` ends them once the queue drains.

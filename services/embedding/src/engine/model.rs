@@ -434,12 +434,23 @@ impl Runner {
     }
 
     /// [`Runner::run`], keeping the arena's memory for the next run: what a
-    /// batch worker asks for while more work is waiting, since giving the
-    /// memory back only to map it again costs a long-input run about a
+    /// batch worker runs (it gives the memory back with
+    /// [`Runner::give_back_arena`] once idle), since giving it back after
+    /// every run only to map it again costs a long-input run about a
     /// quarter of its throughput (docs/benchmarks.md, "Embeddings vs
     /// text-embeddings-inference").
     pub fn run_keeping_arena(&mut self, batch: &[&[i64]]) -> Result<Vec<Vec<f32>>, EmbedError> {
         self.run_pooled(batch, false)
+    }
+
+    /// Gives the arena's unused memory back now (when `shrink_arena` is
+    /// set): ONNX Runtime shrinks its arena only at the end of a run, so
+    /// this runs one token.
+    pub fn give_back_arena(&mut self) -> Result<(), EmbedError> {
+        if self.shrink_options.is_none() {
+            return Ok(());
+        }
+        self.run_inner(&[&[0]], true, |_| ())
     }
 
     fn run_pooled(&mut self, batch: &[&[i64]], release: bool) -> Result<Vec<Vec<f32>>, EmbedError> {
