@@ -321,7 +321,7 @@ pub async fn run(args: EmbedPeersArgs) -> anyhow::Result<()> {
         passages.len()
     );
     println!();
-    println!("| target | texts/s | peak RSS MB (VmHWM) | RSS after MB |");
+    println!("| target | texts/s | peak RSS MB (VmHWM) | RSS 1 s after MB |");
     println!("|---|---:|---:|---:|");
     for t in &targets {
         let per = passages.len().div_ceil(16);
@@ -341,6 +341,9 @@ pub async fn run(args: EmbedPeersArgs) -> anyhow::Result<()> {
             task.await??;
         }
         let secs = t0.elapsed().as_secs_f64();
+        // What an idle server keeps (mlmesh gives its arena back after
+        // 250 ms idle).
+        tokio::time::sleep(Duration::from_secs(1)).await;
         let (rss, hwm) = rss_kib(t.pid).unwrap_or((0, 0));
         println!(
             "| {} | {:.0} | {:.0} | {:.0} |",
