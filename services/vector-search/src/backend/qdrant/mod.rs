@@ -19,20 +19,23 @@ use qdrant_client::{
         NamedVectors, PointStruct, PointsIdsList, QuantizationSearchParamsBuilder,
         ScalarQuantizationBuilder, ScrollPointsBuilder, SearchBatchPointsBuilder,
         SearchParamsBuilder, SearchPointsBuilder, SparseVectorParams, SparseVectorsConfigBuilder,
-        UpsertPointsBuilder, Vector as QInputVector, VectorParamsBuilder, point_id::PointIdOptions,
-        quantization_config::Quantization as QQuantization, vector_output::Vector as QVector,
-        vectors_config::Config as QVectorsConfig, vectors_output::VectorsOptions,
+        UpsertPointsBuilder, Vector as QInputVector, VectorParamsBuilder,
+        quantization_config::Quantization as QQuantization,
+        vectors_config::Config as QVectorsConfig,
     },
 };
 use tonic::Code;
 
+mod convert;
+
+use self::convert::*;
 use super::{Backend, Result};
 use crate::{
     error::{OpenError, VectorError},
     model::{
-        CollectionConfig, CollectionInfo, Condition, Distance, Filter, Hit, Hnsw, IndexStatus,
-        Metadata, Payload, Point, PointId, PointSelector, Quantization, Query, Record, ScrollQuery,
-        SearchQuery, SparseVector, TextIndex,
+        CollectionConfig, CollectionInfo, Distance, Filter, Hit, Hnsw, IndexStatus, Metadata,
+        Point, PointId, PointSelector, Quantization, Query, Record, ScrollQuery, SearchQuery,
+        TextIndex,
     },
     settings::QdrantSettings,
 };
@@ -583,82 +586,5 @@ impl Backend for QdrantBackend {
     }
 }
 
-fn to_q_id(id: PointId) -> q::PointId {
-    match id {
-        PointId::Num(n) => n.into(),
-        PointId::Uuid(u) => u.to_string().into(),
-    }
-}
-
-fn from_q_id(id: Option<q::PointId>) -> Option<PointId> {
-    match id?.point_id_options? {
-        PointIdOptions::Num(n) => Some(PointId::Num(n)),
-        PointIdOptions::Uuid(s) => uuid::Uuid::parse_str(&s).ok().map(PointId::Uuid),
-    }
-}
-
-fn payload_of(p: HashMap<String, q::Value>) -> Payload {
-    p.into_iter().map(|(k, v)| (k, v.into_json())).collect()
-}
-
 /// Points whose terms are cleared per call before a delete.
 const CLEAR_PAGE: u32 = 1000;
-
-/// The name of a collection's sparse vector on the server (the dense one is
-/// the unnamed default, `""`).
-const SPARSE_NAME: &str = "text";
-
-/// A point's dense and sparse vectors as the server returned them.
-fn vectors_of(v: Option<q::VectorsOutput>) -> (Option<Vec<f32>>, Option<SparseVector>) {
-    let dense = |out: q::VectorOutput| match out.into_vector() {
-        QVector::Dense(d) => Some(d.data),
-        _ => None,
-    };
-    match v.and_then(|v| v.vectors_options) {
-        Some(VectorsOptions::Vector(out)) => (dense(out), None),
-        Some(VectorsOptions::Vectors(mut named)) => {
-            let d = named.vectors.remove("").and_then(dense);
-            let s = named
-                .vectors
-                .remove(SPARSE_NAME)
-                .and_then(|out| match out.into_vector() {
-                    QVector::Sparse(s) => Some(SparseVector {
-                        indices: s.indices,
-                        values: s.values,
-                    }),
-                    _ => None,
-                });
-            (d, s)
-        }
-        None => (None, None),
-    }
-}
-
-fn to_q_filter(f: &Filter) -> QFilter {
-    let list = |cs: &[Condition]| cs.iter().map(to_q_condition).collect::<Vec<_>>();
-    QFilter {
-        must: list(&f.must),
-        should: list(&f.should),
-        must_not: list(&f.must_not),
-        ..QFilter::default()
-    }
-}
-
-fn to_q_condition(c: &Condition) -> QCondition {
-    match c {
-        Condition::Keyword { key, value } => QCondition::matches(key.clone(), value.clone()),
-        Condition::Integer { key, value } => QCondition::matches(key.clone(), *value),
-        Condition::Bool { key, value } => QCondition::matches(key.clone(), *value),
-        Condition::Range { key, range } => QCondition::range(
-            key.clone(),
-            q::Range {
-                gt: range.gt,
-                gte: range.gte,
-                lt: range.lt,
-                lte: range.lte,
-            },
-        ),
-        Condition::HasId(ids) => QCondition::has_id(ids.iter().copied().map(to_q_id)),
-        Condition::Filter(f) => QCondition::from(to_q_filter(f)),
-    }
-}
