@@ -5,3 +5,4 @@ mod discovery;
 mod errors;
 mod flows;
 mod helpers;
+mod text_search;
