@@ -10,6 +10,7 @@ pub mod batcher;
 pub mod memory;
 pub mod model;
 pub mod rewrite;
+mod runner;
 
 use std::{
     collections::HashMap,
