@@ -19,14 +19,12 @@ use qdrant_client::{
     Payload, Qdrant,
     qdrant::{
         CollectionStatus, CreateCollectionBuilder, Distance, HnswConfigDiffBuilder, PointStruct,
-        QuantizationType, Query, QueryBatchPoints, QueryPoints, ScalarQuantizationBuilder,
-        SearchParams, UpsertPointsBuilder, VectorParamsBuilder, point_id::PointIdOptions,
+        QuantizationType, ScalarQuantizationBuilder, UpsertPointsBuilder, VectorParamsBuilder,
         points_client::PointsClient,
     },
 };
-use tonic::transport::Channel;
 
-use super::corpus::Vectors;
+use super::{client::Client, corpus::Vectors};
 use crate::{
     Stats, closed_loop,
     peer::{Peer, free_port},
@@ -34,7 +32,7 @@ use crate::{
 };
 
 pub const K: usize = 10;
-const COLLECTION: &str = "bench";
+pub(super) const COLLECTION: &str = "bench";
 const UPSERT_BATCH: usize = 500;
 
 /// How an engine was loaded: wall time to load and to finish indexing, and
@@ -517,96 +515,5 @@ impl Engine {
             Self::Qdrant { peer, .. } => rss_kib(peer.child.id()).map(|r| r.0),
             Self::Faiss { .. } => None,
         }
-    }
-}
-
-/// One connection of the load generator: a generated tonic client for
-/// either API, one top-K query per call.
-enum Client {
-    Mlmesh(VectorSearchClient<Channel>),
-    Qdrant(PointsClient<Channel>),
-}
-
-fn mlmesh_search(q: &[f32], ef: u32) -> pb::SearchRequest {
-    pb::SearchRequest {
-        collection: COLLECTION.into(),
-        vector: q.to_vec(),
-        limit: K as u32,
-        ef,
-        ..Default::default()
-    }
-}
-
-fn mlmesh_ids(r: pb::SearchResponse) -> Vec<u64> {
-    r.hits
-        .into_iter()
-        .filter_map(|h| match h.id?.kind? {
-            pb::point_id::Kind::Num(n) => Some(n),
-            pb::point_id::Kind::Uuid(_) => None,
-        })
-        .collect()
-}
-
-/// The Query API: Qdrant's recommended way to search (its Search call is
-/// deprecated).
-fn qdrant_query(q: &[f32], ef: u32) -> QueryPoints {
-    QueryPoints {
-        collection_name: COLLECTION.into(),
-        query: Some(Query::new_nearest(q.to_vec())),
-        limit: Some(K as u64),
-        params: Some(SearchParams {
-            hnsw_ef: Some(u64::from(ef)),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-fn qdrant_ids(points: Vec<qdrant_client::qdrant::ScoredPoint>) -> Vec<u64> {
-    points
-        .into_iter()
-        .filter_map(|p| match p.id?.point_id_options? {
-            PointIdOptions::Num(n) => Some(n),
-            PointIdOptions::Uuid(_) => None,
-        })
-        .collect()
-}
-
-impl Client {
-    /// Several queries in one call: mlmesh's SearchBatch, Qdrant's
-    /// QueryBatch.
-    async fn search_batch(&mut self, qs: &[&[f32]], ef: u32) -> anyhow::Result<Vec<Vec<u64>>> {
-        Ok(match self {
-            Self::Mlmesh(c) => c
-                .search_batch(pb::SearchBatchRequest {
-                    collection: COLLECTION.into(),
-                    searches: qs.iter().map(|q| mlmesh_search(q, ef)).collect(),
-                })
-                .await?
-                .into_inner()
-                .results
-                .into_iter()
-                .map(mlmesh_ids)
-                .collect(),
-            Self::Qdrant(c) => c
-                .query_batch(QueryBatchPoints {
-                    collection_name: COLLECTION.into(),
-                    query_points: qs.iter().map(|q| qdrant_query(q, ef)).collect(),
-                    ..Default::default()
-                })
-                .await?
-                .into_inner()
-                .result
-                .into_iter()
-                .map(|r| qdrant_ids(r.result))
-                .collect(),
-        })
-    }
-
-    async fn search(&mut self, q: &[f32], ef: u32) -> anyhow::Result<Vec<u64>> {
-        Ok(match self {
-            Self::Mlmesh(c) => mlmesh_ids(c.search(mlmesh_search(q, ef)).await?.into_inner()),
-            Self::Qdrant(c) => qdrant_ids(c.query(qdrant_query(q, ef)).await?.into_inner().result),
-        })
     }
 }
