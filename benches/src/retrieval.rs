@@ -33,7 +33,11 @@ use mlmesh_proto::vector::v1::{self as pb, vector_search_client::VectorSearchCli
 use mlmesh_tests::{Service, TempDir, repo_root};
 use tonic::transport::Channel;
 
-use crate::{Stats, closed_loop, median, vector::Rng, vector_peers::corpus};
+use crate::{
+    Stats, closed_loop, median,
+    vector::Rng,
+    vector_peers::{client::mlmesh_ids, corpus},
+};
 
 #[derive(Parser)]
 pub struct RetrievalArgs {
@@ -187,16 +191,6 @@ fn request(mode: pb::SearchMode, vector: &[f32], text: &str) -> pb::SearchReques
     }
 }
 
-fn ids(r: pb::SearchResponse) -> Vec<u64> {
-    r.hits
-        .into_iter()
-        .filter_map(|h| match h.id?.kind? {
-            pb::point_id::Kind::Num(n) => Some(n),
-            pb::point_id::Kind::Uuid(_) => None,
-        })
-        .collect()
-}
-
 pub async fn run(args: RetrievalArgs) -> anyhow::Result<()> {
     ensure!(
         args.points > 0 && args.points <= args.shuffled && args.queries > 0,
@@ -314,7 +308,7 @@ pub async fn run(args: RetrievalArgs) -> anyhow::Result<()> {
     for (mode, label) in MODES {
         let (mut n, mut r, mut rr, mut any) = (0.0, 0.0, 0.0, 0);
         for (q, v) in qs.iter().zip(&query_vectors) {
-            let found = ids(c.search(request(mode, v, &q.title)).await?.into_inner());
+            let found = mlmesh_ids(c.search(request(mode, v, &q.title)).await?.into_inner());
             let (a, b, m) = quality(&found, &q.relevant);
             n += a;
             r += b;

@@ -28,7 +28,8 @@ fn mlmesh_search(q: &[f32], ef: u32) -> pb::SearchRequest {
     }
 }
 
-fn mlmesh_ids(r: pb::SearchResponse) -> Vec<u64> {
+/// The point ids of a search answer, best first (uuid ids left out).
+pub(crate) fn mlmesh_ids(r: pb::SearchResponse) -> Vec<u64> {
     r.hits
         .into_iter()
         .filter_map(|h| match h.id?.kind? {

@@ -18,7 +18,7 @@
 //! `search` on as many queries (one OpenMP thread per call, the GIL released
 //! while searching): no network hop.
 
-mod client;
+pub(crate) mod client;
 pub mod corpus;
 mod engines;
 
