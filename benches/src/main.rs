@@ -38,7 +38,10 @@ use std::{
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use mlmesh_embedding::{
-    engine::model::{ModelFolder, Runner, init_runtime},
+    engine::{
+        model::ModelFolder,
+        runner::{Runner, init_runtime},
+    },
     settings::{DEFAULT_MODEL_DIR, DEFAULT_MODEL_NAME, DEFAULT_ORT_DYLIB},
 };
 use mlmesh_proto::embedding::v1::{EmbedRequest, embedding_service_client::EmbeddingServiceClient};

@@ -9,7 +9,10 @@ use qdrant_client::qdrant::{
 };
 use tonic::transport::Channel;
 
-use super::engines::{COLLECTION, K};
+/// Hits asked of every engine per query.
+pub const K: usize = 10;
+/// The one collection every engine is loaded into.
+pub(super) const COLLECTION: &str = "bench";
 
 /// One connection of the load generator: a generated tonic client for
 /// either API, one top-K query per call.

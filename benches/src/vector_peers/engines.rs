@@ -24,15 +24,16 @@ use qdrant_client::{
     },
 };
 
-use super::{client::Client, corpus::Vectors};
+use super::{
+    client::{COLLECTION, Client, K},
+    corpus::Vectors,
+};
 use crate::{
     Stats, closed_loop,
     peer::{Peer, free_port},
     rss_kib,
 };
 
-pub const K: usize = 10;
-pub(super) const COLLECTION: &str = "bench";
 const UPSERT_BATCH: usize = 500;
 
 /// How an engine was loaded: wall time to load and to finish indexing, and

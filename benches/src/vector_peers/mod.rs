@@ -28,7 +28,10 @@ use anyhow::{bail, ensure};
 use clap::Parser;
 use mlmesh_tests::{TempDir, repo_root};
 
-use self::engines::{Engine, Hnsw, K, Loaded, Python};
+use self::{
+    client::K,
+    engines::{Engine, Hnsw, Loaded, Python},
+};
 use crate::median;
 
 #[derive(Parser)]

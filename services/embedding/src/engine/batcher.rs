@@ -16,7 +16,7 @@ use std::{
 
 use tokio::sync::oneshot;
 
-use super::{memory::RunCost, model::Runner};
+use super::{memory::RunCost, runner::Runner};
 use crate::{error::EmbedError, metrics::Metrics};
 
 /// What a worker sends back for one input.

@@ -10,7 +10,7 @@ pub mod batcher;
 pub mod memory;
 pub mod model;
 pub mod rewrite;
-mod runner;
+pub mod runner;
 
 use std::{
     collections::HashMap,
@@ -24,7 +24,8 @@ use tracing::Instrument as _;
 
 use self::{
     batcher::{BatchLimits, Batcher, Job},
-    model::{ModelFolder, Overflow, Runner, RunnerOptions},
+    model::{ModelFolder, Overflow},
+    runner::{Runner, RunnerOptions},
 };
 use crate::{
     error::{EmbedError, LoadError},
@@ -77,7 +78,7 @@ pub struct Engine {
 impl Engine {
     /// Loads ONNX Runtime and every configured model, and starts workers.
     pub fn start(settings: &EmbeddingSettings, metrics: Metrics) -> Result<Self, LoadError> {
-        let env = model::init_runtime(&settings.ort_dylib())?;
+        let env = runner::init_runtime(&settings.ort_dylib())?;
         let mut models = HashMap::new();
         let mut names = Vec::new();
         for spec in &settings.models {

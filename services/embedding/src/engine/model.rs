@@ -1,6 +1,6 @@
 //! One model folder in the sentence-transformers layout, loaded: its
-//! tokenizer, pooling and limits, and [`Runner`], a synchronous ONNX Runtime
-//! session that turns token ids into pooled vectors.
+//! tokenizer, pooling and limits. The ONNX Runtime session that runs it is
+//! `super::runner::Runner`.
 //!
 //! Everything here blocks; callers run it on dedicated threads.
 
@@ -10,7 +10,6 @@ use serde::Deserialize;
 use tokenizers::{PostProcessor as _, Tokenizer, TruncationDirection};
 
 use super::memory::Shape;
-pub use super::runner::{Runner, RunnerOptions, init_runtime};
 use crate::error::{EmbedError, LoadError};
 
 /// How token vectors become one sentence vector (`1_Pooling/config.json`).

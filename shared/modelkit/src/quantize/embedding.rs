@@ -12,7 +12,10 @@ use std::{
     },
 };
 
-use mlmesh_embedding::engine::model::{ModelFolder, Runner, RunnerOptions, finish};
+use mlmesh_embedding::engine::{
+    model::{ModelFolder, finish},
+    runner::{Runner, RunnerOptions},
+};
 use serde_json::Value;
 use tokenizers::TruncationDirection;
 
