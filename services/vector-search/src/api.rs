@@ -3,7 +3,7 @@
 //! settings, admits it under `vector.max_in_flight`, calls the backend, and
 //! records metrics. Backends only ever see valid requests.
 
-use std::{future::Future, sync::Arc, time::Instant};
+use std::{collections::HashMap, future::Future, sync::Arc, time::Instant};
 
 use mlmesh_proto::vector::v1::{self as pb, vector_search_server::VectorSearch};
 use tokio::sync::Semaphore;
@@ -14,8 +14,9 @@ use crate::{
     backend::Backend,
     convert,
     error::VectorError,
+    fusion::Plan,
     metrics::Metrics,
-    model::{PointSelector, ScrollQuery},
+    model::{Hit, PointId, PointSelector, Record, ScrollQuery},
     settings::VectorSettings,
     text::Bm25,
 };
@@ -114,28 +115,80 @@ impl VectorApi {
         } else {
             plan_all(requests)?
         };
-        // Every retriever's query of every search in one engine call.
-        let queries = plans
-            .iter()
-            .flat_map(|p| p.parts.iter().map(|(_, q)| q.clone()))
-            .collect();
         let start = Instant::now();
-        let mut results = self.backend.search(collection, queries).await?.into_iter();
+        let mut results = self.run_retrievers(collection, &plans).await?.into_iter();
         self.metrics
             .search_seconds
             .with_label_values(&[collection])
             .observe(start.elapsed().as_secs_f64());
-        Ok(plans
+        let mut responses = Vec::with_capacity(plans.len());
+        for plan in &plans {
+            let mine = results.by_ref().take(plan.parts.len()).collect();
+            let mut hits = plan.finish(mine);
+            if let Some((with_payload, with_vectors)) = plan.read_after_fusion {
+                hits = self
+                    .read_hits(collection, hits, with_payload, with_vectors)
+                    .await?;
+            }
+            responses.push(pb::SearchResponse {
+                hits: hits.into_iter().map(convert::hit_out).collect(),
+            });
+        }
+        Ok(responses)
+    }
+
+    /// Every retriever query of `plans`, answers in plan and part order.
+    /// Several searches go to the engine in one call; a single hybrid
+    /// search runs its two retrievers side by side, so that its latency is
+    /// the slower retriever's rather than their sum.
+    async fn run_retrievers(
+        &self,
+        collection: &str,
+        plans: &[Plan],
+    ) -> Result<Vec<Vec<Hit>>, VectorError> {
+        if let [plan] = plans
+            && let [(_, first), (_, second)] = plan.parts.as_slice()
+        {
+            let (a, b) = tokio::try_join!(
+                self.backend.search(collection, vec![first.clone()]),
+                self.backend.search(collection, vec![second.clone()]),
+            )?;
+            return Ok(a.into_iter().chain(b).collect());
+        }
+        let queries = plans
             .iter()
-            .map(|plan| {
-                let mine = results.by_ref().take(plan.parts.len()).collect();
-                pb::SearchResponse {
-                    hits: plan
-                        .finish(mine)
-                        .into_iter()
-                        .map(convert::hit_out)
-                        .collect(),
-                }
+            .flat_map(|p| p.parts.iter().map(|(_, q)| q.clone()))
+            .collect();
+        self.backend.search(collection, queries).await
+    }
+
+    /// The fused hits with their payload and vectors, read by id. A point
+    /// deleted between the search and the read is dropped from the answer.
+    async fn read_hits(
+        &self,
+        collection: &str,
+        hits: Vec<Hit>,
+        with_payload: bool,
+        with_vectors: bool,
+    ) -> Result<Vec<Hit>, VectorError> {
+        if hits.is_empty() {
+            return Ok(hits);
+        }
+        let ids = hits.iter().map(|h| h.id).collect();
+        let mut records: HashMap<PointId, Record> = self
+            .backend
+            .get(collection, ids, with_payload, with_vectors)
+            .await?
+            .into_iter()
+            .map(|r| (r.id, r))
+            .collect();
+        Ok(hits
+            .into_iter()
+            .filter_map(|mut h| {
+                let r = records.remove(&h.id)?;
+                h.payload = r.payload;
+                h.vector = r.vector;
+                Some(h)
             })
             .collect())
     }

@@ -30,6 +30,11 @@ pub struct Plan {
     /// Hybrid only: applied to the fused score (single retrievers pass it to
     /// the engine).
     pub fused_threshold: Option<f32>,
+    /// Hybrid only: the payload and vectors asked for, `(payload,
+    /// vectors)`. The retrievers' candidates are searched without them and
+    /// only the fused hits are read back, so a 10-hit answer reads 10
+    /// payloads rather than every candidate's.
+    pub read_after_fusion: Option<(bool, bool)>,
 }
 
 impl Plan {

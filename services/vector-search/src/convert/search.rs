@@ -346,8 +346,8 @@ pub fn search_plan(
         score_threshold: engine_threshold,
         ef,
         exact: r.exact,
-        with_payload: r.with_payload,
-        with_vectors: r.with_vectors,
+        with_payload: r.with_payload && !hybrid,
+        with_vectors: r.with_vectors && !hybrid,
         oversampling,
         rescore: !r.skip_rescore,
     };
@@ -363,6 +363,8 @@ pub fn search_plan(
         limit,
         rrf_k,
         fused_threshold: if hybrid { r.score_threshold } else { None },
+        read_after_fusion: (hybrid && (r.with_payload || r.with_vectors))
+            .then_some((r.with_payload, r.with_vectors)),
     })
 }
 

@@ -250,7 +250,12 @@ pub(super) async fn hybrid_search_fuses_both_rankings_by_reciprocal_rank(app: &T
                 expected.push((pb::Retriever::Sparse, r));
             }
             assert_eq!(found, expected, "point {id}");
-            assert!(h.payload.is_some(), "payload asked for");
+            // Payloads are read after fusion: each hit carries its own.
+            assert_eq!(
+                h.payload,
+                payload(json!({ "text": texts[id as usize] })),
+                "point {id}: its payload"
+            );
         }
         // Found by both beats found by one at the same best rank.
         let top = id_num(&hits[0].id);
