@@ -252,6 +252,40 @@ impl VectorSearch for VectorApi {
         .await
     }
 
+    async fn add_text_index(
+        &self,
+        request: Request<pb::AddTextIndexRequest>,
+    ) -> Result<Response<pb::AddTextIndexResponse>, Status> {
+        let r = request.into_inner();
+        self.call("AddTextIndex", &r.collection, async {
+            let (index, key) = convert::add_text_index(&r, &self.limits)?;
+            self.backend.add_text_index(&r.collection, index).await?;
+            let Some(key) = key else {
+                return Ok(Response::new(pb::AddTextIndexResponse::default()));
+            };
+            let bm25 = Arc::clone(&self.bm25);
+            let filled = self
+                .backend
+                .fill_sparse(
+                    &r.collection,
+                    &key,
+                    Arc::new(move |text| bm25.document(text)),
+                )
+                .await?;
+            tracing::info!(
+                collection = %r.collection,
+                indexed = filled.indexed,
+                without_text = filled.without_text,
+                "filled the text index from payload key {key:?}"
+            );
+            Ok(Response::new(pb::AddTextIndexResponse {
+                points_indexed: filled.indexed,
+                points_without_text: filled.without_text,
+            }))
+        })
+        .await
+    }
+
     async fn upsert(
         &self,
         request: Request<pb::UpsertRequest>,

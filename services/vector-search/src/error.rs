@@ -2,6 +2,8 @@
 
 use tonic::{Code, Status};
 
+use crate::model::TextIndex;
+
 /// Everything that can go wrong serving a vector-search request.
 #[derive(Debug, thiserror::Error)]
 pub enum VectorError {
@@ -39,6 +41,16 @@ pub enum VectorError {
         collection: String,
         reason: &'static str,
     },
+    #[error(
+        "`text_index`: collection {collection:?} has {}; a text index cannot change (asked for {})",
+        has.proto_name(),
+        asked.proto_name()
+    )]
+    TextIndexExists {
+        collection: String,
+        has: TextIndex,
+        asked: TextIndex,
+    },
     #[error("{in_flight} calls are in flight (limit {max}, vector.max_in_flight); retry later")]
     Busy { in_flight: usize, max: usize },
     #[error("the Qdrant cluster is overloaded: {0}; retry later")]
@@ -74,6 +86,7 @@ impl From<VectorError> for Status {
             VectorError::OverLimit { .. } => Code::InvalidArgument,
             VectorError::Invalid { .. } => Code::InvalidArgument,
             VectorError::NoTextIndex { .. } => Code::FailedPrecondition,
+            VectorError::TextIndexExists { .. } => Code::FailedPrecondition,
             VectorError::Busy { .. } => Code::ResourceExhausted,
             VectorError::Overloaded(_) => Code::ResourceExhausted,
             VectorError::Unavailable(_) => Code::Unavailable,

@@ -83,6 +83,15 @@ impl TextIndex {
     pub fn exists(self) -> bool {
         !matches!(self, TextIndex::None)
     }
+
+    /// The proto enum value's name, for messages.
+    pub fn proto_name(self) -> &'static str {
+        match self {
+            TextIndex::None => "TEXT_INDEX_NONE",
+            TextIndex::Bm25 => "TEXT_INDEX_BM25",
+            TextIndex::Sparse => "TEXT_INDEX_SPARSE",
+        }
+    }
 }
 
 /// What a collection is created with; fixed for its lifetime.

@@ -9,15 +9,30 @@ pub mod embedded;
 pub mod oplog;
 pub mod qdrant;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
 use crate::{
     error::VectorError,
     model::{
         CollectionConfig, CollectionInfo, Filter, Hit, Metadata, Point, PointId, PointSelector,
-        Record, ScrollQuery, SearchQuery,
+        Record, ScrollQuery, SearchQuery, SparseVector, TextIndex,
     },
 };
+
+/// How a text becomes a point's sparse vector (BM25's document side).
+pub type SparseOf = Arc<dyn Fn(&str) -> SparseVector + Send + Sync>;
+
+/// What a fill of sparse vectors from payload text did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Filled {
+    /// Points given a sparse vector.
+    pub indexed: u64,
+    /// Points without one and without a string under the key: left as they
+    /// are.
+    pub without_text: u64,
+}
 
 pub type Result<T, E = VectorError> = std::result::Result<T, E>;
 
@@ -41,6 +56,18 @@ pub trait Backend: Send + Sync + 'static {
     /// validate every write and search before it reaches the engine.
     async fn collection_config(&self, name: &str) -> Result<CollectionConfig>;
     async fn collection_info(&self, name: &str) -> Result<CollectionInfo>;
+    /// Gives a collection without a text index the index `index` (never
+    /// `None`), keeping its points; existing points have no sparse vector
+    /// until written again or filled ([`Backend::fill_sparse`]). A
+    /// collection that has `index` already is left as it is; one with
+    /// another index is refused ([`VectorError::TextIndexExists`]).
+    async fn add_text_index(&self, collection: &str, index: TextIndex) -> Result<()>;
+    /// Gives every point without a sparse vector the one `sparse_of` makes
+    /// of the string under its payload's top-level `key`. Writes racing
+    /// with it win: a point upserted meanwhile keeps what that write gave
+    /// it.
+    async fn fill_sparse(&self, collection: &str, key: &str, sparse_of: SparseOf)
+    -> Result<Filled>;
 
     /// Returns once the points are durable.
     async fn upsert(&self, collection: &str, points: Vec<Point>) -> Result<()>;

@@ -88,21 +88,7 @@ pub fn collection_config(
             ));
         }
     };
-    let text_index = match pb::TextIndex::try_from(r.text_index) {
-        Ok(pb::TextIndex::Unspecified) => defaults.text_index,
-        Ok(pb::TextIndex::None) => TextIndex::None,
-        Ok(pb::TextIndex::Bm25) => TextIndex::Bm25,
-        Ok(pb::TextIndex::Sparse) => TextIndex::Sparse,
-        Err(_) => {
-            return Err(VectorError::invalid(
-                "text_index",
-                format!(
-                    "{} is not one of TEXT_INDEX_UNSPECIFIED, TEXT_INDEX_NONE, TEXT_INDEX_BM25, TEXT_INDEX_SPARSE",
-                    r.text_index
-                ),
-            ));
-        }
-    };
+    let text_index = text_index_in("text_index", r.text_index, defaults.text_index)?;
     Ok(CollectionConfig {
         dimension,
         distance,
@@ -110,6 +96,67 @@ pub fn collection_config(
         quantization,
         text_index,
     })
+}
+
+/// A `TextIndex` field; UNSPECIFIED takes `default`.
+fn text_index_in(field: &str, value: i32, default: TextIndex) -> Result<TextIndex> {
+    match pb::TextIndex::try_from(value) {
+        Ok(pb::TextIndex::Unspecified) => Ok(default),
+        Ok(pb::TextIndex::None) => Ok(TextIndex::None),
+        Ok(pb::TextIndex::Bm25) => Ok(TextIndex::Bm25),
+        Ok(pb::TextIndex::Sparse) => Ok(TextIndex::Sparse),
+        Err(_) => Err(VectorError::invalid(
+            field,
+            format!(
+                "{value} is not one of TEXT_INDEX_UNSPECIFIED, TEXT_INDEX_NONE, TEXT_INDEX_BM25, TEXT_INDEX_SPARSE"
+            ),
+        )),
+    }
+}
+
+/// Longest payload key `text_from_payload` may name.
+pub const MAX_TEXT_KEY_BYTES: usize = 64;
+
+/// An AddTextIndex request, validated: the index to add and the payload key
+/// to fill it from, if any.
+pub fn add_text_index(
+    r: &pb::AddTextIndexRequest,
+    defaults: &VectorSettings,
+) -> Result<(TextIndex, Option<String>)> {
+    collection_name("collection", &r.collection)?;
+    let index = match text_index_in("text_index", r.text_index, defaults.text_index)? {
+        TextIndex::None => {
+            return Err(VectorError::invalid(
+                "text_index",
+                "TEXT_INDEX_NONE adds nothing: ask for TEXT_INDEX_BM25 or TEXT_INDEX_SPARSE",
+            ));
+        }
+        // The service default may be NONE.
+        t => t,
+    };
+    let key = &r.text_from_payload;
+    if key.is_empty() {
+        return Ok((index, None));
+    }
+    if index != TextIndex::Bm25 {
+        return Err(VectorError::invalid(
+            "text_from_payload",
+            "only a BM25 index computes sparse vectors from text; a SPARSE index takes the client's vectors",
+        ));
+    }
+    if key.len() > MAX_TEXT_KEY_BYTES
+        || !key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(VectorError::invalid(
+            "text_from_payload",
+            format!(
+                "{key:?} must be a top-level payload key of 1 to {MAX_TEXT_KEY_BYTES} characters from [A-Za-z0-9_-]"
+            ),
+        ));
+    }
+    Ok((index, Some(key.clone())))
 }
 
 pub fn text_index_out(t: TextIndex) -> pb::TextIndex {

@@ -5,3 +5,4 @@ mod conformance;
 mod errors;
 mod helpers;
 mod service;
+mod text_index_restart;

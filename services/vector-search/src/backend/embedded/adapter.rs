@@ -224,11 +224,32 @@ impl Backend for EmbeddedBackend {
     }
 
     async fn collection_config(&self, name: &str) -> Result<CollectionConfig> {
-        Ok(self.collection(name)?.config)
+        Ok(self.collection(name)?.config())
     }
 
     async fn collection_info(&self, name: &str) -> Result<CollectionInfo> {
         self.with(name, |c| Ok(c.info())).await
+    }
+
+    async fn add_text_index(&self, collection: &str, index: TextIndex) -> Result<()> {
+        self.with(collection, move |c| c.add_text_index(index))
+            .await
+    }
+
+    async fn fill_sparse(
+        &self,
+        collection: &str,
+        key: &str,
+        sparse_of: SparseOf,
+    ) -> Result<Filled> {
+        let key = key.to_owned();
+        let (filled, log_len) = self
+            .with(collection, move |c| c.fill_sparse(&key, &sparse_of))
+            .await?;
+        if log_len > CHECKPOINT_BYTES {
+            self.checkpoint_requested.store(true, Ordering::Release);
+        }
+        Ok(filled)
     }
 
     async fn upsert(&self, collection: &str, points: Vec<Point>) -> Result<()> {

@@ -19,6 +19,8 @@ impl Collection {
             .map_err(|e| fail(&name, format!("removing an old shard folder: {e}")))?;
         let shard = EdgeShard::load(&dir.join(&meta.shard_dir), None)
             .map_err(|e| fail(&name, format!("engine: {e}")))?;
+        let config = adopt_text_index(&name, meta.config, &shard);
+        let adopted = config != meta.config;
         // The engine persists its optimizer settings per shard; the
         // service's settings win, so changing them takes effect at restart.
         let optimizers = shard.config().optimizers.clone();
@@ -32,7 +34,7 @@ impl Collection {
         let replayed = ops.len();
         let c = Self {
             name: name.clone(),
-            config: meta.config,
+            config: RwLock::new(config),
             metadata: meta.metadata,
             dir: dir.to_owned(),
             shard: RwLock::new(Arc::new(shard)),
@@ -42,6 +44,10 @@ impl Collection {
             wal_unchecked: AtomicBool::new(true),
             optimizing: AtomicBool::new(false),
         };
+        if adopted {
+            c.write_meta(config, meta.shard_dir.clone())
+                .map_err(|e| fail(&name, format!("{META_FILE}: {e}")))?;
+        }
         for op in ops {
             if let Err(e) = c.apply(op) {
                 // The record was logged but the engine refused it at the time
@@ -199,13 +205,37 @@ impl Collection {
         };
         CollectionInfo {
             name: self.name.clone(),
-            config: self.config,
+            config: self.config(),
             points_count: info.points_count as u64,
             indexed_vectors_count: info.indexed_vectors_count as u64,
             segments_count: info.segments_count as u32,
             status,
             metadata: self.metadata.clone(),
         }
+    }
+
+    /// The collection's configuration as it is now.
+    pub(super) fn config(&self) -> CollectionConfig {
+        match self.config.read() {
+            Ok(c) => *c,
+            Err(p) => *p.into_inner(),
+        }
+    }
+
+    /// Writes `collection.json` (atomically) naming the shard folder
+    /// `shard_dir`.
+    pub(super) fn write_meta(&self, config: CollectionConfig, shard_dir: String) -> Result<()> {
+        let meta = Meta {
+            name: self.name.clone(),
+            config,
+            metadata: self.metadata.clone(),
+            shard_dir,
+        };
+        write_atomic(
+            &self.dir.join(META_FILE),
+            &serde_json::to_vec_pretty(&meta).map_err(storage)?,
+        )
+        .map_err(storage)
     }
 
     /// Every id matching `filter` (for delete-by-filter, logged as ids).

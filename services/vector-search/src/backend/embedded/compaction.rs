@@ -47,17 +47,7 @@ impl Collection {
             }
             std::panic::catch_unwind(AssertUnwindSafe(|| new.flush()))
                 .map_err(|_| storage("engine flush failed"))?;
-            let meta = Meta {
-                name: self.name.clone(),
-                config: self.config,
-                metadata: self.metadata.clone(),
-                shard_dir: folder.clone(),
-            };
-            write_atomic(
-                &self.dir.join(META_FILE),
-                &serde_json::to_vec_pretty(&meta).map_err(storage)?,
-            )
-            .map_err(storage)?;
+            self.write_meta(self.config(), folder.clone())?;
             let new = Arc::new(new);
             match self.shard.write() {
                 Ok(mut s) => *s = Arc::clone(&new),

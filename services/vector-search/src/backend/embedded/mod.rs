@@ -26,7 +26,8 @@
 
 //! The code is split by concern: `collection` (one open collection: its
 //! log, engine calls, checkpoints), `compaction` (the rewrite into a fresh
-//! shard), `maintenance` (the background loop), `adapter` (the `Backend`
+//! shard), `maintenance` (the background loop), `text_index` (adding one
+//! in place and filling it from payloads), `adapter` (the `Backend`
 //! trait over them), `convert` (our model to the engine's and back) and
 //! `layout` (files on disk).
 
@@ -36,9 +37,10 @@ mod compaction;
 mod convert;
 mod layout;
 mod maintenance;
+mod text_index;
 
 // What the parts define for each other.
-use self::{collection::*, compaction::*, convert::*, layout::*};
+use self::{collection::*, compaction::*, convert::*, layout::*, text_index::*};
 
 use std::{
     collections::HashMap,
@@ -68,7 +70,7 @@ use qdrant_edge::{
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Backend, Result,
+    Backend, Filled, Result, SparseOf,
     oplog::{Op, OpLog},
 };
 use crate::{
@@ -118,7 +120,8 @@ struct Meta {
 /// One open collection.
 struct Collection {
     name: String,
-    config: CollectionConfig,
+    /// Changed only by adding a text index (under both locks below).
+    config: RwLock<CollectionConfig>,
     metadata: Metadata,
     dir: PathBuf,
     /// Replaced (under both locks below) by a compaction; readers clone it.

@@ -4,11 +4,16 @@
 //! named `text`, IDF-modified for BM25), u64/UUID ids, JSON payloads, and
 //! the same filter conditions.
 //!
-//! Collection configurations are cached for request validation; the cache
-//! entry is dropped whenever Qdrant answers NOT_FOUND, so a collection
-//! deleted by another replica is noticed on the next call.
+//! Collection configurations are cached for request validation, for at most
+//! [`CONFIG_TTL`] (a text index another replica adds is seen within it);
+//! the cache entry is dropped whenever Qdrant answers NOT_FOUND, so a
+//! collection deleted by another replica is noticed on the next call.
 
-use std::{collections::HashMap, sync::RwLock, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::RwLock,
+    time::{Duration, Instant},
+};
 
 use async_trait::async_trait;
 use qdrant_client::{
@@ -27,9 +32,10 @@ use qdrant_client::{
 use tonic::Code;
 
 mod convert;
+mod text_index;
 
 use self::convert::*;
-use super::{Backend, Result};
+use super::{Backend, Filled, Result, SparseOf};
 use crate::{
     error::{OpenError, VectorError},
     model::{
@@ -44,8 +50,12 @@ pub struct QdrantBackend {
     client: Qdrant,
     shard_number: u32,
     replication_factor: u32,
-    configs: RwLock<HashMap<String, CollectionConfig>>,
+    /// Each with when it was read from Qdrant.
+    configs: RwLock<HashMap<String, (CollectionConfig, Instant)>>,
 }
+
+/// How long a cached collection configuration is trusted.
+const CONFIG_TTL: Duration = Duration::from_secs(5);
 
 impl QdrantBackend {
     /// Builds the client; connects lazily (the first call reports an
@@ -229,7 +239,7 @@ impl QdrantBackend {
             quantization,
         };
         if let Ok(mut c) = self.configs.write() {
-            c.insert(name.to_owned(), cfg);
+            c.insert(name.to_owned(), (cfg, Instant::now()));
         }
         Ok((cfg, info))
     }
@@ -310,7 +320,7 @@ impl Backend for QdrantBackend {
             .await
             .map_err(|e| self.error(name, e))?;
         if let Ok(mut c) = self.configs.write() {
-            c.insert(name.to_owned(), config);
+            c.insert(name.to_owned(), (config, Instant::now()));
         }
         Ok(())
     }
@@ -348,10 +358,26 @@ impl Backend for QdrantBackend {
     }
 
     async fn collection_config(&self, name: &str) -> Result<CollectionConfig> {
-        if let Some(c) = self.configs.read().ok().and_then(|c| c.get(name).copied()) {
+        let cached = self.configs.read().ok().and_then(|c| c.get(name).copied());
+        if let Some((c, read)) = cached
+            && read.elapsed() < CONFIG_TTL
+        {
             return Ok(c);
         }
         Ok(self.fetch_info(name).await?.0)
+    }
+
+    async fn add_text_index(&self, collection: &str, index: TextIndex) -> Result<()> {
+        self.add_sparse_vector(collection, index).await
+    }
+
+    async fn fill_sparse(
+        &self,
+        collection: &str,
+        key: &str,
+        sparse_of: SparseOf,
+    ) -> Result<Filled> {
+        self.fill_from_payload(collection, key, sparse_of).await
     }
 
     async fn collection_info(&self, name: &str) -> Result<CollectionInfo> {

@@ -8,8 +8,9 @@ mod collections;
 mod points;
 mod search;
 mod text;
+mod text_added;
 
-use self::{bad_input::*, collections::*, points::*, search::*, text::*};
+use self::{bad_input::*, collections::*, points::*, search::*, text::*, text_added::*};
 
 /// Generates `embedded::<test>` and `qdrant::<test>` for each suite function.
 macro_rules! conformance {
@@ -53,4 +54,8 @@ conformance!(
     hybrid_search_fuses_both_rankings_by_reciprocal_rank,
     client_sparse_vectors_score_by_dot_product,
     text_search_refusals_name_the_field,
+    a_text_index_is_added_in_place_and_filled_from_payloads,
+    an_added_index_without_a_payload_fill_takes_new_writes,
+    adding_a_text_index_refuses_what_it_cannot_do,
+    writes_during_a_fill_keep_their_own_text,
 );

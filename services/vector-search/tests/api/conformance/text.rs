@@ -43,17 +43,17 @@ fn text_point(id: u64, text: &str) -> pb::Point {
 }
 
 /// BM25's term-frequency part for a term seen `n` times in `len` tokens.
-fn tf(n: f64, len: f64) -> f64 {
+pub(super) fn tf(n: f64, len: f64) -> f64 {
     n * (K1 + 1.0) / (n + K1 * (1.0 - B + B * len / AVG_LEN))
 }
 
 /// The inverse document frequency Qdrant's IDF modifier applies: `docs`
 /// points with a sparse vector, `df` of them holding the term.
-fn idf(docs: f64, df: f64) -> f64 {
+pub(super) fn idf(docs: f64, df: f64) -> f64 {
     ((docs - df + 0.5) / (df + 0.5) + 1.0).ln()
 }
 
-async fn sparse_search(app: &TestApp, name: &str, text: &str) -> Vec<pb::ScoredPoint> {
+pub(super) async fn sparse_search(app: &TestApp, name: &str, text: &str) -> Vec<pb::ScoredPoint> {
     app.client()
         .search(pb::SearchRequest {
             collection: name.into(),
