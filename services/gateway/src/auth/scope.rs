@@ -56,7 +56,7 @@ pub fn for_grpc(path: &str) -> Option<Scope> {
         ("mlmesh.gateway.v1.Gateway", m) => match m {
             "Embed" => Scope::Embed,
             "Search" | "RagQuery" | "ListCollections" | "GetCollection" => Scope::Search,
-            "CreateCollection" | "DeleteCollection" | "Ingest" => Scope::Ingest,
+            "CreateCollection" | "DeleteCollection" | "AddTextIndex" | "Ingest" => Scope::Ingest,
             _ => Scope::Predict,
         },
         ("inference.GRPCInferenceService", "RepositoryModelLoad" | "RepositoryModelUnload") => {

@@ -282,6 +282,56 @@ impl Core {
         Ok(())
     }
 
+    /// See the gateway proto's AddTextIndex.
+    pub async fn add_text_index(
+        &self,
+        name: &str,
+        deadline: Deadline,
+    ) -> Result<gw::AddTextIndexResponse> {
+        let out = self.add_text_index_unaudited(name, deadline).await;
+        let detail = match &out {
+            Ok(r) => format!("{} chunks indexed", r.chunks_indexed),
+            Err(_) => String::new(),
+        };
+        self.audit
+            .outcome("collection.text_index", name, detail, &out);
+        out
+    }
+
+    async fn add_text_index_unaudited(
+        &self,
+        name: &str,
+        deadline: Deadline,
+    ) -> Result<gw::AddTextIndexResponse> {
+        if name.is_empty() {
+            return Err(GatewayError::invalid(
+                "name",
+                "a collection name is required",
+            ));
+        }
+        // Only collections the gateway made: their chunks' text is stored
+        // under the payload key it fills from.
+        self.fetch_collection(name, deadline).await?;
+        let filled = self
+            .vector
+            .unary(
+                &rpc::ADD_TEXT_INDEX,
+                deadline,
+                vec::AddTextIndexRequest {
+                    collection: name.to_owned(),
+                    text_index: vec::TextIndex::Bm25.into(),
+                    text_from_payload: P_TEXT.to_owned(),
+                },
+            )
+            .await?;
+        tracing::info!(collection = %name, chunks = filled.points_indexed, "text index added");
+        Ok(gw::AddTextIndexResponse {
+            collection: Some(self.fetch_collection(name, deadline).await?.to_pb()),
+            chunks_indexed: filled.points_indexed,
+            chunks_without_text: filled.points_without_text,
+        })
+    }
+
     pub async fn get_collection(&self, name: &str, deadline: Deadline) -> Result<gw::Collection> {
         if name.is_empty() {
             return Err(GatewayError::invalid(

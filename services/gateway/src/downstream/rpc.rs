@@ -126,6 +126,9 @@ rpcs! {
         "mlmesh.vector.v1.VectorSearch/ListCollections", true;
     GET_COLLECTION = VectorSearchClient::get_collection(vec::GetCollectionRequest) -> vec::CollectionInfo,
         "mlmesh.vector.v1.VectorSearch/GetCollection", true;
+    /// Retried: a repeat adds nothing and fills only what is left.
+    ADD_TEXT_INDEX = VectorSearchClient::add_text_index(vec::AddTextIndexRequest) -> vec::AddTextIndexResponse,
+        "mlmesh.vector.v1.VectorSearch/AddTextIndex", true;
     /// Retried: points are written by id, so a repeat writes the same.
     UPSERT = VectorSearchClient::upsert(vec::UpsertRequest) -> vec::UpsertResponse,
         "mlmesh.vector.v1.VectorSearch/Upsert", true;

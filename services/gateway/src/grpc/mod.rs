@@ -133,6 +133,17 @@ impl Gateway for GatewayApi {
         .await
     }
 
+    async fn add_text_index(
+        &self,
+        request: Request<gw::AddTextIndexRequest>,
+    ) -> Result<Response<gw::AddTextIndexResponse>, Status> {
+        let (md, _, r) = request.into_parts();
+        self.serve("AddTextIndex", &md, |c, d| async move {
+            c.add_text_index(&r.name, d).await
+        })
+        .await
+    }
+
     async fn list_collections(
         &self,
         request: Request<gw::ListCollectionsRequest>,

@@ -370,6 +370,29 @@ pub(super) async fn delete_collection(
     .await
 }
 
+/// `POST /v1/collections/{name}/text-index`: see the gateway proto's
+/// AddTextIndex.
+pub(super) async fn add_text_index(
+    State(app): State<App>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    handle(
+        &app,
+        "/v1/collections/{name}/text-index",
+        &headers,
+        |core, deadline| async move {
+            let r = core.add_text_index(&name, deadline).await.map_err(err)?;
+            ok(&json!({
+                "collection": r.collection.map(collection_json),
+                "chunks_indexed": r.chunks_indexed,
+                "chunks_without_text": r.chunks_without_text,
+            }))
+        },
+    )
+    .await
+}
+
 pub(super) async fn ingest(
     State(app): State<App>,
     Path(name): Path<String>,

@@ -343,6 +343,10 @@ pub fn router(core: Arc<Core>, mcp: Option<crate::mcp::McpService>) -> Router {
             get(documents::get_collection).delete(documents::delete_collection),
         )
         .route("/v1/collections/{name}/documents", post(documents::ingest))
+        .route(
+            "/v1/collections/{name}/text-index",
+            post(documents::add_text_index),
+        )
         .route("/v1/collections/{name}/search", post(documents::search))
         .route("/v1/collections/{name}/browse", post(documents::browse))
         .route("/v1/rag/query", post(documents::rag_query))

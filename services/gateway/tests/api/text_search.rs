@@ -142,3 +142,102 @@ async fn hybrid_search_by_meaning_and_words() {
     );
     mesh.stop().await;
 }
+
+/// A collection made without a text index gains one in place: the chunks'
+/// stored text is indexed, nothing is embedded again, searches turn hybrid,
+/// and a repeat (gRPC or JSON) is answered as it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_collection_gains_a_text_index_in_place() {
+    let mesh = spawn_mesh().await;
+    let mut c = mesh.grpc();
+    // Each test has a mesh of its own.
+    let name = "made-before-text-indexes".to_owned();
+    c.create_collection(gw::CreateCollectionRequest {
+        name: name.clone(),
+        text_index: vec::TextIndex::None.into(),
+        ..Default::default()
+    })
+    .await
+    .expect("create without a text index");
+    let ingested = c
+        .ingest(gw::IngestRequest {
+            collection: name.clone(),
+            documents: vec![
+                doc(
+                    "errors",
+                    "Error E4012 means the artifact digest does not match the uploaded bytes.",
+                    json!({}),
+                ),
+                doc(
+                    "registry",
+                    "The registry stores model versions and their aliases.",
+                    json!({}),
+                ),
+            ],
+            chunking: None,
+        })
+        .await
+        .expect("ingest")
+        .into_inner();
+    let search = |mode: vec::SearchMode| {
+        let mut c = mesh.grpc();
+        let r = gw::SearchRequest {
+            collection: name.clone(),
+            query: "E4012".into(),
+            limit: 3,
+            mode: mode.into(),
+            ..Default::default()
+        };
+        async move { c.search(r).await.map(|r| r.into_inner().hits) }
+    };
+    let dense_before = search(vec::SearchMode::Dense).await.expect("dense");
+    let refused = search(vec::SearchMode::Sparse).await.expect_err("no index");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+
+    let added = c
+        .add_text_index(gw::AddTextIndexRequest { name: name.clone() })
+        .await
+        .expect("add a text index")
+        .into_inner();
+    assert_eq!(added.chunks_indexed, ingested.chunks);
+    assert_eq!(added.chunks_without_text, 0);
+    let info = added.collection.expect("the collection");
+    assert_eq!(info.text_index(), vec::TextIndex::Bm25);
+    assert_eq!(info.chunks_count, ingested.chunks);
+
+    let sparse = search(vec::SearchMode::Sparse).await.expect("sparse");
+    assert_eq!(sparse.len(), 1, "{sparse:?}");
+    assert_eq!(sparse[0].document_id, "errors");
+    let hybrid = search(vec::SearchMode::Unspecified).await.expect("hybrid");
+    assert_eq!(hybrid[0].document_id, "errors");
+    assert_eq!(
+        hybrid[0].found_by.len(),
+        2,
+        "hybrid by default now: {hybrid:?}"
+    );
+    let dense_after = search(vec::SearchMode::Dense).await.expect("dense");
+    assert_eq!(
+        dense_after
+            .iter()
+            .map(|h| (h.chunk_id.clone(), h.score))
+            .collect::<Vec<_>>(),
+        dense_before
+            .iter()
+            .map(|h| (h.chunk_id.clone(), h.score))
+            .collect::<Vec<_>>(),
+        "nothing was embedded again"
+    );
+
+    let mut h = mesh.gateway.http();
+    let (status, body) = tokio::task::block_in_place(|| {
+        h.post_json(&format!("/v1/collections/{name}/text-index"), &json!({}))
+    });
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["chunks_indexed"], 0, "{body}");
+    assert_eq!(body["collection"]["text_index"], "bm25", "{body}");
+    let (status, body) = tokio::task::block_in_place(|| {
+        h.post_json("/v1/collections/no-such-collection/text-index", &json!({}))
+    });
+    assert_eq!(status, 404, "{body}");
+    mesh.stop().await;
+}
