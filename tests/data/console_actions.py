@@ -257,6 +257,24 @@ try:
 
     # The operator's view: callers and the audit log.
     sign_in(d, cfg["admin"])
+    # A collection made without a text index gains one from the list.
+    go(d, "collections")
+    add = wait(d, EC.element_to_be_clickable((By.CSS_SELECTOR, "button[aria-label='Add a text index to " + cfg["old_collection"] + "']")))
+    add.click()
+    row = "//tr[th/a[.='" + cfg["old_collection"] + "']]/td[last()]"
+    wait(d, lambda d: d.find_elements(By.XPATH, row) and d.find_element(By.XPATH, row).text == "BM25", 30)
+    status = d.find_element(By.ID, "status").text
+    check("old_collection_gains_text_index", "1 chunks indexed" in status, status)
+    go(d, "collections/" + cfg["old_collection"])
+    Select(wait(d, EC.presence_of_element_located((By.ID, "search-mode")))).select_by_value("sparse")
+    box = d.find_element(By.ID, "search-text")
+    box.send_keys("CUDA toolkit")
+    box.send_keys(Keys.ENTER)
+    wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, cells)
+         and all(c.text.startswith("words #") for c in d.find_elements(By.CSS_SELECTOR, cells)), 30)
+    top = d.find_element(By.CSS_SELECTOR, "#results table tbody tr th").text
+    check("old_collection_found_by_words", top.startswith("gpu-drivers"), top)
+    drain(d)
     go(d, "access")
     wait(d, EC.presence_of_element_located((By.XPATH, "//caption[starts-with(.,'Changes')]")))
     callers = [r.text for r in d.find_elements(By.XPATH, "//table[caption[starts-with(.,'Callers')]]//tbody/tr")]

@@ -41,6 +41,24 @@ function hitTable(caption, hits, onSimilar, scored) {
     h("tbody", {}, hits.length ? hitRows(hits, onSimilar, scored) : h("tr", {}, h("td", { colspan: cols.length, class: "muted" }, "Nothing found."))));
 }
 
+// A collection made without a text index gains one in place, from the
+// chunks' stored text (nothing is embedded again).
+function textIndexButton(name, reload) {
+  const b = h("button", { type: "button", "aria-label": `Add a text index to ${name}` }, "none — add one");
+  b.addEventListener("click", async () => {
+    b.disabled = true;
+    b.textContent = "Indexing…";
+    try {
+      const r = await post(`/v1/collections/${encodeURIComponent(name)}/text-index`, {});
+      await reload();
+      say(`${name}: ${r.chunks_indexed} chunks indexed by their words`);
+    } catch (e) {
+      b.replaceWith(notice("error", `Adding a text index failed: ${e.message}`));
+    }
+  });
+  return b;
+}
+
 export async function collections(main, signal, route) {
   const name = route.parts[0];
   if (name) return collection(main, signal, name, route.query);
@@ -55,7 +73,7 @@ export async function collections(main, signal, route) {
       h("td", {}, c.distance),
       h("td", { class: "num" }, c.chunks_count ?? "—"),
       h("td", {}, c.chunking ? `${c.chunking.size} ${c.chunking.unit}, overlap ${c.chunking.overlap}` : "—"),
-      h("td", {}, c.text_index === "bm25" ? "BM25" : "none")));
+      h("td", {}, c.text_index === "bm25" ? "BM25" : textIndexButton(c.name, () => collections(main, signal, route)))));
     main.replaceChildren(h("h1", {}, "Collections"),
       h("section", { class: "panel" }, h("div", { class: "table-scroll" }, h("table", {},
         h("caption", {}, "Collections"),

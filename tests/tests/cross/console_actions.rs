@@ -220,6 +220,27 @@ fn promotion_rollback_and_search_work_in_a_real_browser() {
         String::from_utf8_lossy(&body)
     );
 
+    // A collection made without a text index, for the console to add one.
+    for (path, body) in [
+        (
+            "/v1/collections",
+            json!({"name": "archive", "text_index": "none"}),
+        ),
+        (
+            "/v1/collections/archive/documents",
+            json!({"documents": [{"id": "gpu-drivers", "text": "Install the GPU driver before the CUDA toolkit, then reboot the machine."}]}),
+        ),
+    ] {
+        let (status, body) = c
+            .request("POST", path, &headers, body.to_string().as_bytes())
+            .expect(path);
+        assert!(
+            (200..300).contains(&status),
+            "{path} {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+
     let shots = std::env::temp_dir().join(format!(
         "mlmesh-console-actions-shots-{}",
         std::process::id()
@@ -233,6 +254,7 @@ fn promotion_rollback_and_search_work_in_a_real_browser() {
             "promoter": PROMOTER,
             "admin": ADMIN,
             "collection": "handbook",
+            "old_collection": "archive",
             "query": "can I send back a jacket I bought last week and get my money?",
             "expect_document": "returns-policy",
             "shots": shots,
@@ -281,6 +303,8 @@ fn promotion_rollback_and_search_work_in_a_real_browser() {
         "search_by_text_finds_document",
         "search_says_which_retriever_found_each_hit",
         "search_by_words_only",
+        "old_collection_gains_text_index",
+        "old_collection_found_by_words",
         "access_lists_callers",
         "audit_lists_moves",
         "keyboard_promote_form_reachable",
