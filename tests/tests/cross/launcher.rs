@@ -96,9 +96,8 @@ fn mlmesh_up_serves_the_demo_corpus_and_stops_cleanly() {
     );
 
     // The first example `mlmesh up` prints is a hybrid search: every hit
-    // says which retrievers found it. (Whether the README's `make test`
-    // lines reach its top 3 is issue 27's open target: with this corpus
-    // they do not yet; docs/benchmarks.md, "Retrieval quality".)
+    // says which retrievers found it, and the README's test instructions
+    // are in its top 3.
     let (status, body) = h.post_json(
         "/v1/collections/mlmesh-docs/search",
         &json!({"query": "how do I run the tests?", "limit": 3}),
@@ -110,6 +109,13 @@ fn mlmesh_up_serves_the_demo_corpus_and_stops_cleanly() {
         hits.iter()
             .all(|h| h["found_by"].as_array().is_some_and(|f| !f.is_empty())),
         "{body}"
+    );
+    assert!(
+        hits.iter().any(|h| h["document_id"] == "README.md"
+            && h["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("make test") || t.contains("cargo test"))),
+        "the README's test instructions in the top 3: {body}"
     );
 
     // The inference service serves the demo models (tritonclient's
