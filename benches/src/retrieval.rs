@@ -62,6 +62,10 @@ pub struct RetrievalArgs {
     duration: f64,
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// Candidates per retriever in hybrid searches (0: the service's
+    /// default).
+    #[arg(long, default_value_t = 0)]
+    candidates: u32,
 }
 
 const K: usize = 10;
@@ -172,7 +176,7 @@ fn quality(found: &[u64], relevant: &HashSet<u64>) -> (f64, f64, f64) {
     )
 }
 
-fn request(mode: pb::SearchMode, vector: &[f32], text: &str) -> pb::SearchRequest {
+fn request(mode: pb::SearchMode, vector: &[f32], text: &str, candidates: u32) -> pb::SearchRequest {
     pb::SearchRequest {
         collection: COLLECTION.into(),
         vector: if mode == pb::SearchMode::Sparse {
@@ -187,6 +191,11 @@ fn request(mode: pb::SearchMode, vector: &[f32], text: &str) -> pb::SearchReques
         },
         mode: mode.into(),
         limit: K as u32,
+        candidates: if mode == pb::SearchMode::Hybrid {
+            candidates
+        } else {
+            0
+        },
         ..Default::default()
     }
 }
@@ -308,7 +317,11 @@ pub async fn run(args: RetrievalArgs) -> anyhow::Result<()> {
     for (mode, label) in MODES {
         let (mut n, mut r, mut rr, mut any) = (0.0, 0.0, 0.0, 0);
         for (q, v) in qs.iter().zip(&query_vectors) {
-            let found = mlmesh_ids(c.search(request(mode, v, &q.title)).await?.into_inner());
+            let found = mlmesh_ids(
+                c.search(request(mode, v, &q.title, args.candidates))
+                    .await?
+                    .into_inner(),
+            );
             let (a, b, m) = quality(&found, &q.relevant);
             n += a;
             r += b;
@@ -347,7 +360,15 @@ pub async fn run(args: RetrievalArgs) -> anyhow::Result<()> {
         for r in 0..args.rounds.max(1) + 1 {
             for k in 0..MODES.len() {
                 let i = (k + r) % MODES.len();
-                let s = timed(&addr, MODES[i].0, &work, clients, args.duration).await?;
+                let s = timed(
+                    &addr,
+                    MODES[i].0,
+                    &work,
+                    clients,
+                    args.duration,
+                    args.candidates,
+                )
+                .await?;
                 // The first round warms connections and caches.
                 if r > 0 {
                     rounds[i].push(s);
@@ -393,6 +414,7 @@ async fn timed(
     work: &Arc<Vec<(Vec<f32>, String)>>,
     clients: usize,
     secs: f64,
+    candidates: u32,
 ) -> anyhow::Result<Stats> {
     let mut conns: Vec<VectorSearchClient<Channel>> = Vec::new();
     for _ in 0..clients {
@@ -407,7 +429,7 @@ async fn timed(
         let work = Arc::clone(&work);
         async move {
             let (v, t) = &work[i % work.len()];
-            c.search(request(mode, v, t)).await?;
+            c.search(request(mode, v, t, candidates)).await?;
             Ok(c)
         }
     })

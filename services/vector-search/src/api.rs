@@ -33,6 +33,8 @@ pub struct VectorApi {
     limits: Arc<VectorSettings>,
     admission: Arc<Semaphore>,
     bm25: Arc<Bm25>,
+    /// Cores this process may use.
+    cores: usize,
 }
 
 impl VectorApi {
@@ -49,6 +51,7 @@ impl VectorApi {
             limits: Arc::new(limits),
             admission,
             bm25,
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
 
@@ -139,8 +142,9 @@ impl VectorApi {
 
     /// Every retriever query of `plans`, answers in plan and part order.
     /// Several searches go to the engine in one call; a single hybrid
-    /// search runs its two retrievers side by side, so that its latency is
-    /// the slower retriever's rather than their sum.
+    /// search runs its two retrievers side by side while cores are idle, so
+    /// that its latency is the slower retriever's rather than their sum.
+    /// (When every core is busy the split only adds a hand-off.)
     async fn run_retrievers(
         &self,
         collection: &str,
@@ -148,6 +152,7 @@ impl VectorApi {
     ) -> Result<Vec<Vec<Hit>>, VectorError> {
         if let [plan] = plans
             && let [(_, first), (_, second)] = plan.parts.as_slice()
+            && self.has_idle_cores()
         {
             let (a, b) = tokio::try_join!(
                 self.backend.search(collection, vec![first.clone()]),
@@ -160,6 +165,15 @@ impl VectorApi {
             .flat_map(|p| p.parts.iter().map(|(_, q)| q.clone()))
             .collect();
         self.backend.search(collection, queries).await
+    }
+
+    /// Fewer calls in flight than cores.
+    fn has_idle_cores(&self) -> bool {
+        let in_flight = self
+            .limits
+            .max_in_flight
+            .saturating_sub(self.admission.available_permits());
+        in_flight < self.cores
     }
 
     /// The fused hits with their payload and vectors, read by id. A point
