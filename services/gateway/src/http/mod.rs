@@ -9,6 +9,7 @@
 // would only add an allocation on the error path.
 #![allow(clippy::result_large_err)]
 
+mod collections;
 mod documents;
 mod oip;
 mod openai;
@@ -336,16 +337,16 @@ pub fn router(core: Arc<Core>, mcp: Option<crate::mcp::McpService>) -> Router {
         .route("/v1/similarity", post(openai::similarity))
         .route(
             "/v1/collections",
-            post(documents::create_collection).get(documents::list_collections),
+            post(collections::create_collection).get(collections::list_collections),
         )
         .route(
             "/v1/collections/{name}",
-            get(documents::get_collection).delete(documents::delete_collection),
+            get(collections::get_collection).delete(collections::delete_collection),
         )
         .route("/v1/collections/{name}/documents", post(documents::ingest))
         .route(
             "/v1/collections/{name}/text-index",
-            post(documents::add_text_index),
+            post(collections::add_text_index),
         )
         .route("/v1/collections/{name}/search", post(documents::search))
         .route("/v1/collections/{name}/browse", post(documents::browse))

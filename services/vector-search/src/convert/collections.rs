@@ -9,6 +9,12 @@ use crate::{
     settings::{MAX_DIMENSION, VectorSettings},
 };
 
+/// Only `[A-Za-z0-9_-]`.
+fn name_chars(s: &str) -> bool {
+    s.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 /// Checks a collection name: 1–64 characters from `[A-Za-z0-9_-]`.
 pub fn collection_name(field: &str, name: &str) -> Result<()> {
     if name.is_empty() {
@@ -17,11 +23,7 @@ pub fn collection_name(field: &str, name: &str) -> Result<()> {
             hint: "a collection name is required",
         });
     }
-    if name.len() > 64
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-    {
+    if name.len() > 64 || !name_chars(name) {
         return Err(VectorError::invalid(
             field,
             format!("{name:?} must be 1 to 64 characters from [A-Za-z0-9_-]"),
@@ -144,11 +146,7 @@ pub fn add_text_index(
             "only a BM25 index computes sparse vectors from text; a SPARSE index takes the client's vectors",
         ));
     }
-    if key.len() > MAX_TEXT_KEY_BYTES
-        || !key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-    {
+    if key.len() > MAX_TEXT_KEY_BYTES || !name_chars(key) {
         return Err(VectorError::invalid(
             "text_from_payload",
             format!(

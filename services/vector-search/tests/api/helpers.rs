@@ -80,14 +80,35 @@ impl TestApp {
 
     /// Creates a collection with a name unique to this test run.
     pub async fn collection(&self, label: &str, dimension: u32, distance: pb::Distance) -> String {
+        self.create(label, dimension, distance, pb::TextIndex::Unspecified)
+            .await
+    }
+
+    /// Creates a cosine collection with text index `index`, named uniquely.
+    pub async fn text_collection(
+        &self,
+        label: &str,
+        dimension: u32,
+        index: pb::TextIndex,
+    ) -> String {
+        self.create(label, dimension, pb::Distance::Cosine, index)
+            .await
+    }
+
+    async fn create(
+        &self,
+        label: &str,
+        dimension: u32,
+        distance: pb::Distance,
+        text_index: pb::TextIndex,
+    ) -> String {
         let name = unique_name(label);
         self.client()
             .create_collection(pb::CreateCollectionRequest {
                 name: name.clone(),
                 dimension,
                 distance: distance.into(),
-                hnsw: None,
-                metadata: Default::default(),
+                text_index: text_index.into(),
                 ..Default::default()
             })
             .await

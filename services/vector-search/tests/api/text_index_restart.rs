@@ -40,17 +40,9 @@ async fn an_added_text_index_survives_restarts_and_an_interrupted_add() {
     let data = mlmesh_tests::TempDir::new("vector-text-added");
     let settings = || mlmesh_vector_search::Settings::for_tests(data.path().to_owned());
     let app = start(settings(), None).await;
-    let name = unique_name("restart");
-    app.client()
-        .create_collection(pb::CreateCollectionRequest {
-            name: name.clone(),
-            dimension: DIM as u32,
-            distance: pb::Distance::Cosine.into(),
-            text_index: pb::TextIndex::None.into(),
-            ..Default::default()
-        })
-        .await
-        .expect("create");
+    let name = app
+        .text_collection("restart", DIM as u32, pb::TextIndex::None)
+        .await;
     app.upsert(
         &name,
         ["helm chart", "gpu drivers", "helm rollback"]

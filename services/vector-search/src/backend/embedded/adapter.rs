@@ -90,6 +90,14 @@ impl EmbeddedBackend {
             .map_err(|e| storage(format!("engine task failed: {e}")))?
     }
 
+    /// Asks the maintenance thread for a checkpoint once a collection's
+    /// operation log has grown past `CHECKPOINT_BYTES`.
+    fn checkpoint_if_long(&self, log_len: u64) {
+        if log_len > CHECKPOINT_BYTES {
+            self.checkpoint_requested.store(true, Ordering::Release);
+        }
+    }
+
     pub(super) fn edge_config(&self, config: &CollectionConfig) -> EdgeConfig {
         let hnsw = HnswIndexConfig {
             m: config.hnsw.m,
@@ -246,9 +254,7 @@ impl Backend for EmbeddedBackend {
         let (filled, log_len) = self
             .with(collection, move |c| c.fill_sparse(&key, &sparse_of))
             .await?;
-        if log_len > CHECKPOINT_BYTES {
-            self.checkpoint_requested.store(true, Ordering::Release);
-        }
+        self.checkpoint_if_long(log_len);
         Ok(filled)
     }
 
@@ -256,9 +262,7 @@ impl Backend for EmbeddedBackend {
         let log_len = self
             .with(collection, move |c| c.write(Op::Upsert(points)))
             .await?;
-        if log_len > CHECKPOINT_BYTES {
-            self.checkpoint_requested.store(true, Ordering::Release);
-        }
+        self.checkpoint_if_long(log_len);
         Ok(())
     }
 

@@ -4,6 +4,10 @@
 //! named `text`, IDF-modified for BM25), u64/UUID ids, JSON payloads, and
 //! the same filter conditions.
 //!
+//! `text_index` holds what concerns the sparse vector: adding it to a
+//! collection in place, filling it from payloads, clearing it before
+//! deletes.
+//!
 //! Collection configurations are cached for request validation, for at most
 //! [`CONFIG_TTL`] (a text index another replica adds is seen within it);
 //! the cache entry is dropped whenever Qdrant answers NOT_FOUND, so a
@@ -114,65 +118,6 @@ impl QdrantBackend {
     fn forget(&self, collection: &str) {
         if let Ok(mut c) = self.configs.write() {
             c.remove(collection);
-        }
-    }
-
-    /// Replaces the sparse vectors of the points `selector` names with
-    /// empty ones before they are deleted: Qdrant keeps a deleted point's
-    /// terms in its posting lists, and so in every term's document
-    /// frequency, until the segment is rebuilt (a plain delete only marks
-    /// the point), which would skew BM25 scores after deletes.
-    async fn clear_terms(&self, collection: &str, selector: &PointSelector) -> Result<()> {
-        let mut offset = None;
-        loop {
-            // The points that exist (an update of a missing one fails).
-            let mut page = ScrollPointsBuilder::new(collection)
-                .limit(CLEAR_PAGE)
-                .with_payload(false)
-                .with_vectors(false);
-            page = match selector {
-                PointSelector::Ids(ids) => page.filter(QFilter::must([QCondition::has_id(
-                    ids.iter().copied().map(to_q_id),
-                )])),
-                PointSelector::Filter(f) => page.filter(to_q_filter(f)),
-            };
-            if let Some(o) = offset.take() {
-                page = page.offset(o);
-            }
-            let found = self
-                .client
-                .scroll(page)
-                .await
-                .map_err(|e| self.error(collection, e))?;
-            let points: Vec<q::PointVectors> = found
-                .result
-                .into_iter()
-                .map(|p| q::PointVectors {
-                    id: p.id,
-                    vectors: Some(
-                        NamedVectors::from(vec![(
-                            SPARSE_NAME.to_owned(),
-                            QInputVector::new_sparse(Vec::<u32>::new(), Vec::<f32>::new()),
-                        )])
-                        .into(),
-                    ),
-                })
-                .collect();
-            if !points.is_empty() {
-                self.client
-                    .update_vectors(q::UpdatePointVectors {
-                        collection_name: collection.to_owned(),
-                        wait: Some(true),
-                        points,
-                        ..Default::default()
-                    })
-                    .await
-                    .map_err(|e| self.error(collection, e))?;
-            }
-            match found.next_page_offset {
-                Some(o) => offset = Some(o),
-                None => return Ok(()),
-            }
         }
     }
 
@@ -611,6 +556,3 @@ impl Backend for QdrantBackend {
             .collect())
     }
 }
-
-/// Points whose terms are cleared per call before a delete.
-const CLEAR_PAGE: u32 = 1000;

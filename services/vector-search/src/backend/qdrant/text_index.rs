@@ -1,5 +1,6 @@
-//! A text index added to an existing Qdrant collection (Qdrant's
-//! CreateVectorName), and its sparse vectors filled from payload text.
+//! The collection's sparse vector on Qdrant: added to an existing
+//! collection (Qdrant's CreateVectorName), filled from payload text, and
+//! emptied before points are deleted.
 //!
 //! Other replicas of the service see the new index once their cached
 //! configuration expires ([`super::CONFIG_TTL`]).
@@ -8,8 +9,68 @@ use super::*;
 
 /// Points read and updated per step of a fill.
 const FILL_PAGE: u32 = 256;
+/// Points whose terms are cleared per call before a delete.
+const CLEAR_PAGE: u32 = 1000;
+
+/// An update of one point's sparse vector.
+fn sparse_update(id: Option<q::PointId>, indices: Vec<u32>, values: Vec<f32>) -> q::PointVectors {
+    q::PointVectors {
+        id,
+        vectors: Some(
+            NamedVectors::from(vec![(
+                SPARSE_NAME.to_owned(),
+                QInputVector::new_sparse(indices, values),
+            )])
+            .into(),
+        ),
+    }
+}
 
 impl QdrantBackend {
+    /// Replaces the sparse vectors of the points `selector` names with
+    /// empty ones before they are deleted: Qdrant keeps a deleted point's
+    /// terms in its posting lists, and so in every term's document
+    /// frequency, until the segment is rebuilt (a plain delete only marks
+    /// the point), which would skew BM25 scores after deletes.
+    pub(super) async fn clear_terms(
+        &self,
+        collection: &str,
+        selector: &PointSelector,
+    ) -> Result<()> {
+        let mut offset = None;
+        loop {
+            // The points that exist (an update of a missing one fails).
+            let mut page = ScrollPointsBuilder::new(collection)
+                .limit(CLEAR_PAGE)
+                .with_payload(false)
+                .with_vectors(false);
+            page = match selector {
+                PointSelector::Ids(ids) => page.filter(QFilter::must([QCondition::has_id(
+                    ids.iter().copied().map(to_q_id),
+                )])),
+                PointSelector::Filter(f) => page.filter(to_q_filter(f)),
+            };
+            if let Some(o) = offset.take() {
+                page = page.offset(o);
+            }
+            let found = self
+                .client
+                .scroll(page)
+                .await
+                .map_err(|e| self.error(collection, e))?;
+            let points: Vec<q::PointVectors> = found
+                .result
+                .into_iter()
+                .map(|p| sparse_update(p.id, Vec::new(), Vec::new()))
+                .collect();
+            self.update_sparse(collection, points, None).await?;
+            match found.next_page_offset {
+                Some(o) => offset = Some(o),
+                None => return Ok(()),
+            }
+        }
+    }
+
     /// See [`Backend::add_text_index`].
     pub(super) async fn add_sparse_vector(&self, collection: &str, index: TextIndex) -> Result<()> {
         // Fresh from the cluster, not the cache: another replica may have
@@ -94,39 +155,46 @@ impl QdrantBackend {
                 match payload_of(p.payload).remove(key) {
                     Some(serde_json::Value::String(text)) => {
                         let s = sparse_of(&text);
-                        points.push(q::PointVectors {
-                            id: p.id,
-                            vectors: Some(
-                                NamedVectors::from(vec![(
-                                    SPARSE_NAME.to_owned(),
-                                    QInputVector::new_sparse(s.indices, s.values),
-                                )])
-                                .into(),
-                            ),
-                        });
+                        points.push(sparse_update(p.id, s.indices, s.values));
                     }
                     _ => filled.without_text += 1,
                 }
             }
-            if !points.is_empty() {
-                filled.indexed += points.len() as u64;
-                self.client
-                    .update_vectors(q::UpdatePointVectors {
-                        collection_name: collection.to_owned(),
-                        wait: Some(true),
-                        points,
-                        update_filter: Some(QFilter::must_not([QCondition::has_vector(
-                            SPARSE_NAME,
-                        )])),
-                        ..Default::default()
-                    })
-                    .await
-                    .map_err(|e| self.error(collection, e))?;
-            }
+            filled.indexed += points.len() as u64;
+            self.update_sparse(
+                collection,
+                points,
+                Some(QFilter::must_not([QCondition::has_vector(SPARSE_NAME)])),
+            )
+            .await?;
             match found.next_page_offset {
                 Some(o) => offset = Some(o),
                 None => return Ok(filled),
             }
         }
+    }
+
+    /// Sets the sparse vectors of `points` (nothing when empty), only on
+    /// points matching `condition` when given; waits until applied.
+    async fn update_sparse(
+        &self,
+        collection: &str,
+        points: Vec<q::PointVectors>,
+        condition: Option<QFilter>,
+    ) -> Result<()> {
+        if points.is_empty() {
+            return Ok(());
+        }
+        self.client
+            .update_vectors(q::UpdatePointVectors {
+                collection_name: collection.to_owned(),
+                wait: Some(true),
+                points,
+                update_filter: condition,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| self.error(collection, e))?;
+        Ok(())
     }
 }

@@ -17,21 +17,6 @@ const K1: f64 = 1.2;
 const B: f64 = 0.75;
 const AVG_LEN: f64 = 256.0;
 
-async fn text_collection(app: &TestApp, label: &str, index: pb::TextIndex) -> String {
-    let name = unique_name(label);
-    app.client()
-        .create_collection(pb::CreateCollectionRequest {
-            name: name.clone(),
-            dimension: DIM as u32,
-            distance: pb::Distance::Cosine.into(),
-            text_index: index.into(),
-            ..Default::default()
-        })
-        .await
-        .expect("create collection");
-    name
-}
-
 fn text_point(id: u64, text: &str) -> pb::Point {
     pb::Point {
         id: num(id),
@@ -168,7 +153,9 @@ pub(super) async fn bm25_scores_follow_the_collection_as_points_come_and_go(app:
 }
 
 pub(super) async fn hybrid_search_fuses_both_rankings_by_reciprocal_rank(app: &TestApp) {
-    let name = text_collection(app, "hybrid", pb::TextIndex::Bm25).await;
+    let name = app
+        .text_collection("hybrid", DIM as u32, pb::TextIndex::Bm25)
+        .await;
     let texts = [
         "install the helm chart",
         "helm chart values",
@@ -288,7 +275,9 @@ pub(super) async fn hybrid_search_fuses_both_rankings_by_reciprocal_rank(app: &T
 }
 
 pub(super) async fn client_sparse_vectors_score_by_dot_product(app: &TestApp) {
-    let name = text_collection(app, "sparse", pb::TextIndex::Sparse).await;
+    let name = app
+        .text_collection("sparse", DIM as u32, pb::TextIndex::Sparse)
+        .await;
     let vectors: Vec<(u64, Vec<(u32, f32)>)> = vec![
         (1, vec![(3, 0.5), (9, 2.0)]),
         (2, vec![(3, 1.25)]),
@@ -361,9 +350,15 @@ pub(super) async fn client_sparse_vectors_score_by_dot_product(app: &TestApp) {
 }
 
 pub(super) async fn text_search_refusals_name_the_field(app: &TestApp) {
-    let bm25 = text_collection(app, "refuse-bm25", pb::TextIndex::Bm25).await;
-    let dense_only = text_collection(app, "refuse-none", pb::TextIndex::None).await;
-    let client_sparse = text_collection(app, "refuse-sparse", pb::TextIndex::Sparse).await;
+    let bm25 = app
+        .text_collection("refuse-bm25", DIM as u32, pb::TextIndex::Bm25)
+        .await;
+    let dense_only = app
+        .text_collection("refuse-none", DIM as u32, pb::TextIndex::None)
+        .await;
+    let client_sparse = app
+        .text_collection("refuse-sparse", DIM as u32, pb::TextIndex::Sparse)
+        .await;
     app.upsert(&bm25, vec![text_point(1, "helm chart")]).await;
     let mut c = app.client();
     let search = |collection: &str, f: &dyn Fn(&mut pb::SearchRequest)| {

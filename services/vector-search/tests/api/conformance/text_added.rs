@@ -12,21 +12,6 @@ use crate::helpers::*;
 
 const DIM: usize = 8;
 
-async fn dense_only(app: &TestApp, label: &str) -> String {
-    let name = unique_name(label);
-    app.client()
-        .create_collection(pb::CreateCollectionRequest {
-            name: name.clone(),
-            dimension: DIM as u32,
-            distance: pb::Distance::Cosine.into(),
-            text_index: pb::TextIndex::None.into(),
-            ..Default::default()
-        })
-        .await
-        .expect("create collection");
-    name
-}
-
 async fn add(
     app: &TestApp,
     name: &str,
@@ -53,7 +38,9 @@ async fn text_index_of(app: &TestApp, name: &str) -> pb::TextIndex {
 }
 
 pub(super) async fn a_text_index_is_added_in_place_and_filled_from_payloads(app: &TestApp) {
-    let name = dense_only(app, "added").await;
+    let name = app
+        .text_collection("added", DIM as u32, pb::TextIndex::None)
+        .await;
     let texts = [
         (0, "kubernetes deploy helm chart"),
         (1, "deploy deploy rollback"),
@@ -153,7 +140,9 @@ pub(super) async fn a_text_index_is_added_in_place_and_filled_from_payloads(app:
 }
 
 pub(super) async fn an_added_index_without_a_payload_fill_takes_new_writes(app: &TestApp) {
-    let name = dense_only(app, "added-empty").await;
+    let name = app
+        .text_collection("added-empty", DIM as u32, pb::TextIndex::None)
+        .await;
     app.upsert(
         &name,
         vec![point(
@@ -208,7 +197,9 @@ pub(super) async fn an_added_index_without_a_payload_fill_takes_new_writes(app: 
 }
 
 pub(super) async fn adding_a_text_index_refuses_what_it_cannot_do(app: &TestApp) {
-    let name = dense_only(app, "added-bad").await;
+    let name = app
+        .text_collection("added-bad", DIM as u32, pb::TextIndex::None)
+        .await;
     for (index, from, code, field) in [
         (pb::TextIndex::None, "", Code::InvalidArgument, "text_index"),
         (
@@ -254,7 +245,9 @@ pub(super) async fn adding_a_text_index_refuses_what_it_cannot_do(app: &TestApp)
 }
 
 pub(super) async fn writes_during_a_fill_keep_their_own_text(app: &TestApp) {
-    let name = dense_only(app, "added-race").await;
+    let name = app
+        .text_collection("added-race", DIM as u32, pb::TextIndex::None)
+        .await;
     let all = 900u64;
     app.upsert(
         &name,
