@@ -124,20 +124,17 @@ impl VectorApi {
             .search_seconds
             .with_label_values(&[collection])
             .observe(start.elapsed().as_secs_f64());
-        let mut responses = Vec::with_capacity(plans.len());
-        for plan in &plans {
-            let mine = results.by_ref().take(plan.parts.len()).collect();
-            let mut hits = plan.finish(mine);
-            if let Some((with_payload, with_vectors)) = plan.read_after_fusion {
-                hits = self
-                    .read_hits(collection, hits, with_payload, with_vectors)
-                    .await?;
-            }
-            responses.push(pb::SearchResponse {
+        let fused: Vec<Vec<Hit>> = plans
+            .iter()
+            .map(|plan| plan.finish(results.by_ref().take(plan.parts.len()).collect()))
+            .collect();
+        let fused = self.read_after_fusion(collection, &plans, fused).await?;
+        Ok(fused
+            .into_iter()
+            .map(|hits| pb::SearchResponse {
                 hits: hits.into_iter().map(convert::hit_out).collect(),
-            });
-        }
-        Ok(responses)
+            })
+            .collect())
     }
 
     /// Every retriever query of `plans`, answers in plan and part order.
@@ -176,35 +173,47 @@ impl VectorApi {
         in_flight < self.cores
     }
 
-    /// The fused hits with their payload and vectors, read by id. A point
-    /// deleted between the search and the read is dropped from the answer.
-    async fn read_hits(
+    /// The payloads and vectors of the fused hits of every plan that asked
+    /// for them, read by id in one backend call. A point deleted between
+    /// the search and the read is dropped from the answer.
+    async fn read_after_fusion(
         &self,
         collection: &str,
-        hits: Vec<Hit>,
-        with_payload: bool,
-        with_vectors: bool,
-    ) -> Result<Vec<Hit>, VectorError> {
-        if hits.is_empty() {
-            return Ok(hits);
+        plans: &[Plan],
+        mut fused: Vec<Vec<Hit>>,
+    ) -> Result<Vec<Vec<Hit>>, VectorError> {
+        let asks: Vec<_> = plans.iter().map(|p| p.read_after_fusion).collect();
+        let ids: Vec<PointId> = fused
+            .iter()
+            .zip(&asks)
+            .filter(|(_, ask)| ask.is_some())
+            .flat_map(|(hits, _)| hits.iter().map(|h| h.id))
+            .collect();
+        if ids.is_empty() {
+            return Ok(fused);
         }
-        let ids = hits.iter().map(|h| h.id).collect();
-        let mut records: HashMap<PointId, Record> = self
+        let any = |pick: fn((bool, bool)) -> bool| asks.iter().flatten().any(|a| pick(*a));
+        let records: HashMap<PointId, Record> = self
             .backend
-            .get(collection, ids, with_payload, with_vectors)
+            .get(collection, ids, any(|a| a.0), any(|a| a.1))
             .await?
             .into_iter()
             .map(|r| (r.id, r))
             .collect();
-        Ok(hits
-            .into_iter()
-            .filter_map(|mut h| {
-                let r = records.remove(&h.id)?;
-                h.payload = r.payload;
-                h.vector = r.vector;
-                Some(h)
-            })
-            .collect())
+        for (hits, ask) in fused.iter_mut().zip(asks) {
+            let Some((with_payload, with_vectors)) = ask else {
+                continue;
+            };
+            hits.retain_mut(|h| {
+                let Some(r) = records.get(&h.id) else {
+                    return false;
+                };
+                h.payload = r.payload.clone().filter(|_| with_payload);
+                h.vector = r.vector.clone().filter(|_| with_vectors);
+                true
+            });
+        }
+        Ok(fused)
     }
 }
 
