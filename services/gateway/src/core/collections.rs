@@ -65,6 +65,17 @@ impl CollectionView {
     }
 }
 
+/// Refuses an empty collection name, naming `field`.
+fn required_name(field: &str, name: &str) -> Result<()> {
+    if name.is_empty() {
+        return Err(GatewayError::invalid(
+            field,
+            "a collection name is required",
+        ));
+    }
+    Ok(())
+}
+
 pub fn chunking_to_pb(c: ChunkingSettings) -> gw::Chunking {
     gw::Chunking {
         unit: match c.unit {
@@ -151,12 +162,7 @@ impl Core {
         name: &str,
         deadline: Deadline,
     ) -> Result<CollectionView> {
-        if name.is_empty() {
-            return Err(GatewayError::invalid(
-                "collection",
-                "a collection name is required",
-            ));
-        }
+        required_name("collection", name)?;
         if let Some((at, v)) = self
             .collections
             .read()
@@ -303,12 +309,7 @@ impl Core {
         name: &str,
         deadline: Deadline,
     ) -> Result<gw::AddTextIndexResponse> {
-        if name.is_empty() {
-            return Err(GatewayError::invalid(
-                "name",
-                "a collection name is required",
-            ));
-        }
+        required_name("name", name)?;
         // Only collections the gateway made: their chunks' text is stored
         // under the payload key it fills from.
         self.fetch_collection(name, deadline).await?;
@@ -333,12 +334,7 @@ impl Core {
     }
 
     pub async fn get_collection(&self, name: &str, deadline: Deadline) -> Result<gw::Collection> {
-        if name.is_empty() {
-            return Err(GatewayError::invalid(
-                "name",
-                "a collection name is required",
-            ));
-        }
+        required_name("name", name)?;
         Ok(self.fetch_collection(name, deadline).await?.to_pb())
     }
 
